@@ -1,0 +1,1 @@
+//! Test harness shared by Quorate's integration tests.

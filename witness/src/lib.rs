@@ -1,0 +1,1 @@
+//! The witness: answers signed vote requests from trusted coordinators with signed votes.
