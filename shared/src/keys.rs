@@ -179,8 +179,16 @@ mod tests {
         let text = format_public_key(&key);
         assert_eq!(parse_public_key(&text).unwrap(), key);
         assert!(parse_public_key("AAAA").unwrap_err().contains("ed25519:"));
-        assert!(parse_public_key("ed25519:AAAA").unwrap_err().contains("expected 32"));
-        assert!(parse_public_key("ed25519:!!").unwrap_err().contains("base64"));
+        assert!(
+            parse_public_key("ed25519:AAAA")
+                .unwrap_err()
+                .contains("expected 32")
+        );
+        assert!(
+            parse_public_key("ed25519:!!")
+                .unwrap_err()
+                .contains("base64")
+        );
     }
 
     #[test]

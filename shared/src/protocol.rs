@@ -148,7 +148,9 @@ pub enum ProtocolError {
     WrongWitness { expected: KeyId, found: KeyId },
     #[error("vote answers request {found}, not this one ({expected})")]
     WrongRequest { expected: String, found: String },
-    #[error("vote is for service {found:?} round {found_round}, expected {expected:?} round {expected_round}")]
+    #[error(
+        "vote is for service {found:?} round {found_round}, expected {expected:?} round {expected_round}"
+    )]
     WrongRound {
         expected: String,
         expected_round: u64,
@@ -371,7 +373,13 @@ pub fn open_vote(envelope: &Envelope, expected: &Expected<'_>) -> Result<Vote, P
             found: vote.witness,
         });
     }
-    verify(VOTE_DOMAIN, expected.witness_key, &vote.witness, &payload, &sig)?;
+    verify(
+        VOTE_DOMAIN,
+        expected.witness_key,
+        &vote.witness,
+        &payload,
+        &sig,
+    )?;
     let want = expected.request_hash.hex();
     if vote.request_hash != want {
         return Err(ProtocolError::WrongRequest {
