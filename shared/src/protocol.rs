@@ -282,7 +282,8 @@ impl VoteRequest {
     }
 }
 
-fn check_service(s: &str) -> Result<(), ProtocolError> {
+/// Checks a service name: 1..=128 characters of `[A-Za-z0-9._-]`.
+pub fn check_service(s: &str) -> Result<(), ProtocolError> {
     let ok = !s.is_empty()
         && s.len() <= MAX_SERVICE_LEN
         && s.bytes()

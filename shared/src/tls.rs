@@ -215,6 +215,19 @@ pub fn pinned_client_config(pin: Option<[u8; 32]>) -> ClientConfig {
     config
 }
 
+/// A client config that validates certificates against the Mozilla roots (webpki-roots),
+/// for outbound HTTPS to public services such as webhook receivers.
+pub fn webpki_client_config() -> ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    ClientConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -130,3 +130,4 @@ pub trait DnsBackend: Send + Sync {
     /// Applies the change, as one atomic operation where the server allows it.
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>>;
 }
+pub mod config;

@@ -1,0 +1,315 @@
+//! The HTTP API (axum): service status, rounds and votes (filtered, paged), events, DNS
+//! changes, overrides and manual failback. JSON; bearer-token auth on everything under
+//! `/v1`; `/healthz` and `/metrics` are open. Documented in `docs/api.md`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::config::WitnessConfig;
+use crate::driver::{Command, ServiceHandle};
+use crate::failover::Override;
+use crate::metrics::Metrics;
+use crate::store::{ListFilter, RoundFilter, Store, VoteRecord};
+
+/// Largest page a client may ask for.
+pub const MAX_LIMIT: u32 = 500;
+const DEFAULT_LIMIT: u32 = 50;
+
+/// What the handlers share.
+pub struct ApiState {
+    pub store: Store,
+    pub services: HashMap<String, ServiceHandle>,
+    pub witnesses: Vec<WitnessConfig>,
+    pub metrics: Arc<Metrics>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+/// An API error: a status and a JSON body `{"error": code, "reason": text}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    reason: String,
+}
+
+impl ApiError {
+    fn bad(reason: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", reason: reason.into() }
+    }
+    fn not_found(reason: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", reason: reason.into() }
+    }
+    fn internal(reason: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", reason: reason.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": self.code, "reason": self.reason}))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/services", get(list_services))
+        .route("/services/{name}", get(one_service))
+        .route("/services/{name}/override", post(set_override))
+        .route("/services/{name}/failback", post(manual_failback))
+        .route("/rounds", get(list_rounds))
+        .route("/rounds/{id}", get(one_round))
+        .route("/events", get(list_events))
+        .route("/dns-changes", get(list_dns_changes))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(4096))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .with_state(state)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn token_matches(given: &[u8], want: &[u8]) -> bool {
+    if given.len() != want.len() {
+        return false;
+    }
+    given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn auth(State(st): State<Arc<ApiState>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if token_matches(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
+        Some(_) => unauthorized("the bearer token is wrong"),
+        None => unauthorized("missing \"Authorization: Bearer <token>\" header"),
+    }
+}
+
+fn unauthorized(reason: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": "unauthorized", "reason": reason})),
+    )
+        .into_response()
+}
+
+async fn metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        st.metrics.encode(),
+    )
+}
+
+async fn list_services(State(st): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let mut list: Vec<_> = st.services.values().map(|h| h.current()).collect();
+    list.sort_by(|a, b| a.service.cmp(&b.service));
+    Json(json!({ "services": list }))
+}
+
+fn service<'a>(st: &'a ApiState, name: &str) -> Result<&'a ServiceHandle, ApiError> {
+    st.services
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(format!("no service named {name:?}")))
+}
+
+async fn one_service(State(st): State<Arc<ApiState>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(service(&st, &name)?.current())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideBody {
+    /// `auto`, `pin-primary` or `pin-backup`.
+    mode: String,
+}
+
+async fn set_override(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Result<Json<OverrideBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad(format!("expected {{\"mode\": \"auto\" | \"pin-primary\" | \"pin-backup\"}}: {e}")))?;
+    let mode = match body.mode.as_str() {
+        "auto" => Override::Auto,
+        "pin-primary" => Override::PinPrimary,
+        "pin-backup" => Override::PinBackup,
+        o => return Err(ApiError::bad(format!("mode: expected \"auto\", \"pin-primary\" or \"pin-backup\", got {o:?}"))),
+    };
+    let h = service(&st, &name)?;
+    let (tx, rx) = oneshot::channel();
+    send(h, Command::SetOverride(mode, tx)).await?;
+    let msg = rx.await.map_err(|_| ApiError::internal("service task stopped"))?;
+    Ok(Json(json!({"service": name, "result": msg, "status": h.current()})))
+}
+
+async fn manual_failback(State(st): State<Arc<ApiState>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let h = service(&st, &name)?;
+    let (tx, rx) = oneshot::channel();
+    send(h, Command::ManualFailback(tx)).await?;
+    let msg = rx.await.map_err(|_| ApiError::internal("service task stopped"))?;
+    Ok(Json(json!({"service": name, "result": msg, "status": h.current()})))
+}
+
+async fn send(h: &ServiceHandle, c: Command) -> Result<(), ApiError> {
+    h.commands
+        .send_timeout(c, Duration::from_secs(5))
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "busy",
+            reason: "the service did not take the command within 5 s".into(),
+        })
+}
+
+/// Query parameters shared by the list endpoints. Times are Unix milliseconds or RFC 3339.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    service: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    outcome: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<u32>,
+}
+
+fn parse_time(key: &str, v: &Option<String>) -> Result<Option<u64>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    if let Ok(ms) = v.parse::<u64>() {
+        return Ok(Some(ms));
+    }
+    humantime::parse_rfc3339_weak(v)
+        .map(|t| Some(shared::unix_ms(t)))
+        .map_err(|_| ApiError::bad(format!("{key}: expected Unix milliseconds or an RFC 3339 time like 2026-11-24T10:00:00Z, got {v:?}")))
+}
+
+fn limit(q: &ListQuery) -> Result<u32, ApiError> {
+    match q.limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) if (1..=MAX_LIMIT).contains(&l) => Ok(l),
+        Some(l) => Err(ApiError::bad(format!("limit: expected 1..={MAX_LIMIT}, got {l}"))),
+    }
+}
+
+type Q = Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>;
+
+fn query(q: Q) -> Result<ListQuery, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::bad(e.body_text()))
+}
+
+fn list_filter(q: &ListQuery) -> Result<ListFilter, ApiError> {
+    Ok(ListFilter {
+        service: q.service.clone(),
+        since_ms: parse_time("since", &q.since)?,
+        until_ms: parse_time("until", &q.until)?,
+        before_id: q.before_id,
+        limit: limit(q)?,
+    })
+}
+
+/// A page and the cursor for the next one.
+#[derive(Serialize)]
+struct Page<T> {
+    items: Vec<T>,
+    /// Pass as `before_id` for the next (older) page; absent on the last page.
+    next_before_id: Option<i64>,
+}
+
+fn page<T>(items: Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Page<T> {
+    let next = if items.len() as u32 == limit { items.last().map(&id) } else { None };
+    Page { items, next_before_id: next }
+}
+
+async fn list_rounds(State(st): State<Arc<ApiState>>, q: Q) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query(q)?;
+    let lf = list_filter(&q)?;
+    if let Some(o) = &q.outcome {
+        if crate::failover::Outcome::parse(o).is_none() {
+            return Err(ApiError::bad(format!("outcome: unknown outcome {o:?}")));
+        }
+    }
+    let f = RoundFilter {
+        service: lf.service,
+        since_ms: lf.since_ms,
+        until_ms: lf.until_ms,
+        outcome: q.outcome.clone(),
+        before_id: lf.before_id,
+        limit: lf.limit,
+    };
+    let l = f.limit;
+    let rows = st.store.call(move |s| s.list_rounds(&f)).await?;
+    Ok(Json(json!(page(rows, l, |r| r.id))))
+}
+
+/// A stored vote with the result of verifying it again now.
+#[derive(Serialize)]
+struct VoteView {
+    #[serde(flatten)]
+    vote: VoteRecord,
+    /// Re-verified against the configured witness key just now: `ok`, the reason it fails,
+    /// or `unknown-witness` when the witness is no longer configured.
+    reverified: String,
+}
+
+async fn one_round(State(st): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::bad(format!("round id: expected a number, got {id:?}")))?;
+    let Some((round, votes)) = st.store.call(move |s| s.round(id)).await? else {
+        return Err(ApiError::not_found(format!("no round {id}")));
+    };
+    let votes: Vec<VoteView> = votes
+        .into_iter()
+        .map(|v| VoteView { reverified: crate::verify::reverify(&v, &round.round.service, &st.witnesses), vote: v })
+        .collect();
+    Ok(Json(json!({"round": round, "votes": votes})))
+}
+
+async fn list_events(State(st): State<Arc<ApiState>>, q: Q) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query(q)?;
+    if q.outcome.is_some() {
+        return Err(ApiError::bad("outcome: only /v1/rounds filters by outcome"));
+    }
+    let f = list_filter(&q)?;
+    let l = f.limit;
+    let rows = st.store.call(move |s| s.list_events(&f)).await?;
+    Ok(Json(json!(page(rows, l, |r| r.id))))
+}
+
+async fn list_dns_changes(State(st): State<Arc<ApiState>>, q: Q) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query(q)?;
+    if q.outcome.is_some() {
+        return Err(ApiError::bad("outcome: only /v1/rounds filters by outcome"));
+    }
+    let f = list_filter(&q)?;
+    let l = f.limit;
+    let rows = st.store.call(move |s| s.list_dns_changes(&f)).await?;
+    Ok(Json(json!(page(rows, l, |r| r.id))))
+}

@@ -1,0 +1,93 @@
+//! The `[dns]` table: which backend, its settings, and how changes are verified. The
+//! backend-specific keys are checked by each backend's own `Config` (`deny_unknown_fields`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{Errors, parse_duration};
+
+/// The raw table, split by hand: `type` picks the backend, `verify` is common, and every
+/// other key belongs to the backend.
+#[derive(Debug)]
+pub struct RawDns {
+    pub kind: String,
+    pub verify: Option<RawVerify>,
+    pub rest: toml::Table,
+}
+
+impl<'de> Deserialize<'de> for RawDns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut t = toml::Table::deserialize(d)?;
+        let kind = match t.remove("type") {
+            Some(toml::Value::String(s)) => s,
+            Some(_) => return Err(D::Error::custom("dns.type: expected a string")),
+            None => return Err(D::Error::custom(
+                "dns.type: missing; expected one of \"builtin\", \"rfc2136\", \"powerdns\", \"virtualmin\", \"exec\", \"dryrun\"",
+            )),
+        };
+        let verify = match t.remove("verify") {
+            Some(v) => Some(RawVerify::deserialize(v).map_err(|e| D::Error::custom(format!("dns.verify: {e}")))?),
+            None => None,
+        };
+        Ok(RawDns { kind, verify, rest: t })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    /// Authoritative servers to check after a change (default: the backend's own server,
+    /// where it has one).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    #[serde(default = "default_verify_timeout")]
+    pub timeout: String,
+}
+
+fn default_verify_timeout() -> String {
+    "10s".into()
+}
+
+/// The validated `[dns]` table.
+#[derive(Clone, Debug)]
+pub struct DnsConfig {
+    pub backend: BackendConfig,
+    pub verify_servers: Vec<SocketAddr>,
+    pub verify_timeout: Duration,
+}
+
+/// One variant per backend.
+#[derive(Clone, Debug)]
+pub enum BackendConfig {
+    Placeholder,
+}
+
+pub fn validate(raw: &RawDns, e: &mut Errors, _base: &Path) -> Option<DnsConfig> {
+    let before_ok = e.is_empty();
+    let mut verify_servers = Vec::new();
+    let mut verify_timeout = Duration::from_secs(10);
+    if let Some(v) = &raw.verify {
+        for (i, s) in v.servers.iter().enumerate() {
+            match s.parse::<SocketAddr>() {
+                Ok(a) => verify_servers.push(a),
+                Err(_) => e.push(&format!("dns.verify.servers[{i}]"), format!("expected an address like \"192.0.2.53:53\", got {s:?}")),
+            }
+        }
+        match parse_duration(&v.timeout) {
+            Ok(t) => verify_timeout = t,
+            Err(m) => e.push("dns.verify.timeout", m),
+        }
+    }
+    let backend = match raw.kind.as_str() {
+        o => {
+            e.push("dns.type", format!("unknown backend {o:?}"));
+            return None;
+        }
+    };
+    #[allow(unreachable_code)]
+    (before_ok || !e.is_empty()).then_some(DnsConfig { backend, verify_servers, verify_timeout })
+}

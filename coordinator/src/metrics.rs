@@ -1,0 +1,111 @@
+//! Prometheus metrics of the coordinator (prometheus-client): per-service state, rounds by
+//! outcome, vote latency per witness, invalid votes by reason, DNS change latency and result.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoundLabel {
+    pub service: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WitnessLabel {
+    pub witness: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvalidLabel {
+    pub witness: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabel {
+    pub backend: String,
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// 0 = primary active, 1 = backup active.
+    pub backup_active: Family<ServiceLabel, Gauge>,
+    pub primary_up: Family<ServiceLabel, Gauge>,
+    pub backup_up: Family<ServiceLabel, Gauge>,
+    pub rounds: Family<RoundLabel, Counter>,
+    pub ticks: Family<ServiceLabel, Counter>,
+    pub late_ticks: Family<ServiceLabel, Counter>,
+    pub vote_latency: Family<WitnessLabel, Histogram>,
+    pub votes_missing: Family<WitnessLabel, Counter>,
+    pub invalid_votes: Family<InvalidLabel, Counter>,
+    pub dns_changes: Family<DnsLabel, Counter>,
+    pub dns_change_seconds: Family<DnsLabel, Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("quorate")),
+            backup_active: Family::default(),
+            primary_up: Family::default(),
+            backup_up: Family::default(),
+            rounds: Family::default(),
+            ticks: Family::default(),
+            late_ticks: Family::default(),
+            vote_latency: Family::new_with_constructor(latency),
+            votes_missing: Family::default(),
+            invalid_votes: Family::default(),
+            dns_changes: Family::default(),
+            dns_change_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.register("service_backup_active", "1 when the backup's records are active", m.backup_active.clone());
+            r.register("service_primary_up", "1 when the coordinator's own probe saw the primary up", m.primary_up.clone());
+            r.register("service_backup_up", "1 when the coordinator's own probe saw the backup up", m.backup_up.clone());
+            r.register("rounds", "decision rounds by outcome", m.rounds.clone());
+            r.register("ticks", "probe intervals run", m.ticks.clone());
+            r.register("late_ticks", "probe intervals that started more than one interval late", m.late_ticks.clone());
+            r.register("vote_latency_seconds", "round-trip time of vote requests by witness", m.vote_latency.clone());
+            r.register("votes_missing", "vote requests without an answer, by witness", m.votes_missing.clone());
+            r.register("invalid_votes", "answers that failed verification, by witness and reason", m.invalid_votes.clone());
+            r.register("dns_changes", "DNS changes by backend and result", m.dns_changes.clone());
+            r.register("dns_change_seconds", "time from decision to a DNS change applied", m.dns_change_seconds.clone());
+        }
+        m
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}

@@ -1,0 +1,123 @@
+//! Notifications: every state change and alert goes to the configured webhooks as generic
+//! JSON (with a Slack-compatible `text` field). Sending happens on its own task behind a
+//! bounded queue, with retries and backoff, so it never blocks the decision loop; when the
+//! queue is full the newest notification is dropped and counted, never the loop stalled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WebhookConfig;
+
+/// One notification.
+#[derive(Clone, Debug, Serialize)]
+pub struct Notice {
+    pub service: String,
+    /// `transition`, `alert`, `dns-applied`, `dns-failed`, `override`.
+    pub kind: String,
+    pub message: String,
+    pub at_ms: u64,
+    /// Slack renders this field; generic receivers get the structured fields too.
+    pub text: String,
+}
+
+impl Notice {
+    pub fn new(service: &str, kind: &str, message: impl Into<String>, at_ms: u64) -> Notice {
+        let message = message.into();
+        Notice {
+            text: format!("[quorate] {service}: {kind}: {message}"),
+            service: service.into(),
+            kind: kind.into(),
+            message,
+            at_ms,
+        }
+    }
+}
+
+/// The sending side; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    tx: Option<mpsc::Sender<Notice>>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+const QUEUE: usize = 1024;
+const ATTEMPTS: u32 = 5;
+
+impl Notifier {
+    /// A notifier that sends nowhere (no webhooks configured).
+    pub fn disabled() -> Notifier {
+        Notifier {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Starts the sending task.
+    pub fn start(hooks: Vec<WebhookConfig>, shutdown: CancellationToken) -> Notifier {
+        if hooks.is_empty() {
+            return Notifier::disabled();
+        }
+        let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(shared::tls::webpki_client_config())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .ok();
+        tokio::spawn(async move {
+            let Some(http) = http else { return };
+            loop {
+                let notice = tokio::select! {
+                    n = rx.recv() => match n { Some(n) => n, None => return },
+                    _ = shutdown.cancelled() => return,
+                };
+                for hook in &hooks {
+                    send_with_retry(&http, hook, &notice, &shutdown).await;
+                }
+            }
+        });
+        Notifier {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Queues a notice; never waits.
+    pub fn send(&self, n: Notice) {
+        if let Some(tx) = &self.tx {
+            if tx.try_send(n).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("notification queue full; notification dropped");
+            }
+        }
+    }
+}
+
+async fn send_with_retry(http: &reqwest::Client, hook: &WebhookConfig, n: &Notice, shutdown: &CancellationToken) {
+    let body = if hook.slack {
+        serde_json::json!({ "text": n.text })
+    } else {
+        serde_json::to_value(n).unwrap_or_default()
+    };
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=ATTEMPTS {
+        match http.post(&hook.url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => tracing::warn!(status = %r.status(), attempt, "webhook refused notification"),
+            // The URL may hold a secret: log the error kind, not the URL.
+            Err(e) => tracing::warn!(timeout = e.is_timeout(), connect = e.is_connect(), attempt, "webhook unreachable"),
+        }
+        if attempt < ATTEMPTS {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {},
+                _ = shutdown.cancelled() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+    tracing::error!(service = %n.service, kind = %n.kind, "webhook notification given up after {ATTEMPTS} attempts");
+}

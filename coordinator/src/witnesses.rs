@@ -1,0 +1,176 @@
+//! The coordinator's side of the witness protocol: one HTTPS client per witness (keep-alive,
+//! TLS pinned when configured, a per-request timeout), asked in parallel; answers are read
+//! with a size bound and checked with `shared::protocol::open_vote` before they count.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shared::protocol::{Envelope, Expected, MAX_ENVELOPE_BYTES, RequestHash, Vote};
+
+use crate::config::WitnessConfig;
+use crate::store::VoteRecord;
+
+/// One configured witness and its connection pool.
+pub struct WitnessClient {
+    pub config: WitnessConfig,
+    http: reqwest::Client,
+    vote_url: String,
+}
+
+impl std::fmt::Debug for WitnessClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WitnessClient")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What asking one witness produced, already verified.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub witness: String,
+    pub vote: Option<Vote>,
+    pub record: VoteRecord,
+    pub latency: Duration,
+}
+
+impl WitnessClient {
+    pub fn new(config: WitnessConfig) -> Result<WitnessClient, String> {
+        let tls = shared::tls::pinned_client_config(config.cert_sha256);
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(8)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("witness {}: cannot build HTTPS client: {e}", config.name))?;
+        Ok(WitnessClient {
+            vote_url: format!("{}/v1/vote", config.url),
+            config,
+            http,
+        })
+    }
+
+    /// Sends the signed request; returns the raw answer bytes (bounded) or why there are none.
+    async fn post(&self, body: Bytes) -> Result<Vec<u8>, String> {
+        let mut resp = self
+            .http
+            .post(&self.vote_url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| describe_reqwest(&e))?;
+        let status = resp.status();
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| describe_reqwest(&e))? {
+            if buf.len() + chunk.len() > MAX_ENVELOPE_BYTES {
+                return Err(format!("answer larger than {MAX_ENVELOPE_BYTES} bytes"));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&buf[..buf.len().min(300)]).into_owned();
+            return Err(format!("witness refused the request: HTTP {status}: {text}"));
+        }
+        Ok(buf)
+    }
+
+    /// Asks this witness and verifies the answer against the request it answers.
+    pub async fn ask(
+        &self,
+        request_json: &str,
+        body: Bytes,
+        hash: &RequestHash,
+        service: &str,
+        round: u64,
+    ) -> Answer {
+        let start = Instant::now();
+        let result = self.post(body).await;
+        let latency = start.elapsed();
+        let mut record = VoteRecord {
+            witness: self.config.name.clone(),
+            witness_key_id: self.config.key_id.to_string(),
+            request_envelope: request_json.to_string(),
+            vote_envelope: None,
+            valid: false,
+            verdict: None,
+            error: None,
+            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+        };
+        let vote = match result {
+            Err(e) => {
+                record.error = Some(format!("no answer: {e}"));
+                None
+            }
+            Ok(raw) => {
+                let checked = verify_raw(&raw, &self.config, hash, service, round);
+                record.vote_envelope = Some(raw);
+                match checked {
+                    Ok(v) => {
+                        record.valid = true;
+                        record.verdict = Some(v.verdict.to_string());
+                        Some(v)
+                    }
+                    Err(e) => {
+                        record.error = Some(format!("invalid: {e}"));
+                        None
+                    }
+                }
+            }
+        };
+        Answer {
+            witness: self.config.name.clone(),
+            vote,
+            record,
+            latency,
+        }
+    }
+}
+
+/// Checks raw answer bytes: envelope shape, signature by the pinned key, bound to `hash`.
+/// Also what `verify-history` runs on stored votes.
+pub fn verify_raw(
+    raw: &[u8],
+    witness: &WitnessConfig,
+    hash: &RequestHash,
+    service: &str,
+    round: u64,
+) -> Result<Vote, shared::protocol::ProtocolError> {
+    let env = Envelope::from_json(raw)?;
+    shared::protocol::open_vote(
+        &env,
+        &Expected {
+            witness_key: &witness.key,
+            request_hash: hash,
+            service,
+            round,
+        },
+    )
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_string();
+    let mut src = e.source();
+    // The innermost cause is the useful one ("connection refused", "certificate …").
+    let mut last = None;
+    while let Some(s) = src {
+        last = Some(s.to_string());
+        src = s.source();
+    }
+    if let Some(l) = last {
+        msg.push_str(": ");
+        msg.push_str(&l);
+    }
+    msg
+}
