@@ -3,3 +3,4 @@
 //! rewrites DNS (`dns`), keeps history in SQLite (`store`) and serves the HTTP API (`api`).
 
 pub mod dns;
+pub mod failover;
