@@ -20,7 +20,7 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::config::ServiceConfig;
 use crate::dns::{Change, DnsBackend, DnsError, RecordSet};
-use crate::failover::{self, Action, Event, Observation, Outcome, Override, Side, State, VoteTally};
+use crate::failover::{self, Action, Event, Observation, Override, Side, State, VoteTally};
 use crate::hooks::{self, HookOutcome};
 use crate::metrics::{DnsLabel, InvalidLabel, Metrics, RoundLabel, ServiceLabel, WitnessLabel};
 use crate::notify::{Notice, Notifier};
@@ -658,7 +658,20 @@ async fn verify(rt: &Runtime, svc: &ServiceConfig, job: &Job) {
     )
     .await;
     let all_ok = checks.iter().all(|c| c.ok);
-    let value = serde_json::to_value(&checks).unwrap_or_default();
+    let value = serde_json::Value::Array(
+        checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "server": c.server.to_string(),
+                    "ok": c.ok,
+                    "elapsed_ms": c.elapsed.as_millis() as u64,
+                    "last_seen": c.last_seen,
+                    "error": c.error,
+                })
+            })
+            .collect(),
+    );
     let id = job.id;
     let name = svc.name.clone();
     let lagging: Vec<String> = checks.iter().filter(|c| !c.ok).map(|c| c.server.to_string()).collect();

@@ -1,1 +1,6 @@
 //! Test harness shared by Quorate's integration tests.
+
+pub mod bind;
+pub mod net;
+pub mod pdns;
+pub mod virtualmin;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{Errors, parse_duration};
+use crate::dns::BackendConfig;
 
 /// The raw table, split by hand: `type` picks the backend, `verify` is common, and every
 /// other key belongs to the backend.
@@ -60,34 +61,72 @@ pub struct DnsConfig {
     pub verify_timeout: Duration,
 }
 
-/// One variant per backend.
-#[derive(Clone, Debug)]
-pub enum BackendConfig {
-    Placeholder,
+impl BackendConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Rfc2136(_) => "rfc2136",
+            BackendConfig::Powerdns(_) => "powerdns",
+            BackendConfig::Virtualmin(_) => "virtualmin",
+            BackendConfig::Exec(_) => "exec",
+            BackendConfig::Dryrun(_) => "dryrun",
+        }
+    }
+}
+
+impl DnsConfig {
+    /// Where to verify changes when `[dns.verify] servers` is not set: the server the
+    /// backend itself talks DNS to, where it has one.
+    pub fn default_verify_servers(&self) -> Vec<SocketAddr> {
+        match &self.backend {
+            BackendConfig::Rfc2136(c) => vec![c.server],
+            _ => Vec::new(),
+        }
+    }
 }
 
 pub fn validate(raw: &RawDns, e: &mut Errors, _base: &Path) -> Option<DnsConfig> {
-    let before_ok = e.is_empty();
+    let mut ok = true;
     let mut verify_servers = Vec::new();
     let mut verify_timeout = Duration::from_secs(10);
     if let Some(v) = &raw.verify {
         for (i, s) in v.servers.iter().enumerate() {
             match s.parse::<SocketAddr>() {
                 Ok(a) => verify_servers.push(a),
-                Err(_) => e.push(&format!("dns.verify.servers[{i}]"), format!("expected an address like \"192.0.2.53:53\", got {s:?}")),
+                Err(_) => {
+                    ok = false;
+                    e.push(&format!("dns.verify.servers[{i}]"), format!("expected an address like \"192.0.2.53:53\", got {s:?}"));
+                }
             }
         }
         match parse_duration(&v.timeout) {
             Ok(t) => verify_timeout = t,
-            Err(m) => e.push("dns.verify.timeout", m),
+            Err(m) => {
+                ok = false;
+                e.push("dns.verify.timeout", m);
+            }
         }
     }
-    let backend = match raw.kind.as_str() {
-        o => {
-            e.push("dns.type", format!("unknown backend {o:?}"));
+    let mut table = raw.rest.clone();
+    table.insert("type".into(), toml::Value::String(raw.kind.clone()));
+    let backend = match BackendConfig::deserialize(toml::Value::Table(table)) {
+        Ok(b) => b,
+        Err(err) => {
+            e.push("dns", err.to_string().trim());
             return None;
         }
     };
-    #[allow(unreachable_code)]
-    (before_ok || !e.is_empty()).then_some(DnsConfig { backend, verify_servers, verify_timeout })
+    if let Err(m) = super::build_backend(&backend).map(|_| ()) {
+        e.push("dns", m);
+        ok = false;
+    }
+    ok.then_some(DnsConfig { backend, verify_servers, verify_timeout })
+}
+
+/// Builds the configured backend and starts whatever it needs to run.
+pub async fn start_backend(
+    config: &crate::config::Config,
+    _tasks: &tokio_util::task::TaskTracker,
+    _shutdown: tokio_util::sync::CancellationToken,
+) -> Result<std::sync::Arc<dyn super::DnsBackend>, String> {
+    super::build_backend(&config.dns.backend)
 }

@@ -47,7 +47,12 @@ pub struct RecordSet {
 }
 
 impl RecordSet {
-    pub fn new(name: impl Into<String>, rtype: RecordType, ttl: u32, mut addrs: Vec<IpAddr>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        rtype: RecordType,
+        ttl: u32,
+        mut addrs: Vec<IpAddr>,
+    ) -> Self {
         addrs.sort();
         addrs.dedup();
         RecordSet {
@@ -67,7 +72,14 @@ impl RecordSet {
 impl fmt::Display for RecordSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let addrs: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
-        write!(f, "{} {} {} [{}]", self.name, self.ttl, self.rtype, addrs.join(", "))
+        write!(
+            f,
+            "{} {} {} [{}]",
+            self.name,
+            self.ttl,
+            self.rtype,
+            addrs.join(", ")
+        )
     }
 }
 
@@ -130,4 +142,196 @@ pub trait DnsBackend: Send + Sync {
     /// Applies the change, as one atomic operation where the server allows it.
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>>;
 }
+
 pub mod config;
+pub mod dryrun;
+pub mod exec;
+pub mod powerdns;
+pub mod rfc2136;
+pub mod verify;
+pub mod virtualmin;
+
+/// The `[dns]` table of the coordinator's config: `type` picks the backend, the other keys
+/// belong to that backend's own `Config` (unknown keys are rejected by each of them).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum BackendConfig {
+    Rfc2136(rfc2136::Config),
+    Powerdns(powerdns::Config),
+    Virtualmin(virtualmin::Config),
+    Exec(exec::Config),
+    Dryrun(dryrun::Config),
+}
+
+/// Builds the backend a config describes: reads its secret files and checks its values.
+/// Errors name the key and what was expected.
+pub fn build_backend(config: &BackendConfig) -> Result<std::sync::Arc<dyn DnsBackend>, String> {
+    Ok(match config {
+        BackendConfig::Rfc2136(c) => std::sync::Arc::new(rfc2136::build(c)?),
+        BackendConfig::Powerdns(c) => std::sync::Arc::new(powerdns::build(c)?),
+        BackendConfig::Virtualmin(c) => std::sync::Arc::new(virtualmin::build(c)?),
+        BackendConfig::Exec(c) => std::sync::Arc::new(exec::build(c)?),
+        BackendConfig::Dryrun(c) => std::sync::Arc::new(dryrun::build(c)?),
+    })
+}
+
+/// Lower-case, with exactly one trailing dot: the form names are compared in.
+pub fn normalize_name(name: &str) -> String {
+    let mut n = name.trim_end_matches('.').to_ascii_lowercase();
+    n.push('.');
+    n
+}
+
+/// Whether `name` is `zone` itself or below it (both fully qualified or not).
+pub fn name_in_zone(name: &str, zone: &str) -> bool {
+    let name = normalize_name(name);
+    let zone = normalize_name(zone);
+    zone == "." || name == zone || name.ends_with(&format!(".{zone}"))
+}
+
+/// The record sets in plain words, for conflict reports and logs:
+/// `www.example.test. A [192.0.2.10] ttl 300; www.example.test. AAAA (none)`.
+pub fn describe_sets(sets: &[RecordSet]) -> String {
+    if sets.is_empty() {
+        return "(nothing)".to_string();
+    }
+    let parts: Vec<String> = sets
+        .iter()
+        .map(|s| {
+            if s.addrs.is_empty() {
+                format!("{} {} (none)", s.name, s.rtype)
+            } else {
+                let addrs: Vec<String> = s.addrs.iter().map(|a| a.to_string()).collect();
+                format!(
+                    "{} {} [{}] ttl {}",
+                    s.name,
+                    s.rtype,
+                    addrs.join(", "),
+                    s.ttl
+                )
+            }
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// Whether `found` has, for every key of `wanted`, the same addresses (the TTL is not
+/// compared, like an RFC 2136 value-dependent prerequisite).
+pub fn same_addresses(wanted: &[RecordSet], found: &[RecordSet]) -> bool {
+    wanted.iter().all(|w| {
+        let mut want = w.addrs.clone();
+        want.sort();
+        want.dedup();
+        found.iter().find(|f| f.same_key(w)).is_some_and(|f| {
+            let mut got = f.addrs.clone();
+            got.sort();
+            got.dedup();
+            got == want
+        })
+    })
+}
+
+/// Whether `found` serves exactly `wanted`: same addresses and same TTL for every key
+/// (an RRset with no addresses has no TTL to compare).
+pub fn same_answer(wanted: &[RecordSet], found: &[RecordSet]) -> bool {
+    same_addresses(wanted, found)
+        && wanted.iter().all(|w| {
+            w.addrs.is_empty()
+                || found
+                    .iter()
+                    .find(|f| f.same_key(w))
+                    .is_some_and(|f| f.ttl == w.ttl)
+        })
+}
+
+/// What a backend without an atomic conditional write should do after reading `current`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precheck {
+    /// `current` is `change.from` (or `force` is set): write.
+    Proceed,
+    /// `current` already is `change.to` (e.g. a retry after a lost answer): nothing to do.
+    AlreadyApplied,
+}
+
+/// Compares what is served with what the change expects: `Conflict` when someone else
+/// changed the records (unless `force`).
+pub fn precheck(change: &Change, current: &[RecordSet], force: bool) -> Result<Precheck, DnsError> {
+    if same_answer(&change.to, current) {
+        return Ok(Precheck::AlreadyApplied);
+    }
+    if force || same_addresses(&change.from, current) {
+        return Ok(Precheck::Proceed);
+    }
+    Err(DnsError::Conflict {
+        expected: describe_sets(&change.from),
+        found: describe_sets(current),
+    })
+}
+
+impl Change {
+    /// Checks the change is well formed before anything is sent: names inside the zone,
+    /// `from` and `to` list the same keys in the same order, addresses match the type.
+    pub fn validate(&self) -> Result<(), DnsError> {
+        if self.to.is_empty() {
+            return Err(DnsError::Rejected("change has no record sets".into()));
+        }
+        if self.from.len() != self.to.len() {
+            return Err(DnsError::Rejected(format!(
+                "change lists {} record sets to replace but {} new ones",
+                self.from.len(),
+                self.to.len()
+            )));
+        }
+        for (i, (f, t)) in self.from.iter().zip(&self.to).enumerate() {
+            if !f.same_key(t) {
+                return Err(DnsError::Rejected(format!(
+                    "record set {i} of the change: from is {} {} but to is {} {}",
+                    f.name, f.rtype, t.name, t.rtype
+                )));
+            }
+            for set in [f, t] {
+                if !name_in_zone(&set.name, &self.zone) {
+                    return Err(DnsError::Rejected(format!(
+                        "{} is not inside zone {}",
+                        set.name, self.zone
+                    )));
+                }
+                if let Some(bad) = set.addrs.iter().find(|a| RecordType::of(a) != set.rtype) {
+                    return Err(DnsError::Rejected(format!(
+                        "{} {}: address {bad} is not of type {}",
+                        set.name, set.rtype, set.rtype
+                    )));
+                }
+            }
+        }
+        for (i, a) in self.to.iter().enumerate() {
+            if self.to[..i].iter().any(|b| b.same_key(a)) {
+                return Err(DnsError::Rejected(format!(
+                    "{} {} appears twice in the change",
+                    a.name, a.rtype
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `timeout = "5s"`-style durations in backend configs (humantime syntax).
+pub mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        let dur = humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected a duration like \"5s\" or \"500ms\", got {text:?} ({e})"
+            ))
+        })?;
+        if dur.is_zero() {
+            return Err(serde::de::Error::custom("expected a duration above zero"));
+        }
+        Ok(dur)
+    }
+}

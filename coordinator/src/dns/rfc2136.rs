@@ -1,0 +1,418 @@
+//! RFC 2136 dynamic update with TSIG (what `nsupdate` speaks): each change is ONE signed
+//! UPDATE message holding, for every RRset, a prerequisite that the RRset is exactly what
+//! Quorate expects, a delete of the RRset and the adds of the new records. The server applies
+//! all of it or none of it, so there is no moment without an answer and a record someone
+//! changed by hand is never silently overwritten (the server answers NXRRSET/YXRRSET and we
+//! report a conflict with what it serves now).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use hickory_net::NetError;
+use hickory_net::client::Client;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::{DnsHandle as _, DnsMultiplexer};
+use hickory_proto::op::{
+    DnsRequest, DnsRequestOptions, Message, OpCode, Query, ResponseCode, UpdateMessage as _,
+};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as HRecordType, TSigner};
+use serde::Deserialize;
+
+use super::verify::{QueryError, query_all};
+use super::{
+    Change, DnsBackend, DnsError, RecordSet, RecordType, describe_sets, normalize_name, same_answer,
+};
+
+/// Above this many bytes (before the TSIG record is added) the update goes over TCP: a UDP
+/// message should stay within 512 bytes and the signature adds roughly 100.
+const UDP_LIMIT: usize = 400;
+
+/// TSIG "fudge": how far apart the clocks of coordinator and server may be, in seconds.
+const TSIG_FUDGE: u16 = 300;
+
+/// TSIG algorithms Quorate signs with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum TsigAlg {
+    #[default]
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
+}
+
+impl TsigAlg {
+    fn proto(self) -> TsigAlgorithm {
+        match self {
+            TsigAlg::HmacSha256 => TsigAlgorithm::HmacSha256,
+            TsigAlg::HmacSha512 => TsigAlgorithm::HmacSha512,
+        }
+    }
+}
+
+/// How the UPDATE travels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDP when the message is small, TCP when it is not.
+    #[default]
+    Auto,
+    /// Always TCP.
+    Tcp,
+}
+
+/// `[dns] type = "rfc2136"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The primary server that accepts updates, e.g. `"192.0.2.53:53"`.
+    pub server: SocketAddr,
+    /// The zone, e.g. `"example.com."`.
+    pub zone: String,
+    /// The TSIG key's name as the server knows it.
+    pub tsig_key_name: String,
+    /// `"hmac-sha256"` (default) or `"hmac-sha512"`.
+    #[serde(default)]
+    pub tsig_algorithm: TsigAlg,
+    /// File (mode 0600) holding the key's secret in base64, as `tsig-keygen` prints it.
+    pub tsig_secret_file: PathBuf,
+    /// How long to wait for the server, e.g. `"5s"` (default).
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "super::duration_str::deserialize"
+    )]
+    pub timeout: Duration,
+    /// Skip the prerequisites and overwrite whatever is there (default false).
+    #[serde(default)]
+    pub force: bool,
+    /// `"auto"` (default) or `"tcp"`.
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The RFC 2136 backend. Holds the TSIG secret: its `Debug` does not print it.
+#[derive(Clone)]
+pub struct Rfc2136 {
+    server: SocketAddr,
+    zone: String,
+    zone_name: Name,
+    key_name: String,
+    signer: TSigner,
+    timeout: Duration,
+    force: bool,
+    transport: Transport,
+}
+
+impl fmt::Debug for Rfc2136 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rfc2136")
+            .field("server", &self.server)
+            .field("zone", &self.zone)
+            .field("key_name", &self.key_name)
+            .field("timeout", &self.timeout)
+            .field("force", &self.force)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the secret file and checks the config.
+pub fn build(config: &Config) -> Result<Rfc2136, String> {
+    let zone = normalize_name(&config.zone);
+    let zone_name = Name::from_ascii(&zone).map_err(|e| {
+        format!(
+            "zone: expected a domain name like \"example.com.\", got {:?} ({e})",
+            config.zone
+        )
+    })?;
+    let key_name = Name::from_ascii(&config.tsig_key_name).map_err(|e| {
+        format!(
+            "tsig_key_name: expected a key name like \"quorate-key\", got {:?} ({e})",
+            config.tsig_key_name
+        )
+    })?;
+    let secret_b64 = shared::keys::read_secret_file(&config.tsig_secret_file)
+        .map_err(|e| format!("tsig_secret_file: {e}"))?;
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(secret_b64.as_bytes())
+        .map_err(|e| {
+            format!(
+                "tsig_secret_file: {}: expected the key's secret in base64, as tsig-keygen prints it ({e})",
+                config.tsig_secret_file.display()
+            )
+        })?;
+    if secret.len() < 16 {
+        return Err(format!(
+            "tsig_secret_file: {}: the secret is {} bytes; expected at least 16",
+            config.tsig_secret_file.display(),
+            secret.len()
+        ));
+    }
+    let signer = TSigner::new(secret, config.tsig_algorithm.proto(), key_name, TSIG_FUDGE)
+        .map_err(|e| format!("tsig_algorithm: {e}"))?;
+    Ok(Rfc2136 {
+        server: config.server,
+        zone,
+        zone_name,
+        key_name: config.tsig_key_name.clone(),
+        signer,
+        timeout: config.timeout,
+        force: config.force,
+        transport: config.transport,
+    })
+}
+
+fn rdata(addr: &IpAddr) -> RData {
+    match addr {
+        IpAddr::V4(a) => RData::A(A(*a)),
+        IpAddr::V6(a) => RData::AAAA(AAAA(*a)),
+    }
+}
+
+fn proto_type(rtype: RecordType) -> HRecordType {
+    match rtype {
+        RecordType::A => HRecordType::A,
+        RecordType::AAAA => HRecordType::AAAA,
+    }
+}
+
+fn name_of(set: &RecordSet) -> Result<Name, DnsError> {
+    Name::from_ascii(normalize_name(&set.name))
+        .map_err(|e| DnsError::Rejected(format!("{}: not a domain name ({e})", set.name)))
+}
+
+/// Builds the one UPDATE message of a change (RFC 2136 §2.4 prerequisites, §2.5 updates).
+pub fn update_message(zone: &Name, change: &Change, force: bool) -> Result<Message, DnsError> {
+    let mut zone_q = Query::new();
+    zone_q
+        .set_name(zone.clone())
+        .set_query_class(DNSClass::IN)
+        .set_query_type(HRecordType::SOA);
+    let mut msg = Message::query();
+    msg.metadata.op_code = OpCode::Update;
+    msg.metadata.recursion_desired = false;
+    msg.add_zone(zone_q);
+
+    if !force {
+        for set in &change.from {
+            let name = name_of(set)?;
+            if set.addrs.is_empty() {
+                // "RRset does not exist": class NONE, type, empty rdata, TTL 0.
+                let mut r = Record::update0(name, 0, proto_type(set.rtype)).into_record_of_rdata();
+                r.dns_class = DNSClass::NONE;
+                msg.add_pre_requisite(r);
+            } else {
+                // "RRset exists (value dependent)": the whole RRset, class of the zone, TTL 0.
+                for a in &set.addrs {
+                    let mut r = Record::from_rdata(name.clone(), 0, rdata(a));
+                    r.dns_class = DNSClass::IN;
+                    msg.add_pre_requisite(r);
+                }
+            }
+        }
+    }
+    for set in &change.to {
+        let name = name_of(set)?;
+        // "Delete an RRset": class ANY, type, empty rdata, TTL 0.
+        let mut del =
+            Record::update0(name.clone(), 0, proto_type(set.rtype)).into_record_of_rdata();
+        del.dns_class = DNSClass::ANY;
+        msg.add_update(del);
+        for a in &set.addrs {
+            let mut r = Record::from_rdata(name.clone(), set.ttl, rdata(a));
+            r.dns_class = DNSClass::IN;
+            msg.add_update(r);
+        }
+    }
+    Ok(msg)
+}
+
+impl Rfc2136 {
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    fn auth_error(&self) -> DnsError {
+        DnsError::Auth(format!(
+            "TSIG key rejected by {} (wrong secret or unknown key name '{}')",
+            self.server, self.key_name
+        ))
+    }
+
+    fn map_net(&self, e: NetError) -> DnsError {
+        match e {
+            NetError::Timeout => DnsError::Transient(format!(
+                "no answer from {} within {:?}",
+                self.server, self.timeout
+            )),
+            NetError::Io(io) => DnsError::Transient(format!("{}: {io}", self.server)),
+            NetError::Proto(p) => {
+                // A signed update whose answer does not verify: the server answered BADSIG or
+                // BADKEY, unsigned; hickory reports that as a protocol error.
+                let text = p.to_string().to_ascii_lowercase();
+                if text.contains("tsig") || text.contains("hmac") || text.contains("sig") {
+                    self.auth_error()
+                } else {
+                    DnsError::Transient(format!("{}: malformed answer ({p})", self.server))
+                }
+            }
+            other => DnsError::Transient(format!("{}: {other}", self.server)),
+        }
+    }
+
+    async fn send(&self, msg: Message) -> Result<Message, DnsError> {
+        let size = msg
+            .to_vec()
+            .map_err(|e| DnsError::Rejected(format!("cannot encode the update: {e}")))?
+            .len();
+        let use_tcp = self.transport == Transport::Tcp || size > UDP_LIMIT;
+        let provider = TokioRuntimeProvider::default();
+        let mut opts = DnsRequestOptions::default();
+        opts.use_edns = false;
+        opts.recursion_desired = false;
+        let request = DnsRequest::new(msg, opts);
+        let run = async {
+            let (client, bg) = if use_tcp {
+                let (connect, handle) =
+                    TcpClientStream::new(self.server, None, Some(self.timeout), provider);
+                let stream = connect.await.map_err(|e| self.map_net(e))?;
+                let mux = DnsMultiplexer::new(stream, handle)
+                    .with_timeout(self.timeout)
+                    .with_signer(self.signer.clone());
+                let (c, bg) = Client::<TokioRuntimeProvider>::from_sender(mux);
+                (c, tokio::spawn(bg))
+            } else {
+                let stream = UdpClientStream::builder(self.server, provider)
+                    .with_timeout(Some(self.timeout))
+                    .with_signer(Some(self.signer.clone()))
+                    .build();
+                let (c, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
+                (c, tokio::spawn(bg))
+            };
+            let mut responses = client.send(request);
+            let first = responses.next().await;
+            bg.abort();
+            match first {
+                Some(Ok(resp)) => Ok(resp.into_message()),
+                Some(Err(e)) => Err(self.map_net(e)),
+                None => Err(DnsError::Transient(format!(
+                    "{} closed the connection without answering",
+                    self.server
+                ))),
+            }
+        };
+        match tokio::time::timeout(self.timeout + Duration::from_secs(1), run).await {
+            Ok(r) => r,
+            Err(_) => Err(DnsError::Transient(format!(
+                "no answer from {} within {:?}",
+                self.server, self.timeout
+            ))),
+        }
+    }
+
+    async fn current_sets(&self, like: &[RecordSet]) -> Result<Vec<RecordSet>, DnsError> {
+        query_all(self.server, like, self.timeout)
+            .await
+            .map_err(map_query_error)
+    }
+
+    async fn apply_change(&self, change: &Change) -> Result<(), DnsError> {
+        change.validate()?;
+        if normalize_name(&change.zone) != self.zone {
+            return Err(DnsError::Rejected(format!(
+                "change is for zone {} but this backend updates {}",
+                change.zone, self.zone
+            )));
+        }
+        let msg = update_message(&self.zone_name, change, self.force)?;
+        let answer = self.send(msg).await?;
+        let rcode = answer.metadata.response_code;
+        match rcode {
+            ResponseCode::NoError => Ok(()),
+            ResponseCode::NXRRSet
+            | ResponseCode::YXRRSet
+            | ResponseCode::NXDomain
+            | ResponseCode::YXDomain => {
+                // A prerequisite failed: nothing was changed. Say what is there now.
+                let found = self.current_sets(&change.from).await?;
+                if same_answer(&change.to, &found) {
+                    // Our own earlier attempt got through (its answer was lost).
+                    tracing::info!(server = %self.server, "update already applied");
+                    return Ok(());
+                }
+                Err(DnsError::Conflict {
+                    expected: describe_sets(&change.from),
+                    found: describe_sets(&found),
+                })
+            }
+            ResponseCode::Refused => Err(DnsError::Auth(format!(
+                "{} refused the update of zone {} (is key '{}' granted these names in update-policy / allow-update?)",
+                self.server, self.zone, self.key_name
+            ))),
+            ResponseCode::NotAuth => Err(DnsError::Rejected(format!(
+                "{} is not authoritative for zone {} (NOTAUTH)",
+                self.server, self.zone
+            ))),
+            ResponseCode::NotZone => Err(DnsError::Rejected(format!(
+                "{} says a name of the change is not in zone {} (NOTZONE)",
+                self.server, self.zone
+            ))),
+            ResponseCode::NotImp => Err(DnsError::Rejected(format!(
+                "{} does not support dynamic updates (NOTIMP)",
+                self.server
+            ))),
+            ResponseCode::FormErr => Err(DnsError::Rejected(format!(
+                "{} could not parse the update (FORMERR)",
+                self.server
+            ))),
+            ResponseCode::ServFail => Err(DnsError::Transient(format!(
+                "{} failed to apply the update (SERVFAIL)",
+                self.server
+            ))),
+            other => Err(DnsError::Rejected(format!(
+                "{} answered {} to the update",
+                self.server,
+                other.to_str().to_ascii_uppercase()
+            ))),
+        }
+    }
+}
+
+/// Query failures while reading back records: refusals mean a misconfiguration.
+pub(crate) fn map_query_error(e: QueryError) -> DnsError {
+    if e.is_refusal() {
+        DnsError::Rejected(e.to_string())
+    } else {
+        DnsError::Transient(e.to_string())
+    }
+}
+
+impl DnsBackend for Rfc2136 {
+    fn kind(&self) -> &'static str {
+        "rfc2136"
+    }
+
+    fn current<'a>(
+        &'a self,
+        _zone: &'a str,
+        like: &'a [RecordSet],
+    ) -> BoxFuture<'a, Result<Vec<RecordSet>, DnsError>> {
+        Box::pin(self.current_sets(like))
+    }
+
+    fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(self.apply_change(change))
+    }
+}

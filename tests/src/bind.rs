@@ -1,0 +1,161 @@
+//! A real BIND 9 (`named -g`) for tests: one primary zone with a TSIG key allowed to update
+//! it, on its own loopback port, in a temp dir; killed on drop. Also runs the real `nsupdate`
+//! against it, to make changes "by hand".
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::net::{free_port, wait_soa};
+
+/// How long `named` may take to serve its zone.
+const READY_DEADLINE: Duration = Duration::from_secs(15);
+
+pub struct Bind {
+    dir: tempfile::TempDir,
+    port: u16,
+    zone: String,
+    child: Option<Child>,
+}
+
+impl Bind {
+    /// Starts `named` serving `zone` (e.g. `"example.test"`) with the SOA, `NS ns1`, `ns1 A
+    /// 127.0.0.1` and then `records` (zone-file lines, `$TTL 300`). `key_name`/`secret`
+    /// (base64) with `alg` (`"hmac-sha256"`, `"hmac-sha512"`) may update any name in the zone.
+    pub fn start(zone: &str, records: &str, key_name: &str, secret: &str, alg: &str) -> Bind {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let zone = zone.trim_end_matches('.').to_string();
+        let port = free_port();
+        let d = dir.path().display().to_string();
+        let conf = format!(
+            r#"key "{key_name}" {{ algorithm {alg}; secret "{secret}"; }};
+options {{
+    directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/session.key";
+    listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+    recursion no; dnssec-validation no; notify no;
+}};
+controls {{ }};
+zone "{zone}" {{
+    type primary; file "{d}/{zone}.zone";
+    update-policy {{ grant {key_name} zonesub ANY; }};
+}};
+"#
+        );
+        std::fs::write(dir.path().join("named.conf"), conf).expect("write named.conf");
+        let zonefile = format!(
+            "$TTL 300\n@ IN SOA ns1.{zone}. hostmaster.{zone}. ( 1 3600 600 86400 60 )\n  IN NS ns1.{zone}.\nns1 IN A 127.0.0.1\n{records}\n"
+        );
+        std::fs::write(dir.path().join(format!("{zone}.zone")), zonefile).expect("write zone");
+        let keyfile = format!(r#"key "{key_name}" {{ algorithm {alg}; secret "{secret}"; }};"#);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.path().join("nsupdate.key"))
+            .and_then(|mut f| f.write_all(keyfile.as_bytes()))
+            .expect("write nsupdate key");
+        let mut bind = Bind {
+            dir,
+            port,
+            zone,
+            child: None,
+        };
+        bind.launch();
+        bind
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("named.log"))
+            .expect("open named.log");
+        let child = Command::new("named")
+            .arg("-g")
+            .arg("-4")
+            .arg("-c")
+            .arg(self.dir.path().join("named.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn named (is bind9 installed?)");
+        self.child = Some(child);
+        if let Err(e) = wait_soa(self.addr(), &self.zone, READY_DEADLINE) {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default();
+            self.stop();
+            panic!("named did not come up: {e}\n--- named.log ---\n{log}");
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The key in `nsupdate -k` form (mode 0600).
+    pub fn nsupdate_key_file(&self) -> PathBuf {
+        self.dir.path().join("nsupdate.key")
+    }
+
+    /// Kills `named` and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts `named` again on the same port with the same files (updates made so far are
+    /// in the journal and survive).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Runs the real `nsupdate -k <key file>` with `commands` (e.g. `update delete ...`),
+    /// adding `server`, `zone` and `send`.
+    pub fn nsupdate(&self, commands: &str) -> Output {
+        let script = format!(
+            "server 127.0.0.1 {}\nzone {}\n{}\nsend\n",
+            self.port, self.zone, commands
+        );
+        let mut child = Command::new("nsupdate")
+            .arg("-k")
+            .arg(self.nsupdate_key_file())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nsupdate");
+        child
+            .stdin
+            .take()
+            .expect("nsupdate stdin")
+            .write_all(script.as_bytes())
+            .expect("write nsupdate script");
+        child.wait_with_output().expect("nsupdate output")
+    }
+
+    /// The server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

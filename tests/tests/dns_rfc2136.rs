@@ -1,0 +1,412 @@
+//! The RFC 2136 backend and DNS verification against a real BIND 9 started by each test:
+//! switch and back (A and AAAA, several names, one UPDATE), prerequisite conflicts after a
+//! change made with the real `nsupdate`, `force`, bad TSIG secrets and key names, hmac-sha512,
+//! a stopped server, TCP for large updates, and `verify_served` / `find_authoritative`.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use coordinator::dns::rfc2136::{self, Config, Transport, TsigAlg};
+use coordinator::dns::verify::{find_authoritative, verify_served};
+use coordinator::dns::{Change, DnsBackend, DnsError, RecordSet, RecordType};
+use tests::bind::Bind;
+use tests::net::random_secret;
+
+const ZONE: &str = "example.test";
+const KEY: &str = "quorate-key";
+const RECORDS: &str =
+    "@ IN A 192.0.2.1\n@ IN AAAA 2001:db8::1\nwww IN A 192.0.2.10\nwww IN AAAA 2001:db8::10\n";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn set(name: &str, rtype: RecordType, ttl: u32, addrs: &[&str]) -> RecordSet {
+    RecordSet::new(name, rtype, ttl, addrs.iter().map(|a| ip(a)).collect())
+}
+
+fn primary() -> Vec<RecordSet> {
+    vec![
+        set("example.test.", RecordType::A, 300, &["192.0.2.1"]),
+        set("example.test.", RecordType::AAAA, 300, &["2001:db8::1"]),
+        set("www.example.test.", RecordType::A, 300, &["192.0.2.10"]),
+        set(
+            "www.example.test.",
+            RecordType::AAAA,
+            300,
+            &["2001:db8::10"],
+        ),
+    ]
+}
+
+fn backup() -> Vec<RecordSet> {
+    vec![
+        set("example.test.", RecordType::A, 60, &["198.51.100.1"]),
+        set("example.test.", RecordType::AAAA, 60, &["2001:db8:b::1"]),
+        set(
+            "www.example.test.",
+            RecordType::A,
+            60,
+            &["198.51.100.10", "198.51.100.11"],
+        ),
+        set(
+            "www.example.test.",
+            RecordType::AAAA,
+            60,
+            &["2001:db8:b::10"],
+        ),
+    ]
+}
+
+fn change(from: Vec<RecordSet>, to: Vec<RecordSet>) -> Change {
+    Change {
+        zone: "example.test.".into(),
+        from,
+        to,
+    }
+}
+
+struct Secret {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn secret_file(secret: &str) -> Secret {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tsig.secret");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap()
+        .write_all(format!("{secret}\n").as_bytes())
+        .unwrap();
+    Secret { _dir: dir, path }
+}
+
+fn config(bind: &Bind, key_name: &str, alg: TsigAlg, secret: &Secret) -> Config {
+    Config {
+        server: bind.addr(),
+        zone: "example.test.".into(),
+        tsig_key_name: key_name.into(),
+        tsig_algorithm: alg,
+        tsig_secret_file: secret.path.clone(),
+        timeout: Duration::from_secs(2),
+        force: false,
+        transport: Transport::Auto,
+    }
+}
+
+fn setup() -> (Bind, Secret, String) {
+    let secret = random_secret(32);
+    let bind = Bind::start(ZONE, RECORDS, KEY, &secret, "hmac-sha256");
+    let file = secret_file(&secret);
+    (bind, file, secret)
+}
+
+/// The zone's SOA serial as the real `dig` sees it: BIND bumps it once per UPDATE message.
+fn serial(bind: &Bind) -> u32 {
+    let out = std::process::Command::new("dig")
+        .args(["+short", "+norecurse", "-p"])
+        .arg(bind.addr().port().to_string())
+        .args(["@127.0.0.1", ZONE, "SOA"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no SOA in {text:?}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn switch_and_back_in_one_update_each() {
+    let (bind, secret, _) = setup();
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &secret)).unwrap();
+    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+    let serial0 = serial(&bind);
+
+    backend.apply(&change(primary(), backup())).await.unwrap();
+    assert_eq!(backend.current(ZONE, &backup()).await.unwrap(), backup());
+    // All four RRsets (two names, v4 and v6) changed with a single UPDATE message.
+    assert_eq!(serial(&bind), serial0 + 1, "one change must be one UPDATE");
+    let checks = verify_served(
+        &[bind.addr()],
+        &backup(),
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+    )
+    .await;
+    assert!(checks[0].ok, "{checks:?}");
+    assert_eq!(checks[0].last_seen.as_ref().unwrap(), &backup());
+
+    backend.apply(&change(backup(), primary())).await.unwrap();
+    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+    assert_eq!(serial(&bind), serial0 + 2);
+    let checks = verify_served(
+        &[bind.addr()],
+        &primary(),
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+    )
+    .await;
+    assert!(checks[0].ok, "{checks:?}");
+}
+
+#[tokio::test]
+async fn hand_made_change_is_a_conflict_and_force_overwrites() {
+    let (bind, secret, _) = setup();
+    let out = bind.nsupdate(
+        "update delete www.example.test. A\nupdate add www.example.test. 120 A 203.0.113.77",
+    );
+    assert!(
+        out.status.success(),
+        "nsupdate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &secret)).unwrap();
+    let serial_before = serial(&bind);
+    let err = backend
+        .apply(&change(primary(), backup()))
+        .await
+        .unwrap_err();
+    match &err {
+        DnsError::Conflict { expected, found } => {
+            assert!(
+                expected.contains("www.example.test. A [192.0.2.10]"),
+                "{expected}"
+            );
+            assert!(
+                found.contains("www.example.test. A [203.0.113.77] ttl 120"),
+                "{found}"
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Nothing was overwritten, not even the RRsets that still matched.
+    assert_eq!(serial(&bind), serial_before);
+    let now = backend.current(ZONE, &primary()).await.unwrap();
+    assert_eq!(now[0], primary()[0]);
+    assert_eq!(now[1], primary()[1]);
+    assert_eq!(
+        now[2],
+        set("www.example.test.", RecordType::A, 120, &["203.0.113.77"])
+    );
+    assert_eq!(now[3], primary()[3]);
+
+    let mut cfg = config(&bind, KEY, TsigAlg::HmacSha256, &secret);
+    cfg.force = true;
+    let forced = rfc2136::build(&cfg).unwrap();
+    forced.apply(&change(primary(), backup())).await.unwrap();
+    assert_eq!(forced.current(ZONE, &backup()).await.unwrap(), backup());
+}
+
+#[tokio::test]
+async fn rrset_does_not_exist_prerequisite_and_retry_after_success() {
+    let (bind, secret, _) = setup();
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &secret)).unwrap();
+    let empty = vec![set("new.example.test.", RecordType::A, 0, &[])];
+    let new = vec![set("new.example.test.", RecordType::A, 30, &["192.0.2.99"])];
+    backend
+        .apply(&change(empty.clone(), new.clone()))
+        .await
+        .unwrap();
+    assert_eq!(backend.current(ZONE, &new).await.unwrap(), new);
+    // The same change again (a retry whose first answer was lost) is already applied.
+    backend
+        .apply(&change(empty.clone(), new.clone()))
+        .await
+        .unwrap();
+    // A different change that still believes the RRset is absent is a conflict.
+    let other = vec![set(
+        "new.example.test.",
+        RecordType::A,
+        30,
+        &["192.0.2.100"],
+    )];
+    let err = backend.apply(&change(empty, other)).await.unwrap_err();
+    assert!(matches!(err, DnsError::Conflict { .. }), "{err:?}");
+    assert_eq!(backend.current(ZONE, &new).await.unwrap(), new);
+}
+
+#[tokio::test]
+async fn wrong_secret_is_an_auth_error() {
+    let (bind, _secret, _) = setup();
+    let wrong = secret_file(&random_secret(32));
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &wrong)).unwrap();
+    let err = backend
+        .apply(&change(primary(), backup()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("TSIG key rejected"), "{text}");
+    assert!(text.contains(&bind.addr().to_string()), "{text}");
+    assert!(!err.is_retryable());
+    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+}
+
+#[tokio::test]
+async fn unknown_key_name_is_an_auth_error() {
+    let (bind, secret, _) = setup();
+    let backend =
+        rfc2136::build(&config(&bind, "no-such-key", TsigAlg::HmacSha256, &secret)).unwrap();
+    let err = backend
+        .apply(&change(primary(), backup()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
+    assert!(err.to_string().contains("'no-such-key'"), "{err}");
+    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+}
+
+#[tokio::test]
+async fn hmac_sha512_works() {
+    let secret = random_secret(64);
+    let bind = Bind::start(ZONE, RECORDS, KEY, &secret, "hmac-sha512");
+    let file = secret_file(&secret);
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha512, &file)).unwrap();
+    backend.apply(&change(primary(), backup())).await.unwrap();
+    assert_eq!(backend.current(ZONE, &backup()).await.unwrap(), backup());
+    // The same secret with the wrong algorithm is refused.
+    let wrong_alg = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &file)).unwrap();
+    let err = wrong_alg
+        .apply(&change(backup(), primary()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn stopped_server_is_transient_then_works_after_restart() {
+    let (mut bind, secret, _) = setup();
+    let mut cfg = config(&bind, KEY, TsigAlg::HmacSha256, &secret);
+    cfg.timeout = Duration::from_millis(700);
+    let backend = rfc2136::build(&cfg).unwrap();
+    bind.stop();
+    let err = backend
+        .apply(&change(primary(), backup()))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let err = backend.current(ZONE, &primary()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    // Over TCP too (connection refused).
+    let mut tcp_cfg = cfg.clone();
+    tcp_cfg.transport = Transport::Tcp;
+    let err = rfc2136::build(&tcp_cfg)
+        .unwrap()
+        .apply(&change(primary(), backup()))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+
+    bind.restart();
+    backend.apply(&change(primary(), backup())).await.unwrap();
+    assert_eq!(backend.current(ZONE, &backup()).await.unwrap(), backup());
+}
+
+#[tokio::test]
+async fn large_updates_go_over_tcp_and_tcp_can_be_forced() {
+    let (bind, secret, _) = setup();
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &secret)).unwrap();
+    let many: Vec<String> = (1..=40).map(|i| format!("2001:db8:c::{i:x}")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let from = vec![set(
+        "www.example.test.",
+        RecordType::AAAA,
+        300,
+        &["2001:db8::10"],
+    )];
+    let to = vec![set("www.example.test.", RecordType::AAAA, 60, &many_refs)];
+    backend
+        .apply(&change(from.clone(), to.clone()))
+        .await
+        .unwrap();
+    // The answer is too big for plain UDP: the check falls back to TCP as well.
+    assert_eq!(backend.current(ZONE, &to).await.unwrap(), to);
+    let checks = verify_served(
+        &[bind.addr()],
+        &to,
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+    )
+    .await;
+    assert!(checks[0].ok, "{checks:?}");
+
+    let mut cfg = config(&bind, KEY, TsigAlg::HmacSha256, &secret);
+    cfg.transport = Transport::Tcp;
+    let tcp = rfc2136::build(&cfg).unwrap();
+    tcp.apply(&change(to, from.clone())).await.unwrap();
+    assert_eq!(tcp.current(ZONE, &from).await.unwrap(), from);
+}
+
+#[tokio::test]
+async fn verify_served_reports_a_server_that_does_not_change() {
+    let (bind, _secret, _) = setup();
+    let checks = verify_served(
+        &[bind.addr()],
+        &backup(),
+        Duration::from_millis(300),
+        Duration::from_millis(50),
+    )
+    .await;
+    assert_eq!(checks.len(), 1);
+    assert!(!checks[0].ok);
+    assert!(checks[0].elapsed >= Duration::from_millis(300));
+    assert_eq!(checks[0].last_seen.as_ref().unwrap(), &primary());
+
+    // A TTL that differs is not the expected answer either.
+    let mut ttl_only = primary();
+    ttl_only[0].ttl = 60;
+    let checks = verify_served(
+        &[bind.addr()],
+        &ttl_only,
+        Duration::from_millis(200),
+        Duration::from_millis(50),
+    )
+    .await;
+    assert!(!checks[0].ok);
+}
+
+#[tokio::test]
+async fn find_authoritative_uses_ns_and_glue() {
+    let (bind, _secret, _) = setup();
+    let servers = find_authoritative(
+        ZONE,
+        bind.addr(),
+        bind.addr().port(),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(servers, vec![bind.addr()]);
+}
+
+#[tokio::test]
+async fn bad_secret_files_are_refused_with_the_key_named() {
+    let (bind, _secret, _) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open.secret");
+    std::fs::write(&open, random_secret(32)).unwrap();
+    let mut cfg = config(&bind, KEY, TsigAlg::HmacSha256, &secret_file("x"));
+    cfg.tsig_secret_file = open;
+    let err = rfc2136::build(&cfg).unwrap_err();
+    assert!(
+        err.starts_with("tsig_secret_file:") && err.contains("chmod 600"),
+        "{err}"
+    );
+    let not_b64 = secret_file("not base64 at all!");
+    let err = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &not_b64)).unwrap_err();
+    assert!(
+        err.starts_with("tsig_secret_file:") && err.contains("base64"),
+        "{err}"
+    );
+}
