@@ -1052,6 +1052,14 @@ fn check_invariants(
     if switches.len() > 1 {
         return fail("more than one switch in one step");
     }
+    // The driver stores one round per decision.
+    let rounds = actions
+        .iter()
+        .filter(|a| matches!(a, Action::RecordRound { .. }))
+        .count();
+    if rounds > 1 {
+        return fail("more than one round in one step");
+    }
     for (i, a) in actions.iter().enumerate() {
         match a {
             Action::Switch { to, .. } => {
