@@ -711,15 +711,14 @@ fn scenarios() -> Vec<Scenario> {
             },
             initial: primary_active(),
             steps: vec![
-                healthy(),     // t0
-                pdown(0, 3),   // t0+1s: flip 1
-                healthy(),     // t0+2s: flip 2
-                pdown(0, 3),   // t0+3s: damped
-                pdown(0, 3),   // t0+4s: still damped, no second alert
+                healthy(), // t0
+                pdown(0, 3), // t0+1s: flip 1
+                healthy(), // t0+2s: flip 2
+                pdown(0, 3), // t0+3s: damped
+                pdown(0, 3), // t0+4s: still damped, no second alert
                 In::Wait(55_000),
-                pdown(0, 3),   // t0+60s: flip 1 is 59s old, still in the window
-                In::Wait(500),
-                pdown(0, 3),   // t0+61.5s: flip 1 left the window
+                pdown(0, 3), // t0+60s: flip 1 is 59 000 ms old, still in the window
+                pdown(0, 3), // t0+61s: flip 1 is exactly 60 000 ms old: the window has passed
             ],
             expect: "
                 tick P+ B+ up3 down0 => -
@@ -1053,6 +1052,14 @@ fn check_invariants(
     if switches.len() > 1 {
         return fail("more than one switch in one step");
     }
+    // The driver stores one round per decision.
+    let rounds = actions
+        .iter()
+        .filter(|a| matches!(a, Action::RecordRound { .. }))
+        .count();
+    if rounds > 1 {
+        return fail("more than one round in one step");
+    }
     for (i, a) in actions.iter().enumerate() {
         match a {
             Action::Switch { to, .. } => {
@@ -1065,26 +1072,25 @@ fn check_invariants(
                 if before.active == *to || after.active != *to {
                     return fail("a switch does not change the active side to its target");
                 }
-                if let Some(pinned) = after.override_.pinned() {
-                    if pinned != *to {
-                        return fail("switch away from the pinned side");
-                    }
+                if let Some(pinned) = after.override_.pinned()
+                    && pinned != *to
+                {
+                    return fail("switch away from the pinned side");
                 }
             }
-            Action::Alert { kind, .. } if kind.is_latched() => {
-                if before.alerts.contains(kind) || !after.alerts.contains(kind) {
-                    return fail("latched alert sent twice in one episode");
-                }
+            Action::Alert { kind, .. }
+                if kind.is_latched()
+                    && (before.alerts.contains(kind) || !after.alerts.contains(kind)) =>
+            {
+                return fail("latched alert sent twice in one episode");
             }
-            Action::Resolve { kind, .. } => {
-                if !before.alerts.contains(kind) || after.alerts.contains(kind) {
-                    return fail("resolved an alert that was not raised");
-                }
+            Action::Resolve { kind, .. }
+                if !before.alerts.contains(kind) || after.alerts.contains(kind) =>
+            {
+                return fail("resolved an alert that was not raised");
             }
-            Action::Transition { from, to, .. } => {
-                if from == to {
-                    return fail("transition to the same side");
-                }
+            Action::Transition { from, to, .. } if from == to => {
+                return fail("transition to the same side");
             }
             _ => {}
         }
@@ -1162,17 +1168,17 @@ fn check_invariants(
             }
         }
         Event::ManualFailback => {
-            if let Some(to) = switches.first() {
-                if *to != Side::Primary || before.primary_up_streak == 0 {
-                    return fail("manual failback to a primary not up at the last probe");
-                }
+            if let Some(to) = switches.first()
+                && (*to != Side::Primary || before.primary_up_streak == 0)
+            {
+                return fail("manual failback to a primary not up at the last probe");
             }
         }
         Event::SetOverride(o) => {
-            if let Some(to) = switches.first() {
-                if o.pinned() != Some(*to) {
-                    return fail("override switched to a side it does not pin");
-                }
+            if let Some(to) = switches.first()
+                && o.pinned() != Some(*to)
+            {
+                return fail("override switched to a side it does not pin");
             }
         }
         Event::SwitchFailed { .. } => {
