@@ -1366,4 +1366,896 @@ impl DnsBackend for Builtin {
 }
 
 #[cfg(test)]
-mod tests {}
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use proptest::prelude::*;
+
+    const CONFIG: &str = r#"
+listen = ["127.0.0.1:5353", "[::1]:5353"]
+zone = "example.test."
+ttl = 300
+ns = ["ns1.example.test.", "ns.elsewhere.test."]
+soa = { mname = "ns1.example.test.", rname = "hostmaster.example.test.", minimum = 60 }
+records = [
+  { name = "ns1", type = "A", value = "192.0.2.53" },
+  { name = "ns1", type = "AAAA", value = "2001:db8::53" },
+  { name = "@", type = "MX", value = "10 mail.example.test.", ttl = 3600 },
+  { name = "mail.example.test.", type = "A", value = "192.0.2.25" },
+  { name = "@", type = "TXT", value = "v=spf1 -all" },
+  { name = "alias", type = "CNAME", value = "www.example.test." },
+  { name = "away", type = "CNAME", value = "www.other.test." },
+  { name = "loop1", type = "CNAME", value = "loop2.example.test." },
+  { name = "loop2", type = "CNAME", value = "loop1.example.test." },
+  { name = "deep.below", type = "TXT", value = "leaf" },
+]
+"#;
+
+    fn parse(toml_text: &str) -> Config {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn www(addrs: &[&str], ttl: u32) -> RecordSet {
+        RecordSet::new(
+            "www.example.test.",
+            RecordType::A,
+            ttl,
+            addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        )
+    }
+
+    fn server() -> Builtin {
+        let config = parse(CONFIG).build().unwrap();
+        Builtin::new(config, vec![www(&["192.0.2.10"], 300)], 7).unwrap()
+    }
+
+    fn query(name: &str, rtype: WireType) -> Message {
+        let mut message = Message::query();
+        message.metadata.id = 4242;
+        message.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+        message
+    }
+
+    fn with_edns(mut message: Message, payload: u16) -> Message {
+        let mut edns = Edns::new();
+        edns.set_max_payload(payload);
+        message.set_edns(edns);
+        message
+    }
+
+    fn ask(server: &Builtin, name: &str, rtype: WireType) -> Message {
+        answer(&query(name, rtype), &server.snapshot())
+    }
+
+    fn rdata(records: &[Record]) -> Vec<String> {
+        records.iter().map(|r| r.data.to_string()).collect()
+    }
+
+    // --- config ---
+
+    fn build_err(toml_text: &str) -> ConfigError {
+        parse(toml_text).build().unwrap_err()
+    }
+
+    const BASE: &str =
+        "listen = [\"127.0.0.1:53\"]\nzone = \"example.test.\"\nns = [\"ns.other.test.\"]\n";
+
+    #[test]
+    fn example_config_builds() {
+        let config = parse(CONFIG).build().unwrap();
+        assert_eq!(config.listen.len(), 2);
+        assert_eq!(config.apex, Name::from_ascii("example.test.").unwrap());
+        assert_eq!(config.records.len(), 10);
+        assert_eq!(config.soa.minimum, 60);
+        assert_eq!(config.soa.refresh, 3600);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let error = toml::from_str::<Config>(&format!("{BASE}colour = \"red\"\n")).unwrap_err();
+        assert!(error.to_string().contains("colour"), "{error}");
+        let error = toml::from_str::<Config>(&format!(
+            "{BASE}records = [{{ name = \"a\", type = \"A\", value = \"192.0.2.1\", weight = 1 }}]\n"
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("weight"), "{error}");
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "listen = [\"localhost\"]\nzone = \"example.test.\"\nns = [\"ns.other.test.\"]\n",
+                "listen[0]",
+                "address with port",
+            ),
+            (
+                "listen = []\nzone = \"example.test.\"\nns = [\"ns.other.test.\"]\n",
+                "listen",
+                "at least one",
+            ),
+            (
+                "listen = [\"127.0.0.1:53\"]\nzone = \"example.test\"\nns = [\"ns.other.test.\"]\n",
+                "zone",
+                "ending with '.'",
+            ),
+            (
+                "listen = [\"127.0.0.1:53\"]\nzone = \"example.test.\"\nns = []\n",
+                "ns",
+                "at least one",
+            ),
+            (
+                "listen = [\"127.0.0.1:53\"]\nzone = \"example.test.\"\nns = [\"ns1.example.test\"]\n",
+                "ns[0]",
+                "fully qualified",
+            ),
+            (
+                "listen = [\"127.0.0.1:53\"]\nzone = \"example.test.\"\nns = [\"ns1.example.test.\"]\n",
+                "ns[0]",
+                "needs an A or AAAA",
+            ),
+            (
+                "listen = [\"127.0.0.1:53\"]\nzone = \"example.test.\"\nns = [\"ns.other.test.\"]\nttl = 4294967295\n",
+                "ttl",
+                "up to",
+            ),
+        ];
+        for (text, key, words) in cases {
+            let error = build_err(text);
+            assert_eq!(error.key, *key, "{text}: {error}");
+            assert!(error.message.contains(words), "{text}: {error}");
+        }
+        let records: &[(&str, &str, &str)] = &[
+            (
+                "{ name = \"a\", type = \"A\", value = \"2001:db8::1\" }",
+                "records[0].value",
+                "IPv4",
+            ),
+            (
+                "{ name = \"a\", type = \"AAAA\", value = \"192.0.2.1\" }",
+                "records[0].value",
+                "IPv6",
+            ),
+            (
+                "{ name = \"a\", type = \"SRV\", value = \"x\" }",
+                "records[0].type",
+                "one of A, AAAA",
+            ),
+            (
+                "{ name = \"a.other.test.\", type = \"A\", value = \"192.0.2.1\" }",
+                "records[0].name",
+                "inside example.test.",
+            ),
+            (
+                "{ name = \"*\", type = \"A\", value = \"192.0.2.1\" }",
+                "records[0].name",
+                "wildcards",
+            ),
+            (
+                "{ name = \"a\", type = \"CNAME\", value = \"b.example.test\" }",
+                "records[0].value",
+                "fully qualified",
+            ),
+            (
+                "{ name = \"@\", type = \"CNAME\", value = \"b.example.test.\" }",
+                "records[0].name",
+                "apex",
+            ),
+            (
+                "{ name = \"a\", type = \"MX\", value = \"mail.example.test.\" }",
+                "records[0].value",
+                "<preference>",
+            ),
+            (
+                "{ name = \"a\", type = \"MX\", value = \"99999 mail.example.test.\" }",
+                "records[0].value",
+                "preference",
+            ),
+            (
+                "{ name = \"a\", type = \"A\", value = \"192.0.2.1\", ttl = 3000000000 }",
+                "records[0].ttl",
+                "up to",
+            ),
+            (
+                "{ name = \"a\", type = \"A\", value = \"192.0.2.1\" }, { name = \"A\", type = \"a\", value = \"192.0.2.1\" }",
+                "records[1]",
+                "duplicates records[0]",
+            ),
+            (
+                "{ name = \"a\", type = \"A\", value = \"192.0.2.1\" }, { name = \"a\", type = \"A\", value = \"192.0.2.2\", ttl = 5 }",
+                "records[1].ttl",
+                "same TTL",
+            ),
+            (
+                "{ name = \"a\", type = \"TXT\", value = \"x\" }, { name = \"a\", type = \"CNAME\", value = \"b.example.test.\" }",
+                "records[1]",
+                "cannot share",
+            ),
+        ];
+        for (record, key, words) in records {
+            let error = build_err(&format!("{BASE}records = [{record}]\n"));
+            assert_eq!(error.key, *key, "{record}: {error}");
+            assert!(error.message.contains(words), "{record}: {error}");
+        }
+        let error = build_err(&format!(
+            "{BASE}soa = {{ rname = \"hostmaster@example.test\" }}\n"
+        ));
+        assert_eq!(error.key, "soa.rname");
+        assert_eq!(error.to_string(), format!("soa.rname: {}", error.message));
+    }
+
+    #[test]
+    fn failover_records_are_checked_against_the_zone() {
+        let config = parse(CONFIG).build().unwrap();
+        let bad: &[(RecordSet, &str)] = &[
+            (
+                RecordSet::new(
+                    "www.other.test.",
+                    RecordType::A,
+                    60,
+                    vec!["192.0.2.1".parse().unwrap()],
+                ),
+                "not inside",
+            ),
+            (
+                RecordSet::new(
+                    "ns1.example.test.",
+                    RecordType::A,
+                    60,
+                    vec!["192.0.2.1".parse().unwrap()],
+                ),
+                "both a static",
+            ),
+            (
+                RecordSet::new(
+                    "alias.example.test.",
+                    RecordType::A,
+                    60,
+                    vec!["192.0.2.1".parse().unwrap()],
+                ),
+                "CNAME",
+            ),
+            (
+                RecordSet::new(
+                    "www.example.test.",
+                    RecordType::A,
+                    60,
+                    vec!["2001:db8::1".parse().unwrap()],
+                ),
+                "not of type A",
+            ),
+        ];
+        for (set, words) in bad {
+            let error = Builtin::new(config.clone(), vec![set.clone()], 1).unwrap_err();
+            assert!(error.message.contains(words), "{set}: {error}");
+        }
+        let error = Builtin::new(
+            config,
+            vec![www(&["192.0.2.1"], 60), www(&["192.0.2.2"], 60)],
+            1,
+        )
+        .unwrap_err();
+        assert!(error.message.contains("twice"), "{error}");
+    }
+
+    // --- answers ---
+
+    #[test]
+    fn a_query_gets_an_authoritative_answer_in_the_question_case() {
+        let server = server();
+        let response = ask(&server, "WwW.Example.TEST.", WireType::A);
+        assert_eq!(response.metadata.id, 4242);
+        assert_eq!(response.metadata.message_type, MessageType::Response);
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        assert!(response.metadata.authoritative);
+        assert!(!response.metadata.recursion_available);
+        assert_eq!(
+            response.queries,
+            query("WwW.Example.TEST.", WireType::A).queries
+        );
+        assert_eq!(rdata(&response.answers), ["192.0.2.10"]);
+        assert!(
+            response.answers[0]
+                .name
+                .eq_case(&Name::from_ascii("WwW.Example.TEST.").unwrap())
+        );
+        assert_eq!(response.answers[0].ttl, 300);
+        assert!(response.authorities.is_empty());
+        assert!(response.edns.is_none());
+    }
+
+    #[test]
+    fn negative_answers_carry_the_soa() {
+        let server = server();
+        // Name that does not exist: NXDOMAIN.
+        let response = ask(&server, "nope.example.test.", WireType::A);
+        assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+        assert!(response.metadata.authoritative);
+        assert!(response.answers.is_empty());
+        assert_eq!(response.authorities.len(), 1);
+        let soa = &response.authorities[0];
+        assert_eq!(soa.record_type(), WireType::SOA);
+        assert_eq!(soa.ttl, 60, "min(SOA TTL 300, minimum 60)");
+        let RData::SOA(fields) = &soa.data else {
+            panic!("not a SOA")
+        };
+        assert_eq!(fields.serial, 7);
+        // Existing name without that type: NODATA.
+        for (name, rtype) in [
+            ("www.example.test.", WireType::AAAA),
+            ("www.example.test.", WireType::TXT),
+            ("example.test.", WireType::A),
+            ("below.example.test.", WireType::TXT), // empty non-terminal
+            ("mail.example.test.", WireType::Unknown(65280)),
+        ] {
+            let response = ask(&server, name, rtype);
+            assert_eq!(
+                response.metadata.response_code,
+                ResponseCode::NoError,
+                "{name} {rtype}"
+            );
+            assert!(response.answers.is_empty(), "{name} {rtype}");
+            assert_eq!(response.authorities.len(), 1, "{name} {rtype}");
+            assert_eq!(response.authorities[0].record_type(), WireType::SOA);
+        }
+        let response = ask(&server, "deep.below.example.test.", WireType::TXT);
+        assert_eq!(rdata(&response.answers), ["leaf"]);
+    }
+
+    #[test]
+    fn apex_records() {
+        let server = server();
+        let response = ask(&server, "example.test.", WireType::SOA);
+        assert_eq!(response.answers.len(), 1);
+        assert_eq!(response.answers[0].ttl, 300);
+        assert_eq!(
+            rdata(&response.answers),
+            ["ns1.example.test. hostmaster.example.test. 7 3600 600 86400 60"]
+        );
+        let response = ask(&server, "example.test.", WireType::NS);
+        assert_eq!(
+            rdata(&response.answers),
+            ["ns1.example.test.", "ns.elsewhere.test."]
+        );
+        // Glue for the in-zone nameserver only.
+        let mut glue = rdata(&response.additionals);
+        glue.sort();
+        assert_eq!(glue, ["192.0.2.53", "2001:db8::53"]);
+        let response = ask(&server, "example.test.", WireType::MX);
+        assert_eq!(rdata(&response.answers), ["10 mail.example.test."]);
+        assert_eq!(response.answers[0].ttl, 3600);
+        assert_eq!(rdata(&response.additionals), ["192.0.2.25"]);
+        let response = ask(&server, "example.test.", WireType::TXT);
+        assert_eq!(response.answers.len(), 1);
+        assert!(rdata(&response.answers)[0].contains("v=spf1 -all"));
+    }
+
+    #[test]
+    fn cnames_are_followed_inside_the_zone_only() {
+        let server = server();
+        let response = ask(&server, "alias.example.test.", WireType::A);
+        assert_eq!(
+            rdata(&response.answers),
+            ["www.example.test.", "192.0.2.10"]
+        );
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        let response = ask(&server, "alias.example.test.", WireType::CNAME);
+        assert_eq!(rdata(&response.answers), ["www.example.test."]);
+        let response = ask(&server, "away.example.test.", WireType::A);
+        assert_eq!(rdata(&response.answers), ["www.other.test."]);
+        assert!(response.authorities.is_empty());
+        let response = ask(&server, "loop1.example.test.", WireType::A);
+        assert_eq!(
+            rdata(&response.answers),
+            ["loop2.example.test.", "loop1.example.test."]
+        );
+        // A CNAME to an in-zone name without that type: NODATA after the chain.
+        let response = ask(&server, "alias.example.test.", WireType::AAAA);
+        assert_eq!(rdata(&response.answers), ["www.example.test."]);
+        assert_eq!(response.authorities[0].record_type(), WireType::SOA);
+    }
+
+    #[test]
+    fn refused_notimp_formerr_badvers() {
+        let server = server();
+        let zone = server.snapshot();
+        let response = ask(&server, "www.other.test.", WireType::A);
+        assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+        assert!(!response.metadata.authoritative);
+        assert!(response.answers.is_empty() && response.authorities.is_empty());
+        let response = ask(&server, "test.", WireType::SOA);
+        assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+        for rtype in [WireType::AXFR, WireType::IXFR] {
+            assert_eq!(
+                ask(&server, "example.test.", rtype).metadata.response_code,
+                ResponseCode::Refused
+            );
+        }
+        let mut chaos = query("version.bind.", WireType::TXT);
+        chaos.queries[0].set_query_class(DNSClass::CH);
+        assert_eq!(
+            answer(&chaos, &zone).metadata.response_code,
+            ResponseCode::Refused
+        );
+        for rtype in [WireType::OPT, WireType::TSIG, WireType::Unknown(0)] {
+            assert_eq!(
+                ask(&server, "www.example.test.", rtype)
+                    .metadata
+                    .response_code,
+                ResponseCode::FormErr,
+                "{rtype}"
+            );
+        }
+        let mut notify = query("example.test.", WireType::SOA);
+        notify.metadata.op_code = OpCode::Notify;
+        assert_eq!(
+            answer(&notify, &zone).metadata.response_code,
+            ResponseCode::NotImp
+        );
+        let mut two = query("www.example.test.", WireType::A);
+        two.add_query(Query::query(
+            Name::from_ascii("example.test.").unwrap(),
+            WireType::SOA,
+        ));
+        let response = answer(&two, &zone);
+        assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+        assert!(response.answers.is_empty());
+        let mut future = with_edns(query("www.example.test.", WireType::A), 1232);
+        future.edns.as_mut().unwrap().set_version(1);
+        let response = answer(&future, &zone);
+        assert_eq!(response.metadata.response_code, ResponseCode::BADVERS);
+        assert_eq!(response.edns.as_ref().unwrap().version(), 0);
+        // Through the wire too: the extended rcode survives encoding.
+        let reply = respond(&future.to_vec().unwrap(), &zone, Transport::Udp).unwrap();
+        assert_eq!(
+            // 16 decodes as BADSIG, its TSIG twin.
+            u16::from(
+                Message::from_vec(&reply.bytes)
+                    .unwrap()
+                    .metadata
+                    .response_code
+            ),
+            16
+        );
+    }
+
+    #[test]
+    fn any_is_answered_minimally() {
+        let server = server();
+        let response = ask(&server, "example.test.", WireType::ANY);
+        assert_eq!(response.answers.len(), 1);
+        assert_eq!(response.answers[0].record_type(), WireType::SOA);
+        let response = ask(&server, "www.example.test.", WireType::ANY);
+        assert_eq!(rdata(&response.answers), ["192.0.2.10"]);
+        let response = ask(&server, "nope.example.test.", WireType::ANY);
+        assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn edns_is_echoed_with_the_do_bit() {
+        let server = server();
+        let mut request = with_edns(query("www.example.test.", WireType::A), 4096);
+        request.edns.as_mut().unwrap().set_dnssec_ok(true);
+        let response = answer(&request, &server.snapshot());
+        let edns = response.edns.unwrap();
+        assert_eq!(edns.max_payload(), MAX_UDP_PAYLOAD);
+        assert!(edns.flags().dnssec_ok);
+    }
+
+    // --- respond: sizes and malformed input ---
+
+    fn big_server(count: usize) -> Builtin {
+        let mut text = String::from(BASE);
+        text.push_str("records = [\n");
+        for i in 0..count {
+            text.push_str(&format!(
+                "{{ name = \"big\", type = \"TXT\", value = \"{i:03}{}\" }},\n",
+                "x".repeat(180)
+            ));
+        }
+        text.push_str("]\n");
+        Builtin::new(parse(&text).build().unwrap(), Vec::new(), 1).unwrap()
+    }
+
+    #[test]
+    fn large_answers_are_truncated_to_the_payload_size() {
+        let server = big_server(20); // about 3.9 kB of TXT
+        let zone = server.snapshot();
+        let cases = [
+            (
+                query("big.example.test.", WireType::TXT),
+                Transport::Udp,
+                true,
+                512,
+            ),
+            (
+                with_edns(query("big.example.test.", WireType::TXT), 1232),
+                Transport::Udp,
+                true,
+                1232,
+            ),
+            (
+                with_edns(query("big.example.test.", WireType::TXT), 65000),
+                Transport::Udp,
+                true,
+                1232,
+            ),
+            (
+                with_edns(query("big.example.test.", WireType::TXT), 100),
+                Transport::Udp,
+                true,
+                512,
+            ),
+            (
+                query("big.example.test.", WireType::TXT),
+                Transport::Tcp,
+                false,
+                65535,
+            ),
+        ];
+        for (request, transport, truncated, limit) in cases {
+            let reply = respond(&request.to_vec().unwrap(), &zone, transport).unwrap();
+            assert!(
+                reply.bytes.len() <= limit,
+                "{} > {limit}",
+                reply.bytes.len()
+            );
+            assert_eq!(reply.truncated, truncated);
+            let message = Message::from_vec(&reply.bytes).unwrap();
+            assert_eq!(message.metadata.truncation, truncated);
+            assert_eq!(message.queries, request.queries);
+            assert_eq!(message.edns.is_some(), request.edns.is_some());
+            if truncated {
+                assert!(message.answers.is_empty());
+            } else {
+                assert_eq!(message.answers.len(), 20);
+            }
+        }
+        let small = with_edns(query("www.example.test.", WireType::A), 512);
+        let reply = respond(&small.to_vec().unwrap(), &server.snapshot(), Transport::Udp).unwrap();
+        assert!(!reply.truncated);
+    }
+
+    #[test]
+    fn additional_data_is_dropped_before_truncating() {
+        // Answer fits in 512, answer + glue does not.
+        let mut text =
+            String::from("listen = [\"127.0.0.1:53\"]\nzone = \"example.test.\"\nns = [");
+        // Long labels make the NS answer big; glue compresses to a pointer per record.
+        let label = |i: usize| format!("ns{i}-{}", "n".repeat(45));
+        for i in 0..7 {
+            text.push_str(&format!("\"{}.example.test.\",", label(i)));
+        }
+        text.push_str("]\nrecords = [\n");
+        for i in 0..7 {
+            text.push_str(&format!(
+                "{{ name = \"{}\", type = \"AAAA\", value = \"2001:db8::{i}\" }},\n",
+                label(i)
+            ));
+            text.push_str(&format!(
+                "{{ name = \"{}\", type = \"A\", value = \"192.0.2.{i}\" }},\n",
+                label(i)
+            ));
+        }
+        text.push_str("]\n");
+        let server = Builtin::new(parse(&text).build().unwrap(), Vec::new(), 1).unwrap();
+        let zone = server.snapshot();
+        let request = query("example.test.", WireType::NS);
+        let tcp = Message::from_vec(
+            &respond(&request.to_vec().unwrap(), &zone, Transport::Tcp)
+                .unwrap()
+                .bytes,
+        )
+        .unwrap();
+        assert_eq!(tcp.additionals.len(), 14);
+        let tcp_len = tcp.to_vec().unwrap().len();
+        assert!(
+            tcp_len > 512,
+            "test needs a reply over 512 bytes, got {tcp_len}"
+        );
+        let reply = respond(&request.to_vec().unwrap(), &zone, Transport::Udp).unwrap();
+        let udp = Message::from_vec(&reply.bytes).unwrap();
+        assert!(!udp.metadata.truncation);
+        assert_eq!(udp.answers.len(), 7);
+        assert!(udp.additionals.is_empty());
+    }
+
+    #[test]
+    fn malformed_requests() {
+        let server = server();
+        let zone = server.snapshot();
+        let good = query("www.example.test.", WireType::A).to_vec().unwrap();
+        // Shorter than a header: dropped.
+        for len in 0..12 {
+            assert!(
+                respond(&good[..len], &zone, Transport::Udp).is_none(),
+                "{len}"
+            );
+        }
+        // A response: dropped (no reflection loops).
+        let mut response = good.clone();
+        response[2] |= 0x80;
+        assert!(respond(&response, &zone, Transport::Udp).is_none());
+        // Header fine, body cut short: FORMERR with the id.
+        for len in 12..good.len() {
+            let reply = respond(&good[..len], &zone, Transport::Udp).unwrap();
+            let message = Message::from_vec(&reply.bytes).unwrap();
+            assert_eq!(message.metadata.id, 4242);
+            assert_eq!(
+                message.metadata.response_code,
+                ResponseCode::FormErr,
+                "{len}"
+            );
+        }
+        // QDCOUNT 0 and 65535: FORMERR without parsing.
+        for count in [0u16, 2, 65535] {
+            let mut bad = good.clone();
+            bad[4..6].copy_from_slice(&count.to_be_bytes());
+            let reply = respond(&bad, &zone, Transport::Udp).unwrap();
+            assert_eq!(reply.rcode, ResponseCode::FormErr, "{count}");
+        }
+        // Unknown opcode with garbage body: NOTIMP.
+        let mut update = good.clone();
+        update[2] = (update[2] & 0x87) | (5 << 3);
+        update.truncate(14);
+        let reply = respond(&update, &zone, Transport::Udp).unwrap();
+        assert_eq!(reply.rcode, ResponseCode::NotImp);
+        // Oversized: FORMERR.
+        let mut huge = good.clone();
+        huge.resize(MAX_REQUEST_LEN + 1, 0);
+        assert_eq!(
+            respond(&huge, &zone, Transport::Udp).unwrap().rcode,
+            ResponseCode::FormErr
+        );
+        // Trailing bytes after a valid message are ignored; the answer is normal.
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(
+            respond(&trailing, &zone, Transport::Udp).unwrap().rcode,
+            ResponseCode::NoError
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_break_respond(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let zone = server().snapshot();
+            for transport in [Transport::Udp, Transport::Tcp] {
+                if let Some(reply) = respond(&bytes, &zone, transport) {
+                    if transport == Transport::Udp {
+                        prop_assert!(reply.bytes.len() <= usize::from(MAX_UDP_PAYLOAD));
+                    }
+                    let message = Message::from_vec(&reply.bytes).unwrap();
+                    prop_assert_eq!(message.metadata.id, u16::from_be_bytes([bytes[0], bytes[1]]));
+                    prop_assert_eq!(message.metadata.message_type, MessageType::Response);
+                }
+            }
+        }
+
+        #[test]
+        fn mutated_queries_never_break_respond(flips in proptest::collection::vec((0usize..64, any::<u8>()), 1..6)) {
+            let zone = server().snapshot();
+            let mut bytes = with_edns(query("www.example.test.", WireType::A), 1232).to_vec().unwrap();
+            for (at, value) in flips {
+                let at = at % bytes.len();
+                bytes[at] ^= value;
+            }
+            if let Some(reply) = respond(&bytes, &zone, Transport::Udp) {
+                prop_assert!(reply.bytes.len() <= usize::from(MAX_UDP_PAYLOAD));
+                prop_assert!(Message::from_vec(&reply.bytes).is_ok());
+            }
+        }
+    }
+
+    // --- changes ---
+
+    fn change(from: RecordSet, to: RecordSet) -> Change {
+        Change {
+            zone: "example.test.".into(),
+            from: vec![from],
+            to: vec![to],
+        }
+    }
+
+    #[test]
+    fn apply_swaps_records_and_bumps_the_serial() {
+        let server = server();
+        let before = server.snapshot();
+        let serial = server
+            .apply_change(
+                &change(
+                    www(&["192.0.2.10"], 300),
+                    www(&["198.51.100.7", "198.51.100.8"], 60),
+                ),
+                false,
+            )
+            .unwrap();
+        assert_eq!(serial, 8);
+        assert_eq!(server.serial(), 8);
+        let response = ask(&server, "www.example.test.", WireType::A);
+        assert_eq!(rdata(&response.answers), ["198.51.100.7", "198.51.100.8"]);
+        assert!(response.answers.iter().all(|r| r.ttl == 60));
+        let response = ask(&server, "example.test.", WireType::SOA);
+        assert!(rdata(&response.answers)[0].contains(" 8 "));
+        // A snapshot taken before keeps answering the old data (readers never see half a change).
+        let old = answer(&query("www.example.test.", WireType::A), &before);
+        assert_eq!(rdata(&old.answers), ["192.0.2.10"]);
+        // current() reports the new set under the caller's spelling of the name.
+        let like = [RecordSet::new(
+            "WWW.example.test",
+            RecordType::A,
+            0,
+            Vec::new(),
+        )];
+        let served = server.served("example.test", &like).unwrap();
+        assert_eq!(served[0].name, "WWW.example.test");
+        assert_eq!(served[0].ttl, 60);
+        assert_eq!(served[0].addrs.len(), 2);
+        // Same change again: already served, no bump.
+        let serial = server
+            .apply_change(
+                &change(
+                    www(&["192.0.2.10"], 300),
+                    www(&["198.51.100.8", "198.51.100.7"], 60),
+                ),
+                false,
+            )
+            .unwrap();
+        assert_eq!(serial, 8);
+    }
+
+    #[test]
+    fn apply_reports_conflicts_unless_forced() {
+        let server = server();
+        let error = server
+            .apply_change(
+                &change(www(&["192.0.2.99"], 300), www(&["198.51.100.7"], 60)),
+                false,
+            )
+            .unwrap_err();
+        assert!(matches!(error, DnsError::Conflict { .. }), "{error}");
+        assert!(error.to_string().contains("192.0.2.10"), "{error}");
+        // Same addresses, other TTL: still a conflict.
+        let error = server
+            .apply_change(
+                &change(www(&["192.0.2.10"], 30), www(&["198.51.100.7"], 60)),
+                false,
+            )
+            .unwrap_err();
+        assert!(matches!(error, DnsError::Conflict { .. }), "{error}");
+        assert_eq!(server.serial(), 7);
+        server
+            .apply_change(
+                &change(www(&["192.0.2.99"], 300), www(&["198.51.100.7"], 60)),
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            rdata(&ask(&server, "www.example.test.", WireType::A).answers),
+            ["198.51.100.7"]
+        );
+    }
+
+    #[test]
+    fn apply_adds_and_removes_rrsets() {
+        let server = server();
+        let v6 = |addrs: &[&str]| {
+            RecordSet::new(
+                "www.example.test.",
+                RecordType::AAAA,
+                60,
+                addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            )
+        };
+        // Add an AAAA set that did not exist (from is empty).
+        server
+            .apply_change(&change(v6(&[]), v6(&["2001:db8::7"])), false)
+            .unwrap();
+        assert_eq!(
+            rdata(&ask(&server, "www.example.test.", WireType::AAAA).answers),
+            ["2001:db8::7"]
+        );
+        // Remove both: the name no longer exists.
+        let both = Change {
+            zone: "example.test.".into(),
+            from: vec![www(&["192.0.2.10"], 300), v6(&["2001:db8::7"])],
+            to: vec![www(&[], 300), v6(&[])],
+        };
+        assert_eq!(server.apply_change(&both, false).unwrap(), 9);
+        let response = ask(&server, "www.example.test.", WireType::A);
+        assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+        let served = server.served("example.test.", &both.from).unwrap();
+        assert!(served.iter().all(|s| s.addrs.is_empty() && s.ttl == 0));
+    }
+
+    #[test]
+    fn apply_rejects_bad_changes() {
+        let server = server();
+        let mut other_zone = change(www(&["192.0.2.10"], 300), www(&["198.51.100.7"], 60));
+        other_zone.zone = "other.test.".into();
+        let mismatched = change(
+            www(&["192.0.2.10"], 300),
+            RecordSet::new(
+                "api.example.test.",
+                RecordType::A,
+                60,
+                vec!["198.51.100.7".parse().unwrap()],
+            ),
+        );
+        let outside = change(
+            RecordSet::new("www.other.test.", RecordType::A, 60, Vec::new()),
+            RecordSet::new(
+                "www.other.test.",
+                RecordType::A,
+                60,
+                vec!["198.51.100.7".parse().unwrap()],
+            ),
+        );
+        let on_static = change(
+            RecordSet::new(
+                "mail.example.test.",
+                RecordType::A,
+                300,
+                vec!["192.0.2.25".parse().unwrap()],
+            ),
+            RecordSet::new(
+                "mail.example.test.",
+                RecordType::A,
+                60,
+                vec!["198.51.100.7".parse().unwrap()],
+            ),
+        );
+        for bad in [other_zone, mismatched, outside, on_static] {
+            let error = server.apply_change(&bad, true).unwrap_err();
+            assert!(matches!(error, DnsError::Rejected(_)), "{error}");
+        }
+        assert_eq!(server.serial(), 7);
+        assert!(matches!(
+            server.served("other.test.", &[]),
+            Err(DnsError::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn serial_resumes_forward() {
+        assert_eq!(resume_serial(None, 1_700_000_000), 1_700_000_000);
+        assert_eq!(resume_serial(Some(5), 1_700_000_000), 1_700_000_000);
+        assert_eq!(
+            resume_serial(Some(1_700_000_000), 1_700_000_000),
+            1_700_000_001
+        );
+        assert_eq!(
+            resume_serial(Some(1_800_000_000), 1_700_000_000),
+            1_800_000_001
+        );
+        // Serial arithmetic wraps: after u32::MAX comes 0, and 5 is ahead of 0.
+        assert_eq!(resume_serial(Some(u32::MAX), 5), 5);
+        assert_eq!(resume_serial(Some(u32::MAX), 0), 0);
+        assert_eq!(
+            resume_serial(Some(3_000_000_000), 1_700_000_000),
+            3_000_000_001
+        );
+    }
+
+    #[test]
+    fn stats_count_by_rcode() {
+        let server = server();
+        let zone = server.snapshot();
+        for name in ["www.example.test.", "nope.example.test.", "x.other.test."] {
+            let reply = respond(
+                &query(name, WireType::A).to_vec().unwrap(),
+                &zone,
+                Transport::Udp,
+            );
+            server.counters.record(reply.as_ref());
+        }
+        server.counters.record(None);
+        let stats = server.stats();
+        assert_eq!(stats.responses, BTreeMap::from([(0, 1), (3, 1), (5, 1)]));
+        assert_eq!(stats.dropped, 1);
+        assert_eq!(rcode_label(3), "NXDOMAIN");
+    }
+}
