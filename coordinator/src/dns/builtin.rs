@@ -1214,6 +1214,22 @@ impl Builtin {
         tracker.wait().await;
     }
 
+    /// [`respond`] on the current snapshot. The parser is third-party code fed attacker
+    /// bytes: should it ever panic, that request is dropped and the loop keeps serving.
+    fn respond_guarded(&self, request: &[u8], transport: Transport) -> Option<Reply> {
+        let zone = self.snapshot();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            respond(request, &zone, transport)
+        }))
+        .unwrap_or_else(|_| {
+            warn!(
+                len = request.len(),
+                "dns request handling panicked; request dropped"
+            );
+            None
+        })
+    }
+
     async fn udp_loop(self: Arc<Self>, socket: UdpSocket, shutdown: CancellationToken) {
         // One datagram can be up to 64 KiB; read it whole so an oversized one is seen as such.
         let mut buf = vec![0u8; usize::from(u16::MAX)];
@@ -1234,7 +1250,7 @@ impl Builtin {
                 }
             };
             let request = buf.get(..len).unwrap_or_default();
-            let reply = respond(request, &self.snapshot(), Transport::Udp);
+            let reply = self.respond_guarded(request, Transport::Udp);
             self.counters.record(reply.as_ref());
             if let Some(reply) = reply
                 && let Err(error) = socket.send_to(&reply.bytes, peer).await
@@ -1309,7 +1325,7 @@ impl Builtin {
             if !matches!(read, Ok(Ok(_))) {
                 return;
             }
-            let reply = respond(request, &self.snapshot(), Transport::Tcp);
+            let reply = self.respond_guarded(request, Transport::Tcp);
             self.counters.record(reply.as_ref());
             let Some(reply) = reply else {
                 return;
