@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+pub mod builtin;
+
 /// A/AAAA only: the records a failover switches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RecordType {
