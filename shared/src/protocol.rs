@@ -148,7 +148,9 @@ pub enum ProtocolError {
     WrongWitness { expected: KeyId, found: KeyId },
     #[error("vote answers request {found}, not this one ({expected})")]
     WrongRequest { expected: String, found: String },
-    #[error("vote is for service {found:?} round {found_round}, expected {expected:?} round {expected_round}")]
+    #[error(
+        "vote is for service {found:?} round {found_round}, expected {expected:?} round {expected_round}"
+    )]
     WrongRound {
         expected: String,
         expected_round: u64,
@@ -245,6 +247,20 @@ fn check_version(v: u32) -> Result<(), ProtocolError> {
     }
 }
 
+/// Reads only `version`, so a payload from another protocol version (which may carry fields
+/// this build does not know) is refused as `UnsupportedVersion` rather than as malformed.
+fn check_payload_version(payload: &[u8]) -> Result<(), ProtocolError> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    match serde_json::from_slice::<Versioned>(payload) {
+        Ok(v) => check_version(v.version),
+        // The full parse that follows names what is wrong.
+        Err(_) => Ok(()),
+    }
+}
+
 fn verify(
     domain: &[u8],
     key: &VerifyingKey,
@@ -310,6 +326,7 @@ pub fn open_request(
     max_skew_ms: u64,
 ) -> Result<OpenedRequest, ProtocolError> {
     let (payload, sig) = envelope.open()?;
+    check_payload_version(&payload)?;
     let request: VoteRequest = serde_json::from_slice(&payload)
         .map_err(|e| ProtocolError::Malformed(format!("vote request: {e}")))?;
     check_version(request.version)?;
@@ -317,10 +334,11 @@ pub fn open_request(
         .ok_or_else(|| ProtocolError::UnknownCoordinator(request.coordinator.clone()))?;
     verify(REQUEST_DOMAIN, &key, &request.coordinator, &payload, &sig)?;
     request.validate()?;
-    let skew_ms = request.issued_at_ms as i64 - now_ms as i64;
-    if skew_ms.unsigned_abs() > max_skew_ms {
+    // i128: `issued_at_ms` is any u64 the signer chose; i64 arithmetic would overflow.
+    let skew_ms = i128::from(request.issued_at_ms) - i128::from(now_ms);
+    if skew_ms.unsigned_abs() > u128::from(max_skew_ms) {
         return Err(ProtocolError::Stale {
-            skew_ms,
+            skew_ms: skew_ms.clamp(i64::MIN.into(), i64::MAX.into()) as i64,
             max_skew_ms,
         });
     }
@@ -361,6 +379,7 @@ pub struct Expected<'a> {
 /// by the pinned witness key, bound to this very request, for this service and round.
 pub fn open_vote(envelope: &Envelope, expected: &Expected<'_>) -> Result<Vote, ProtocolError> {
     let (payload, sig) = envelope.open()?;
+    check_payload_version(&payload)?;
     let vote: Vote = serde_json::from_slice(&payload)
         .map_err(|e| ProtocolError::Malformed(format!("vote: {e}")))?;
     check_version(vote.version)?;
@@ -371,7 +390,13 @@ pub fn open_vote(envelope: &Envelope, expected: &Expected<'_>) -> Result<Vote, P
             found: vote.witness,
         });
     }
-    verify(VOTE_DOMAIN, expected.witness_key, &vote.witness, &payload, &sig)?;
+    verify(
+        VOTE_DOMAIN,
+        expected.witness_key,
+        &vote.witness,
+        &payload,
+        &sig,
+    )?;
     let want = expected.request_hash.hex();
     if vote.request_hash != want {
         return Err(ProtocolError::WrongRequest {
@@ -447,3 +472,4 @@ impl ReplayGuard {
         Ok(())
     }
 }
+
