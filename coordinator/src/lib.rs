@@ -68,7 +68,7 @@ pub async fn start(
     let tasks = TaskTracker::new();
     let backend = match backend {
         Some(b) => b,
-        None => dns::config::start_backend(&config, &tasks, shutdown.clone())
+        None => dns::config::start_backend(&config, &store, &tasks, shutdown.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{}: dns: {e}", config.path.display()))?,
     };

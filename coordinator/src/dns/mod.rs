@@ -158,6 +158,7 @@ pub mod virtualmin;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
+    Builtin(builtin::Config),
     Rfc2136(rfc2136::Config),
     Powerdns(powerdns::Config),
     Virtualmin(virtualmin::Config),
@@ -169,6 +170,10 @@ pub enum BackendConfig {
 /// Errors name the key and what was expected.
 pub fn build_backend(config: &BackendConfig) -> Result<std::sync::Arc<dyn DnsBackend>, String> {
     Ok(match config {
+        BackendConfig::Builtin(c) => {
+            let built = c.build().map_err(|e| e.to_string())?;
+            std::sync::Arc::new(builtin::Builtin::new(built, Vec::new(), 1).map_err(|e| e.to_string())?)
+        }
         BackendConfig::Rfc2136(c) => std::sync::Arc::new(rfc2136::build(c)?),
         BackendConfig::Powerdns(c) => std::sync::Arc::new(powerdns::build(c)?),
         BackendConfig::Virtualmin(c) => std::sync::Arc::new(virtualmin::build(c)?),
