@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod dns;
 pub mod driver;
 pub mod failover;

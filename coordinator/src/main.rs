@@ -21,6 +21,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// A self-contained failover drill on loopback (no config needed).
+    Demo {
+        /// Run the drill once and exit 0 only if failover and failback were both seen in DNS.
+        #[arg(long)]
+        once: bool,
+        /// Where the API listens (default 127.0.0.1:8053).
+        #[arg(long)]
+        api: Option<std::net::SocketAddr>,
+    },
     /// Run the coordinator.
     Run {
         #[arg(long)]
@@ -80,7 +89,9 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_tracing(&cli.log_format) {
+    // The drill prints its own timeline; logs only for warnings unless asked.
+    let default_filter = if matches!(cli.cmd, Cmd::Demo { .. }) { "warn" } else { "info,hyper=warn,reqwest=warn,rustls=warn" };
+    if let Err(e) = init_tracing(&cli.log_format, default_filter) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -101,9 +112,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: &str) -> anyhow::Result<()> {
+fn init_tracing(format: &str, default_filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUORATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,reqwest=warn,rustls=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         "human" => b.init(),
@@ -119,6 +130,10 @@ fn load(path: &Path) -> anyhow::Result<coordinator::config::Config> {
 
 async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        Cmd::Demo { once, api } => {
+            let ok = coordinator::demo::run(coordinator::demo::DemoOptions { once, api }).await?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Cmd::Run { config } => {
             let cfg = load(&config)?;
             let listener = std::net::TcpListener::bind(cfg.api_listen)
