@@ -334,3 +334,22 @@ pub mod duration_str {
         Ok(dur)
     }
 }
+
+/// An HTTP request that got no answer: a certificate the client does not trust is an
+/// authentication failure (retrying will not help, and it may be someone in the middle);
+/// anything else (refused, timed out, reset) is transient.
+pub(crate) fn http_error(what: &str, e: reqwest::Error) -> DnsError {
+    let mut chain = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("cert_sha256") {
+        DnsError::Auth(format!("{what}: server certificate not trusted: {chain}"))
+    } else {
+        DnsError::Transient(format!("{what}: {chain}"))
+    }
+}
