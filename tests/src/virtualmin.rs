@@ -13,6 +13,7 @@
 //!   print the reason and exit 1. An add that clashes with an identical record or falls
 //!   outside the domain is reported and skipped, with exit status 0;
 //! - get-dns: `--domain`, `--multiline`, `--name`, `--type`.
+//!
 //! Only GET is served (Virtualmin also takes POST).
 
 use std::collections::BTreeMap;
