@@ -186,7 +186,7 @@ recover_after = {RECOVER_AFTER}
     println!("{} probe interval {INTERVAL_MS} ms, fail after {FAIL_AFTER} failed probes, quorum 2 of 3, hold-down {RECOVER_AFTER} probes", t(start));
 
     let mut ok = true;
-    let answer = wait_answer(dns_addr, p, Duration::from_secs(10)).await;
+    let answer = wait_answer(dns_addr, p, Duration::from_secs(5)).await;
     report(start, "healthy", dns_addr, &answer, p);
     ok &= answer.as_ref().map(|a| a.contains(&p)).unwrap_or(false);
 
@@ -194,7 +194,7 @@ recover_after = {RECOVER_AFTER}
     primary.kill();
     let t_kill = Instant::now();
     println!("\n{} primary web server killed", t(start));
-    let answer = wait_answer(dns_addr, b, Duration::from_secs(15)).await;
+    let answer = wait_answer(dns_addr, b, Duration::from_secs(10)).await;
     let failover_s = t_kill.elapsed().as_secs_f64();
     print_failover_round(&store, start).await;
     report(start, "failover", dns_addr, &answer, b);
@@ -208,7 +208,7 @@ recover_after = {RECOVER_AFTER}
     primary.restore().await?;
     let t_fix = Instant::now();
     println!("\n{} primary restored; failback waits for {RECOVER_AFTER} healthy probes (the hold-down)", t(start));
-    let answer = wait_answer(dns_addr, p, Duration::from_secs(15)).await;
+    let answer = wait_answer(dns_addr, p, Duration::from_secs(12)).await;
     let failback_s = t_fix.elapsed().as_secs_f64();
     report(start, "failback", dns_addr, &answer, p);
     let switched_back = answer.as_ref().map(|a| a.contains(&p)).unwrap_or(false);
