@@ -44,10 +44,15 @@ impl Site {
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let stop = CancellationToken::new();
         let label = self.label;
-        let app = axum::Router::new().route("/", axum::routing::get(move || async move { format!("{label}\n") }));
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move { format!("{label}\n") }),
+        );
         let s2 = stop.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { s2.cancelled().await }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s2.cancelled().await })
+                .await;
         });
         self.stop = Some(stop);
     }
@@ -66,7 +71,9 @@ impl Site {
                     self.serve(l);
                     return Ok(());
                 }
-                Err(e) if Instant::now() > deadline => bail!("cannot restore the {} on {}: {e}", self.label, self.addr),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("cannot restore the {} on {}: {e}", self.label, self.addr)
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
@@ -86,7 +93,8 @@ fn free_udp_port() -> anyhow::Result<u16> {
 }
 
 fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    shared::keys::write_private_file(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    shared::keys::write_private_file(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn t(start: Instant) -> String {
@@ -98,7 +106,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let start = Instant::now();
     let dir = tempfile::tempdir().context("creating a temporary folder")?;
     let shutdown = CancellationToken::new();
-    println!("Quorate demo: a failover drill on loopback (files in {})\n", dir.path().display());
+    println!(
+        "Quorate demo: a failover drill on loopback (files in {})\n",
+        dir.path().display()
+    );
 
     // The two sites.
     // Probes use one port for both sides: the backup takes the primary's.
@@ -121,7 +132,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             net: witness::config::parse_cidr("127.0.0.0/8").map_err(anyhow::Error::msg)?,
             ports: vec![port],
         }]);
-        let trusted = vec![witness::config::TrustedCoordinator::new("demo", ckey.verifying_key())];
+        let trusted = vec![witness::config::TrustedCoordinator::new(
+            "demo",
+            ckey.verifying_key(),
+        )];
         let cfg = witness::config::Config::from_parts(wkey, trusted, allow, cert, key)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let url = format!("https://{}", listener.local_addr()?);
@@ -138,7 +152,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let dns_port = free_udp_port()?;
     let dns_addr = SocketAddr::from(([127, 0, 0, 1], dns_port));
     let api_listener = match opts.api {
-        Some(a) => std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?,
+        Some(a) => {
+            std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?
+        }
         None if opts.once => std::net::TcpListener::bind("127.0.0.1:0")?,
         None => std::net::TcpListener::bind("127.0.0.1:8053")
             .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))?,
@@ -178,12 +194,21 @@ recover_after = {RECOVER_AFTER}
     );
     let config_path = dir.path().join("coordinator.toml");
     std::fs::write(&config_path, &config_text)?;
-    let config = crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config:\n{e}"))?;
+    let config =
+        crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config:\n{e}"))?;
     let coord = crate::start(config, api_listener, None, shutdown.clone()).await?;
     let store = coord.store.clone();
 
-    println!("{} primary {}:{port} and backup {}:{port} serving; 3 witnesses on HTTPS; built-in DNS on {dns_addr}", t(start), p, b);
-    println!("{} probe interval {INTERVAL_MS} ms, fail after {FAIL_AFTER} failed probes, quorum 2 of 3, hold-down {RECOVER_AFTER} probes", t(start));
+    println!(
+        "{} primary {}:{port} and backup {}:{port} serving; 3 witnesses on HTTPS; built-in DNS on {dns_addr}",
+        t(start),
+        p,
+        b
+    );
+    println!(
+        "{} probe interval {INTERVAL_MS} ms, fail after {FAIL_AFTER} failed probes, quorum 2 of 3, hold-down {RECOVER_AFTER} probes",
+        t(start)
+    );
 
     let mut ok = true;
     let answer = wait_answer(dns_addr, p, Duration::from_secs(5)).await;
@@ -201,26 +226,38 @@ recover_after = {RECOVER_AFTER}
     let switched_over = answer.as_ref().map(|a| a.contains(&b)).unwrap_or(false);
     ok &= switched_over;
     if switched_over {
-        println!("{} DNS answered the backup {failover_s:.2} s after the kill", t(start));
+        println!(
+            "{} DNS answered the backup {failover_s:.2} s after the kill",
+            t(start)
+        );
     }
 
     // Repair.
     primary.restore().await?;
     let t_fix = Instant::now();
-    println!("\n{} primary restored; failback waits for {RECOVER_AFTER} healthy probes (the hold-down)", t(start));
+    println!(
+        "\n{} primary restored; failback waits for {RECOVER_AFTER} healthy probes (the hold-down)",
+        t(start)
+    );
     let answer = wait_answer(dns_addr, p, Duration::from_secs(12)).await;
     let failback_s = t_fix.elapsed().as_secs_f64();
     report(start, "failback", dns_addr, &answer, p);
     let switched_back = answer.as_ref().map(|a| a.contains(&p)).unwrap_or(false);
     ok &= switched_back;
     if switched_back {
-        println!("{} DNS answered the primary {failback_s:.2} s after the repair", t(start));
+        println!(
+            "{} DNS answered the primary {failback_s:.2} s after the repair",
+            t(start)
+        );
     }
     drop(backup);
 
     println!();
     if ok {
-        println!("{} drill passed: failover and failback both seen in DNS answers", t(start));
+        println!(
+            "{} drill passed: failover and failback both seen in DNS answers",
+            t(start)
+        );
     } else {
         println!("{} drill FAILED: see the lines above", t(start));
     }
@@ -230,7 +267,11 @@ recover_after = {RECOVER_AFTER}
         return Ok(ok);
     }
     println!("\nThe coordinator keeps running. Try:");
-    println!("  dig @{} -p {} {NAME} A +norecurse", dns_addr.ip(), dns_addr.port());
+    println!(
+        "  dig @{} -p {} {NAME} A +norecurse",
+        dns_addr.ip(),
+        dns_addr.port()
+    );
     println!("  curl -H 'Authorization: Bearer {token}' http://{api_addr}/v1/services");
     println!("  curl -H 'Authorization: Bearer {token}' 'http://{api_addr}/v1/rounds?service=www'");
     println!("  curl http://{api_addr}/metrics");
@@ -248,7 +289,11 @@ impl Site {
             .await
             .with_context(|| format!("cannot bind the stand-in {label} on {want}"))?;
         let addr = listener.local_addr()?;
-        let mut s = Site { addr, label, stop: None };
+        let mut s = Site {
+            addr,
+            label,
+            stop: None,
+        };
         s.serve(listener);
         Ok(s)
     }
@@ -260,7 +305,10 @@ async fn wait_answer(server: SocketAddr, want: IpAddr, within: Duration) -> Opti
     let deadline = Instant::now() + within;
     let mut last = None;
     while Instant::now() < deadline {
-        if let Ok(set) = crate::dns::verify::query_rrset(server, NAME, RecordType::A, Duration::from_millis(300)).await {
+        if let Ok(set) =
+            crate::dns::verify::query_rrset(server, NAME, RecordType::A, Duration::from_millis(300))
+                .await
+        {
             let hit = set.addrs.contains(&want);
             last = Some(set.addrs);
             if hit {
@@ -272,26 +320,48 @@ async fn wait_answer(server: SocketAddr, want: IpAddr, within: Duration) -> Opti
     last
 }
 
-fn report(start: Instant, what: &str, server: SocketAddr, answer: &Option<Vec<IpAddr>>, want: IpAddr) {
+fn report(
+    start: Instant,
+    what: &str,
+    server: SocketAddr,
+    answer: &Option<Vec<IpAddr>>,
+    want: IpAddr,
+) {
     match answer {
         Some(a) => {
             let list: Vec<String> = a.iter().map(|x| x.to_string()).collect();
             let mark = if a.contains(&want) { "ok" } else { "NOT YET" };
-            println!("{} {what}: dig @{server} {NAME} A  ->  {}  ({mark})", t(start), list.join(", "));
+            println!(
+                "{} {what}: dig @{server} {NAME} A  ->  {}  ({mark})",
+                t(start),
+                list.join(", ")
+            );
         }
         None => println!("{} {what}: no answer from {server}", t(start)),
     }
 }
 
 async fn print_failover_round(store: &crate::store::Store, start: Instant) {
-    let f = RoundFilter { service: Some("www".into()), outcome: Some("failover".into()), limit: 1, ..Default::default() };
-    let Ok(rounds) = store.call(move |s| s.list_rounds(&f)).await else { return };
+    let f = RoundFilter {
+        service: Some("www".into()),
+        outcome: Some("failover".into()),
+        limit: 1,
+        ..Default::default()
+    };
+    let Ok(rounds) = store.call(move |s| s.list_rounds(&f)).await else {
+        return;
+    };
     let Some(r) = rounds.first() else {
         println!("{} no failover round recorded", t(start));
         return;
     };
     let id = r.id;
-    println!("{} round {id}: {} ({})", t(start), r.round.outcome, r.round.reason);
+    println!(
+        "{} round {id}: {} ({})",
+        t(start),
+        r.round.outcome,
+        r.round.reason
+    );
     if let Ok(Some((_, votes))) = store.call(move |s| s.round(id)).await {
         for v in votes {
             let evidence = v
@@ -300,7 +370,9 @@ async fn print_failover_round(store: &crate::store::Store, start: Instant) {
                 .and_then(|raw| shared::protocol::Envelope::from_json(raw).ok())
                 .and_then(|e| {
                     use base64::Engine as _;
-                    base64::engine::general_purpose::STANDARD.decode(e.payload).ok()
+                    base64::engine::general_purpose::STANDARD
+                        .decode(e.payload)
+                        .ok()
                 })
                 .and_then(|p| serde_json::from_slice::<shared::protocol::Vote>(&p).ok())
                 .map(|vote| match vote.evidence.error {
@@ -315,7 +387,11 @@ async fn print_failover_round(store: &crate::store::Store, start: Instant) {
                 v.witness_key_id,
                 v.verdict.as_deref().unwrap_or("no vote"),
                 evidence,
-                if v.valid { "verified" } else { v.error.as_deref().unwrap_or("invalid") }
+                if v.valid {
+                    "verified"
+                } else {
+                    v.error.as_deref().unwrap_or("invalid")
+                }
             );
         }
     }

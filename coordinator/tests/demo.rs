@@ -12,8 +12,18 @@ fn demo_once_sees_failover_and_failback_in_dns() {
         .expect("the coordinator binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo --once failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    for want in ["healthy:", "round ", "signature verified", "failover:", "failback:", "drill passed"] {
+    assert!(
+        out.status.success(),
+        "demo --once failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for want in [
+        "healthy:",
+        "round ",
+        "signature verified",
+        "failover:",
+        "failback:",
+        "drill passed",
+    ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
 }

@@ -26,15 +26,24 @@ impl<'de> Deserialize<'de> for RawDns {
         let kind = match t.remove("type") {
             Some(toml::Value::String(s)) => s,
             Some(_) => return Err(D::Error::custom("dns.type: expected a string")),
-            None => return Err(D::Error::custom(
-                "dns.type: missing; expected one of \"builtin\", \"rfc2136\", \"powerdns\", \"virtualmin\", \"exec\", \"dryrun\"",
-            )),
+            None => {
+                return Err(D::Error::custom(
+                    "dns.type: missing; expected one of \"builtin\", \"rfc2136\", \"powerdns\", \"virtualmin\", \"exec\", \"dryrun\"",
+                ));
+            }
         };
         let verify = match t.remove("verify") {
-            Some(v) => Some(RawVerify::deserialize(v).map_err(|e| D::Error::custom(format!("dns.verify: {e}")))?),
+            Some(v) => Some(
+                RawVerify::deserialize(v)
+                    .map_err(|e| D::Error::custom(format!("dns.verify: {e}")))?,
+            ),
             None => None,
         };
-        Ok(RawDns { kind, verify, rest: t })
+        Ok(RawDns {
+            kind,
+            verify,
+            rest: t,
+        })
     }
 }
 
@@ -97,7 +106,10 @@ pub fn validate(raw: &RawDns, e: &mut Errors, _base: &Path) -> Option<DnsConfig>
                 Ok(a) => verify_servers.push(a),
                 Err(_) => {
                     ok = false;
-                    e.push(&format!("dns.verify.servers[{i}]"), format!("expected an address like \"192.0.2.53:53\", got {s:?}"));
+                    e.push(
+                        &format!("dns.verify.servers[{i}]"),
+                        format!("expected an address like \"192.0.2.53:53\", got {s:?}"),
+                    );
                 }
             }
         }
@@ -122,7 +134,11 @@ pub fn validate(raw: &RawDns, e: &mut Errors, _base: &Path) -> Option<DnsConfig>
         e.push("dns", m);
         ok = false;
     }
-    ok.then_some(DnsConfig { backend, verify_servers, verify_timeout })
+    ok.then_some(DnsConfig {
+        backend,
+        verify_servers,
+        verify_timeout,
+    })
 }
 
 /// Builds the configured backend and starts whatever it needs to run: the built-in server
@@ -143,9 +159,11 @@ pub async fn start_backend(
     for svc in &config.services {
         let stored = store.load_state(&svc.name).map_err(|e| e.to_string())?;
         let side = match stored {
-            Some(json) => serde_json::from_str::<crate::failover::State>(&json)
-                .map_err(|e| format!("service {}: stored state unreadable: {e}", svc.name))?
-                .active,
+            Some(json) => {
+                serde_json::from_str::<crate::failover::State>(&json)
+                    .map_err(|e| format!("service {}: stored state unreadable: {e}", svc.name))?
+                    .active
+            }
             None => crate::failover::Side::Primary,
         };
         sets.extend(svc.records_for(side));
@@ -156,7 +174,8 @@ pub async fn start_backend(
         .unwrap_or(0);
     let listen = built.listen.clone();
     let server = std::sync::Arc::new(
-        builtin::Builtin::new(built, sets, builtin::resume_serial(None, now)).map_err(|e| e.to_string())?,
+        builtin::Builtin::new(built, sets, builtin::resume_serial(None, now))
+            .map_err(|e| e.to_string())?,
     );
     let (udp, tcp) = builtin::bind(&listen)
         .await

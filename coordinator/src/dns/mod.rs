@@ -177,7 +177,9 @@ pub fn build_backend(config: &BackendConfig) -> Result<std::sync::Arc<dyn DnsBac
     Ok(match config {
         BackendConfig::Builtin(c) => {
             let built = c.build().map_err(|e| e.to_string())?;
-            std::sync::Arc::new(builtin::Builtin::new(built, Vec::new(), 1).map_err(|e| e.to_string())?)
+            std::sync::Arc::new(
+                builtin::Builtin::new(built, Vec::new(), 1).map_err(|e| e.to_string())?,
+            )
         }
         BackendConfig::Rfc2136(c) => std::sync::Arc::new(rfc2136::build(c)?),
         BackendConfig::Powerdns(c) => std::sync::Arc::new(powerdns::build(c)?),
