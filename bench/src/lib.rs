@@ -24,7 +24,10 @@ impl Guard {
         let err = out.try_clone()?;
         let child = Command::new(bin)
             .args(args)
-            .env("QUORATE_LOG", "warn")
+            .env(
+                "QUORATE_LOG",
+                std::env::var("QB_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(out)
