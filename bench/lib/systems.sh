@@ -103,10 +103,12 @@ timeout = \"$Q_WITNESS_TIMEOUT\"
   done
 }
 
-quorate_service_block() {
+quorate_service_block() {  # quorate_service_block NAME
+  # Each coordinator's service has its own name, so its probe phase (derived from the name)
+  # is independent of the other coordinator's.
   cat <<EOF
 [[service]]
-name = "www"
+name = "$1"
 zone = "$ZONE"
 names = ["www"]
 ttl = $TTL
@@ -166,7 +168,7 @@ records = [{ name = "ns1", type = "A", value = "$DNS_BUILTIN" }]
 
 EOF
     fi
-    quorate_service_block
+    quorate_service_block "www-$c"
   } >"$d/coordinator.toml"
   "$QB_BIN/quorate-coordinator" check --config "$d/coordinator.toml" >"$d/check.out" 2>&1 \
     || { cat "$d/check.out" >&2; qb_die "coordinator config $c invalid"; }
