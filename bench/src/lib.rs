@@ -20,7 +20,8 @@ pub struct Guard {
 impl Guard {
     /// Starts `bin args…` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, bin: &Path, args: &[&str], log: &Path) -> anyhow::Result<Guard> {
-        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let child = Command::new(bin)
             .args(args)
@@ -341,7 +342,10 @@ quorate_ticks_total_other 100\n";
         let before = BTreeMap::new();
         assert_eq!(histogram_quantile(&before, &after, 0.1), Some(0.001));
         assert_eq!(histogram_quantile(&before, &after, 0.45), Some(0.002));
-        assert_eq!(histogram_quantile(&before, &after, 0.99), Some(f64::INFINITY));
+        assert_eq!(
+            histogram_quantile(&before, &after, 0.99),
+            Some(f64::INFINITY)
+        );
         assert_eq!(histogram_quantile(&after, &after, 0.5), None);
     }
 }

@@ -64,8 +64,7 @@ struct Counts {
 async fn main() -> anyhow::Result<()> {
     shared::install_crypto_provider();
     let args = Args::parse();
-    if args.concurrency == 0 || args.concurrency > 4096 || args.clients == 0 || args.clients > 256
-    {
+    if args.concurrency == 0 || args.concurrency > 4096 || args.clients == 0 || args.clients > 256 {
         bail!("--concurrency 1..=4096, --clients 1..=256");
     }
     if args.seconds == 0 || args.seconds > 600 || args.verify_every == 0 {
@@ -188,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
                     continue;
                 };
                 counts.ok.fetch_add(1, Ordering::Relaxed);
-                if n % verify_every == 0 {
+                if n.is_multiple_of(verify_every) {
                     let ok = shared::protocol::open_vote(
                         &envelope,
                         &Expected {
