@@ -2,7 +2,8 @@
 """Turns one benchmark run folder (bench/failover.sh --out DIR) into Markdown tables:
 failover/failback min/median/max per system and fault, the false-failover counts, daemon
 CPU/RSS over the run, the DNS change latency from the coordinators' history, and the scale
-results (scale.json) when present. Usage: summarize.py DIR"""
+results (scale.json) when present. Usage: summarize.py DIR
+   or: summarize.py --medians DIR... (failover medians per run and pooled, one table)"""
 import json
 import os
 import statistics
@@ -32,7 +33,25 @@ def pct(vals, p):
     return s[k]
 
 
+def medians(dirs):
+    """Failover medians per run folder and over all of them."""
+    runs = [(os.path.basename(d.rstrip("/")), load_jsonl(os.path.join(d, "failover.jsonl"))) for d in dirs]
+    pooled = [r for _, rows in runs for r in rows]
+    print("| fault | system | " + " | ".join("%s (n)" % name for name, _ in runs) + " | pooled (n) |")
+    print("|---|---|" + "---|" * (len(runs) + 1))
+    for v in ("kill", "linkdown"):
+        for s in SYSTEMS:
+            cells = []
+            for rows in [rows for _, rows in runs] + [pooled]:
+                vals = [r["stable_s"] for r in rows if r["system"] == s and r["variant"] == v
+                        and r["phase"] == "failover" and r.get("stable_s") is not None]
+                cells.append("%.2f (%d)" % (statistics.median(vals), len(vals)) if vals else "–")
+            print("| %s | %s | %s |" % (v, s, " | ".join(cells)))
+
+
 def main():
+    if sys.argv[1:2] == ["--medians"]:
+        return medians(sys.argv[2:])
     d = sys.argv[1]
     out = []
     settings = os.path.join(d, "settings.txt")
