@@ -182,6 +182,7 @@ for ((n = 1; n <= FALSE_TRIALS; n++)); do
     --seconds "$((FALSE_SECONDS + 5))" --max-seconds "$((FALSE_SECONDS + 30))"
   wpid=$QB_LASTPID
   for ((i = 0; i < 100; i++)); do [[ -e "$t0f.ready" ]] && break; sleep 0.05; done
+  [[ -e "$t0f.ready" ]] || qb_die "watcher did not start"
   jitter
   t0=$(date +%s.%N)
   cut_on || qb_die "nft cut failed"

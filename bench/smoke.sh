@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# CI smoke run of the benchmark (so it cannot rot): builds the release binaries, then runs
+# CI smoke run of the benchmark (so it cannot rot): builds the binaries if needed, then runs
 # bench/failover.sh --smoke (1 trial of each fault per system, one 10 s false-failover cut,
 # scale with 10 services for 10 s, a 5 s witness throughput run). Exits non-zero if any part
 # fails or any system never switched. Needs root and the packages listed in failover.sh.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 cd "$HERE/.."
-cargo build --release --bins --quiet
+# QB_BIN=<folder with the binaries> skips the build (e.g. QB_BIN=target/debug after
+# `cargo build --bins`); otherwise release binaries are built.
+if [[ -z "${QB_BIN:-}" ]]; then
+  cargo build --release --bins --quiet
+  export QB_BIN="$PWD/target/release"
+fi
 OUT="${QB_OUT:-/tmp/quorate-bench}/smoke-$(date -u +%Y%m%dT%H%M%SZ)"
 "$HERE/failover.sh" --smoke --out "$OUT"
 python3 - "$OUT" <<'PY'
