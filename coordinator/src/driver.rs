@@ -826,6 +826,17 @@ async fn verify(rt: &Runtime, svc: &ServiceConfig, job: &Job) {
     )
     .await;
     let all_ok = checks.iter().all(|c| c.ok);
+    for c in &checks {
+        let label = crate::metrics::VerifyLabel {
+            server: c.server.to_string(),
+            result: if c.ok { "served" } else { "lagging" }.into(),
+        };
+        rt.metrics.dns_verify.get_or_create(&label).inc();
+        rt.metrics
+            .dns_verify_seconds
+            .get_or_create(&label)
+            .observe(c.elapsed.as_secs_f64());
+    }
     let value = serde_json::Value::Array(
         checks
             .iter()
