@@ -366,9 +366,12 @@ async fn one_round(
     Ok(Json(json!({"round": round, "votes": votes})))
 }
 
-async fn list_events(
-    State(st): State<Arc<ApiState>>,
+/// Lists events or DNS changes (newest first, paged): the same filters, another table.
+async fn list_plain<T: Serialize + Send + 'static>(
+    st: &ApiState,
     q: Q,
+    id: fn(&T) -> i64,
+    read: fn(&Store, &ListFilter) -> Result<Vec<T>, crate::store::StoreError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let q = query(q)?;
     if q.outcome.is_some() {
@@ -376,20 +379,26 @@ async fn list_events(
     }
     let f = list_filter(&q)?;
     let l = f.limit;
-    let rows = st.store.call(move |s| s.list_events(&f)).await?;
-    Ok(Json(json!(page(rows, l, |r| r.id))))
+    let rows = st.store.call(move |s| read(s, &f)).await?;
+    Ok(Json(json!(page(rows, l, id))))
+}
+
+async fn list_events(
+    State(st): State<Arc<ApiState>>,
+    q: Q,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    list_plain(&st, q, |e: &crate::store::Event| e.id, Store::list_events).await
 }
 
 async fn list_dns_changes(
     State(st): State<Arc<ApiState>>,
     q: Q,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let q = query(q)?;
-    if q.outcome.is_some() {
-        return Err(ApiError::bad("outcome: only /v1/rounds filters by outcome"));
-    }
-    let f = list_filter(&q)?;
-    let l = f.limit;
-    let rows = st.store.call(move |s| s.list_dns_changes(&f)).await?;
-    Ok(Json(json!(page(rows, l, |r| r.id))))
+    list_plain(
+        &st,
+        q,
+        |c: &crate::store::DnsChangeRow| c.id,
+        Store::list_dns_changes,
+    )
+    .await
 }
