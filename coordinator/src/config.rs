@@ -172,7 +172,7 @@ pub struct RawProbe {
     pub timeout: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHooks {
     #[serde(default)]
@@ -186,6 +186,20 @@ pub struct RawHooks {
     pub post_failback: Option<Vec<String>>,
     #[serde(default = "default_hook_timeout")]
     pub timeout: String,
+}
+
+/// A service without a `[service.hooks]` table gets the same defaults as an empty one (a
+/// derived `Default` would leave `timeout` empty, which then fails validation).
+impl Default for RawHooks {
+    fn default() -> RawHooks {
+        RawHooks {
+            pre_failover: None,
+            post_failover: None,
+            pre_failback: None,
+            post_failback: None,
+            timeout: default_hook_timeout(),
+        }
+    }
 }
 
 fn default_interval() -> String {
