@@ -88,16 +88,21 @@ impl Notifier {
 
     /// Queues a notice; never waits.
     pub fn send(&self, n: Notice) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(n).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("notification queue full; notification dropped");
-            }
+        if let Some(tx) = &self.tx
+            && tx.try_send(n).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("notification queue full; notification dropped");
         }
     }
 }
 
-async fn send_with_retry(http: &reqwest::Client, hook: &WebhookConfig, n: &Notice, shutdown: &CancellationToken) {
+async fn send_with_retry(
+    http: &reqwest::Client,
+    hook: &WebhookConfig,
+    n: &Notice,
+    shutdown: &CancellationToken,
+) {
     let body = if hook.slack {
         serde_json::json!({ "text": n.text })
     } else {
@@ -109,7 +114,12 @@ async fn send_with_retry(http: &reqwest::Client, hook: &WebhookConfig, n: &Notic
             Ok(r) if r.status().is_success() => return,
             Ok(r) => tracing::warn!(status = %r.status(), attempt, "webhook refused notification"),
             // The URL may hold a secret: log the error kind, not the URL.
-            Err(e) => tracing::warn!(timeout = e.is_timeout(), connect = e.is_connect(), attempt, "webhook unreachable"),
+            Err(e) => tracing::warn!(
+                timeout = e.is_timeout(),
+                connect = e.is_connect(),
+                attempt,
+                "webhook unreachable"
+            ),
         }
         if attempt < ATTEMPTS {
             tokio::select! {

@@ -14,7 +14,10 @@ pub fn reverify(v: &VoteRecord, service: &str, witnesses: &[WitnessConfig]) -> S
         return "no-answer".into();
     };
     let Some(w) = witnesses.iter().find(|w| w.key_id.0 == v.witness_key_id) else {
-        return format!("unknown-witness: no configured witness has key id {}", v.witness_key_id);
+        return format!(
+            "unknown-witness: no configured witness has key id {}",
+            v.witness_key_id
+        );
     };
     let request = match Envelope::from_json(v.request_envelope.as_bytes()) {
         Ok(r) => r,
@@ -36,7 +39,9 @@ pub fn reverify(v: &VoteRecord, service: &str, witnesses: &[WitnessConfig]) -> S
 
 fn request_round(env: &Envelope) -> Option<u64> {
     use base64::Engine as _;
-    let payload = base64::engine::general_purpose::STANDARD.decode(&env.payload).ok()?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&env.payload)
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&payload).ok()?;
     v.get("round")?.as_u64()
 }
@@ -63,7 +68,11 @@ impl Report {
 }
 
 /// Re-verifies every stored vote (optionally of one service).
-pub fn verify_history(store: &Store, service: Option<&str>, witnesses: &[WitnessConfig]) -> Result<Report, StoreError> {
+pub fn verify_history(
+    store: &Store,
+    service: Option<&str>,
+    witnesses: &[WitnessConfig],
+) -> Result<Report, StoreError> {
     let mut rep = Report::default();
     store.for_each_round_with_votes(service, |round, votes| {
         rep.rounds += 1;

@@ -182,7 +182,7 @@ fn error_text(body: &str) -> String {
 
 impl PowerDns {
     fn net_error(&self, e: reqwest::Error) -> DnsError {
-        DnsError::Transient(format!("powerdns API {}: {e}", self.zone_url))
+        super::http_error(&format!("powerdns API {}", self.zone_url), e)
     }
 
     async fn status_error(&self, status: StatusCode, resp: reqwest::Response) -> DnsError {
