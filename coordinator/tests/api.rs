@@ -116,7 +116,7 @@ impl Api {
     async fn fill(&self) -> Vec<i64> {
         let mut ids = Vec::new();
         for i in 0..ROUNDS {
-            let service = if i % 2 == 0 { "alpha" } else { "beta" };
+            let service = if i.is_multiple_of(2) { "alpha" } else { "beta" };
             ids.push(
                 self.record(decision(
                     service,
@@ -341,7 +341,7 @@ async fn paging_walks_every_round_once_newest_first() {
         .iter()
         .copied()
         .enumerate()
-        .filter(|(k, _)| (ROUNDS as usize - 1 - k) % 2 == 0)
+        .filter(|(k, _)| (ROUNDS as usize - 1 - k).is_multiple_of(2))
         .map(|(_, id)| id)
         .collect();
     assert_eq!(api.walk("service=alpha", 4).await, alpha);
@@ -432,7 +432,7 @@ async fn filters_by_service_time_and_outcome() {
         .await;
     assert_eq!(
         listed(&page),
-        expect(&|i| i % 2 == 0 && i % 4 == 3 && i >= 4)
+        expect(&|i| i.is_multiple_of(2) && i % 4 == 3 && i >= 4)
     );
     let page = api
         .get_ok(&format!(

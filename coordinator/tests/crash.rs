@@ -215,24 +215,25 @@ impl Crash {
     }
 
     /// The history, read the way `quorate-coordinator status` reads it: a read-only handle.
-    fn history(&self) -> Option<(Vec<Round>, Vec<DnsChangeRow>, Vec<Event>, Option<String>)> {
+    fn history(&self) -> Option<History> {
         let store = Store::open_read_only(&self.lab.path().join("history.sqlite")).ok()?;
         let f = ListFilter {
             service: Some(SERVICE.into()),
             limit: 500,
             ..Default::default()
         };
-        let rounds = store
-            .list_rounds(&RoundFilter {
-                service: Some(SERVICE.into()),
-                limit: 500,
-                ..Default::default()
-            })
-            .ok()?;
-        let changes = store.list_dns_changes(&f).ok()?;
-        let events = store.list_events(&f).ok()?;
-        let state = store.load_state(SERVICE).ok()?;
-        Some((rounds, changes, events, state))
+        Some(History {
+            rounds: store
+                .list_rounds(&RoundFilter {
+                    service: Some(SERVICE.into()),
+                    limit: 500,
+                    ..Default::default()
+                })
+                .ok()?,
+            changes: store.list_dns_changes(&f).ok()?,
+            events: store.list_events(&f).ok()?,
+            state: store.load_state(SERVICE).ok()?,
+        })
     }
 
     /// The service's status from the running coordinator's API, once it answers.
@@ -273,6 +274,14 @@ impl Crash {
     }
 }
 
+/// One read of the history.
+struct History {
+    rounds: Vec<Round>,
+    changes: Vec<DnsChangeRow>,
+    events: Vec<Event>,
+    state: Option<String>,
+}
+
 fn state_active(state_json: &Option<String>) -> String {
     let v: serde_json::Value =
         serde_json::from_str(state_json.as_deref().expect("a persisted state")).unwrap();
@@ -288,7 +297,12 @@ async fn killed_before_the_change_reached_dns_resends_it_after_restart() {
     let mut daemon = t.fail_over_until_marker().await;
 
     // The decision is in the history, the change is pending, DNS has not moved.
-    let (rounds, changes, _, state) = t.history().unwrap();
+    let History {
+        rounds,
+        changes,
+        state,
+        ..
+    } = t.history().unwrap();
     assert_eq!(
         rounds
             .iter()
@@ -311,7 +325,7 @@ async fn killed_before_the_change_reached_dns_resends_it_after_restart() {
         "the pending change to be applied after the restart",
         DEADLINE,
         || async {
-            let (_, c, _, _) = t.history()?;
+            let c = t.history()?.changes;
             (c.len() == 1 && c[0].status == "applied").then_some(c)
         },
     )
@@ -322,7 +336,12 @@ async fn killed_before_the_change_reached_dns_resends_it_after_restart() {
         2,
         "sent once before the kill and once after the restart"
     );
-    let (rounds, after, events, state) = t.history().unwrap();
+    let History {
+        rounds,
+        changes: after,
+        events,
+        state,
+    } = t.history().unwrap();
     assert_eq!(after.len(), 1, "the same change row, no new one");
     assert_eq!(after[0].id, changes[0].id);
     assert_eq!(
@@ -355,7 +374,7 @@ async fn killed_after_the_change_reached_dns_marks_it_applied_without_resending(
     t.set_mode("apply-then-block");
     let mut daemon = t.fail_over_until_marker().await;
 
-    let (_, changes, _, state) = t.history().unwrap();
+    let History { changes, state, .. } = t.history().unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(
         changes[0].status, "pending",
@@ -377,7 +396,11 @@ async fn killed_after_the_change_reached_dns_marks_it_applied_without_resending(
         "the pending change to be found applied after the restart",
         DEADLINE,
         || async {
-            let (_, c, e, _) = t.history()?;
+            let History {
+                changes: c,
+                events: e,
+                ..
+            } = t.history()?;
             (c.len() == 1 && c[0].status == "applied").then_some(e)
         },
     )
@@ -394,7 +417,7 @@ async fn killed_after_the_change_reached_dns_marks_it_applied_without_resending(
     assert_eq!(status["active"], "backup");
     assert_eq!(status["dns_pending"], false);
     // A few probe intervals later: still applied once, nothing sent again.
-    let (rounds_before, _, _, _) = t.history().unwrap();
+    let rounds_before = t.history().unwrap().rounds;
     let ticks = |s: &serde_json::Value| s["last_tick_ms"].as_u64().unwrap_or(0);
     let first = ticks(&status);
     eventually("three more probe intervals", DEADLINE, || async {
@@ -403,7 +426,12 @@ async fn killed_after_the_change_reached_dns_marks_it_applied_without_resending(
     })
     .await;
     assert_eq!(t.apply_runs(), 1, "the change was not sent a second time");
-    let (rounds, changes, _, state) = t.history().unwrap();
+    let History {
+        rounds,
+        changes,
+        state,
+        ..
+    } = t.history().unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].status, "applied");
     assert_eq!(
