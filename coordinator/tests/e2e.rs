@@ -498,3 +498,65 @@ fn start_witnesses(
         })
         .collect()
 }
+
+/// A primary that hangs (accepts connections, never answers) is as dead as one that refuses
+/// them, and must be failed over with the default timeouts: probe timeout equal to the
+/// interval (the shipped defaults are both 1 s) and no `timeout` on the witnesses. A witness
+/// can only answer "down" once its own probe has timed out, so the coordinator must wait for
+/// it longer than the probe timeout, or every vote goes missing and the round is
+/// `coordinator-isolated` for as long as the primary hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hung_primary_fails_over_with_default_timeouts() {
+    let lab = Lab::new();
+    let (p_addr, b_addr) = common::two_sites_port();
+    let _tarpit = common::Tarpit::start(p_addr).await;
+    let mut backup = Site::http(b_addr);
+    backup.start().await;
+    let witnesses = start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
+    let mut opts = Opts::new(
+        witnesses
+            .iter()
+            .map(|w| w.block_default_timeout())
+            .collect(),
+        p_addr.ip(),
+        b_addr.ip(),
+        p_addr.port(),
+    );
+    opts.interval = format!("{}ms", INTERVAL.as_millis());
+    opts.probe_timeout = opts.interval.clone();
+    let config = lab.config(&opts.toml());
+    let svc = config.services[0].clone();
+    let dns = Arc::new(DryRun::with_records(svc.records_for(Side::Primary)));
+    let shutdown = CancellationToken::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let coord = coordinator::start(config, listener, Some(dns.clone()), shutdown.clone())
+        .await
+        .unwrap();
+    let store = coord.store.clone();
+    let rounds = eventually("three decision rounds", DEADLINE, || async {
+        let f = RoundFilter {
+            service: Some(SERVICE.into()),
+            limit: 500,
+            ..Default::default()
+        };
+        let s = store.clone();
+        let r = s.call(move |s| s.list_rounds(&f)).await.unwrap();
+        (r.len() >= 3 || r.iter().any(|r| r.round.outcome == "failover")).then_some(r)
+    })
+    .await;
+    let outcomes: Vec<&str> = rounds.iter().map(|r| r.round.outcome.as_str()).collect();
+    assert!(
+        outcomes.contains(&"failover"),
+        "a hung primary must be failed over, got rounds {outcomes:?}: {rounds:#?}"
+    );
+    eventually("DNS to serve the backup", DEADLINE, || async {
+        (dns.current(&svc.zone, &svc.records_for(Side::Primary))
+            .await
+            .unwrap()
+            == svc.records_for(Side::Backup))
+        .then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    coord.wait(Duration::from_secs(10)).await;
+}

@@ -155,3 +155,43 @@ fn a_service_without_hooks_gets_the_default_hook_timeout() {
     assert_eq!(hooks.timeout, Duration::from_secs(60));
     assert!(hooks.pre_failover.is_none() && hooks.pre_failback.is_none());
 }
+
+/// A witness's request timeout must leave it time to finish its own probe: by default it is
+/// the service's probe timeout plus the margin; a shorter one is refused, naming the key.
+#[test]
+fn witness_timeout_defaults_above_the_probe_timeout_and_shorter_is_refused() {
+    let lab = common::Lab::new();
+    let w = shared::keys::generate();
+    let lo = "127.0.0.1".parse().unwrap();
+    let config_with = |timeout: Option<&str>| {
+        let block = common::witness_block_with(
+            "w1",
+            "https://127.0.0.1:9",
+            &w.verifying_key(),
+            None,
+            timeout,
+        );
+        let mut opts = common::Opts::new(vec![block], lo, lo, 80);
+        opts.quorum = 1;
+        opts.interval = "1s".into();
+        opts.probe_timeout = "700ms".into();
+        opts.toml()
+    };
+    let config = lab.config(&config_with(None));
+    assert_eq!(
+        config.witnesses[0].timeout,
+        Duration::from_millis(700) + coordinator::config::WITNESS_TIMEOUT_MARGIN
+    );
+    let config = lab.config(&config_with(Some("1500ms")));
+    assert_eq!(config.witnesses[0].timeout, Duration::from_millis(1500));
+
+    for short in ["700ms", "500ms"] {
+        let path = lab.write_config(&config_with(Some(short)));
+        let err = coordinator::config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("witness[0].timeout") && err.contains("700ms") && err.contains("web"),
+            "{err}"
+        );
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+    }
+}

@@ -92,6 +92,7 @@ pub struct Opts {
     pub recover_after: u32,
     pub quorum: u32,
     pub probe_ca_file: Option<PathBuf>,
+    pub probe_timeout: String,
 }
 
 impl Opts {
@@ -110,6 +111,7 @@ impl Opts {
             recover_after: 5,
             quorum: 2,
             probe_ca_file: None,
+            probe_timeout: "250ms".into(),
         }
     }
 
@@ -138,7 +140,7 @@ names = ["www", "@"]
 ttl = 30
 primary = {{ addresses = ["{primary}"] }}
 backup = {{ addresses = ["{backup}"] }}
-probe = {{ kind = "{kind}", port = {port}, path = "/health", expect_status = [200], timeout = "250ms" }}
+probe = {{ kind = "{kind}", port = {port}, path = "/health", expect_status = [200], timeout = "{probe_timeout}" }}
 fail_after = {fail_after}
 recover_after = {recover_after}
 quorum = {quorum}
@@ -155,6 +157,7 @@ quorum = {quorum}
             fail_after = self.fail_after,
             recover_after = self.recover_after,
             quorum = self.quorum,
+            probe_timeout = self.probe_timeout,
         )
     }
 }
@@ -167,11 +170,25 @@ pub fn witness_block(
     key: &VerifyingKey,
     cert_sha256: Option<&str>,
 ) -> String {
+    witness_block_with(name, url, key, cert_sha256, Some("2s"))
+}
+
+/// The `[[witness]]` block; `timeout: None` leaves the request timeout to its default.
+pub fn witness_block_with(
+    name: &str,
+    url: &str,
+    key: &VerifyingKey,
+    cert_sha256: Option<&str>,
+    timeout: Option<&str>,
+) -> String {
+    let timeout = timeout
+        .map(|t| format!("timeout = \"{t}\"\n"))
+        .unwrap_or_default();
     let pin = cert_sha256
         .map(|c| format!("cert_sha256 = \"{c}\"\n"))
         .unwrap_or_default();
     format!(
-        "[[witness]]\nname = \"{name}\"\nurl = \"{url}\"\npublic_key = \"{}\"\ntimeout = \"2s\"\n{pin}",
+        "[[witness]]\nname = \"{name}\"\nurl = \"{url}\"\npublic_key = \"{}\"\n{timeout}{pin}",
         shared::keys::format_public_key(key)
     )
 }
@@ -227,6 +244,17 @@ impl TestWitness {
             stop,
             task: Some(task),
         }
+    }
+
+    /// The block without a request timeout (the coordinator's default applies).
+    pub fn block_default_timeout(&self) -> String {
+        witness_block_with(
+            &self.name,
+            &self.url,
+            &self.key.verifying_key(),
+            Some(&self.cert_sha256),
+            None,
+        )
     }
 
     pub fn block(&self) -> String {
@@ -374,4 +402,35 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A hung server: accepts TCP connections and never answers (like a primary whose process is
+/// wedged, or a host behind a path that drops packets). Probes of it end by timeout, not by a
+/// refusal. Holds at most 256 connections; everything closes when dropped.
+pub struct Tarpit {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tarpit {
+    pub async fn start(addr: SocketAddr) -> Tarpit {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while held.len() < 256 {
+                match listener.accept().await {
+                    Ok((tcp, _)) => held.push(tcp),
+                    Err(_) => return,
+                }
+            }
+            std::future::pending::<()>().await;
+        });
+        Tarpit { addr, task }
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
