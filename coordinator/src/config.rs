@@ -582,7 +582,10 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Conf
             .iter()
             .filter(|s| s.witnesses.contains(&raw_i))
             .map(|s| {
-                let ms = s.primary_probe.timeout_ms().max(s.backup_probe.timeout_ms());
+                let ms = s
+                    .primary_probe
+                    .timeout_ms()
+                    .max(s.backup_probe.timeout_ms());
                 (Duration::from_millis(u64::from(ms)), s.name.as_str())
             })
             .max();
