@@ -133,7 +133,11 @@ async fn auth(
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 7235).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
     match given {
         Some(t) if token_matches(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
         Some(_) => unauthorized("the bearer token is wrong"),
@@ -211,7 +215,8 @@ async fn set_override(
     send(h, Command::SetOverride(mode, tx)).await?;
     let msg = rx
         .await
-        .map_err(|_| ApiError::internal("service task stopped"))?;
+        .map_err(|_| ApiError::internal("service task stopped"))?
+        .map_err(ApiError::internal)?;
     Ok(Json(
         json!({"service": name, "result": msg, "status": h.current()}),
     ))
@@ -226,7 +231,8 @@ async fn manual_failback(
     send(h, Command::ManualFailback(tx)).await?;
     let msg = rx
         .await
-        .map_err(|_| ApiError::internal("service task stopped"))?;
+        .map_err(|_| ApiError::internal("service task stopped"))?
+        .map_err(ApiError::internal)?;
     Ok(Json(
         json!({"service": name, "result": msg, "status": h.current()}),
     ))
@@ -260,7 +266,17 @@ fn parse_time(key: &str, v: &Option<String>) -> Result<Option<u64>, ApiError> {
     if let Ok(ms) = v.parse::<u64>() {
         return Ok(Some(ms));
     }
-    humantime::parse_rfc3339_weak(v)
+    // humantime reads UTC only and would silently ignore some offsets: accept `Z`,
+    // `+00:00` or no offset (UTC), refuse any other.
+    let tail = v.get(10..).unwrap_or("");
+    let utc =
+        v.ends_with('Z') || v.ends_with("+00:00") || !(tail.contains('+') || tail.contains('-'));
+    if !utc {
+        return Err(ApiError::bad(format!(
+            "{key}: give the time in UTC (ending in Z) or as Unix milliseconds, got {v:?}"
+        )));
+    }
+    humantime::parse_rfc3339_weak(v.trim_end_matches("+00:00"))
         .map(|t| Some(shared::unix_ms(t)))
         .map_err(|_| ApiError::bad(format!("{key}: expected Unix milliseconds or an RFC 3339 time like 2026-11-24T10:00:00Z, got {v:?}")))
 }
