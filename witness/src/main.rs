@@ -1,1 +1,148 @@
-fn main() {}
+//! `quorate-witness`: parses arguments, sets up logging, loads and validates the config
+//! before binding anything, then calls [`witness::run`] until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use witness::config::LogFormat;
+
+#[derive(Parser)]
+#[command(
+    name = "quorate-witness",
+    version,
+    about = "Answers signed vote requests from trusted Quorate coordinators"
+)]
+struct Cli {
+    /// Log format: human (default, or the config's log_format) or json.
+    #[arg(long, global = true)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a signing key, a self-signed TLS certificate and a config in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Address and port to listen on.
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// Host name or IP address for the certificate (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// A target network and ports this witness may probe, as CIDR=PORTS,
+        /// e.g. 203.0.113.10/32=80,443 (repeatable).
+        #[arg(long)]
+        allow: Vec<String>,
+        /// A coordinator to trust, as NAME=ed25519:KEY (repeatable).
+        #[arg(long)]
+        coordinator: Vec<String>,
+    },
+    /// Serve vote requests.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate the config (and the files it names) without running.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quorate-witness: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    shared::install_crypto_provider();
+    match cli.command {
+        Command::Init {
+            dir,
+            listen,
+            names,
+            allow,
+            coordinator,
+        } => {
+            let out = witness::init::init(&witness::init::InitOptions {
+                dir,
+                listen,
+                names,
+                allow,
+                coordinators: coordinator,
+            })?;
+            print!("{}", out.instructions());
+            Ok(())
+        }
+        Command::Check { config } => {
+            let cfg = witness::config::load(&config)?;
+            println!(
+                "{}: ok (listen {}, {} coordinator(s), {} allow rule(s), certificate sha256 {})",
+                config.display(),
+                cfg.listen,
+                cfg.coordinators.len(),
+                cfg.allow.0.len(),
+                cfg.tls.cert_sha256
+            );
+            Ok(())
+        }
+        Command::Run { config } => {
+            // Everything is validated before anything binds.
+            let cfg = witness::config::load(&config)?;
+            init_tracing(cli.log_format.unwrap_or(cfg.log_format));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(serve(cfg))
+        }
+    }
+}
+
+async fn serve(cfg: witness::Config) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(cfg.listen)
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    witness::run(cfg, listener, shutdown).await
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,519 @@
+//! The witness's configuration: the raw TOML shape (`deny_unknown_fields`), validated once
+//! into a typed [`Config`] (loaded keys, parsed networks, durations) before anything binds.
+//! Every error names the file, the key and what was expected.
+//!
+//! Relative paths in the file are resolved against the directory that holds the file.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use ipnet::IpNet;
+use rustls::pki_types::CertificateDer;
+use serde::Deserialize;
+use shared::protocol::KeyId;
+
+/// Default accepted clock difference between coordinator and witness.
+pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(30);
+/// Default largest request body, in bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = shared::protocol::MAX_ENVELOPE_BYTES;
+/// Default number of vote requests handled at once.
+pub const DEFAULT_MAX_CONCURRENT: usize = 64;
+/// Default sustained requests per second per coordinator.
+pub const DEFAULT_RATE: u32 = 50;
+/// Default time a client has to send its request head and body.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The raw file, as serde reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: String,
+    pub key_file: PathBuf,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    #[serde(default)]
+    pub max_skew: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub log_format: Option<String>,
+    #[serde(default)]
+    pub coordinator: Vec<RawCoordinator>,
+    #[serde(default)]
+    pub allow: Vec<RawAllow>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCoordinator {
+    pub name: String,
+    pub public_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    pub cidr: String,
+    pub ports: Vec<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_body_bytes: Option<u64>,
+    pub max_concurrent: Option<u64>,
+    pub rate_per_coordinator: Option<u32>,
+    pub burst: Option<u32>,
+    pub read_timeout: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// A coordinator this witness answers.
+#[derive(Clone, Debug)]
+pub struct TrustedCoordinator {
+    pub name: String,
+    pub key: VerifyingKey,
+    pub id: KeyId,
+}
+
+impl TrustedCoordinator {
+    pub fn new(name: impl Into<String>, key: VerifyingKey) -> TrustedCoordinator {
+        TrustedCoordinator {
+            name: name.into(),
+            id: KeyId::of(&key),
+            key,
+        }
+    }
+}
+
+/// One allowlist entry: a network and the ports a probe may use in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowRule {
+    pub net: IpNet,
+    pub ports: Vec<u16>,
+}
+
+/// The targets this witness will probe; anything else is refused without a probe.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allowlist(pub Vec<AllowRule>);
+
+impl Allowlist {
+    /// True when some rule covers the address and port. IPv4-mapped IPv6 addresses are
+    /// matched as the IPv4 address they reach.
+    pub fn permits(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip().to_canonical();
+        self.0
+            .iter()
+            .any(|r| r.net.contains(&ip) && r.ports.contains(&addr.port()))
+    }
+}
+
+/// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (one host).
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        format!("expected a network like \"10.0.0.0/8\" or an IP address, got {text:?}")
+    })
+}
+
+/// Resource bounds of the vote endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_concurrent: usize,
+    /// Sustained vote requests per second per coordinator.
+    pub rate_per_coordinator: u32,
+    /// Requests a coordinator may send at once after a quiet spell.
+    pub burst: u32,
+    /// Time a client has for the TLS handshake, the request head and the body.
+    pub read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            rate_per_coordinator: DEFAULT_RATE,
+            burst: DEFAULT_RATE,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("expected \"human\" or \"json\", got {other:?}")),
+        }
+    }
+}
+
+/// The TLS certificate and key the witness serves, as PEM.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// Hex SHA-256 of the certificate (what coordinators pin).
+    pub cert_sha256: String,
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert_sha256", &self.cert_sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsIdentity {
+    /// Checks both PEM texts parse; `origin` names them in errors.
+    pub fn from_pem(
+        cert_pem: Vec<u8>,
+        key_pem: Vec<u8>,
+        origin: &Path,
+    ) -> Result<TlsIdentity, shared::tls::TlsError> {
+        let info = shared::tls::parse_cert_pem(&cert_pem, origin)?;
+        shared::tls::check_private_key_pem(&key_pem, origin)?;
+        Ok(TlsIdentity {
+            cert_pem,
+            key_pem,
+            cert_sha256: info.sha256_hex,
+        })
+    }
+}
+
+/// Everything a witness needs, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this came from (None when built in-process).
+    pub source: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub signing_key: SigningKey,
+    pub tls: TlsIdentity,
+    pub max_skew: Duration,
+    pub coordinators: Vec<TrustedCoordinator>,
+    pub allow: Allowlist,
+    pub limits: Limits,
+    /// Extra CA roots for HTTPS probes (beyond the webpki roots).
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// A config built without files, for in-process witnesses (tests, the demo): default
+    /// limits and skew, no extra roots.
+    pub fn from_parts(
+        signing_key: SigningKey,
+        coordinators: Vec<TrustedCoordinator>,
+        allow: Allowlist,
+        tls_cert_pem: String,
+        tls_key_pem: String,
+    ) -> Result<Config, shared::tls::TlsError> {
+        let tls = TlsIdentity::from_pem(
+            tls_cert_pem.into_bytes(),
+            tls_key_pem.into_bytes(),
+            Path::new("<in-process certificate>"),
+        )?;
+        Ok(Config {
+            source: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            signing_key,
+            tls,
+            max_skew: DEFAULT_MAX_SKEW,
+            coordinators,
+            allow,
+            limits: Limits::default(),
+            extra_roots: Vec::new(),
+            log_format: LogFormat::Human,
+        })
+    }
+
+    /// The block a coordinator pastes into its config to trust this witness.
+    pub fn identity_block(&self, name: &str, url: &str) -> String {
+        format!(
+            "[[witness]]\nname = \"{name}\"\nurl = \"{url}\"\npublic_key = \"{}\"\ncert_sha256 = \"{}\"\n",
+            shared::keys::format_public_key(&self.signing_key.verifying_key()),
+            self.tls.cert_sha256
+        )
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_owned(),
+        source,
+    })?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        file: path.to_owned(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    validate(path, raw)
+}
+
+/// Turns the raw file into a typed config, loading the files it names.
+pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: path.to_owned(),
+        key: key.to_string(),
+        message,
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
+
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+        invalid(
+            "listen",
+            format!(
+                "expected an address and port like \"0.0.0.0:8443\" or \"[::]:8443\", got {:?}",
+                raw.listen
+            ),
+        )
+    })?;
+
+    let max_skew = match &raw.max_skew {
+        None => DEFAULT_MAX_SKEW,
+        Some(s) => parse_duration(s).map_err(|m| invalid("max_skew", m))?,
+    };
+    if max_skew < Duration::from_secs(1) || max_skew > Duration::from_secs(600) {
+        return Err(invalid(
+            "max_skew",
+            format!(
+                "expected between 1s and 10m, got {}",
+                humantime::format_duration(max_skew)
+            ),
+        ));
+    }
+
+    let log_format = match &raw.log_format {
+        None => LogFormat::Human,
+        Some(s) => s.parse().map_err(|m| invalid("log_format", m))?,
+    };
+
+    if raw.coordinator.is_empty() {
+        return Err(invalid(
+            "coordinator",
+            "expected at least one [[coordinator]] entry with name and public_key (the coordinator prints its public key at init)".into(),
+        ));
+    }
+    let mut coordinators: Vec<TrustedCoordinator> = Vec::new();
+    for (i, c) in raw.coordinator.iter().enumerate() {
+        let key_name = format!("coordinator[{i}]");
+        if c.name.trim().is_empty() || c.name.len() > 64 {
+            return Err(invalid(
+                &format!("{key_name}.name"),
+                "expected a name of 1..=64 characters".into(),
+            ));
+        }
+        let key = shared::keys::parse_public_key(&c.public_key)
+            .map_err(|m| invalid(&format!("{key_name}.public_key"), m))?;
+        let tc = TrustedCoordinator::new(c.name.clone(), key);
+        if let Some(dup) = coordinators
+            .iter()
+            .find(|o| o.id == tc.id || o.name == tc.name)
+        {
+            return Err(invalid(
+                &format!("{key_name}"),
+                format!("duplicates coordinator {:?} (same name or key)", dup.name),
+            ));
+        }
+        coordinators.push(tc);
+    }
+
+    if raw.allow.is_empty() {
+        return Err(invalid(
+            "allow",
+            "expected at least one [[allow]] entry (cidr and ports): a witness probes only targets its allowlist permits".into(),
+        ));
+    }
+    let mut rules = Vec::new();
+    for (i, a) in raw.allow.iter().enumerate() {
+        let net = parse_cidr(&a.cidr).map_err(|m| invalid(&format!("allow[{i}].cidr"), m))?;
+        if a.ports.is_empty() {
+            return Err(invalid(
+                &format!("allow[{i}].ports"),
+                "expected a non-empty list of ports, e.g. [80, 443]".into(),
+            ));
+        }
+        let mut ports = Vec::new();
+        for p in &a.ports {
+            let port = u16::try_from(*p).ok().filter(|p| *p != 0).ok_or_else(|| {
+                invalid(
+                    &format!("allow[{i}].ports"),
+                    format!("expected ports 1..=65535, got {p}"),
+                )
+            })?;
+            ports.push(port);
+        }
+        rules.push(AllowRule { net, ports });
+    }
+
+    let limits =
+        validate_limits(&raw.limits).map_err(|(k, m)| invalid(&format!("limits.{k}"), m))?;
+
+    let key_path = resolve(&raw.key_file);
+    let signing_key = shared::keys::load_signing_key(&key_path)
+        .map_err(|e| invalid("key_file", e.to_string()))?;
+
+    let cert_path = resolve(&raw.tls_cert_file);
+    let cert_pem = std::fs::read(&cert_path)
+        .map_err(|e| invalid("tls_cert_file", format!("{}: {e}", cert_path.display())))?;
+    let key_pem_path = resolve(&raw.tls_key_file);
+    let key_pem = shared::keys::read_secret_file(&key_pem_path)
+        .map_err(|e| invalid("tls_key_file", e.to_string()))?;
+    let info = shared::tls::parse_cert_pem(&cert_pem, &cert_path)
+        .map_err(|e| invalid("tls_cert_file", e.to_string()))?;
+    shared::tls::check_private_key_pem(key_pem.as_bytes(), &key_pem_path)
+        .map_err(|e| invalid("tls_key_file", e.to_string()))?;
+    let tls = TlsIdentity {
+        cert_pem,
+        key_pem: key_pem.into_bytes(),
+        cert_sha256: info.sha256_hex,
+    };
+
+    let extra_roots = match &raw.ca_file {
+        None => Vec::new(),
+        Some(p) => shared::tls::read_cert_bundle(&resolve(p))
+            .map_err(|e| invalid("ca_file", e.to_string()))?,
+    };
+
+    Ok(Config {
+        source: Some(path.to_owned()),
+        listen,
+        signing_key,
+        tls,
+        max_skew,
+        coordinators,
+        allow: Allowlist(rules),
+        limits,
+        extra_roots,
+        log_format,
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration like \"30s\" or \"2m\", got {s:?} ({e})"))
+}
+
+fn validate_limits(raw: &RawLimits) -> Result<Limits, (&'static str, String)> {
+    let d = Limits::default();
+    let max_body_bytes = match raw.max_body_bytes {
+        None => d.max_body_bytes,
+        Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
+        Some(n) => {
+            return Err((
+                "max_body_bytes",
+                format!("expected 1024..=1048576 bytes, got {n}"),
+            ));
+        }
+    };
+    let max_concurrent = match raw.max_concurrent {
+        None => d.max_concurrent,
+        Some(n) if (1..=10_000).contains(&n) => n as usize,
+        Some(n) => return Err(("max_concurrent", format!("expected 1..=10000, got {n}"))),
+    };
+    let rate_per_coordinator = match raw.rate_per_coordinator {
+        None => d.rate_per_coordinator,
+        Some(n) if (1..=10_000).contains(&n) => n,
+        Some(n) => {
+            return Err((
+                "rate_per_coordinator",
+                format!("expected 1..=10000 requests per second, got {n}"),
+            ));
+        }
+    };
+    let burst = match raw.burst {
+        None => rate_per_coordinator,
+        Some(n) if (1..=100_000).contains(&n) => n,
+        Some(n) => return Err(("burst", format!("expected 1..=100000, got {n}"))),
+    };
+    let read_timeout = match &raw.read_timeout {
+        None => d.read_timeout,
+        Some(s) => parse_duration(s).map_err(|m| ("read_timeout", m))?,
+    };
+    if read_timeout < Duration::from_millis(100) || read_timeout > Duration::from_secs(300) {
+        return Err(("read_timeout", "expected between 100ms and 5m".into()));
+    }
+    Ok(Limits {
+        max_body_bytes,
+        max_concurrent,
+        rate_per_coordinator,
+        burst,
+        read_timeout,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_matches_network_and_port_only() {
+        let allow = Allowlist(vec![
+            AllowRule {
+                net: parse_cidr("10.0.0.0/8").unwrap(),
+                ports: vec![80, 443],
+            },
+            AllowRule {
+                net: parse_cidr("2001:db8::1").unwrap(),
+                ports: vec![53],
+            },
+        ]);
+        assert!(allow.permits("10.1.2.3:443".parse().unwrap()));
+        assert!(!allow.permits("10.1.2.3:22".parse().unwrap()));
+        assert!(!allow.permits("11.0.0.1:80".parse().unwrap()));
+        assert!(allow.permits("[::ffff:10.0.0.1]:80".parse().unwrap()));
+        assert!(allow.permits("[2001:db8::1]:53".parse().unwrap()));
+        assert!(!allow.permits("[2001:db8::2]:53".parse().unwrap()));
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(
+            parse_cidr("example.com")
+                .unwrap_err()
+                .contains("10.0.0.0/8")
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! `quorate-witness init`: a first-start directory with a signing key, a self-signed TLS
+//! certificate and a commented config, and the identity block a coordinator pastes into its
+//! own config. Never overwrites anything.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use crate::config::{AllowRule, parse_cidr};
+
+pub const KEY_FILE: &str = "witness.key";
+pub const CERT_FILE: &str = "tls.crt";
+pub const TLS_KEY_FILE: &str = "tls.key";
+pub const CONFIG_FILE: &str = "witness.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0}: already exists; init never overwrites (move it away or pick another --dir)")]
+    Exists(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--{flag} {value:?}: {message}")]
+    BadFlag {
+        flag: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Key(#[from] shared::keys::KeyError),
+    #[error(transparent)]
+    Tls(#[from] shared::tls::TlsError),
+}
+
+/// What `init` is asked to do.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Host names and IP addresses for the certificate's SANs.
+    pub names: Vec<String>,
+    /// `CIDR=PORT,PORT`, e.g. `203.0.113.10/32=80,443`.
+    pub allow: Vec<String>,
+    /// `NAME=ed25519:KEY`.
+    pub coordinators: Vec<String>,
+}
+
+/// What `init` made.
+#[derive(Clone, Debug)]
+pub struct InitOutput {
+    pub config_file: PathBuf,
+    pub key_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    pub public_key: String,
+    pub key_id: String,
+    pub cert_sha256: String,
+    pub cert_names: Vec<String>,
+    pub listen: SocketAddr,
+    /// False when the config still lacks a coordinator or an allow entry.
+    pub complete: bool,
+}
+
+/// Parses `CIDR=PORT,PORT`.
+pub fn parse_allow_flag(text: &str) -> Result<AllowRule, String> {
+    let (cidr, ports) = text
+        .split_once('=')
+        .ok_or("expected CIDR=PORTS, e.g. 203.0.113.10/32=80,443")?;
+    let net = parse_cidr(cidr)?;
+    let ports = ports
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("expected ports 1..=65535 separated by commas, got {p:?}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AllowRule { net, ports })
+}
+
+/// Parses `NAME=ed25519:KEY`.
+fn parse_coordinator_flag(text: &str) -> Result<(String, String), String> {
+    let (name, key) = text.split_once('=').ok_or("expected NAME=ed25519:KEY")?;
+    if name.trim().is_empty() || name.len() > 64 {
+        return Err("expected a name of 1..=64 characters before '='".into());
+    }
+    let key = shared::keys::parse_public_key(key)?;
+    Ok((
+        name.trim().to_string(),
+        shared::keys::format_public_key(&key),
+    ))
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Creates the key, certificate and config in `opts.dir`.
+pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
+    // Everything that can be wrong with the flags is checked before a file is written.
+    let mut allow = Vec::new();
+    for a in &opts.allow {
+        let rule = parse_allow_flag(a).map_err(|message| InitError::BadFlag {
+            flag: "allow",
+            value: a.clone(),
+            message,
+        })?;
+        allow.push(rule);
+    }
+    let mut coordinators = Vec::new();
+    for c in &opts.coordinators {
+        coordinators.push(
+            parse_coordinator_flag(c).map_err(|message| InitError::BadFlag {
+                flag: "coordinator",
+                value: c.clone(),
+                message,
+            })?,
+        );
+    }
+    let mut names = opts.names.clone();
+    if !opts.listen.ip().is_unspecified() && !names.contains(&opts.listen.ip().to_string()) {
+        names.push(opts.listen.ip().to_string());
+    }
+    if names.is_empty() {
+        names.push("localhost".into());
+    }
+
+    std::fs::create_dir_all(&opts.dir).map_err(|source| InitError::Io {
+        path: opts.dir.clone(),
+        source,
+    })?;
+    let key_file = opts.dir.join(KEY_FILE);
+    let cert_file = opts.dir.join(CERT_FILE);
+    let tls_key_file = opts.dir.join(TLS_KEY_FILE);
+    let config_file = opts.dir.join(CONFIG_FILE);
+    for p in [&key_file, &cert_file, &tls_key_file, &config_file] {
+        if p.exists() {
+            return Err(InitError::Exists(p.clone()));
+        }
+    }
+
+    let (cert_pem, tls_key_pem) = shared::tls::self_signed(&names)?;
+    let cert_info = shared::tls::parse_cert_pem(cert_pem.as_bytes(), &cert_file)?;
+    let signing_key = shared::keys::generate();
+    let public_key = shared::keys::format_public_key(&signing_key.verifying_key());
+    let key_id = shared::protocol::KeyId::of(&signing_key.verifying_key()).0;
+
+    shared::keys::write_signing_key(&key_file, &signing_key)?;
+    shared::keys::write_private_file(&tls_key_file, tls_key_pem.as_bytes())?;
+    write_new(&cert_file, cert_pem.as_bytes(), 0o644)?;
+    let text = config_text(opts.listen, &coordinators, &allow, &public_key, &key_id);
+    write_new(&config_file, text.as_bytes(), 0o644)?;
+
+    Ok(InitOutput {
+        complete: !coordinators.is_empty() && !allow.is_empty(),
+        config_file,
+        key_file,
+        cert_file,
+        tls_key_file,
+        public_key,
+        key_id,
+        cert_sha256: cert_info.sha256_hex,
+        cert_names: names,
+        listen: opts.listen,
+    })
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), InitError> {
+    let io = |source| InitError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                InitError::Exists(path.to_owned())
+            } else {
+                io(e)
+            }
+        })?;
+    f.write_all(contents).and_then(|_| f.sync_all()).map_err(io)
+}
+
+fn config_text(
+    listen: SocketAddr,
+    coordinators: &[(String, String)],
+    allow: &[AllowRule],
+    public_key: &str,
+    key_id: &str,
+) -> String {
+    let mut t = String::new();
+    t.push_str(&format!(
+        "# quorate-witness configuration, written by `quorate-witness init`.\n\
+         # This witness's public key: {public_key} (key id {key_id}).\n\
+         # Check it with: quorate-witness check --config <this file>\n\
+         # Relative paths are resolved against the directory of this file.\n\n\
+         # Address and port the HTTPS API listens on.\n\
+         listen = {}\n\n\
+         # ed25519 signing key (PKCS#8 PEM, mode 0600). Votes are signed with it.\n\
+         key_file = \"{KEY_FILE}\"\n\n\
+         # TLS certificate and key (key mode 0600). Coordinators pin the certificate's SHA-256.\n\
+         tls_cert_file = \"{CERT_FILE}\"\n\
+         tls_key_file = \"{TLS_KEY_FILE}\"\n\n\
+         # Largest accepted clock difference with a coordinator; nonces are remembered for twice this.\n\
+         max_skew = \"30s\"\n\n\
+         # Extra CA certificates (PEM) trusted for HTTPS probes, besides the public web roots.\n\
+         # ca_file = \"/etc/quorate-witness/extra-ca.pem\"\n\n\
+         # \"human\" (default) or \"json\".\n\
+         # log_format = \"human\"\n\n",
+        quote(&listen.to_string())
+    ));
+    t.push_str(
+        "# Coordinators this witness answers: one [[coordinator]] per trusted key.\n\
+         # The coordinator prints its public key when it is initialised.\n\
+         # At least one is required.\n",
+    );
+    if coordinators.is_empty() {
+        t.push_str(
+            "# EDIT ME: add the coordinator(s) you trust, then run `quorate-witness check`.\n\
+             # [[coordinator]]\n\
+             # name = \"backup-1\"\n\
+             # public_key = \"ed25519:...\"\n\n",
+        );
+    }
+    for (name, key) in coordinators {
+        t.push_str(&format!(
+            "[[coordinator]]\nname = {}\npublic_key = {}\n\n",
+            quote(name),
+            quote(key)
+        ));
+    }
+    t.push_str(
+        "# What this witness may probe: a target's address must be inside one `cidr` and its port\n\
+         # in that entry's `ports`, whatever a request asks. Keep it as narrow as your primaries\n\
+         # (for a DNS probe, the DNS server's address and port 53). At least one is required.\n",
+    );
+    if allow.is_empty() {
+        t.push_str(
+            "# EDIT ME: list your primary servers, then run `quorate-witness check`.\n\
+             # [[allow]]\n\
+             # cidr = \"203.0.113.10/32\"\n\
+             # ports = [80, 443]\n\n",
+        );
+    }
+    for rule in allow {
+        let ports: Vec<String> = rule.ports.iter().map(u16::to_string).collect();
+        t.push_str(&format!(
+            "[[allow]]\ncidr = {}\nports = [{}]\n\n",
+            quote(&rule.net.to_string()),
+            ports.join(", ")
+        ));
+    }
+    t.push_str(
+        "# Bounds on the work a vote request may cause (defaults shown).\n\
+         [limits]\n\
+         # max_body_bytes = 16384\n\
+         # max_concurrent = 64\n\
+         # rate_per_coordinator = 50   # requests per second, per coordinator key\n\
+         # burst = 50\n\
+         # read_timeout = \"10s\"      # TLS handshake, request head and body\n",
+    );
+    t
+}
+
+impl InitOutput {
+    /// What to tell the operator: the identity block for coordinators and next steps.
+    pub fn instructions(&self) -> String {
+        let host = self
+            .cert_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "localhost".into());
+        let host = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        let url = format!("https://{host}:{}", self.listen.port());
+        let mut s = format!(
+            "created:\n  {}\n  {}\n  {}\n  {}\n\n\
+             paste this into each coordinator's config (adjust the url to how it reaches this host):\n\n\
+             [[witness]]\nname = \"{}\"\nurl = \"{url}\"\npublic_key = \"{}\"\ncert_sha256 = \"{}\"\n\n",
+            self.config_file.display(),
+            self.key_file.display(),
+            self.cert_file.display(),
+            self.tls_key_file.display(),
+            host.trim_matches(['[', ']']),
+            self.public_key,
+            self.cert_sha256,
+        );
+        s.push_str(&format!(
+            "to trust a coordinator, add to {}:\n\n\
+             [[coordinator]]\nname = \"backup-1\"\npublic_key = \"ed25519:<the coordinator's public key>\"\n\n",
+            self.config_file.display()
+        ));
+        if !self.complete {
+            s.push_str(
+                "the config is not complete yet: it needs at least one [[coordinator]] and one \
+                 [[allow]] entry (or use --coordinator and --allow); then run:\n",
+            );
+        } else {
+            s.push_str("then run:\n");
+        }
+        s.push_str(&format!(
+            "  quorate-witness check --config {0}\n  quorate-witness run --config {0}\n",
+            self.config_file.display()
+        ));
+        s
+    }
+}
