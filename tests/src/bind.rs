@@ -67,7 +67,16 @@ impl Bind {
         let zone = zone.trim_end_matches('.').to_string();
         let port = free_port();
         let d = dir.path().display().to_string();
-        let conf = named_conf(&d, "127.0.0.1;", "none;", port, &zone, key_name, secret, alg);
+        let conf = named_conf(
+            &d,
+            "127.0.0.1;",
+            "none;",
+            port,
+            &zone,
+            key_name,
+            secret,
+            alg,
+        );
         std::fs::write(dir.path().join("named.conf"), conf).expect("write named.conf");
         let zonefile = zone_text(&zone, "127.0.0.1", records);
         std::fs::write(dir.path().join(format!("{zone}.zone")), zonefile).expect("write zone");

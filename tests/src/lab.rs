@@ -261,10 +261,25 @@ pub fn existing_namespaces(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether this process runs as root (effective uid 0, from `/proc/self/status`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
 /// Where cargo put the binaries: the directory above the test executable's `deps/`.
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test executable");
-    let mut dir = exe.parent().expect("test executable has a directory").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("test executable has a directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -340,6 +355,10 @@ impl Lab {
             opts.id
         );
         let prefix = format!("{NS_ROOT}s{:02}-", opts.id);
+        assert!(
+            is_root(),
+            "the lab needs root (it creates network namespaces): run the lab tests as root, e.g. in CI"
+        );
         let bin_dir = bin_dir();
         check_binaries(&bin_dir);
         {
@@ -848,11 +867,7 @@ impl Lab {
             "hmac-sha256",
         );
         write_file(&d.join("named.conf"), &conf, 0o600);
-        let mut records = format!(
-            "www {} IN A {}\n",
-            5,
-            self.addr4(Host::Primary)
-        );
+        let mut records = format!("www {} IN A {}\n", 5, self.addr4(Host::Primary));
         if self.opts.ipv6 {
             records.push_str(&format!("www 5 IN AAAA {}\n", self.addr6(Host::Primary)));
         }
@@ -1071,11 +1086,9 @@ flap_window = "{flap_window}"
             flap_window = humantime_ms(c.flap_window),
         );
         write_file(&self.config_path(), &conf, 0o644);
-        let out = run(
-            Command::new(self.bin("quorate-coordinator"))
-                .args(["check", "--config"])
-                .arg(self.config_path()),
-        );
+        let out = run(Command::new(self.bin("quorate-coordinator"))
+            .args(["check", "--config"])
+            .arg(self.config_path()));
         if !out.status.success() {
             panic!(
                 "quorate-coordinator check rejected the lab config:\n{}{}\n--- config ---\n{conf}",
@@ -1087,7 +1100,11 @@ flap_window = "{flap_window}"
 
     /// Starts witness `i` (again).
     pub fn start_witness(&mut self, i: u8) {
-        let config = self.witness_dir(i).join("witness.toml").display().to_string();
+        let config = self
+            .witness_dir(i)
+            .join("witness.toml")
+            .display()
+            .to_string();
         let bin = self.bin("quorate-witness");
         self.spawn(
             Host::Witness(i),
@@ -1201,7 +1218,12 @@ flap_window = "{flap_window}"
         );
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
-            return Err(format!("dig {} {NAME}: {} {}", rtype.as_str(), out.status, text.trim()));
+            return Err(format!(
+                "dig {} {NAME}: {} {}",
+                rtype.as_str(),
+                out.status,
+                text.trim()
+            ));
         }
         let mut addrs: Vec<IpAddr> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
         addrs.sort();
@@ -1248,7 +1270,13 @@ flap_window = "{flap_window}"
     /// For `period`, checks every ~300 ms that the client's answer is still `want` (a failed
     /// query is retried; more than 5 s without any answer fails too). Returns how many answers
     /// were checked.
-    pub fn assert_client_stays(&self, rtype: Rtype, want: &[IpAddr], period: Duration, why: &str) -> u32 {
+    pub fn assert_client_stays(
+        &self,
+        rtype: Rtype,
+        want: &[IpAddr],
+        period: Duration,
+        why: &str,
+    ) -> u32 {
         let mut want = want.to_vec();
         want.sort();
         let start = Instant::now();
