@@ -51,19 +51,35 @@ pub struct ApiError {
 
 impl ApiError {
     fn bad(reason: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", reason: reason.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            reason: reason.into(),
+        }
     }
     fn not_found(reason: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", reason: reason.into() }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            reason: reason.into(),
+        }
     }
     fn internal(reason: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", reason: reason.into() }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            reason: reason.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": self.code, "reason": self.reason}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": self.code, "reason": self.reason})),
+        )
+            .into_response()
     }
 }
 
@@ -89,7 +105,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(4096))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
         .with_state(state)
 }
 
@@ -98,10 +117,19 @@ fn token_matches(given: &[u8], want: &[u8]) -> bool {
     if given.len() != want.len() {
         return false;
     }
-    given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given
+        .iter()
+        .zip(want)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
-async fn auth(State(st): State<Arc<ApiState>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+async fn auth(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -124,7 +152,10 @@ fn unauthorized(reason: &str) -> Response {
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         st.metrics.encode(),
     )
 }
@@ -141,7 +172,10 @@ fn service<'a>(st: &'a ApiState, name: &str) -> Result<&'a ServiceHandle, ApiErr
         .ok_or_else(|| ApiError::not_found(format!("no service named {name:?}")))
 }
 
-async fn one_service(State(st): State<Arc<ApiState>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn one_service(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(json!(service(&st, &name)?.current())))
 }
 
@@ -157,26 +191,45 @@ async fn set_override(
     Path(name): Path<String>,
     body: Result<Json<OverrideBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::bad(format!("expected {{\"mode\": \"auto\" | \"pin-primary\" | \"pin-backup\"}}: {e}")))?;
+    let Json(body) = body.map_err(|e| {
+        ApiError::bad(format!(
+            "expected {{\"mode\": \"auto\" | \"pin-primary\" | \"pin-backup\"}}: {e}"
+        ))
+    })?;
     let mode = match body.mode.as_str() {
         "auto" => Override::Auto,
         "pin-primary" => Override::PinPrimary,
         "pin-backup" => Override::PinBackup,
-        o => return Err(ApiError::bad(format!("mode: expected \"auto\", \"pin-primary\" or \"pin-backup\", got {o:?}"))),
+        o => {
+            return Err(ApiError::bad(format!(
+                "mode: expected \"auto\", \"pin-primary\" or \"pin-backup\", got {o:?}"
+            )));
+        }
     };
     let h = service(&st, &name)?;
     let (tx, rx) = oneshot::channel();
     send(h, Command::SetOverride(mode, tx)).await?;
-    let msg = rx.await.map_err(|_| ApiError::internal("service task stopped"))?;
-    Ok(Json(json!({"service": name, "result": msg, "status": h.current()})))
+    let msg = rx
+        .await
+        .map_err(|_| ApiError::internal("service task stopped"))?;
+    Ok(Json(
+        json!({"service": name, "result": msg, "status": h.current()}),
+    ))
 }
 
-async fn manual_failback(State(st): State<Arc<ApiState>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn manual_failback(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let h = service(&st, &name)?;
     let (tx, rx) = oneshot::channel();
     send(h, Command::ManualFailback(tx)).await?;
-    let msg = rx.await.map_err(|_| ApiError::internal("service task stopped"))?;
-    Ok(Json(json!({"service": name, "result": msg, "status": h.current()})))
+    let msg = rx
+        .await
+        .map_err(|_| ApiError::internal("service task stopped"))?;
+    Ok(Json(
+        json!({"service": name, "result": msg, "status": h.current()}),
+    ))
 }
 
 async fn send(h: &ServiceHandle, c: Command) -> Result<(), ApiError> {
@@ -216,14 +269,17 @@ fn limit(q: &ListQuery) -> Result<u32, ApiError> {
     match q.limit {
         None => Ok(DEFAULT_LIMIT),
         Some(l) if (1..=MAX_LIMIT).contains(&l) => Ok(l),
-        Some(l) => Err(ApiError::bad(format!("limit: expected 1..={MAX_LIMIT}, got {l}"))),
+        Some(l) => Err(ApiError::bad(format!(
+            "limit: expected 1..={MAX_LIMIT}, got {l}"
+        ))),
     }
 }
 
 type Q = Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>;
 
 fn query(q: Q) -> Result<ListQuery, ApiError> {
-    q.map(|Query(q)| q).map_err(|e| ApiError::bad(e.body_text()))
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad(e.body_text()))
 }
 
 fn list_filter(q: &ListQuery) -> Result<ListFilter, ApiError> {
@@ -245,17 +301,27 @@ struct Page<T> {
 }
 
 fn page<T>(items: Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Page<T> {
-    let next = if items.len() as u32 == limit { items.last().map(&id) } else { None };
-    Page { items, next_before_id: next }
+    let next = if items.len() as u32 == limit {
+        items.last().map(&id)
+    } else {
+        None
+    };
+    Page {
+        items,
+        next_before_id: next,
+    }
 }
 
-async fn list_rounds(State(st): State<Arc<ApiState>>, q: Q) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_rounds(
+    State(st): State<Arc<ApiState>>,
+    q: Q,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let q = query(q)?;
     let lf = list_filter(&q)?;
-    if let Some(o) = &q.outcome {
-        if crate::failover::Outcome::parse(o).is_none() {
-            return Err(ApiError::bad(format!("outcome: unknown outcome {o:?}")));
-        }
+    if let Some(o) = &q.outcome
+        && crate::failover::Outcome::parse(o).is_none()
+    {
+        return Err(ApiError::bad(format!("outcome: unknown outcome {o:?}")));
     }
     let f = RoundFilter {
         service: lf.service,
@@ -280,36 +346,59 @@ struct VoteView {
     reverified: String,
 }
 
-async fn one_round(State(st): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let id: i64 = id.parse().map_err(|_| ApiError::bad(format!("round id: expected a number, got {id:?}")))?;
+async fn one_round(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad(format!("round id: expected a number, got {id:?}")))?;
     let Some((round, votes)) = st.store.call(move |s| s.round(id)).await? else {
         return Err(ApiError::not_found(format!("no round {id}")));
     };
     let votes: Vec<VoteView> = votes
         .into_iter()
-        .map(|v| VoteView { reverified: crate::verify::reverify(&v, &round.round.service, &st.witnesses), vote: v })
+        .map(|v| VoteView {
+            reverified: crate::verify::reverify(&v, &round.round.service, &st.witnesses),
+            vote: v,
+        })
         .collect();
     Ok(Json(json!({"round": round, "votes": votes})))
 }
 
-async fn list_events(State(st): State<Arc<ApiState>>, q: Q) -> Result<Json<serde_json::Value>, ApiError> {
+/// Lists events or DNS changes (newest first, paged): the same filters, another table.
+async fn list_plain<T: Serialize + Send + 'static>(
+    st: &ApiState,
+    q: Q,
+    id: fn(&T) -> i64,
+    read: fn(&Store, &ListFilter) -> Result<Vec<T>, crate::store::StoreError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let q = query(q)?;
     if q.outcome.is_some() {
         return Err(ApiError::bad("outcome: only /v1/rounds filters by outcome"));
     }
     let f = list_filter(&q)?;
     let l = f.limit;
-    let rows = st.store.call(move |s| s.list_events(&f)).await?;
-    Ok(Json(json!(page(rows, l, |r| r.id))))
+    let rows = st.store.call(move |s| read(s, &f)).await?;
+    Ok(Json(json!(page(rows, l, id))))
 }
 
-async fn list_dns_changes(State(st): State<Arc<ApiState>>, q: Q) -> Result<Json<serde_json::Value>, ApiError> {
-    let q = query(q)?;
-    if q.outcome.is_some() {
-        return Err(ApiError::bad("outcome: only /v1/rounds filters by outcome"));
-    }
-    let f = list_filter(&q)?;
-    let l = f.limit;
-    let rows = st.store.call(move |s| s.list_dns_changes(&f)).await?;
-    Ok(Json(json!(page(rows, l, |r| r.id))))
+async fn list_events(
+    State(st): State<Arc<ApiState>>,
+    q: Q,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    list_plain(&st, q, |e: &crate::store::Event| e.id, Store::list_events).await
+}
+
+async fn list_dns_changes(
+    State(st): State<Arc<ApiState>>,
+    q: Q,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    list_plain(
+        &st,
+        q,
+        |c: &crate::store::DnsChangeRow| c.id,
+        Store::list_dns_changes,
+    )
+    .await
 }

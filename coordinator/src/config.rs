@@ -188,6 +188,18 @@ pub struct RawHooks {
     pub timeout: String,
 }
 
+impl Default for RawHooks {
+    fn default() -> Self {
+        RawHooks {
+            pre_failover: None,
+            post_failover: None,
+            pre_failback: None,
+            post_failback: None,
+            timeout: default_hook_timeout(),
+        }
+    }
+}
+
 fn default_interval() -> String {
     "1s".into()
 }
@@ -324,7 +336,11 @@ impl ServiceConfig {
         let mut out = Vec::new();
         for name in &self.names {
             for t in &types {
-                let a: Vec<IpAddr> = addrs.iter().filter(|ip| RecordType::of(ip) == *t).copied().collect();
+                let a: Vec<IpAddr> = addrs
+                    .iter()
+                    .filter(|ip| RecordType::of(ip) == *t)
+                    .copied()
+                    .collect();
                 out.push(RecordSet::new(name.clone(), *t, self.ttl, a));
             }
         }
@@ -359,8 +375,9 @@ impl Errors {
 pub struct ConfigError(pub Vec<String>);
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("expected a duration like \"1s\", \"500ms\" or \"90d\", got {s:?} ({e})"))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("expected a duration like \"1s\", \"500ms\" or \"90d\", got {s:?} ({e})")
+    })
 }
 
 /// Makes `name` fully qualified in `zone` ("@" → the apex).
@@ -384,8 +401,8 @@ pub fn normalize_zone(z: &str) -> String {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(vec![format!("{}: cannot read: {e}", path.display())]))?;
-    let raw: RawConfig = toml::from_str(&text)
-        .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+    let raw: RawConfig =
+        toml::from_str(&text).map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
     let base = path.parent().unwrap_or(Path::new("."));
     validate(raw, path, base)
 }
@@ -403,13 +420,14 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigError> {
     let mut e = Errors::new(path);
 
-    let signing_key = match shared::keys::load_signing_key(&resolve(base, &raw.coordinator.key_file)) {
-        Ok(k) => Some(k),
-        Err(err) => {
-            e.push("coordinator.key_file", err);
-            None
-        }
-    };
+    let signing_key =
+        match shared::keys::load_signing_key(&resolve(base, &raw.coordinator.key_file)) {
+            Ok(k) => Some(k),
+            Err(err) => {
+                e.push("coordinator.key_file", err);
+                None
+            }
+        };
     let interval = parse_duration(&raw.coordinator.interval)
         .map_err(|m| e.push("coordinator.interval", m))
         .ok();
@@ -428,7 +446,15 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Conf
         .api
         .listen
         .parse::<SocketAddr>()
-        .map_err(|_| e.push("api.listen", format!("expected an address like \"127.0.0.1:8080\", got {:?}", raw.api.listen)))
+        .map_err(|_| {
+            e.push(
+                "api.listen",
+                format!(
+                    "expected an address like \"127.0.0.1:8080\", got {:?}",
+                    raw.api.listen
+                ),
+            )
+        })
         .ok();
     let api_token = match shared::keys::read_secret_file(&resolve(base, &raw.api.token_file)) {
         Ok(t) if t.len() >= 16 => Some(t),
@@ -447,10 +473,16 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Conf
     for (i, w) in raw.witness.iter().enumerate() {
         let key = format!("witness[{i}]");
         if !seen.insert(w.name.clone()) {
-            e.push(&format!("{key}.name"), format!("duplicate witness name {:?}", w.name));
+            e.push(
+                &format!("{key}.name"),
+                format!("duplicate witness name {:?}", w.name),
+            );
         }
         if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
-            e.push(&format!("{key}.url"), format!("expected an https:// URL, got {:?}", w.url));
+            e.push(
+                &format!("{key}.url"),
+                format!("expected an https:// URL, got {:?}", w.url),
+            );
         }
         let pk = shared::keys::parse_public_key(&w.public_key)
             .map_err(|m| e.push(&format!("{key}.public_key"), m))
@@ -460,13 +492,18 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Conf
             Some(h) => match hex::decode(h.trim().replace(':', "")) {
                 Ok(b) if b.len() == 32 => b.try_into().ok(),
                 _ => {
-                    e.push(&format!("{key}.cert_sha256"), "expected 64 hex digits (SHA-256 of the certificate)");
+                    e.push(
+                        &format!("{key}.cert_sha256"),
+                        "expected 64 hex digits (SHA-256 of the certificate)",
+                    );
                     None
                 }
             },
         };
         let timeout = match &w.timeout {
-            Some(t) => parse_duration(t).map_err(|m| e.push(&format!("{key}.timeout"), m)).ok(),
+            Some(t) => parse_duration(t)
+                .map_err(|m| e.push(&format!("{key}.timeout"), m))
+                .ok(),
             None => None,
         };
         if let Some(pk) = pk {
@@ -501,7 +538,10 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Conf
             None | Some("json") => false,
             Some("slack") => true,
             Some(o) => {
-                e.push(&format!("{key}.format"), format!("expected \"json\" or \"slack\", got {o:?}"));
+                e.push(
+                    &format!("{key}.format"),
+                    format!("expected \"json\" or \"slack\", got {o:?}"),
+                );
                 false
             }
         };
@@ -518,10 +558,16 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Conf
     for (i, s) in raw.service.iter().enumerate() {
         let key = format!("service[{i}]");
         if shared::protocol::check_service(&s.name).is_err() {
-            e.push(&format!("{key}.name"), "expected 1..=128 characters of [A-Za-z0-9._-]");
+            e.push(
+                &format!("{key}.name"),
+                "expected 1..=128 characters of [A-Za-z0-9._-]",
+            );
         }
         if !names.insert(s.name.clone()) {
-            e.push(&format!("{key}.name"), format!("duplicate service name {:?}", s.name));
+            e.push(
+                &format!("{key}.name"),
+                format!("duplicate service name {:?}", s.name),
+            );
         }
         if let Some(svc) = validate_service(s, &key, &raw.witness, interval, &mut e) {
             services.push(svc);
@@ -533,7 +579,11 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Conf
 
     // Witness timeouts default to 80% of the shortest interval: a slow witness never holds a
     // round past its interval.
-    let shortest = services.iter().map(|s| s.interval).min().unwrap_or(Duration::from_secs(1));
+    let shortest = services
+        .iter()
+        .map(|s| s.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(1));
     for w in &mut witnesses {
         if w.timeout.is_zero() {
             w.timeout = shortest.mul_f64(0.8);
@@ -565,7 +615,10 @@ fn parse_ips(list: &[String], key: &str, e: &mut Errors) -> Vec<IpAddr> {
     for (j, a) in list.iter().enumerate() {
         match a.parse::<IpAddr>() {
             Ok(ip) => out.push(ip),
-            Err(_) => e.push(&format!("{key}[{j}]"), format!("expected an IPv4 or IPv6 address, got {a:?}")),
+            Err(_) => e.push(
+                &format!("{key}[{j}]"),
+                format!("expected an IPv4 or IPv6 address, got {a:?}"),
+            ),
         }
     }
     out
@@ -581,18 +634,30 @@ fn validate_service(
     let before = e.list.len();
     let zone = normalize_zone(&s.zone);
     if shared::probe::check_hostname(zone.trim_end_matches('.')).is_err() {
-        e.push(&format!("{key}.zone"), format!("expected a DNS zone name, got {:?}", s.zone));
+        e.push(
+            &format!("{key}.zone"),
+            format!("expected a DNS zone name, got {:?}", s.zone),
+        );
     }
     if s.names.is_empty() {
-        e.push(&format!("{key}.names"), "list at least one name to switch (\"@\" for the apex)");
+        e.push(
+            &format!("{key}.names"),
+            "list at least one name to switch (\"@\" for the apex)",
+        );
     }
     let mut names = Vec::new();
     for (j, n) in s.names.iter().enumerate() {
         let q = qualify(n, &zone);
         if !(q == zone || q.ends_with(&format!(".{zone}"))) {
-            e.push(&format!("{key}.names[{j}]"), format!("{n:?} is not inside zone {zone}"));
+            e.push(
+                &format!("{key}.names[{j}]"),
+                format!("{n:?} is not inside zone {zone}"),
+            );
         } else if shared::probe::check_hostname(q.trim_end_matches('.')).is_err() {
-            e.push(&format!("{key}.names[{j}]"), format!("{n:?} is not a valid name"));
+            e.push(
+                &format!("{key}.names[{j}]"),
+                format!("{n:?} is not a valid name"),
+            );
         }
         names.push(q);
     }
@@ -602,38 +667,55 @@ fn validate_service(
     let primary = parse_ips(&s.primary.addresses, &format!("{key}.primary.addresses"), e);
     let backup = parse_ips(&s.backup.addresses, &format!("{key}.backup.addresses"), e);
     if s.primary.addresses.is_empty() {
-        e.push(&format!("{key}.primary.addresses"), "list at least one address");
+        e.push(
+            &format!("{key}.primary.addresses"),
+            "list at least one address",
+        );
     }
     if s.backup.addresses.is_empty() {
-        e.push(&format!("{key}.backup.addresses"), "list at least one address");
+        e.push(
+            &format!("{key}.backup.addresses"),
+            "list at least one address",
+        );
     }
-    let probe_addr = |side: &RawSide, addrs: &[IpAddr], k: &str, e: &mut Errors| -> Option<IpAddr> {
-        match &side.probe_address {
-            Some(a) => a
-                .parse()
-                .map_err(|_| e.push(&format!("{key}.{k}.probe_address"), format!("expected an IP address, got {a:?}")))
-                .ok(),
-            None => addrs.first().copied(),
-        }
-    };
+    let probe_addr =
+        |side: &RawSide, addrs: &[IpAddr], k: &str, e: &mut Errors| -> Option<IpAddr> {
+            match &side.probe_address {
+                Some(a) => a
+                    .parse()
+                    .map_err(|_| {
+                        e.push(
+                            &format!("{key}.{k}.probe_address"),
+                            format!("expected an IP address, got {a:?}"),
+                        )
+                    })
+                    .ok(),
+                None => addrs.first().copied(),
+            }
+        };
     let p_addr = probe_addr(&s.primary, &primary, "primary", e);
     let b_addr = probe_addr(&s.backup, &backup, "backup", e);
     let interval = match &s.interval {
-        Some(t) => parse_duration(t).map_err(|m| e.push(&format!("{key}.interval"), m)).ok(),
+        Some(t) => parse_duration(t)
+            .map_err(|m| e.push(&format!("{key}.interval"), m))
+            .ok(),
         None => default_interval,
     };
-    if let Some(i) = interval {
-        if i < Duration::from_millis(100) || i > Duration::from_secs(3600) {
-            e.push(&format!("{key}.interval"), "expected between 100ms and 1h");
-        }
+    if let Some(i) = interval
+        && (i < Duration::from_millis(100) || i > Duration::from_secs(3600))
+    {
+        e.push(&format!("{key}.interval"), "expected between 100ms and 1h");
     }
     let probe_timeout = parse_duration(&s.probe.timeout)
         .map_err(|m| e.push(&format!("{key}.probe.timeout"), m))
         .ok();
-    if let (Some(t), Some(i)) = (probe_timeout, interval) {
-        if t > i {
-            e.push(&format!("{key}.probe.timeout"), format!("must not exceed the interval ({i:?})"));
-        }
+    if let (Some(t), Some(i)) = (probe_timeout, interval)
+        && t > i
+    {
+        e.push(
+            &format!("{key}.probe.timeout"),
+            format!("must not exceed the interval ({i:?})"),
+        );
     }
     let primary_probe = p_addr.and_then(|a| build_probe(&s.probe, a, probe_timeout, key, e));
     let backup_probe = b_addr.and_then(|a| build_probe(&s.probe, a, probe_timeout, key, e));
@@ -645,7 +727,10 @@ fn validate_service(
             .filter_map(|n| {
                 let i = witnesses.iter().position(|w| &w.name == n);
                 if i.is_none() {
-                    e.push(&format!("{key}.witnesses"), format!("no [[witness]] named {n:?}"));
+                    e.push(
+                        &format!("{key}.witnesses"),
+                        format!("no [[witness]] named {n:?}"),
+                    );
                 }
                 i
             })
@@ -653,14 +738,20 @@ fn validate_service(
     };
     let n = witness_idx.len() as u32;
     if n == 0 {
-        e.push(&format!("{key}.witnesses"), "a service needs at least one witness (configure [[witness]] entries)");
+        e.push(
+            &format!("{key}.witnesses"),
+            "a service needs at least one witness (configure [[witness]] entries)",
+        );
     }
     let quorum = s.quorum.unwrap_or(n / 2 + 1);
     let veto = match s.veto.as_deref() {
         None | Some("any") => VetoRule::Any,
         Some("majority") => VetoRule::Majority,
         Some(o) => {
-            e.push(&format!("{key}.veto"), format!("expected \"any\" or \"majority\", got {o:?}"));
+            e.push(
+                &format!("{key}.veto"),
+                format!("expected \"any\" or \"majority\", got {o:?}"),
+            );
             VetoRule::Any
         }
     };
@@ -668,7 +759,10 @@ fn validate_service(
         None | Some("auto") => FailbackMode::Auto,
         Some("manual") => FailbackMode::Manual,
         Some(o) => {
-            e.push(&format!("{key}.failback"), format!("expected \"auto\" or \"manual\", got {o:?}"));
+            e.push(
+                &format!("{key}.failback"),
+                format!("expected \"auto\" or \"manual\", got {o:?}"),
+            );
             FailbackMode::Auto
         }
     };
@@ -684,10 +778,10 @@ fn validate_service(
         ("pre_failback", &s.hooks.pre_failback),
         ("post_failback", &s.hooks.post_failback),
     ] {
-        if let Some(c) = cmd {
-            if c.is_empty() || c[0].is_empty() {
-                e.push(&format!("{key}.hooks.{k}"), "expected a command as a non-empty array, e.g. [\"/usr/local/bin/sync\", \"--now\"]");
-            }
+        if let Some(c) = cmd
+            && (c.is_empty() || c[0].is_empty())
+        {
+            e.push(&format!("{key}.hooks.{k}"), "expected a command as a non-empty array, e.g. [\"/usr/local/bin/sync\", \"--now\"]");
         }
     }
     let policy = Policy {
@@ -748,7 +842,10 @@ fn build_probe(
                 None | Some("GET") => HttpMethod::Get,
                 Some("HEAD") => HttpMethod::Head,
                 Some(o) => {
-                    e.push(&format!("{key}.probe.method"), format!("expected \"GET\" or \"HEAD\", got {o:?}"));
+                    e.push(
+                        &format!("{key}.probe.method"),
+                        format!("expected \"GET\" or \"HEAD\", got {o:?}"),
+                    );
                     return None;
                 }
             },
@@ -757,13 +854,19 @@ fn build_probe(
             tls_verify: p.tls_verify,
             timeout_ms,
         }),
-        "tcp" => ProbeSpec::Tcp(TcpProbe { address, timeout_ms }),
+        "tcp" => ProbeSpec::Tcp(TcpProbe {
+            address,
+            timeout_ms,
+        }),
         "dns" => ProbeSpec::Dns(DnsProbe {
             server: address,
             name: match &p.query_name {
                 Some(n) => n.clone(),
                 None => {
-                    e.push(&format!("{key}.probe.query_name"), "a dns probe needs query_name");
+                    e.push(
+                        &format!("{key}.probe.query_name"),
+                        "a dns probe needs query_name",
+                    );
                     return None;
                 }
             },
@@ -771,7 +874,10 @@ fn build_probe(
             timeout_ms,
         }),
         o => {
-            e.push(&format!("{key}.probe.kind"), format!("expected http, https, tcp or dns, got {o:?}"));
+            e.push(
+                &format!("{key}.probe.kind"),
+                format!("expected http, https, tcp or dns, got {o:?}"),
+            );
             return None;
         }
     };
@@ -781,4 +887,3 @@ fn build_probe(
     }
     Some(spec)
 }
-

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use shared::probe::Prober;
-use shared::protocol::{KeyId, NONCE_LEN, Verdict, VoteRequest, PROTOCOL_VERSION};
+use shared::protocol::{KeyId, NONCE_LEN, PROTOCOL_VERSION, Verdict, VoteRequest};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
@@ -44,7 +44,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,8 +141,15 @@ pub async fn spawn_service(
 
     let span = info_span!("service", service = %name);
     tasks.spawn(
-        dns_worker(rt.clone(), svc.clone(), job_rx, failed_tx, pending_flag.clone(), shutdown.clone())
-            .instrument(span.clone()),
+        dns_worker(
+            rt.clone(),
+            svc.clone(),
+            job_rx,
+            failed_tx,
+            pending_flag.clone(),
+            shutdown.clone(),
+        )
+        .instrument(span.clone()),
     );
     let task = ServiceTask {
         rt,
@@ -160,7 +169,12 @@ pub async fn spawn_service(
     })
 }
 
-fn status_of(svc: &ServiceConfig, s: &State, obs: Option<(Observation, u64)>, pending: bool) -> ServiceStatus {
+fn status_of(
+    svc: &ServiceConfig,
+    s: &State,
+    obs: Option<(Observation, u64)>,
+    pending: bool,
+) -> ServiceStatus {
     ServiceStatus {
         service: svc.name.clone(),
         state: s.label().to_string(),
@@ -231,7 +245,11 @@ impl ServiceTask {
         match cmd {
             Command::SetOverride(o, reply) => {
                 self.feed(Event::SetOverride(o), None).await;
-                let _ = reply.send(format!("override {} set; {}", o.as_str(), self.state.label()));
+                let _ = reply.send(format!(
+                    "override {} set; {}",
+                    o.as_str(),
+                    self.state.label()
+                ));
             }
             Command::ManualFailback(reply) => {
                 let before = self.state.active;
@@ -239,7 +257,10 @@ impl ServiceTask {
                 let msg = if before == Side::Backup && self.state.active == Side::Primary {
                     "failback started".to_string()
                 } else {
-                    format!("no failback: {} (see the events for why)", self.state.label())
+                    format!(
+                        "no failback: {} (see the events for why)",
+                        self.state.label()
+                    )
                 };
                 let _ = reply.send(msg);
             }
@@ -279,9 +300,19 @@ impl ServiceTask {
             votes,
         };
         debug!(primary_up = obs.primary_up, backup_up = obs.backup_up, votes = %votes, "tick");
-        let label = ServiceLabel { service: svc.name.clone() };
-        self.rt.metrics.primary_up.get_or_create(&label).set(obs.primary_up as i64);
-        self.rt.metrics.backup_up.get_or_create(&label).set(obs.backup_up as i64);
+        let label = ServiceLabel {
+            service: svc.name.clone(),
+        };
+        self.rt
+            .metrics
+            .primary_up
+            .get_or_create(&label)
+            .set(obs.primary_up as i64);
+        self.rt
+            .metrics
+            .backup_up
+            .get_or_create(&label)
+            .set(obs.backup_up as i64);
         self.last_obs = Some((obs, now));
         let records: Vec<VoteRecord> = answers.into_iter().map(|a| a.record).collect();
         self.feed(Event::Tick(obs), Some(records)).await;
@@ -290,10 +321,16 @@ impl ServiceTask {
     fn tally(&self, answers: &[Answer]) -> VoteTally {
         let mut t = VoteTally::default();
         for a in answers {
-            let wl = WitnessLabel { witness: a.witness.clone() };
+            let wl = WitnessLabel {
+                witness: a.witness.clone(),
+            };
             match (&a.vote, &a.record.vote_envelope) {
                 (Some(v), _) => {
-                    self.rt.metrics.vote_latency.get_or_create(&wl).observe(a.latency.as_secs_f64());
+                    self.rt
+                        .metrics
+                        .vote_latency
+                        .get_or_create(&wl)
+                        .observe(a.latency.as_secs_f64());
                     match v.verdict {
                         Verdict::Up => t.up += 1,
                         Verdict::Down => t.down += 1,
@@ -302,11 +339,19 @@ impl ServiceTask {
                 (None, Some(_)) => {
                     t.invalid += 1;
                     let reason = a.record.error.clone().unwrap_or_default();
-                    let code = reason.split(':').nth(1).unwrap_or("invalid").trim().to_string();
+                    let code = reason
+                        .split(':')
+                        .nth(1)
+                        .unwrap_or("invalid")
+                        .trim()
+                        .to_string();
                     self.rt
                         .metrics
                         .invalid_votes
-                        .get_or_create(&InvalidLabel { witness: a.witness.clone(), reason: code })
+                        .get_or_create(&InvalidLabel {
+                            witness: a.witness.clone(),
+                            reason: code,
+                        })
                         .inc();
                     warn!(witness = %a.witness, %reason, "invalid vote");
                 }
@@ -352,11 +397,18 @@ impl ServiceTask {
                     });
                     switch = Some((to, change, reason));
                 }
-                Action::RecordRound { trigger, outcome, reason } => {
+                Action::RecordRound {
+                    trigger,
+                    outcome,
+                    reason,
+                } => {
                     self.rt
                         .metrics
                         .rounds
-                        .get_or_create(&RoundLabel { service: svc.name.clone(), outcome: outcome.as_str().into() })
+                        .get_or_create(&RoundLabel {
+                            service: svc.name.clone(),
+                            outcome: outcome.as_str().into(),
+                        })
                         .inc();
                     info!(trigger = trigger.as_str(), outcome = outcome.as_str(), %reason, votes = %obs.votes, "round");
                     d.round = Some(NewRound {
@@ -373,21 +425,33 @@ impl ServiceTask {
                         votes_missing: obs.votes.missing,
                         changed_dns: false,
                     });
-                    if trigger.has_votes() {
-                        if let Some(v) = &votes {
-                            d.votes = v.clone();
-                        }
+                    if trigger.has_votes()
+                        && let Some(v) = &votes
+                    {
+                        d.votes = v.clone();
                     }
                 }
                 Action::Alert { kind, message } => {
                     warn!(alert = kind.as_str(), %message, "alert");
-                    d.events.push(("alert".into(), format!("{}: {message}", kind.as_str())));
-                    notices.push(Notice::new(&svc.name, "alert", format!("{}: {message}", kind.as_str()), now));
+                    d.events
+                        .push(("alert".into(), format!("{}: {message}", kind.as_str())));
+                    notices.push(Notice::new(
+                        &svc.name,
+                        "alert",
+                        format!("{}: {message}", kind.as_str()),
+                        now,
+                    ));
                 }
                 Action::Resolve { kind, message } => {
                     info!(alert = kind.as_str(), %message, "alert resolved");
-                    d.events.push(("resolved".into(), format!("{}: {message}", kind.as_str())));
-                    notices.push(Notice::new(&svc.name, "resolved", format!("{}: {message}", kind.as_str()), now));
+                    d.events
+                        .push(("resolved".into(), format!("{}: {message}", kind.as_str())));
+                    notices.push(Notice::new(
+                        &svc.name,
+                        "resolved",
+                        format!("{}: {message}", kind.as_str()),
+                        now,
+                    ));
                 }
                 Action::Transition { from, to, reason } => {
                     info!(from = %from, to = %to, %reason, "transition");
@@ -401,9 +465,15 @@ impl ServiceTask {
             r.changed_dns = d.dns_change.is_some();
         }
         if matches!(event, Event::SetOverride(_)) {
-            d.events.push(("override".into(), format!("operator set {}", next.override_.as_str())));
+            d.events.push((
+                "override".into(),
+                format!("operator set {}", next.override_.as_str()),
+            ));
         }
-        let wrote = d.state_json.is_some() || d.round.is_some() || !d.events.is_empty() || d.dns_change.is_some();
+        let wrote = d.state_json.is_some()
+            || d.round.is_some()
+            || !d.events.is_empty()
+            || d.dns_change.is_some();
         let mut change_id = None;
         if wrote {
             let d2 = d.clone();
@@ -423,22 +493,45 @@ impl ServiceTask {
             self.rt.notifier.send(n);
         }
         if let (Some((to, change, reason)), Some(id)) = (switch, change_id) {
-            self.pending_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            if self.job_tx.send(Job { id, to, change, reason }).await.is_err() {
+            self.pending_flag
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if self
+                .job_tx
+                .send(Job {
+                    id,
+                    to,
+                    change,
+                    reason,
+                })
+                .await
+                .is_err()
+            {
                 error!("DNS worker is gone; change stays pending until restart");
             }
         }
-        let label = ServiceLabel { service: svc.name.clone() };
-        self.rt.metrics.backup_active.get_or_create(&label).set((self.state.active == Side::Backup) as i64);
+        let label = ServiceLabel {
+            service: svc.name.clone(),
+        };
+        self.rt
+            .metrics
+            .backup_active
+            .get_or_create(&label)
+            .set((self.state.active == Side::Backup) as i64);
         let pending = self.pending_flag.load(std::sync::atomic::Ordering::SeqCst);
-        self.status_tx.send_replace(status_of(&svc, &self.state, self.last_obs, pending));
+        self.status_tx
+            .send_replace(status_of(&svc, &self.state, self.last_obs, pending));
     }
 
     /// After a restart: a change recorded as pending either reached DNS before the crash
     /// (mark it applied, do not send it again) or did not (send it again, same record).
     async fn reconcile(&mut self) {
         let name = self.svc.name.clone();
-        let pending = match self.rt.store.call(move |s| s.pending_dns_changes(&name)).await {
+        let pending = match self
+            .rt
+            .store
+            .call(move |s| s.pending_dns_changes(&name))
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 error!(error = %e, "cannot read pending DNS changes");
@@ -453,23 +546,46 @@ impl ServiceTask {
                     continue;
                 }
             };
-            let to = if row.to_side == "backup" { Side::Backup } else { Side::Primary };
+            let to = if row.to_side == "backup" {
+                Side::Backup
+            } else {
+                Side::Primary
+            };
             if to != self.state.active {
                 // The state moved on (cannot normally happen: state and change are written together).
-                let _ = self.rt.store.call(move |s| s.dns_change_finish(row.id, "superseded", now_ms(), Some("state changed before it applied"))).await;
+                let _ = self
+                    .rt
+                    .store
+                    .call(move |s| {
+                        s.dns_change_finish(
+                            row.id,
+                            "superseded",
+                            now_ms(),
+                            Some("state changed before it applied"),
+                        )
+                    })
+                    .await;
                 continue;
             }
             let served = self.rt.backend.current(&change.zone, &change.to).await;
             match served {
                 Ok(cur) if same_addrs(&cur, &change.to) => {
-                    info!(id = row.id, "pending change was applied before the restart; marking it applied");
+                    info!(
+                        id = row.id,
+                        "pending change was applied before the restart; marking it applied"
+                    );
                     let svc = self.svc.name.clone();
                     let _ = self
                         .rt
                         .store
                         .call(move |s| {
                             s.dns_change_finish(row.id, "applied", now_ms(), None)?;
-                            s.add_event(&svc, now_ms(), "dns-reconciled", &format!("change {} found applied after restart", row.id))
+                            s.add_event(
+                                &svc,
+                                now_ms(),
+                                "dns-reconciled",
+                                &format!("change {} found applied after restart", row.id),
+                            )
                         })
                         .await;
                 }
@@ -477,12 +593,21 @@ impl ServiceTask {
                     if let Err(e) = &other {
                         warn!(id = row.id, error = %e, "cannot read DNS at start-up; sending the pending change again");
                     } else {
-                        info!(id = row.id, "pending change not applied before the restart; sending it again");
+                        info!(
+                            id = row.id,
+                            "pending change not applied before the restart; sending it again"
+                        );
                     }
-                    self.pending_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.pending_flag
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     let _ = self
                         .job_tx
-                        .send(Job { id: row.id, to, change, reason: "resumed after restart".into() })
+                        .send(Job {
+                            id: row.id,
+                            to,
+                            change,
+                            reason: "resumed after restart".into(),
+                        })
                         .await;
                 }
             }
@@ -536,20 +661,31 @@ async fn dns_worker(
             Side::Backup => svc.hooks.pre_failover.as_ref().map(|c| (c, false)),
             Side::Primary => svc.hooks.pre_failback.as_ref().map(|c| (c, true)),
         };
-        if let Some((cmd, gate)) = pre {
-            if let HookOutcome::Failed(why) = hooks::run(cmd, &payload, &env, svc.hooks.timeout).await {
-                if gate {
-                    let msg = format!("pre_failback hook failed, failback not done: {why}");
-                    error!(%msg);
-                    finish(&rt, &svc, job.id, "failed", Some(&msg), "dns-failed").await;
-                    pending_flag.store(false, std::sync::atomic::Ordering::SeqCst);
-                    let _ = failed.send((job.to, msg)).await;
-                    continue;
-                }
-                warn!(reason = %why, "pre_failover hook failed; failing over anyway");
-                let svc_name = svc.name.clone();
-                let _ = rt.store.call(move |s| s.add_event(&svc_name, now_ms(), "hook-failed", &format!("pre_failover: {why}"))).await;
+        if let Some((cmd, gate)) = pre
+            && let HookOutcome::Failed(why) =
+                hooks::run(cmd, &payload, &env, svc.hooks.timeout).await
+        {
+            if gate {
+                let msg = format!("pre_failback hook failed, failback not done: {why}");
+                error!(%msg);
+                finish(&rt, &svc, job.id, "failed", Some(&msg), "dns-failed").await;
+                pending_flag.store(false, std::sync::atomic::Ordering::SeqCst);
+                let _ = failed.send((job.to, msg)).await;
+                continue;
             }
+            warn!(reason = %why, "pre_failover hook failed; failing over anyway");
+            let svc_name = svc.name.clone();
+            let _ = rt
+                .store
+                .call(move |s| {
+                    s.add_event(
+                        &svc_name,
+                        now_ms(),
+                        "hook-failed",
+                        &format!("pre_failover: {why}"),
+                    )
+                })
+                .await;
         }
         let started = Instant::now();
         let mut delay = Duration::from_millis(250);
@@ -563,31 +699,47 @@ async fn dns_worker(
             match result {
                 Ok(()) => {
                     let id = job.id;
-                    let _ = rt.store.call(move |s| s.dns_change_attempt(id, now_ms(), None)).await;
+                    let _ = rt
+                        .store
+                        .call(move |s| s.dns_change_attempt(id, now_ms(), None))
+                        .await;
                     finish(&rt, &svc, job.id, "applied", None, "dns-applied").await;
                     pending_flag.store(false, std::sync::atomic::Ordering::SeqCst);
-                    let lbl = DnsLabel { backend: backend_kind.clone(), result: "applied".into() };
+                    let lbl = DnsLabel {
+                        backend: backend_kind.clone(),
+                        result: "applied".into(),
+                    };
                     rt.metrics.dns_changes.get_or_create(&lbl).inc();
-                    rt.metrics.dns_change_seconds.get_or_create(&lbl).observe(started.elapsed().as_secs_f64());
+                    rt.metrics
+                        .dns_change_seconds
+                        .get_or_create(&lbl)
+                        .observe(started.elapsed().as_secs_f64());
                     info!(to = %job.to, id = job.id, elapsed_ms = started.elapsed().as_millis() as u64, "DNS change applied");
                     verify(&rt, &svc, &job).await;
                     let post = match job.to {
                         Side::Backup => svc.hooks.post_failover.as_ref(),
                         Side::Primary => svc.hooks.post_failback.as_ref(),
                     };
-                    if let Some(cmd) = post {
-                        if let HookOutcome::Failed(why) = hooks::run(cmd, &payload, &env, svc.hooks.timeout).await {
-                            warn!(reason = %why, "post hook failed");
-                            let svc_name = svc.name.clone();
-                            let _ = rt.store.call(move |s| s.add_event(&svc_name, now_ms(), "hook-failed", &why)).await;
-                        }
+                    if let Some(cmd) = post
+                        && let HookOutcome::Failed(why) =
+                            hooks::run(cmd, &payload, &env, svc.hooks.timeout).await
+                    {
+                        warn!(reason = %why, "post hook failed");
+                        let svc_name = svc.name.clone();
+                        let _ = rt
+                            .store
+                            .call(move |s| s.add_event(&svc_name, now_ms(), "hook-failed", &why))
+                            .await;
                     }
                     break;
                 }
                 Err(e) if e.is_retryable() => {
                     let (id, msg) = (job.id, e.to_string());
                     warn!(id, error = %msg, retry_in_ms = delay.as_millis() as u64, "DNS change failed; will retry");
-                    let _ = rt.store.call(move |s| s.dns_change_attempt(id, now_ms(), Some(&msg))).await;
+                    let _ = rt
+                        .store
+                        .call(move |s| s.dns_change_attempt(id, now_ms(), Some(&msg)))
+                        .await;
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         j = jobs.recv() => {
@@ -604,12 +756,18 @@ async fn dns_worker(
                     error!(id = job.id, error = %msg, "DNS change failed permanently");
                     let id = job.id;
                     let m2 = msg.clone();
-                    let _ = rt.store.call(move |s| s.dns_change_attempt(id, now_ms(), Some(&m2))).await;
+                    let _ = rt
+                        .store
+                        .call(move |s| s.dns_change_attempt(id, now_ms(), Some(&m2)))
+                        .await;
                     finish(&rt, &svc, job.id, "failed", Some(&msg), "dns-failed").await;
                     pending_flag.store(false, std::sync::atomic::Ordering::SeqCst);
                     rt.metrics
                         .dns_changes
-                        .get_or_create(&DnsLabel { backend: backend_kind.clone(), result: e.kind().into() })
+                        .get_or_create(&DnsLabel {
+                            backend: backend_kind.clone(),
+                            result: e.kind().into(),
+                        })
                         .inc();
                     let _ = failed.send((job.to, msg)).await;
                     break;
@@ -621,12 +779,21 @@ async fn dns_worker(
 
 fn describe_permanent(e: &DnsError) -> String {
     match e {
-        DnsError::Conflict { .. } => format!("{e}; not overwritten (set force = true, or fix the records by hand and set the override to auto)"),
+        DnsError::Conflict { .. } => format!(
+            "{e}; not overwritten (set force = true, or fix the records by hand and set the override to auto)"
+        ),
         _ => e.to_string(),
     }
 }
 
-async fn finish(rt: &Runtime, svc: &ServiceConfig, id: i64, status: &'static str, error: Option<&str>, kind: &'static str) {
+async fn finish(
+    rt: &Runtime,
+    svc: &ServiceConfig,
+    id: i64,
+    status: &'static str,
+    error: Option<&str>,
+    kind: &'static str,
+) {
     let (name, err) = (svc.name.clone(), error.map(str::to_string));
     let msg = match &err {
         Some(e) => format!("change {id} {status}: {e}"),
@@ -643,7 +810,8 @@ async fn finish(rt: &Runtime, svc: &ServiceConfig, id: i64, status: &'static str
     {
         error!(error = %e, "cannot record DNS change result");
     }
-    rt.notifier.send(Notice::new(&svc.name, kind, msg, now_ms()));
+    rt.notifier
+        .send(Notice::new(&svc.name, kind, msg, now_ms()));
 }
 
 async fn verify(rt: &Runtime, svc: &ServiceConfig, job: &Job) {
@@ -658,6 +826,17 @@ async fn verify(rt: &Runtime, svc: &ServiceConfig, job: &Job) {
     )
     .await;
     let all_ok = checks.iter().all(|c| c.ok);
+    for c in &checks {
+        let label = crate::metrics::VerifyLabel {
+            server: c.server.to_string(),
+            result: if c.ok { "served" } else { "lagging" }.into(),
+        };
+        rt.metrics.dns_verify.get_or_create(&label).inc();
+        rt.metrics
+            .dns_verify_seconds
+            .get_or_create(&label)
+            .observe(c.elapsed.as_secs_f64());
+    }
     let value = serde_json::Value::Array(
         checks
             .iter()
@@ -674,22 +853,43 @@ async fn verify(rt: &Runtime, svc: &ServiceConfig, job: &Job) {
     );
     let id = job.id;
     let name = svc.name.clone();
-    let lagging: Vec<String> = checks.iter().filter(|c| !c.ok).map(|c| c.server.to_string()).collect();
+    let lagging: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.server.to_string())
+        .collect();
     let _ = rt
         .store
         .call(move |s| {
             s.dns_change_verified(id, &value)?;
             if !lagging.is_empty() {
-                s.add_event(&name, now_ms(), "alert", &format!("dns-lagging: change {id} not served by {} in time", lagging.join(", ")))?;
+                s.add_event(
+                    &name,
+                    now_ms(),
+                    "alert",
+                    &format!(
+                        "dns-lagging: change {id} not served by {} in time",
+                        lagging.join(", ")
+                    ),
+                )?;
             }
             Ok(())
         })
         .await;
     if all_ok {
-        info!(id, servers = checks.len(), "change served by every authoritative server");
+        info!(
+            id,
+            servers = checks.len(),
+            "change served by every authoritative server"
+        );
     } else {
         warn!(id, "some authoritative servers do not serve the change yet");
-        rt.notifier.send(Notice::new(&svc.name, "alert", format!("dns-lagging: change {id} not served everywhere in time"), now_ms()));
+        rt.notifier.send(Notice::new(
+            &svc.name,
+            "alert",
+            format!("dns-lagging: change {id} not served everywhere in time"),
+            now_ms(),
+        ));
     }
 }
 
@@ -716,4 +916,3 @@ pub async fn retention_loop(store: Store, keep: Duration, shutdown: Cancellation
         }
     }
 }
-

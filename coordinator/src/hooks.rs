@@ -16,7 +16,12 @@ pub enum HookOutcome {
 
 /// Runs `command` (argv form: no shell) with `payload` on stdin. Output beyond 4 KiB is
 /// discarded; the process is killed at the timeout.
-pub async fn run(command: &[String], payload: &serde_json::Value, env: &[(&str, String)], timeout: Duration) -> HookOutcome {
+pub async fn run(
+    command: &[String],
+    payload: &serde_json::Value,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> HookOutcome {
     let Some((prog, args)) = command.split_first() else {
         return HookOutcome::Failed("empty command".into());
     };
@@ -66,20 +71,50 @@ mod tests {
     async fn hook_gets_json_and_env_and_its_exit_status_counts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("seen");
-        let cmd = sh(&format!("cat > {0} && echo \"$QUORATE_SERVICE\" >> {0}", out.display()));
+        let cmd = sh(&format!(
+            "cat > {0} && echo \"$QUORATE_SERVICE\" >> {0}",
+            out.display()
+        ));
         let payload = serde_json::json!({"service": "www", "to": "backup"});
-        let r = run(&cmd, &payload, &[("QUORATE_SERVICE", "www".into())], Duration::from_secs(5)).await;
+        let r = run(
+            &cmd,
+            &payload,
+            &[("QUORATE_SERVICE", "www".into())],
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(r, HookOutcome::Ok);
         let seen = std::fs::read_to_string(&out).expect("hook wrote its input");
-        assert!(seen.contains("\"to\":\"backup\"") && seen.ends_with("www\n"), "{seen}");
+        assert!(
+            seen.contains("\"to\":\"backup\"") && seen.ends_with("www\n"),
+            "{seen}"
+        );
 
-        let r = run(&sh("echo nope >&2; exit 3"), &payload, &[], Duration::from_secs(5)).await;
-        assert!(matches!(&r, HookOutcome::Failed(m) if m.contains("nope")), "{r:?}");
+        let r = run(
+            &sh("echo nope >&2; exit 3"),
+            &payload,
+            &[],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            matches!(&r, HookOutcome::Failed(m) if m.contains("nope")),
+            "{r:?}"
+        );
     }
 
     #[tokio::test]
     async fn hook_is_killed_at_its_timeout() {
-        let r = run(&sh("sleep 30"), &serde_json::json!({}), &[], Duration::from_millis(200)).await;
-        assert!(matches!(&r, HookOutcome::Failed(m) if m.contains("killed")), "{r:?}");
+        let r = run(
+            &sh("sleep 30"),
+            &serde_json::json!({}),
+            &[],
+            Duration::from_millis(200),
+        )
+        .await;
+        assert!(
+            matches!(&r, HookOutcome::Failed(m) if m.contains("killed")),
+            "{r:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod dns;
 pub mod driver;
 pub mod failover;
@@ -42,7 +43,9 @@ pub struct Coordinator {
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coordinator").field("api_addr", &self.api_addr).finish_non_exhaustive()
+        f.debug_struct("Coordinator")
+            .field("api_addr", &self.api_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,7 +53,10 @@ impl Coordinator {
     /// Waits until every task has stopped (after `shutdown` is cancelled), at most `grace`.
     pub async fn wait(self, grace: Duration) {
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not stop within {grace:?}");
         }
     }
@@ -68,7 +74,7 @@ pub async fn start(
     let tasks = TaskTracker::new();
     let backend = match backend {
         Some(b) => b,
-        None => dns::config::start_backend(&config, &tasks, shutdown.clone())
+        None => dns::config::start_backend(&config, &store, &tasks, shutdown.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{}: dns: {e}", config.path.display()))?,
     };
@@ -79,7 +85,9 @@ pub async fn start(
         if w.cert_sha256.is_none() {
             tracing::info!(witness = %w.name, "witness TLS certificate not pinned; votes are still verified with its ed25519 key");
         }
-        witnesses.push(Arc::new(witnesses::WitnessClient::new(w.clone()).map_err(anyhow::Error::msg)?));
+        witnesses.push(Arc::new(
+            witnesses::WitnessClient::new(w.clone()).map_err(anyhow::Error::msg)?,
+        ));
     }
     let mut verify_servers = config.dns.verify_servers.clone();
     if verify_servers.is_empty() {
@@ -102,7 +110,11 @@ pub async fn start(
         let h = driver::spawn_service(rt.clone(), svc, &tasks, shutdown.clone()).await?;
         services.insert(h.name.clone(), h);
     }
-    tasks.spawn(driver::retention_loop(store.clone(), config.retention, shutdown.clone()));
+    tasks.spawn(driver::retention_loop(
+        store.clone(),
+        config.retention,
+        shutdown.clone(),
+    ));
 
     api_listener.set_nonblocking(true)?;
     let api_addr = api_listener.local_addr()?;
@@ -117,17 +129,28 @@ pub async fn start(
     let app = api::router(state);
     let sd = shutdown.clone();
     tasks.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await });
+        let serve =
+            axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "API server failed");
         }
     });
     tracing::info!(api = %api_addr, services = services.len(), key_id = %config.key_id, "coordinator running");
-    Ok(Coordinator { store, services, api_addr, metrics, tasks })
+    Ok(Coordinator {
+        store,
+        services,
+        api_addr,
+        metrics,
+        tasks,
+    })
 }
 
 /// Runs until `shutdown` is cancelled, then drains with a grace period.
-pub async fn run(config: Config, api_listener: std::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    api_listener: std::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let c = start(config, api_listener, None, shutdown.clone()).await?;
     shutdown.cancelled().await;
     c.wait(Duration::from_secs(10)).await;

@@ -10,7 +10,11 @@ use coordinator::store::{ListFilter, RoundFilter, Store};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "quorate-coordinator", version, about = "Quorate coordinator: DNS failover decided by a quorum of signed witness votes")]
+#[command(
+    name = "quorate-coordinator",
+    version,
+    about = "Quorate coordinator: DNS failover decided by a quorum of signed witness votes"
+)]
 struct Cli {
     /// Log format: human (default) or json.
     #[arg(long, global = true, default_value = "human")]
@@ -21,6 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// A self-contained failover drill on loopback (no config needed).
+    Demo {
+        /// Run the drill once and exit 0 only if failover and failback were both seen in DNS.
+        #[arg(long)]
+        once: bool,
+        /// Where the API listens (default 127.0.0.1:8053).
+        #[arg(long)]
+        api: Option<std::net::SocketAddr>,
+    },
     /// Run the coordinator.
     Run {
         #[arg(long)]
@@ -80,12 +93,21 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_tracing(&cli.log_format) {
+    // The drill prints its own timeline; logs only for warnings unless asked.
+    let default_filter = if matches!(cli.cmd, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info,hyper=warn,reqwest=warn,rustls=warn"
+    };
+    if let Err(e) = init_tracing(&cli.log_format, default_filter) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     shared::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -101,10 +123,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: &str) -> anyhow::Result<()> {
+fn init_tracing(format: &str, default_filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUORATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,reqwest=warn,rustls=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         "human" => b.init(),
         "json" => b.json().init(),
@@ -119,6 +143,14 @@ fn load(path: &Path) -> anyhow::Result<coordinator::config::Config> {
 
 async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        Cmd::Demo { once, api } => {
+            let ok = coordinator::demo::run(coordinator::demo::DemoOptions { once, api }).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Cmd::Run { config } => {
             let cfg = load(&config)?;
             let listener = std::net::TcpListener::bind(cfg.api_listen)
@@ -152,7 +184,10 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             println!("wrote {} (mode 0600)", out.display());
             println!("key id: {}", shared::protocol::KeyId::of(&vk));
             println!("\nAdd this to each witness's config:\n");
-            println!("[[coordinator]]\nname = \"coordinator\"\npublic_key = \"{}\"", shared::keys::format_public_key(&vk));
+            println!(
+                "[[coordinator]]\nname = \"coordinator\"\npublic_key = \"{}\"",
+                shared::keys::format_public_key(&vk)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::ExampleConfig => {
@@ -168,7 +203,10 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 let (label, updated) = match state {
                     Some((_, json, at)) => {
                         let s: coordinator::failover::State = serde_json::from_str(json)?;
-                        (format!("{} (override {})", s.label(), s.override_.as_str()), *at)
+                        (
+                            format!("{} (override {})", s.label(), s.override_.as_str()),
+                            *at,
+                        )
                     }
                     None => ("primary-active (never switched)".to_string(), 0),
                 };
@@ -182,7 +220,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::History { config, service, limit } => {
+        Cmd::History {
+            config,
+            service,
+            limit,
+        } => {
             let cfg = load(&config)?;
             let store = Store::open_read_only(&cfg.database)?;
             print!("{}", history(&store, &service, limit)?);
@@ -191,7 +233,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::VerifyHistory { config, service } => {
             let cfg = load(&config)?;
             let store = Store::open_read_only(&cfg.database)?;
-            let rep = coordinator::verify::verify_history(&store, service.as_deref(), &cfg.witnesses)?;
+            let rep =
+                coordinator::verify::verify_history(&store, service.as_deref(), &cfg.witnesses)?;
             println!(
                 "rounds {}  votes {}  valid and verified {}  invalid as recorded {}  no answer {}",
                 rep.rounds, rep.votes, rep.valid_ok, rep.invalid_confirmed, rep.no_answer
@@ -199,20 +242,42 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             for p in &rep.problems {
                 println!("PROBLEM {p}");
             }
-            Ok(if rep.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if rep.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Cmd::Override { config, service, mode } => {
+        Cmd::Override {
+            config,
+            service,
+            mode,
+        } => {
             let cfg = load(&config)?;
-            api_post(&cfg, &format!("/v1/services/{service}/override"), serde_json::json!({ "mode": mode })).await
+            api_post(
+                &cfg,
+                &format!("/v1/services/{service}/override"),
+                serde_json::json!({ "mode": mode }),
+            )
+            .await
         }
         Cmd::Failback { config, service } => {
             let cfg = load(&config)?;
-            api_post(&cfg, &format!("/v1/services/{service}/failback"), serde_json::json!({})).await
+            api_post(
+                &cfg,
+                &format!("/v1/services/{service}/failback"),
+                serde_json::json!({}),
+            )
+            .await
         }
     }
 }
 
-async fn api_post(cfg: &coordinator::config::Config, path: &str, body: serde_json::Value) -> anyhow::Result<ExitCode> {
+async fn api_post(
+    cfg: &coordinator::config::Config,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
     let url = format!("http://{}{path}", cfg.api_listen);
     let resp = reqwest::Client::builder()
         .tls_backend_preconfigured(shared::tls::webpki_client_config())
@@ -225,7 +290,11 @@ async fn api_post(cfg: &coordinator::config::Config, path: &str, body: serde_jso
         .with_context(|| format!("cannot reach the coordinator's API at {url}"))?;
     let ok = resp.status().is_success();
     println!("{}", resp.text().await.unwrap_or_default());
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn fmt_ms(ms: u64) -> String {
@@ -240,7 +309,11 @@ fn fmt_ms(ms: u64) -> String {
 fn history(store: &Store, service: &str, limit: u32) -> anyhow::Result<String> {
     let limit = limit.clamp(1, 10_000);
     let mut lines: Vec<(u64, i64, String)> = Vec::new();
-    let rf = RoundFilter { service: Some(service.into()), limit, ..Default::default() };
+    let rf = RoundFilter {
+        service: Some(service.into()),
+        limit,
+        ..Default::default()
+    };
     for r in store.list_rounds(&rf)? {
         let x = &r.round;
         lines.push((
@@ -252,9 +325,17 @@ fn history(store: &Store, service: &str, limit: u32) -> anyhow::Result<String> {
             ),
         ));
     }
-    let lf = ListFilter { service: Some(service.into()), limit, ..Default::default() };
+    let lf = ListFilter {
+        service: Some(service.into()),
+        limit,
+        ..Default::default()
+    };
     for e in store.list_events(&lf)? {
-        lines.push((e.at_ms, 1, format!("event         {:<24} {}", e.kind, e.message)));
+        lines.push((
+            e.at_ms,
+            1,
+            format!("event         {:<24} {}", e.kind, e.message),
+        ));
     }
     for c in store.list_dns_changes(&lf)? {
         lines.push((
@@ -283,7 +364,10 @@ fn history(store: &Store, service: &str, limit: u32) -> anyhow::Result<String> {
 
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

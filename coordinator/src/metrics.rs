@@ -33,6 +33,13 @@ pub struct InvalidLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerifyLabel {
+    pub server: String,
+    /// `served` or `lagging`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DnsLabel {
     pub backend: String,
     pub result: String,
@@ -52,6 +59,8 @@ pub struct Metrics {
     pub invalid_votes: Family<InvalidLabel, Counter>,
     pub dns_changes: Family<DnsLabel, Counter>,
     pub dns_change_seconds: Family<DnsLabel, Histogram>,
+    pub dns_verify: Family<VerifyLabel, Counter>,
+    pub dns_verify_seconds: Family<VerifyLabel, Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,21 +90,73 @@ impl Metrics {
             votes_missing: Family::default(),
             invalid_votes: Family::default(),
             dns_changes: Family::default(),
-            dns_change_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
+            dns_verify: Family::default(),
+            dns_verify_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
+            dns_change_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
-            r.register("service_backup_active", "1 when the backup's records are active", m.backup_active.clone());
-            r.register("service_primary_up", "1 when the coordinator's own probe saw the primary up", m.primary_up.clone());
-            r.register("service_backup_up", "1 when the coordinator's own probe saw the backup up", m.backup_up.clone());
+            r.register(
+                "service_backup_active",
+                "1 when the backup's records are active",
+                m.backup_active.clone(),
+            );
+            r.register(
+                "service_primary_up",
+                "1 when the coordinator's own probe saw the primary up",
+                m.primary_up.clone(),
+            );
+            r.register(
+                "service_backup_up",
+                "1 when the coordinator's own probe saw the backup up",
+                m.backup_up.clone(),
+            );
             r.register("rounds", "decision rounds by outcome", m.rounds.clone());
             r.register("ticks", "probe intervals run", m.ticks.clone());
-            r.register("late_ticks", "probe intervals that started more than one interval late", m.late_ticks.clone());
-            r.register("vote_latency_seconds", "round-trip time of vote requests by witness", m.vote_latency.clone());
-            r.register("votes_missing", "vote requests without an answer, by witness", m.votes_missing.clone());
-            r.register("invalid_votes", "answers that failed verification, by witness and reason", m.invalid_votes.clone());
-            r.register("dns_changes", "DNS changes by backend and result", m.dns_changes.clone());
-            r.register("dns_change_seconds", "time from decision to a DNS change applied", m.dns_change_seconds.clone());
+            r.register(
+                "late_ticks",
+                "probe intervals that started more than one interval late",
+                m.late_ticks.clone(),
+            );
+            r.register(
+                "vote_latency_seconds",
+                "round-trip time of vote requests by witness",
+                m.vote_latency.clone(),
+            );
+            r.register(
+                "votes_missing",
+                "vote requests without an answer, by witness",
+                m.votes_missing.clone(),
+            );
+            r.register(
+                "invalid_votes",
+                "answers that failed verification, by witness and reason",
+                m.invalid_votes.clone(),
+            );
+            r.register(
+                "dns_changes",
+                "DNS changes by backend and result",
+                m.dns_changes.clone(),
+            );
+            r.register(
+                "dns_change_seconds",
+                "time from decision to a DNS change applied",
+                m.dns_change_seconds.clone(),
+            );
+            r.register(
+                "dns_verify",
+                "per authoritative server: did it serve a change before the verification deadline",
+                m.dns_verify.clone(),
+            );
+            r.register(
+                "dns_verify_seconds",
+                "per authoritative server: time until it served a change",
+                m.dns_verify_seconds.clone(),
+            );
         }
         m
     }

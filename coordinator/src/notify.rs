@@ -88,16 +88,21 @@ impl Notifier {
 
     /// Queues a notice; never waits.
     pub fn send(&self, n: Notice) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(n).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("notification queue full; notification dropped");
-            }
+        if let Some(tx) = &self.tx
+            && tx.try_send(n).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("notification queue full; notification dropped");
         }
     }
 }
 
-async fn send_with_retry(http: &reqwest::Client, hook: &WebhookConfig, n: &Notice, shutdown: &CancellationToken) {
+async fn send_with_retry(
+    http: &reqwest::Client,
+    hook: &WebhookConfig,
+    n: &Notice,
+    shutdown: &CancellationToken,
+) {
     let body = if hook.slack {
         serde_json::json!({ "text": n.text })
     } else {
@@ -109,7 +114,12 @@ async fn send_with_retry(http: &reqwest::Client, hook: &WebhookConfig, n: &Notic
             Ok(r) if r.status().is_success() => return,
             Ok(r) => tracing::warn!(status = %r.status(), attempt, "webhook refused notification"),
             // The URL may hold a secret: log the error kind, not the URL.
-            Err(e) => tracing::warn!(timeout = e.is_timeout(), connect = e.is_connect(), attempt, "webhook unreachable"),
+            Err(e) => tracing::warn!(
+                timeout = e.is_timeout(),
+                connect = e.is_connect(),
+                attempt,
+                "webhook unreachable"
+            ),
         }
         if attempt < ATTEMPTS {
             tokio::select! {
@@ -120,4 +130,100 @@ async fn send_with_retry(http: &reqwest::Client, hook: &WebhookConfig, n: &Notic
         }
     }
     tracing::error!(service = %n.service, kind = %n.kind, "webhook notification given up after {ATTEMPTS} attempts");
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A webhook receiver on loopback that fails its first request, then records bodies.
+    async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(AtomicU64::new(0));
+        let s2 = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let (seen, calls) = (s2.clone(), calls.clone());
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    seen.lock().unwrap().push(v);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, seen)
+    }
+
+    async fn wait_for(seen: &Mutex<Vec<serde_json::Value>>, n: usize) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = seen.lock().unwrap().clone();
+            if v.len() >= n || tokio::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn generic_and_slack_webhooks_get_the_notice_after_a_retry() {
+        shared::install_crypto_provider();
+        let (json_url, json_seen) = receiver().await;
+        let (slack_url, slack_seen) = receiver().await;
+        let sd = CancellationToken::new();
+        let n = Notifier::start(
+            vec![
+                WebhookConfig {
+                    url: json_url,
+                    slack: false,
+                },
+                WebhookConfig {
+                    url: slack_url,
+                    slack: true,
+                },
+            ],
+            sd.clone(),
+        );
+        n.send(Notice::new(
+            "www",
+            "transition",
+            "primary-active -> backup-active",
+            42,
+        ));
+        let got = wait_for(&json_seen, 1).await;
+        assert_eq!(got.len(), 1, "the generic hook got nothing after its retry");
+        assert_eq!(got[0]["service"], "www");
+        assert_eq!(got[0]["kind"], "transition");
+        assert_eq!(got[0]["at_ms"], 42);
+        let got = wait_for(&slack_seen, 1).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0],
+            serde_json::json!({"text": "[quorate] www: transition: primary-active -> backup-active"})
+        );
+        sd.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let n = Notifier::disabled();
+        n.send(Notice::new("www", "alert", "x", 1));
+        assert_eq!(n.dropped.load(Ordering::Relaxed), 0);
+        let (tx, _rx) = mpsc::channel(1);
+        let n = Notifier {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        n.send(Notice::new("www", "alert", "1", 1));
+        n.send(Notice::new("www", "alert", "2", 1));
+        assert_eq!(n.dropped.load(Ordering::Relaxed), 1);
+    }
 }

@@ -308,13 +308,21 @@ impl Store {
 
     pub fn all_states(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
         let conn = self.lock();
-        let mut st = conn
-            .prepare("SELECT service, state_json, updated_ms FROM service_state ORDER BY service")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+        let mut st = conn.prepare(
+            "SELECT service, state_json, updated_ms FROM service_state ORDER BY service",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn save_state(&self, service: &str, state_json: &str, now_ms: u64) -> Result<(), StoreError> {
+    pub fn save_state(
+        &self,
+        service: &str,
+        state_json: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         self.lock().execute(
             "INSERT INTO service_state (service, state_json, updated_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT(service) DO UPDATE SET state_json = excluded.state_json, updated_ms = excluded.updated_ms",
@@ -412,7 +420,13 @@ impl Store {
         Ok((round_id, change_id))
     }
 
-    pub fn add_event(&self, service: &str, at_ms: u64, kind: &str, message: &str) -> Result<(), StoreError> {
+    pub fn add_event(
+        &self,
+        service: &str,
+        at_ms: u64,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
         self.lock().execute(
             "INSERT INTO events (service, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)",
             params![service, at_ms as i64, kind, message],
@@ -422,7 +436,12 @@ impl Store {
 
     // ---- DNS changes ----
 
-    pub fn dns_change_attempt(&self, id: i64, now_ms: u64, error: Option<&str>) -> Result<(), StoreError> {
+    pub fn dns_change_attempt(
+        &self,
+        id: i64,
+        now_ms: u64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.lock().execute(
             "UPDATE dns_changes SET attempts = attempts + 1, last_error = ?2, updated_ms = ?3 WHERE id = ?1",
             params![id, error, now_ms as i64],
@@ -445,7 +464,11 @@ impl Store {
         Ok(())
     }
 
-    pub fn dns_change_verified(&self, id: i64, verification: &serde_json::Value) -> Result<(), StoreError> {
+    pub fn dns_change_verified(
+        &self,
+        id: i64,
+        verification: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         self.lock().execute(
             "UPDATE dns_changes SET verification_json = ?2 WHERE id = ?1",
             params![id, verification.to_string()],
@@ -454,7 +477,11 @@ impl Store {
     }
 
     pub fn pending_dns_changes(&self, service: &str) -> Result<Vec<DnsChangeRow>, StoreError> {
-        self.list_dns_changes_where("service = ?1 AND status = 'pending'", params![service], 1000)
+        self.list_dns_changes_where(
+            "service = ?1 AND status = 'pending'",
+            params![service],
+            1000,
+        )
     }
 
     pub fn dns_change(&self, id: i64) -> Result<Option<DnsChangeRow>, StoreError> {
@@ -499,8 +526,20 @@ impl Store {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, service, round_id, to_side, backend, change, status, attempts, last_error, ver, c, u) =
-                row?;
+            let (
+                id,
+                service,
+                round_id,
+                to_side,
+                backend,
+                change,
+                status,
+                attempts,
+                last_error,
+                ver,
+                c,
+                u,
+            ) = row?;
             out.push(DnsChangeRow {
                 id,
                 service,
@@ -792,8 +831,19 @@ mod tests {
         s.record_decision(&decision("www", 1, true, 3)).unwrap();
         drop(s);
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.list_rounds(&RoundFilter { limit: 10, ..Default::default() }).unwrap().len(), 1);
-        let mode: String = s.lock().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(
+            s.list_rounds(&RoundFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+            1
+        );
+        let mode: String = s
+            .lock()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
     }
 
@@ -807,7 +857,10 @@ mod tests {
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         let err = Store::open(&path).unwrap_err().to_string();
-        assert!(err.contains("newer than this build") && err.contains("h.sqlite"), "{err}");
+        assert!(
+            err.contains("newer than this build") && err.contains("h.sqlite"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -823,9 +876,14 @@ mod tests {
         let pending = s.pending_dns_changes("www").unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].id, c2.unwrap());
-        assert_eq!(s.dns_change(c1.unwrap()).unwrap().unwrap().status, "superseded");
-        s.dns_change_attempt(c2.unwrap(), 30, Some("timeout")).unwrap();
-        s.dns_change_finish(c2.unwrap(), "applied", 40, None).unwrap();
+        assert_eq!(
+            s.dns_change(c1.unwrap()).unwrap().unwrap().status,
+            "superseded"
+        );
+        s.dns_change_attempt(c2.unwrap(), 30, Some("timeout"))
+            .unwrap();
+        s.dns_change_finish(c2.unwrap(), "applied", 40, None)
+            .unwrap();
         let row = s.dns_change(c2.unwrap()).unwrap().unwrap();
         assert_eq!((row.status.as_str(), row.attempts), ("applied", 1));
         assert_eq!(row.last_error.as_deref(), Some("timeout"));
@@ -839,7 +897,14 @@ mod tests {
         // round written before it in the same transaction did not land either.
         s.lock().execute_batch("DROP TABLE dns_changes").unwrap();
         assert!(s.record_decision(&decision("www", 10, true, 3)).is_err());
-        assert!(s.list_rounds(&RoundFilter { limit: 10, ..Default::default() }).unwrap().is_empty());
+        assert!(
+            s.list_rounds(&RoundFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .is_empty()
+        );
     }
 
     /// A year of history on a compressed clock: 150 no-op rounds a day (each with three
@@ -855,10 +920,12 @@ mod tests {
         for day in 0..365u64 {
             let base = day * DAY;
             for i in 0..150u64 {
-                s.record_decision(&decision("www", base + i * 500_000, false, 3)).unwrap();
+                s.record_decision(&decision("www", base + i * 500_000, false, 3))
+                    .unwrap();
             }
             if day % 30 == 0 {
-                s.record_decision(&decision("www", base + 1, true, 3)).unwrap();
+                s.record_decision(&decision("www", base + 1, true, 3))
+                    .unwrap();
                 changing += 1;
             }
             s.apply_retention(base + DAY - 1, 90 * DAY).unwrap();
@@ -871,11 +938,20 @@ mod tests {
             "history grew from {at_120} bytes (day 120) to {at_364} bytes (day 364)"
         );
         let kept = s
-            .list_rounds(&RoundFilter { outcome: Some("failover".into()), limit: 500, ..Default::default() })
+            .list_rounds(&RoundFilter {
+                outcome: Some("failover".into()),
+                limit: 500,
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(kept.len(), changing);
         let oldest = s
-            .list_rounds(&RoundFilter { outcome: Some("disputed".into()), limit: 500, until_ms: Some(270 * DAY), ..Default::default() })
+            .list_rounds(&RoundFilter {
+                outcome: Some("disputed".into()),
+                limit: 500,
+                until_ms: Some(270 * DAY),
+                ..Default::default()
+            })
             .unwrap();
         assert!(oldest.is_empty(), "rounds older than the window survived");
     }

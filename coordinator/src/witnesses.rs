@@ -73,7 +73,9 @@ impl WitnessClient {
         }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&buf[..buf.len().min(300)]).into_owned();
-            return Err(format!("witness refused the request: HTTP {status}: {text}"));
+            return Err(format!(
+                "witness refused the request: HTTP {status}: {text}"
+            ));
         }
         Ok(buf)
     }

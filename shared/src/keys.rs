@@ -145,6 +145,7 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

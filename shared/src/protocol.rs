@@ -247,6 +247,20 @@ fn check_version(v: u32) -> Result<(), ProtocolError> {
     }
 }
 
+/// Reads only `version`, so a payload from another protocol version (which may carry fields
+/// this build does not know) is refused as `UnsupportedVersion` rather than as malformed.
+fn check_payload_version(payload: &[u8]) -> Result<(), ProtocolError> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    match serde_json::from_slice::<Versioned>(payload) {
+        Ok(v) => check_version(v.version),
+        // The full parse that follows names what is wrong.
+        Err(_) => Ok(()),
+    }
+}
+
 fn verify(
     domain: &[u8],
     key: &VerifyingKey,
@@ -313,6 +327,7 @@ pub fn open_request(
     max_skew_ms: u64,
 ) -> Result<OpenedRequest, ProtocolError> {
     let (payload, sig) = envelope.open()?;
+    check_payload_version(&payload)?;
     let request: VoteRequest = serde_json::from_slice(&payload)
         .map_err(|e| ProtocolError::Malformed(format!("vote request: {e}")))?;
     check_version(request.version)?;
@@ -320,10 +335,11 @@ pub fn open_request(
         .ok_or_else(|| ProtocolError::UnknownCoordinator(request.coordinator.clone()))?;
     verify(REQUEST_DOMAIN, &key, &request.coordinator, &payload, &sig)?;
     request.validate()?;
-    let skew_ms = request.issued_at_ms as i64 - now_ms as i64;
-    if skew_ms.unsigned_abs() > max_skew_ms {
+    // i128: `issued_at_ms` is any u64 the signer chose; i64 arithmetic would overflow.
+    let skew_ms = i128::from(request.issued_at_ms) - i128::from(now_ms);
+    if skew_ms.unsigned_abs() > u128::from(max_skew_ms) {
         return Err(ProtocolError::Stale {
-            skew_ms,
+            skew_ms: skew_ms.clamp(i64::MIN.into(), i64::MAX.into()) as i64,
             max_skew_ms,
         });
     }
@@ -364,6 +380,7 @@ pub struct Expected<'a> {
 /// by the pinned witness key, bound to this very request, for this service and round.
 pub fn open_vote(envelope: &Envelope, expected: &Expected<'_>) -> Result<Vote, ProtocolError> {
     let (payload, sig) = envelope.open()?;
+    check_payload_version(&payload)?;
     let vote: Vote = serde_json::from_slice(&payload)
         .map_err(|e| ProtocolError::Malformed(format!("vote: {e}")))?;
     check_version(vote.version)?;
@@ -454,5 +471,747 @@ impl ReplayGuard {
         entry.order.push_back((now_ms, nonce.to_string()));
         entry.set.insert(nonce.to_string());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! Every refusal has its own variant, checked exactly; the committed test vectors in
+    //! `tests/data/protocol-v1/` are reproduced byte for byte.
+
+    use super::*;
+    use crate::keys::format_public_key;
+    use crate::probe::{HttpMethod, HttpProbe, ProbeError};
+
+    /// The vectors' clock: the request was issued at this instant.
+    const ISSUED_AT_MS: u64 = 1_700_000_000_000;
+    const SKEW_MS: u64 = 30_000;
+
+    macro_rules! vector {
+        ($name:literal) => {
+            include_str!(concat!("../../tests/data/protocol-v1/", $name))
+        };
+    }
+
+    fn seed(hex_text: &str) -> SigningKey {
+        let bytes: [u8; 32] = hex::decode(hex_text.trim()).unwrap().try_into().unwrap();
+        SigningKey::from_bytes(&bytes)
+    }
+    fn coordinator_key() -> SigningKey {
+        seed(vector!("coordinator.seed.hex"))
+    }
+    fn witness_key() -> SigningKey {
+        seed(vector!("witness.seed.hex"))
+    }
+    /// Neither trusted as a coordinator nor pinned as a witness.
+    fn stranger_key() -> SigningKey {
+        SigningKey::from_bytes(&[0x03; 32])
+    }
+    fn id(key: &SigningKey) -> KeyId {
+        KeyId::of(&key.verifying_key())
+    }
+
+    fn vector_request() -> VoteRequest {
+        VoteRequest {
+            version: PROTOCOL_VERSION,
+            coordinator: id(&coordinator_key()),
+            service: "www".into(),
+            round: 7,
+            nonce: "00112233445566778899aabbccddeeff".into(),
+            issued_at_ms: ISSUED_AT_MS,
+            target: ProbeSpec::Http(HttpProbe {
+                address: "192.0.2.10:80".parse().unwrap(),
+                tls: false,
+                host: Some("www.example.test".into()),
+                path: "/".into(),
+                method: HttpMethod::Get,
+                expect_status: vec![],
+                body_contains: None,
+                tls_verify: true,
+                timeout_ms: 2000,
+            }),
+        }
+    }
+
+    fn vector_vote(hash: &RequestHash) -> Vote {
+        Vote {
+            version: PROTOCOL_VERSION,
+            witness: id(&witness_key()),
+            service: "www".into(),
+            round: 7,
+            request_hash: hash.hex(),
+            verdict: Verdict::Down,
+            evidence: Evidence {
+                probe: "http".into(),
+                latency_us: 2_000_417,
+                status: None,
+                error: Some(ProbeError::Timeout),
+                detail: Some("no response within 2000 ms".into()),
+            },
+            probed_at_ms: ISSUED_AT_MS + 2_013,
+        }
+    }
+
+    /// The witness's check, trusting only the vector coordinator key.
+    fn open_req(envelope: &Envelope, now_ms: u64) -> Result<OpenedRequest, ProtocolError> {
+        let key = coordinator_key().verifying_key();
+        let key_id = KeyId::of(&key);
+        open_request(envelope, |k| (*k == key_id).then_some(key), now_ms, SKEW_MS)
+    }
+
+    /// The coordinator's check, expecting the vector witness, service "www", round 7.
+    fn open_v(envelope: &Envelope, hash: &RequestHash) -> Result<Vote, ProtocolError> {
+        let key = witness_key().verifying_key();
+        open_vote(
+            envelope,
+            &Expected {
+                witness_key: &key,
+                request_hash: hash,
+                service: "www",
+                round: 7,
+            },
+        )
+    }
+
+    fn signed_request(edit: impl FnOnce(&mut VoteRequest)) -> (Envelope, RequestHash) {
+        let mut r = vector_request();
+        edit(&mut r);
+        r.sign(&coordinator_key())
+    }
+
+    fn vector_hash() -> RequestHash {
+        vector_request().sign(&coordinator_key()).1
+    }
+
+    fn signed_vote(edit: impl FnOnce(&mut Vote)) -> Envelope {
+        let mut v = vector_vote(&vector_hash());
+        edit(&mut v);
+        v.sign(&witness_key())
+    }
+
+    /// Replaces `from` with `to` inside the decoded payload, keeping the old signature.
+    fn tamper_payload(envelope: &Envelope, from: &str, to: &str) -> Envelope {
+        let payload = String::from_utf8(B64.decode(&envelope.payload).unwrap()).unwrap();
+        assert!(payload.contains(from), "{payload} lacks {from}");
+        Envelope {
+            payload: B64.encode(payload.replacen(from, to, 1)),
+            signature: envelope.signature.clone(),
+        }
+    }
+
+    fn flip_signature_bit(envelope: &Envelope, byte: usize) -> Envelope {
+        let mut sig = B64.decode(&envelope.signature).unwrap();
+        sig[byte] ^= 0x01;
+        Envelope {
+            payload: envelope.payload.clone(),
+            signature: B64.encode(sig),
+        }
+    }
+
+    fn malformed(r: Result<impl fmt::Debug, ProtocolError>, mentions: &str) {
+        match r {
+            Err(ProtocolError::Malformed(m)) => {
+                assert!(m.contains(mentions), "{m:?} lacks {mentions:?}")
+            }
+            other => panic!("expected malformed mentioning {mentions:?}, got {other:?}"),
+        }
+    }
+
+    // ---- round trips ----
+
+    #[test]
+    fn request_round_trips_through_the_wire() {
+        let (env, hash) = signed_request(|_| {});
+        let wire = Envelope::from_json(&env.to_json()).unwrap();
+        let opened = open_req(&wire, ISSUED_AT_MS).unwrap();
+        assert_eq!(opened.request, vector_request());
+        assert_eq!(opened.hash, hash);
+        assert_eq!(wire.request_hash().unwrap(), hash);
+    }
+
+    #[test]
+    fn vote_round_trips_through_the_wire() {
+        let hash = vector_hash();
+        let env = vector_vote(&hash).sign(&witness_key());
+        let wire = Envelope::from_json(&env.to_json()).unwrap();
+        assert_eq!(open_v(&wire, &hash).unwrap(), vector_vote(&hash));
+    }
+
+    // ---- signatures ----
+
+    #[test]
+    fn tampered_request_payload_is_a_bad_signature() {
+        let (env, _) = signed_request(|_| {});
+        let env = tamper_payload(&env, "\"round\":7", "\"round\":8");
+        assert_eq!(
+            open_req(&env, ISSUED_AT_MS).unwrap_err(),
+            ProtocolError::BadSignature(id(&coordinator_key()))
+        );
+    }
+
+    #[test]
+    fn tampered_vote_payload_is_a_bad_signature() {
+        let env = tamper_payload(&signed_vote(|_| {}), "2000417", "2000418");
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::BadSignature(id(&witness_key()))
+        );
+    }
+
+    #[test]
+    fn tampered_signatures_are_bad_signatures() {
+        let (req, _) = signed_request(|_| {});
+        let vote = signed_vote(|_| {});
+        // A bit in R (first half) and one in S (second half) of each signature.
+        for byte in [0, 40] {
+            assert_eq!(
+                open_req(&flip_signature_bit(&req, byte), ISSUED_AT_MS).unwrap_err(),
+                ProtocolError::BadSignature(id(&coordinator_key()))
+            );
+            assert_eq!(
+                open_v(&flip_signature_bit(&vote, byte), &vector_hash()).unwrap_err(),
+                ProtocolError::BadSignature(id(&witness_key()))
+            );
+        }
+    }
+
+    #[test]
+    fn request_signed_by_another_key_under_the_trusted_id_is_a_bad_signature() {
+        let (env, _) = vector_request().sign(&stranger_key());
+        assert_eq!(
+            open_req(&env, ISSUED_AT_MS).unwrap_err(),
+            ProtocolError::BadSignature(id(&coordinator_key()))
+        );
+    }
+
+    #[test]
+    fn vote_signed_by_another_key_under_the_pinned_id_is_a_bad_signature() {
+        let env = vector_vote(&vector_hash()).sign(&stranger_key());
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::BadSignature(id(&witness_key()))
+        );
+    }
+
+    #[test]
+    fn signatures_are_domain_separated() {
+        // The request's own bytes and the coordinator's own key, but under the vote domain.
+        let payload = serde_json::to_vec(&vector_request()).unwrap();
+        let env = seal(VOTE_DOMAIN, &coordinator_key(), payload);
+        assert_eq!(
+            open_req(&env, ISSUED_AT_MS).unwrap_err(),
+            ProtocolError::BadSignature(id(&coordinator_key()))
+        );
+        let payload = serde_json::to_vec(&vector_vote(&vector_hash())).unwrap();
+        let env = seal(REQUEST_DOMAIN, &witness_key(), payload);
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::BadSignature(id(&witness_key()))
+        );
+        // And one message is never mistaken for the other.
+        let (req, hash) = signed_request(|_| {});
+        malformed(open_v(&req, &hash), "vote");
+        malformed(open_req(&signed_vote(|_| {}), ISSUED_AT_MS), "vote request");
+    }
+
+    #[test]
+    fn unknown_coordinator_is_refused_before_any_signature_check() {
+        let stranger = stranger_key();
+        let (env, _) = signed_request(|r| r.coordinator = id(&stranger));
+        assert_eq!(
+            open_req(&env, ISSUED_AT_MS).unwrap_err(),
+            ProtocolError::UnknownCoordinator(id(&stranger))
+        );
+    }
+
+    // ---- freshness and replay ----
+
+    #[test]
+    fn requests_outside_the_skew_window_are_stale_both_ways() {
+        let (env, _) = signed_request(|_| {});
+        // Witness clock ahead: the request looks old.
+        assert_eq!(
+            open_req(&env, ISSUED_AT_MS + SKEW_MS + 1).unwrap_err(),
+            ProtocolError::Stale {
+                skew_ms: -(SKEW_MS as i64 + 1),
+                max_skew_ms: SKEW_MS
+            }
+        );
+        // Witness clock behind: the request comes from the future.
+        assert_eq!(
+            open_req(&env, ISSUED_AT_MS - SKEW_MS - 1).unwrap_err(),
+            ProtocolError::Stale {
+                skew_ms: SKEW_MS as i64 + 1,
+                max_skew_ms: SKEW_MS
+            }
+        );
+        // The window's edges are inside it.
+        open_req(&env, ISSUED_AT_MS + SKEW_MS).unwrap();
+        open_req(&env, ISSUED_AT_MS - SKEW_MS).unwrap();
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_an_overflow() {
+        for issued in [0, i64::MAX as u64, 1 << 63, (1 << 63) + 1, u64::MAX] {
+            let (env, _) = signed_request(|r| r.issued_at_ms = issued);
+            for now in [0, ISSUED_AT_MS, u64::MAX] {
+                match open_req(&env, now) {
+                    Err(ProtocolError::Stale {
+                        skew_ms,
+                        max_skew_ms,
+                    }) => {
+                        assert_eq!(max_skew_ms, SKEW_MS);
+                        assert_eq!(skew_ms.signum(), if issued > now { 1 } else { -1 });
+                    }
+                    Ok(_) => assert!(issued.abs_diff(now) <= SKEW_MS, "{issued} at {now}"),
+                    Err(e) => panic!("{issued} at {now}: {e}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_replayed_nonce_is_refused() {
+        let (env, _) = signed_request(|_| {});
+        let mut guard = ReplayGuard::new(2 * SKEW_MS, 100);
+        let first = open_req(&env, ISSUED_AT_MS).unwrap().request;
+        guard
+            .check_and_insert(&first.coordinator, &first.nonce, ISSUED_AT_MS)
+            .unwrap();
+        // The same envelope again, a second later: valid in itself, refused as a replay.
+        let again = open_req(&env, ISSUED_AT_MS + 1000).unwrap().request;
+        assert_eq!(
+            guard
+                .check_and_insert(&again.coordinator, &again.nonce, ISSUED_AT_MS + 1000)
+                .unwrap_err(),
+            ProtocolError::Replayed(first.nonce.clone())
+        );
+        // The same nonce from another coordinator is that coordinator's business.
+        guard
+            .check_and_insert(&id(&stranger_key()), &first.nonce, ISSUED_AT_MS + 1000)
+            .unwrap();
+    }
+
+    #[test]
+    fn replay_guard_forgets_a_nonce_only_after_its_window() {
+        let window = 2 * SKEW_MS;
+        let c = id(&coordinator_key());
+        let mut guard = ReplayGuard::new(window, 100);
+        guard.check_and_insert(&c, "n1", 1_000).unwrap();
+        assert_eq!(
+            guard
+                .check_and_insert(&c, "n1", 1_000 + window)
+                .unwrap_err(),
+            ProtocolError::Replayed("n1".into())
+        );
+        guard
+            .check_and_insert(&c, "n1", 1_000 + window + 1)
+            .unwrap();
+        assert_eq!(
+            guard
+                .check_and_insert(&c, "n1", 1_000 + window + 2)
+                .unwrap_err(),
+            ProtocolError::Replayed("n1".into())
+        );
+    }
+
+    #[test]
+    fn the_nonce_cache_spans_the_whole_acceptance_window() {
+        // Seen at the earliest moment the request is fresh, replayed at the latest: still
+        // remembered, so a 2 x skew cache closes the replay window.
+        let (env, _) = signed_request(|_| {});
+        let mut guard = ReplayGuard::new(2 * SKEW_MS, 100);
+        let (first, last) = (ISSUED_AT_MS - SKEW_MS, ISSUED_AT_MS + SKEW_MS);
+        let r = open_req(&env, first).unwrap().request;
+        guard
+            .check_and_insert(&r.coordinator, &r.nonce, first)
+            .unwrap();
+        let r = open_req(&env, last).unwrap().request;
+        assert_eq!(
+            guard
+                .check_and_insert(&r.coordinator, &r.nonce, last)
+                .unwrap_err(),
+            ProtocolError::Replayed(r.nonce.clone())
+        );
+    }
+
+    #[test]
+    fn replay_guard_is_bounded_per_key() {
+        let window = 1_000;
+        let (c, other) = (id(&coordinator_key()), id(&stranger_key()));
+        let mut guard = ReplayGuard::new(window, 3);
+        for n in ["a", "b", "c"] {
+            guard.check_and_insert(&c, n, 10).unwrap();
+        }
+        assert_eq!(
+            guard.check_and_insert(&c, "d", 20).unwrap_err(),
+            ProtocolError::Overloaded(c.clone())
+        );
+        // A replay is still reported as a replay, not hidden behind the cap.
+        assert_eq!(
+            guard.check_and_insert(&c, "a", 20).unwrap_err(),
+            ProtocolError::Replayed("a".into())
+        );
+        // Another coordinator has its own budget.
+        guard.check_and_insert(&other, "d", 20).unwrap();
+        // Once the old nonces age out, room is made again.
+        guard.check_and_insert(&c, "d", 10 + window + 1).unwrap();
+    }
+
+    // ---- votes bound to their request ----
+
+    #[test]
+    fn a_vote_for_another_request_is_refused() {
+        let (_, other_hash) =
+            signed_request(|r| r.nonce = "ffeeddccbbaa99887766554433221100".into());
+        let env = vector_vote(&other_hash).sign(&witness_key());
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::WrongRequest {
+                expected: vector_hash().hex(),
+                found: other_hash.hex()
+            }
+        );
+    }
+
+    #[test]
+    fn a_vote_from_another_witness_is_refused() {
+        let stranger = stranger_key();
+        let mut vote = vector_vote(&vector_hash());
+        vote.witness = id(&stranger);
+        let env = vote.sign(&stranger);
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::WrongWitness {
+                expected: id(&witness_key()),
+                found: id(&stranger)
+            }
+        );
+    }
+
+    #[test]
+    fn a_vote_for_another_service_or_round_is_refused() {
+        let env = signed_vote(|v| v.service = "api".into());
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::WrongRound {
+                expected: "www".into(),
+                expected_round: 7,
+                found: "api".into(),
+                found_round: 7
+            }
+        );
+        let env = signed_vote(|v| v.round = 6);
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::WrongRound {
+                expected: "www".into(),
+                expected_round: 7,
+                found: "www".into(),
+                found_round: 6
+            }
+        );
+    }
+
+    #[test]
+    fn a_verdict_contradicting_its_evidence_is_refused() {
+        let env = signed_vote(|v| v.verdict = Verdict::Up);
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::InconsistentVerdict {
+                verdict: Verdict::Up
+            }
+        );
+        let env = signed_vote(|v| v.evidence.error = None);
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::InconsistentVerdict {
+                verdict: Verdict::Down
+            }
+        );
+        // Consistent the other way round: up with no error.
+        let env = signed_vote(|v| {
+            v.verdict = Verdict::Up;
+            v.evidence.error = None;
+            v.evidence.status = Some(200);
+        });
+        assert_eq!(open_v(&env, &vector_hash()).unwrap().verdict, Verdict::Up);
+    }
+
+    // ---- versions ----
+
+    #[test]
+    fn other_protocol_versions_are_unsupported() {
+        for version in [0, 2, u32::MAX] {
+            let (env, _) = signed_request(|r| r.version = version);
+            assert_eq!(
+                open_req(&env, ISSUED_AT_MS).unwrap_err(),
+                ProtocolError::UnsupportedVersion { found: version }
+            );
+            let env = signed_vote(|v| v.version = version);
+            assert_eq!(
+                open_v(&env, &vector_hash()).unwrap_err(),
+                ProtocolError::UnsupportedVersion { found: version }
+            );
+        }
+    }
+
+    #[test]
+    fn a_newer_version_with_new_fields_is_unsupported_not_malformed() {
+        let mut v = serde_json::to_value(vector_request()).unwrap();
+        v["version"] = 2.into();
+        v["priority"] = "high".into();
+        let env = seal(
+            REQUEST_DOMAIN,
+            &coordinator_key(),
+            serde_json::to_vec(&v).unwrap(),
+        );
+        assert_eq!(
+            open_req(&env, ISSUED_AT_MS).unwrap_err(),
+            ProtocolError::UnsupportedVersion { found: 2 }
+        );
+        let mut v = serde_json::to_value(vector_vote(&vector_hash())).unwrap();
+        v["version"] = 2.into();
+        v["region"] = "eu".into();
+        let env = seal(VOTE_DOMAIN, &witness_key(), serde_json::to_vec(&v).unwrap());
+        assert_eq!(
+            open_v(&env, &vector_hash()).unwrap_err(),
+            ProtocolError::UnsupportedVersion { found: 2 }
+        );
+    }
+
+    // ---- malformed input ----
+
+    #[test]
+    fn malformed_envelopes_are_refused_with_the_reason() {
+        malformed(Envelope::from_json(b"not json"), "envelope");
+        malformed(Envelope::from_json(b"{\"payload\":\"\"}"), "signature");
+        malformed(
+            Envelope::from_json(b"{\"payload\":\"\",\"signature\":\"\",\"x\":1}"),
+            "unknown field",
+        );
+        let (good, hash) = signed_request(|_| {});
+        let bad_payload = Envelope {
+            payload: "!!!".into(),
+            signature: good.signature.clone(),
+        };
+        malformed(
+            open_req(&bad_payload, ISSUED_AT_MS),
+            "payload is not base64",
+        );
+        malformed(open_v(&bad_payload, &hash), "payload is not base64");
+        malformed(bad_payload.request_hash(), "payload is not base64");
+        let bad_sig = Envelope {
+            payload: good.payload.clone(),
+            signature: "%%%".into(),
+        };
+        malformed(open_req(&bad_sig, ISSUED_AT_MS), "signature is not base64");
+        let short_sig = Envelope {
+            payload: good.payload.clone(),
+            signature: B64.encode([0u8; 63]),
+        };
+        malformed(open_req(&short_sig, ISSUED_AT_MS), "63 bytes, expected 64");
+        malformed(open_v(&short_sig, &hash), "63 bytes, expected 64");
+    }
+
+    #[test]
+    fn malformed_payloads_are_refused_even_when_signed() {
+        let key = coordinator_key();
+        let sealed = |bytes: &[u8]| seal(REQUEST_DOMAIN, &key, bytes.to_vec());
+        malformed(open_req(&sealed(b"\xff\xfe"), ISSUED_AT_MS), "vote request");
+        malformed(open_req(&sealed(b"[1,2]"), ISSUED_AT_MS), "vote request");
+        let mut v = serde_json::to_value(vector_request()).unwrap();
+        v["extra"] = 1.into();
+        malformed(
+            open_req(&sealed(&serde_json::to_vec(&v).unwrap()), ISSUED_AT_MS),
+            "unknown field `extra`",
+        );
+        let mut v = serde_json::to_value(vector_request()).unwrap();
+        v.as_object_mut().unwrap().remove("nonce");
+        malformed(
+            open_req(&sealed(&serde_json::to_vec(&v).unwrap()), ISSUED_AT_MS),
+            "missing field `nonce`",
+        );
+        let mut v = serde_json::to_value(vector_request()).unwrap();
+        v["target"]["port"] = 80.into();
+        malformed(
+            open_req(&sealed(&serde_json::to_vec(&v).unwrap()), ISSUED_AT_MS),
+            "unknown field `port`",
+        );
+        let mut v = serde_json::to_value(vector_request()).unwrap();
+        v["target"]["kind"] = "ftp".into();
+        malformed(
+            open_req(&sealed(&serde_json::to_vec(&v).unwrap()), ISSUED_AT_MS),
+            "ftp",
+        );
+    }
+
+    #[test]
+    fn signed_requests_with_out_of_bounds_fields_are_malformed() {
+        type Edit = fn(&mut VoteRequest);
+        let cases: [(&str, Edit); 6] = [
+            ("nonce", |r| r.nonce = "0011".into()),
+            ("nonce", |r| {
+                r.nonce = "zz112233445566778899aabbccddeeff".into()
+            }),
+            ("service", |r| r.service = String::new()),
+            ("service", |r| r.service = "www/../etc".into()),
+            ("service", |r| r.service = "s".repeat(MAX_SERVICE_LEN + 1)),
+            ("target: timeout_ms", |r| {
+                if let ProbeSpec::Http(h) = &mut r.target {
+                    h.timeout_ms = 0;
+                }
+            }),
+        ];
+        for (field, edit) in cases {
+            let (env, _) = signed_request(edit);
+            malformed(open_req(&env, ISSUED_AT_MS), field);
+        }
+        // The longest service name allowed is allowed.
+        let (env, _) = signed_request(|r| r.service = "s".repeat(MAX_SERVICE_LEN));
+        open_req(&env, ISSUED_AT_MS).unwrap();
+    }
+
+    #[test]
+    fn oversized_envelopes_are_refused_before_parsing() {
+        let too_big = vec![b' '; MAX_ENVELOPE_BYTES + 1];
+        malformed(Envelope::from_json(&too_big), "limit is 16384");
+        // Exactly at the limit is parsed (white space padding is valid JSON).
+        let mut at_limit = signed_request(|_| {}).0.to_json();
+        at_limit.resize(MAX_ENVELOPE_BYTES, b' ');
+        let env = Envelope::from_json(&at_limit).unwrap();
+        open_req(&env, ISSUED_AT_MS).unwrap();
+    }
+
+    #[test]
+    fn error_codes_are_distinct_and_documented() {
+        let k = KeyId("k".into());
+        let all = [
+            ProtocolError::Malformed(String::new()),
+            ProtocolError::UnsupportedVersion { found: 2 },
+            ProtocolError::UnknownCoordinator(k.clone()),
+            ProtocolError::BadSignature(k.clone()),
+            ProtocolError::Stale {
+                skew_ms: 0,
+                max_skew_ms: 0,
+            },
+            ProtocolError::Replayed(String::new()),
+            ProtocolError::WrongWitness {
+                expected: k.clone(),
+                found: k.clone(),
+            },
+            ProtocolError::WrongRequest {
+                expected: String::new(),
+                found: String::new(),
+            },
+            ProtocolError::WrongRound {
+                expected: String::new(),
+                expected_round: 0,
+                found: String::new(),
+                found_round: 0,
+            },
+            ProtocolError::InconsistentVerdict {
+                verdict: Verdict::Up,
+            },
+            ProtocolError::Overloaded(k),
+        ];
+        let codes: std::collections::HashSet<_> = all.iter().map(|e| e.code()).collect();
+        assert_eq!(codes.len(), all.len());
+        let doc = include_str!("../../docs/protocol.md");
+        for code in codes {
+            assert!(
+                doc.contains(&format!("`{code}`")),
+                "docs/protocol.md lacks `{code}`"
+            );
+        }
+    }
+
+    // ---- the committed test vectors ----
+
+    fn hex_file(text: &str) -> Vec<u8> {
+        hex::decode(text.trim()).unwrap()
+    }
+
+    #[test]
+    fn vector_keys_match_their_public_forms() {
+        assert_eq!(hex_file(vector!("coordinator.seed.hex")), [0x01; 32]);
+        assert_eq!(hex_file(vector!("witness.seed.hex")), [0x02; 32]);
+        assert_eq!(
+            format_public_key(&coordinator_key().verifying_key()),
+            vector!("coordinator.public.txt").trim()
+        );
+        assert_eq!(
+            format_public_key(&witness_key().verifying_key()),
+            vector!("witness.public.txt").trim()
+        );
+    }
+
+    #[test]
+    fn request_vector_is_reproduced_byte_for_byte() {
+        let payload = vector!("request.payload.json").as_bytes();
+        assert_eq!(serde_json::to_vec(&vector_request()).unwrap(), payload);
+        let signed = hex_file(vector!("request.signed-bytes.hex"));
+        assert_eq!(signed, signed_bytes(REQUEST_DOMAIN, payload));
+        assert_eq!(&signed[..REQUEST_DOMAIN.len()], REQUEST_DOMAIN);
+
+        let committed = Envelope::from_json(vector!("request.envelope.json").as_bytes()).unwrap();
+        let (now, hash) = vector_request().sign(&coordinator_key());
+        // ed25519 is deterministic: the same key and bytes give the same signature.
+        assert_eq!(now, committed);
+        assert_eq!(now.to_json(), vector!("request.envelope.json").as_bytes());
+        assert_eq!(B64.decode(&committed.payload).unwrap(), payload);
+        assert_eq!(hash.hex(), vector!("request.hash.hex").trim());
+        assert_eq!(
+            hex::encode(Sha256::digest(&signed)),
+            vector!("request.hash.hex").trim()
+        );
+
+        let opened = open_req(&committed, ISSUED_AT_MS).unwrap();
+        assert_eq!(opened.request, vector_request());
+        assert_eq!(opened.hash, hash);
+    }
+
+    #[test]
+    fn vote_vector_is_reproduced_byte_for_byte() {
+        let hash = RequestHash(hex_file(vector!("request.hash.hex")).try_into().unwrap());
+        let payload = vector!("vote.payload.json").as_bytes();
+        assert_eq!(serde_json::to_vec(&vector_vote(&hash)).unwrap(), payload);
+        assert_eq!(
+            hex_file(vector!("vote.signed-bytes.hex")),
+            signed_bytes(VOTE_DOMAIN, payload)
+        );
+        let committed = Envelope::from_json(vector!("vote.envelope.json").as_bytes()).unwrap();
+        let now = vector_vote(&hash).sign(&witness_key());
+        assert_eq!(now, committed);
+        assert_eq!(now.to_json(), vector!("vote.envelope.json").as_bytes());
+        assert_eq!(B64.decode(&committed.payload).unwrap(), payload);
+        assert_eq!(open_v(&committed, &hash).unwrap(), vector_vote(&hash));
+    }
+
+    #[test]
+    fn the_protocol_doc_quotes_the_vectors() {
+        use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+        let doc = include_str!("../../docs/protocol.md");
+        let pem = coordinator_key()
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap();
+        for quoted in [
+            vector!("coordinator.public.txt").trim(),
+            vector!("witness.public.txt").trim(),
+            &id(&coordinator_key()).0,
+            &id(&witness_key()).0,
+            vector!("request.payload.json"),
+            vector!("request.envelope.json"),
+            vector!("request.hash.hex").trim(),
+            vector!("vote.payload.json"),
+            vector!("vote.envelope.json"),
+            pem.as_str().trim(),
+        ] {
+            assert!(
+                doc.contains(quoted),
+                "docs/protocol.md does not quote {quoted}"
+            );
+        }
     }
 }

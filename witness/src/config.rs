@@ -355,7 +355,7 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .find(|o| o.id == tc.id || o.name == tc.name)
         {
             return Err(invalid(
-                &format!("{key_name}"),
+                &key_name,
                 format!("duplicates coordinator {:?} (same name or key)", dup.name),
             ));
         }

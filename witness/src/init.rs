@@ -273,6 +273,16 @@ fn config_text(
 }
 
 impl InitOutput {
+    /// A name for the coordinator's `[[witness]]` entry: the first DNS name of the
+    /// certificate, else `witness-` and the start of the key id.
+    pub fn suggested_name(&self) -> String {
+        self.cert_names
+            .iter()
+            .find(|n| n.parse::<std::net::IpAddr>().is_err() && n.as_str() != "localhost")
+            .cloned()
+            .unwrap_or_else(|| format!("witness-{}", &self.key_id[..8.min(self.key_id.len())]))
+    }
+
     /// What to tell the operator: the identity block for coordinators and next steps.
     pub fn instructions(&self) -> String {
         let host = self
@@ -294,7 +304,7 @@ impl InitOutput {
             self.key_file.display(),
             self.cert_file.display(),
             self.tls_key_file.display(),
-            host.trim_matches(['[', ']']),
+            self.suggested_name(),
             self.public_key,
             self.cert_sha256,
         );

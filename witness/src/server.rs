@@ -5,6 +5,23 @@
 //! envelope parsing, protocol version, trusted coordinator, signature and freshness (400,
 //! 403, 401), the per-coordinator rate limit (429), replay (409), and the allowlist (403).
 //! Only then is the target probed. No probe is ever made for a refused request.
+//!
+//! Refusals are JSON `{"error": "<code>", "reason": "<text>"}`:
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 400 | `malformed` | not JSON, not an envelope, bad base64, bad fields, target out of bounds |
+//! | 400 | `unsupported_version` | payload `version` is not 1 |
+//! | 400 | `stale` | `issued_at_ms` further than `max_skew` from the witness's clock (a clock problem, not a conflict) |
+//! | 401 | `bad_signature` | the signature does not verify with the named coordinator's key (authentication failed) |
+//! | 403 | `unknown_coordinator` | the named coordinator key is not trusted here |
+//! | 403 | `target_not_allowed` | the target is outside this witness's allowlist (nothing probed) |
+//! | 408 | `read_timeout` | the body did not arrive within `read_timeout` |
+//! | 409 | `replayed` | the nonce was already used within the replay window |
+//! | 413 | `body_too_large` | the body exceeds `max_body_bytes` |
+//! | 429 | `rate_limited` | the coordinator exceeds its rate (counted after the signature verifies) |
+//! | 429 | `overloaded` | the replay cache for that coordinator is full |
+//! | 503 | `busy` | all `max_concurrent` slots are in use (no queue) |
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -232,7 +249,14 @@ async fn vote(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body
         }
         Err(r) => {
             state.metrics.outcome(r.code);
-            tracing::warn!(status = r.status.as_u16(), code = r.code, reason = %r.reason, "vote request refused");
+            if r.status == StatusCode::TOO_MANY_REQUESTS
+                || r.status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                // Load shedding: counted in metrics, not worth a log line each.
+                tracing::debug!(code = r.code, reason = %r.reason, "vote request shed");
+            } else {
+                tracing::warn!(status = r.status.as_u16(), code = r.code, reason = %r.reason, "vote request refused");
+            }
             r.into_response()
         }
     }

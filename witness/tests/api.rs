@@ -523,3 +523,28 @@ async fn identity_health_and_metrics() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_body_that_never_finishes_times_out_with_408() {
+    let limits = Limits {
+        read_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let h = harness(vec![allow("127.0.0.1/32", &[80])], limits);
+    let first: Result<bytes::Bytes, std::io::Error> =
+        Ok(bytes::Bytes::from_static(b"{\"payload\":"));
+    let stalled = futures::StreamExt::chain(
+        futures::stream::iter(vec![first]),
+        futures::stream::pending(),
+    );
+    let req = Request::post("/v1/vote")
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    let started = Instant::now();
+    assert_refused(
+        send(&h.app, req).await,
+        StatusCode::REQUEST_TIMEOUT,
+        "read_timeout",
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

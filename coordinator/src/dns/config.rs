@@ -26,15 +26,24 @@ impl<'de> Deserialize<'de> for RawDns {
         let kind = match t.remove("type") {
             Some(toml::Value::String(s)) => s,
             Some(_) => return Err(D::Error::custom("dns.type: expected a string")),
-            None => return Err(D::Error::custom(
-                "dns.type: missing; expected one of \"builtin\", \"rfc2136\", \"powerdns\", \"virtualmin\", \"exec\", \"dryrun\"",
-            )),
+            None => {
+                return Err(D::Error::custom(
+                    "dns.type: missing; expected one of \"builtin\", \"rfc2136\", \"powerdns\", \"virtualmin\", \"exec\", \"dryrun\"",
+                ));
+            }
         };
         let verify = match t.remove("verify") {
-            Some(v) => Some(RawVerify::deserialize(v).map_err(|e| D::Error::custom(format!("dns.verify: {e}")))?),
+            Some(v) => Some(
+                RawVerify::deserialize(v)
+                    .map_err(|e| D::Error::custom(format!("dns.verify: {e}")))?,
+            ),
             None => None,
         };
-        Ok(RawDns { kind, verify, rest: t })
+        Ok(RawDns {
+            kind,
+            verify,
+            rest: t,
+        })
     }
 }
 
@@ -64,6 +73,7 @@ pub struct DnsConfig {
 impl BackendConfig {
     pub fn kind(&self) -> &'static str {
         match self {
+            BackendConfig::Builtin(_) => "builtin",
             BackendConfig::Rfc2136(_) => "rfc2136",
             BackendConfig::Powerdns(_) => "powerdns",
             BackendConfig::Virtualmin(_) => "virtualmin",
@@ -79,6 +89,8 @@ impl DnsConfig {
     pub fn default_verify_servers(&self) -> Vec<SocketAddr> {
         match &self.backend {
             BackendConfig::Rfc2136(c) => vec![c.server],
+            // The built-in server answers from memory: nothing to wait for.
+            BackendConfig::Builtin(_) => Vec::new(),
             _ => Vec::new(),
         }
     }
@@ -94,7 +106,10 @@ pub fn validate(raw: &RawDns, e: &mut Errors, _base: &Path) -> Option<DnsConfig>
                 Ok(a) => verify_servers.push(a),
                 Err(_) => {
                     ok = false;
-                    e.push(&format!("dns.verify.servers[{i}]"), format!("expected an address like \"192.0.2.53:53\", got {s:?}"));
+                    e.push(
+                        &format!("dns.verify.servers[{i}]"),
+                        format!("expected an address like \"192.0.2.53:53\", got {s:?}"),
+                    );
                 }
             }
         }
@@ -119,14 +134,53 @@ pub fn validate(raw: &RawDns, e: &mut Errors, _base: &Path) -> Option<DnsConfig>
         e.push("dns", m);
         ok = false;
     }
-    ok.then_some(DnsConfig { backend, verify_servers, verify_timeout })
+    ok.then_some(DnsConfig {
+        backend,
+        verify_servers,
+        verify_timeout,
+    })
 }
 
-/// Builds the configured backend and starts whatever it needs to run.
+/// Builds the configured backend and starts whatever it needs to run: the built-in server
+/// binds its sockets here and starts serving the records of each service's persisted side,
+/// so a restart never serves stale answers.
 pub async fn start_backend(
     config: &crate::config::Config,
-    _tasks: &tokio_util::task::TaskTracker,
-    _shutdown: tokio_util::sync::CancellationToken,
+    store: &crate::store::Store,
+    tasks: &tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<std::sync::Arc<dyn super::DnsBackend>, String> {
-    super::build_backend(&config.dns.backend)
+    let BackendConfig::Builtin(raw) = &config.dns.backend else {
+        return super::build_backend(&config.dns.backend);
+    };
+    use super::builtin;
+    let built = raw.build().map_err(|e| e.to_string())?;
+    let mut sets = Vec::new();
+    for svc in &config.services {
+        let stored = store.load_state(&svc.name).map_err(|e| e.to_string())?;
+        let side = match stored {
+            Some(json) => {
+                serde_json::from_str::<crate::failover::State>(&json)
+                    .map_err(|e| format!("service {}: stored state unreadable: {e}", svc.name))?
+                    .active
+            }
+            None => crate::failover::Side::Primary,
+        };
+        sets.extend(svc.records_for(side));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let listen = built.listen.clone();
+    let server = std::sync::Arc::new(
+        builtin::Builtin::new(built, sets, builtin::resume_serial(None, now))
+            .map_err(|e| e.to_string())?,
+    );
+    let (udp, tcp) = builtin::bind(&listen)
+        .await
+        .map_err(|e| format!("builtin: cannot listen on {listen:?}: {e}"))?;
+    tracing::info!(?listen, "built-in DNS server listening");
+    tasks.spawn(server.clone().serve(udp, tcp, shutdown));
+    Ok(server)
 }

@@ -1,8 +1,307 @@
-//! placeholder
+//! The exec backend: runs an operator's command (argument array, no shell) with the change as
+//! JSON on stdin and in environment variables. Exit 0 = applied, 75 (EX_TEMPFAIL) = try again
+//! later, anything else = rejected. A command that outlives the timeout is killed.
+//!
+//! Reading back (`current`) needs an optional `current_command`: it gets the wanted RRsets as
+//! JSON on stdin and prints the served ones as JSON on stdout. Without it `current` returns a
+//! `Rejected` error saying so, and no conflict check is done before `apply` (the coordinator's
+//! DNS verification still sees what is served).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::process::Command;
+
+use super::{Change, DnsBackend, DnsError, Precheck, RecordSet, precheck};
+
+/// Exit status meaning "temporary failure, retry" (sysexits.h EX_TEMPFAIL).
+pub const EX_TEMPFAIL: i32 = 75;
+/// Bytes of stderr kept for an error message.
+const STDERR_KEEP: usize = 2048;
+/// Bytes of stdout accepted from `current_command`.
+const STDOUT_KEEP: usize = 1 << 20;
+
+/// `[dns] type = "exec"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {}
-pub fn build(_c: &Config) -> Result<super::dryrun::DryRun, String> {
-    todo!()
+pub struct Config {
+    /// `["/usr/local/bin/update-dns", "--zone", "example.com"]`: absolute path, then arguments.
+    pub command: Vec<String>,
+    /// Optional reader: prints the served RRsets as JSON.
+    #[serde(default)]
+    pub current_command: Option<Vec<String>>,
+    /// Time allowed per run, e.g. `"30s"` (default).
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "super::duration_str::deserialize"
+    )]
+    pub timeout: Duration,
+    /// With a `current_command`: skip the conflict check before applying.
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Clone)]
+pub struct Exec {
+    command: Vec<String>,
+    current_command: Option<Vec<String>>,
+    timeout: Duration,
+    force: bool,
+}
+
+impl fmt::Debug for Exec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exec")
+            .field("command", &self.command)
+            .field("current_command", &self.current_command)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn check_command(key: &str, cmd: &[String]) -> Result<(), String> {
+    let Some(first) = cmd.first() else {
+        return Err(format!(
+            "{key}: expected a non-empty array like [\"/usr/local/bin/update-dns\", \"arg\"]"
+        ));
+    };
+    let path = Path::new(first);
+    if !path.is_absolute() {
+        return Err(format!(
+            "{key}: expected an absolute path as the first element, got {first:?}"
+        ));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| format!("{key}: {first}: {e}"))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{key}: {first}: expected an executable file"));
+    }
+    Ok(())
+}
+
+pub fn build(config: &Config) -> Result<Exec, String> {
+    check_command("command", &config.command)?;
+    if let Some(c) = &config.current_command {
+        check_command("current_command", c)?;
+    }
+    Ok(Exec {
+        command: config.command.clone(),
+        current_command: config.current_command.clone(),
+        timeout: config.timeout,
+        force: config.force,
+    })
+}
+
+/// What a finished command left behind.
+struct Finished {
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Reads everything (so the child never blocks on a full pipe) but keeps only `keep` bytes.
+async fn read_bounded<R: AsyncRead + Unpin>(mut r: R, keep: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = keep.saturating_sub(out.len());
+                out.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    out
+}
+
+fn addrs_text(sets: &[RecordSet]) -> String {
+    let mut all: Vec<String> = Vec::new();
+    for s in sets {
+        for a in &s.addrs {
+            let t = a.to_string();
+            if !all.contains(&t) {
+                all.push(t);
+            }
+        }
+    }
+    all.join(" ")
+}
+
+impl Exec {
+    async fn run(
+        &self,
+        cmd: &[String],
+        stdin: Vec<u8>,
+        env: Vec<(&str, String)>,
+    ) -> Result<Finished, DnsError> {
+        let program = PathBuf::from(&cmd[0]);
+        let mut child = Command::new(&program)
+            .args(&cmd[1..])
+            .envs(env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| DnsError::Rejected(format!("cannot run {}: {e}", program.display())))?;
+        let mut child_in = child.stdin.take();
+        let out = child.stdout.take();
+        let err = child.stderr.take();
+        let work = async {
+            let write = async {
+                if let Some(mut w) = child_in.take() {
+                    // A command that does not read its stdin closes the pipe: not an error.
+                    let _ = w.write_all(&stdin).await;
+                    let _ = w.shutdown().await;
+                }
+            };
+            let read_out = async {
+                match out {
+                    Some(o) => read_bounded(o, STDOUT_KEEP).await,
+                    None => Vec::new(),
+                }
+            };
+            let read_err = async {
+                match err {
+                    Some(e) => read_bounded(e, STDERR_KEEP).await,
+                    None => Vec::new(),
+                }
+            };
+            let ((), stdout, stderr) = tokio::join!(write, read_out, read_err);
+            let status = child.wait().await;
+            (status, stdout, stderr)
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok((status, stdout, stderr)) => {
+                let status = status.map_err(|e| {
+                    DnsError::Transient(format!("waiting for {}: {e}", program.display()))
+                })?;
+                Ok(Finished {
+                    code: status.code(),
+                    stdout,
+                    stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+                })
+            }
+            Err(_) => {
+                // Kill it and reap it (kill_on_drop would also kill it if this were skipped).
+                let _ = child.kill().await;
+                Err(DnsError::Transient(format!(
+                    "{} did not finish within {:?} and was killed",
+                    program.display(),
+                    self.timeout
+                )))
+            }
+        }
+    }
+
+    fn judge(program: &str, f: &Finished) -> Result<(), DnsError> {
+        let detail = if f.stderr.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", f.stderr)
+        };
+        match f.code {
+            Some(0) => Ok(()),
+            Some(EX_TEMPFAIL) => Err(DnsError::Transient(format!(
+                "{program} exited with status 75 (temporary failure){detail}"
+            ))),
+            Some(c) => Err(DnsError::Rejected(format!(
+                "{program} exited with status {c}{detail}"
+            ))),
+            None => Err(DnsError::Rejected(format!(
+                "{program} was killed by a signal{detail}"
+            ))),
+        }
+    }
+
+    async fn read_current(
+        &self,
+        zone: &str,
+        like: &[RecordSet],
+    ) -> Result<Vec<RecordSet>, DnsError> {
+        let Some(cmd) = &self.current_command else {
+            return Err(DnsError::Rejected(
+                "the exec backend has no current_command, so what is served cannot be read back"
+                    .into(),
+            ));
+        };
+        let input = serde_json::to_vec(like)
+            .map_err(|e| DnsError::Rejected(format!("cannot encode the query: {e}")))?;
+        let f = self
+            .run(cmd, input, vec![("QUORATE_ZONE", zone.to_string())])
+            .await?;
+        Self::judge(&cmd[0], &f)?;
+        let served: Vec<RecordSet> = serde_json::from_slice(&f.stdout).map_err(|e| {
+            DnsError::Rejected(format!(
+                "{}: expected a JSON array of {{\"name\",\"rtype\",\"ttl\",\"addrs\"}} on stdout ({e})",
+                cmd[0]
+            ))
+        })?;
+        Ok(like
+            .iter()
+            .map(|l| {
+                served
+                    .iter()
+                    .find(|s| s.same_key(l))
+                    .map(|s| RecordSet::new(l.name.clone(), l.rtype, s.ttl, s.addrs.clone()))
+                    .unwrap_or_else(|| RecordSet::new(l.name.clone(), l.rtype, 0, Vec::new()))
+            })
+            .collect())
+    }
+
+    async fn apply_change(&self, change: &Change) -> Result<(), DnsError> {
+        change.validate()?;
+        if self.current_command.is_some() && !self.force {
+            let now = self.read_current(&change.zone, &change.from).await?;
+            if precheck(change, &now, false)? == Precheck::AlreadyApplied {
+                return Ok(());
+            }
+        }
+        let json = serde_json::to_string(change)
+            .map_err(|e| DnsError::Rejected(format!("cannot encode the change: {e}")))?;
+        let env = vec![
+            ("QUORATE_ZONE", change.zone.clone()),
+            ("QUORATE_CHANGE_JSON", json.clone()),
+            ("QUORATE_FROM_ADDRS", addrs_text(&change.from)),
+            ("QUORATE_TO_ADDRS", addrs_text(&change.to)),
+            (
+                "QUORATE_TTL",
+                change
+                    .to
+                    .first()
+                    .map(|s| s.ttl.to_string())
+                    .unwrap_or_default(),
+            ),
+        ];
+        let f = self.run(&self.command, json.into_bytes(), env).await?;
+        Self::judge(&self.command[0], &f)
+    }
+}
+
+impl DnsBackend for Exec {
+    fn kind(&self) -> &'static str {
+        "exec"
+    }
+
+    fn current<'a>(
+        &'a self,
+        zone: &'a str,
+        like: &'a [RecordSet],
+    ) -> BoxFuture<'a, Result<Vec<RecordSet>, DnsError>> {
+        Box::pin(self.read_current(zone, like))
+    }
+
+    fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(self.apply_change(change))
+    }
 }

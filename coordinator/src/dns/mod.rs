@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+pub mod builtin;
+
 /// A/AAAA only: the records a failover switches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RecordType {
@@ -63,9 +65,14 @@ impl RecordSet {
         }
     }
 
-    /// Same name and type (the RRset's identity).
+    /// Same name and type (the RRset's identity); names compare without case and with or
+    /// without the trailing dot.
     pub fn same_key(&self, other: &RecordSet) -> bool {
-        self.name.eq_ignore_ascii_case(&other.name) && self.rtype == other.rtype
+        self.rtype == other.rtype
+            && self
+                .name
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(other.name.trim_end_matches('.'))
     }
 }
 
@@ -156,6 +163,7 @@ pub mod virtualmin;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
+    Builtin(builtin::Config),
     Rfc2136(rfc2136::Config),
     Powerdns(powerdns::Config),
     Virtualmin(virtualmin::Config),
@@ -167,6 +175,12 @@ pub enum BackendConfig {
 /// Errors name the key and what was expected.
 pub fn build_backend(config: &BackendConfig) -> Result<std::sync::Arc<dyn DnsBackend>, String> {
     Ok(match config {
+        BackendConfig::Builtin(c) => {
+            let built = c.build().map_err(|e| e.to_string())?;
+            std::sync::Arc::new(
+                builtin::Builtin::new(built, Vec::new(), 1).map_err(|e| e.to_string())?,
+            )
+        }
         BackendConfig::Rfc2136(c) => std::sync::Arc::new(rfc2136::build(c)?),
         BackendConfig::Powerdns(c) => std::sync::Arc::new(powerdns::build(c)?),
         BackendConfig::Virtualmin(c) => std::sync::Arc::new(virtualmin::build(c)?),
@@ -333,5 +347,141 @@ pub mod duration_str {
             return Err(serde::de::Error::custom("expected a duration above zero"));
         }
         Ok(dur)
+    }
+}
+
+/// An HTTP request that got no answer: a certificate the client does not trust is an
+/// authentication failure (retrying will not help, and it may be someone in the middle);
+/// anything else (refused, timed out, reset) is transient.
+pub(crate) fn http_error(what: &str, e: reqwest::Error) -> DnsError {
+    let mut chain = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("cert_sha256") {
+        DnsError::Auth(format!("{what}: server certificate not trusted: {chain}"))
+    } else {
+        DnsError::Transient(format!("{what}: {chain}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn set(name: &str, rtype: RecordType, ttl: u32, addrs: &[&str]) -> RecordSet {
+        RecordSet::new(
+            name,
+            rtype,
+            ttl,
+            addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        )
+    }
+
+    #[test]
+    fn backend_config_from_toml() {
+        let c: BackendConfig = toml::from_str(
+            r#"type = "rfc2136"
+server = "192.0.2.53:53"
+zone = "example.com."
+tsig_key_name = "quorate"
+tsig_algorithm = "hmac-sha512"
+tsig_secret_file = "/etc/quorate/tsig.secret"
+timeout = "3s"
+"#,
+        )
+        .unwrap();
+        match c {
+            BackendConfig::Rfc2136(r) => {
+                assert_eq!(r.tsig_algorithm, rfc2136::TsigAlg::HmacSha512);
+                assert_eq!(r.timeout, std::time::Duration::from_secs(3));
+                assert!(!r.force);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = toml::from_str::<BackendConfig>(
+            "type = \"powerdns\"\nurl = \"http://x\"\nzone = \"z.\"\napi_key_file = \"/k\"\napi_key = \"inline\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("api_key"), "{err}");
+        let err = toml::from_str::<BackendConfig>("type = \"route66\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("route66"), "{err}");
+        let err = toml::from_str::<BackendConfig>(
+            "type = \"exec\"\ncommand = [\"/bin/true\"]\ntimeout = \"soon\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("duration"), "{err}");
+        assert!(matches!(
+            toml::from_str::<BackendConfig>("type = \"dryrun\"\n").unwrap(),
+            BackendConfig::Dryrun(_)
+        ));
+    }
+
+    #[test]
+    fn change_validation() {
+        let ok = Change {
+            zone: "example.test.".into(),
+            from: vec![set("www.example.test.", RecordType::A, 300, &["192.0.2.1"])],
+            to: vec![set("WWW.example.test", RecordType::A, 60, &["192.0.2.2"])],
+        };
+        ok.validate().unwrap();
+        let mut outside = ok.clone();
+        outside.to[0].name = "www.example.org.".into();
+        outside.from[0].name = "www.example.org.".into();
+        assert!(
+            matches!(outside.validate(), Err(DnsError::Rejected(t)) if t.contains("not inside zone"))
+        );
+        let mut wrong_family = ok.clone();
+        wrong_family.to[0].addrs = vec!["2001:db8::1".parse().unwrap()];
+        assert!(wrong_family.validate().is_err());
+        let mut mismatched = ok.clone();
+        mismatched.to[0].rtype = RecordType::AAAA;
+        mismatched.to[0].addrs.clear();
+        assert!(mismatched.validate().is_err());
+        assert!(name_in_zone("example.test.", "example.test"));
+        assert!(!name_in_zone("badexample.test.", "example.test."));
+    }
+
+    #[test]
+    fn precheck_outcomes() {
+        let c = Change {
+            zone: "example.test.".into(),
+            from: vec![set("www.example.test.", RecordType::A, 300, &["192.0.2.1"])],
+            to: vec![set("www.example.test.", RecordType::A, 60, &["192.0.2.2"])],
+        };
+        // TTL differences do not make a conflict; addresses do.
+        let served = vec![set("www.example.test.", RecordType::A, 120, &["192.0.2.1"])];
+        assert_eq!(precheck(&c, &served, false).unwrap(), Precheck::Proceed);
+        assert_eq!(
+            precheck(&c, &c.to, false).unwrap(),
+            Precheck::AlreadyApplied
+        );
+        let other = vec![set(
+            "www.example.test.",
+            RecordType::A,
+            300,
+            &["203.0.113.1"],
+        )];
+        match precheck(&c, &other, false).unwrap_err() {
+            DnsError::Conflict { expected, found } => {
+                assert_eq!(expected, "www.example.test. A [192.0.2.1] ttl 300");
+                assert_eq!(found, "www.example.test. A [203.0.113.1] ttl 300");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(precheck(&c, &other, true).unwrap(), Precheck::Proceed);
+        assert_eq!(
+            describe_sets(&[set("a.example.test.", RecordType::AAAA, 0, &[])]),
+            "a.example.test. AAAA (none)"
+        );
     }
 }

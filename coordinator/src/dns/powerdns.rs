@@ -1,8 +1,337 @@
-//! placeholder
+//! The PowerDNS backend: its HTTP API. A change is ONE `PATCH /api/v1/servers/<id>/zones/<zone>`
+//! with every RRset as `changetype: REPLACE` (PowerDNS applies one PATCH in one transaction).
+//! The conflict check reads the zone first and compares with `change.from`; unlike RFC 2136
+//! prerequisites this read is not atomic with the write (a hand change in between is
+//! overwritten), which is the best the API offers.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use reqwest::StatusCode;
 use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    Change, DnsBackend, DnsError, Precheck, RecordSet, RecordType, normalize_name, precheck,
+    same_addresses,
+};
+
+/// Bytes of an error answer quoted in messages.
+const BODY_KEEP: usize = 1024;
+
+/// `[dns] type = "powerdns"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {}
-pub fn build(_c: &Config) -> Result<super::dryrun::DryRun, String> {
-    todo!()
+pub struct Config {
+    /// Base URL of the API, e.g. `"http://127.0.0.1:8081"` or `"https://ns1.example.com:8443"`.
+    pub url: String,
+    /// PowerDNS server id in the API path (default `"localhost"`).
+    #[serde(default = "default_server_id")]
+    pub server_id: String,
+    /// The zone, e.g. `"example.com."`.
+    pub zone: String,
+    /// File (mode 0600) holding the API key (`api-key=` in pdns.conf).
+    pub api_key_file: PathBuf,
+    /// For https: trust only the CA certificate(s) in this PEM file instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed per request, e.g. `"10s"` (default).
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "super::duration_str::deserialize"
+    )]
+    pub timeout: Duration,
+    /// Skip the conflict check and overwrite whatever is there (default false).
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn default_server_id() -> String {
+    "localhost".into()
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Clone)]
+pub struct PowerDns {
+    zone_url: String,
+    zone: String,
+    api_key: String,
+    client: reqwest::Client,
+    force: bool,
+}
+
+impl fmt::Debug for PowerDns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PowerDns")
+            .field("zone_url", &self.zone_url)
+            .field("force", &self.force)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn build(config: &Config) -> Result<PowerDns, String> {
+    shared::install_crypto_provider();
+    let url = reqwest::Url::parse(&config.url).map_err(|e| {
+        format!(
+            "url: expected a URL like \"http://127.0.0.1:8081\", got {:?} ({e})",
+            config.url
+        )
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!(
+            "url: expected http:// or https://, got {:?}",
+            config.url
+        ));
+    }
+    if config.ca_file.is_some() && url.scheme() != "https" {
+        return Err("ca_file: only meaningful with an https:// url".into());
+    }
+    if config.server_id.is_empty() || config.server_id.contains(['/', '?', '#']) {
+        return Err(format!(
+            "server_id: expected a plain id like \"localhost\", got {:?}",
+            config.server_id
+        ));
+    }
+    let zone = normalize_name(&config.zone);
+    if zone == "." || zone.contains(['/', '?', '#']) {
+        return Err(format!(
+            "zone: expected a zone name like \"example.com.\", got {:?}",
+            config.zone
+        ));
+    }
+    let api_key = shared::keys::read_secret_file(&config.api_key_file)
+        .map_err(|e| format!("api_key_file: {e}"))?;
+    let mut builder = reqwest::Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &config.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("ca_file: {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file: {}: expected PEM certificates ({e})", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "ca_file: {}: no certificate in the file",
+                ca.display()
+            ));
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("url: cannot set up an HTTP client ({e})"))?;
+    let base = config.url.trim_end_matches('/');
+    Ok(PowerDns {
+        zone_url: format!("{base}/api/v1/servers/{}/zones/{zone}", config.server_id),
+        zone,
+        api_key,
+        client,
+        force: config.force,
+    })
+}
+
+#[derive(Deserialize)]
+struct ZoneJson {
+    #[serde(default)]
+    rrsets: Vec<RrsetJson>,
+}
+
+#[derive(Deserialize)]
+struct RrsetJson {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: String,
+    #[serde(default)]
+    ttl: u32,
+    #[serde(default)]
+    records: Vec<RecordJson>,
+}
+
+#[derive(Deserialize)]
+struct RecordJson {
+    content: String,
+    #[serde(default)]
+    disabled: bool,
+}
+
+fn bounded(text: &str) -> String {
+    let t = text.trim();
+    if t.len() <= BODY_KEEP {
+        return t.to_string();
+    }
+    let mut end = BODY_KEEP;
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &t[..end])
+}
+
+/// PowerDNS puts its reason in `{"error": "..."}`.
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| bounded(body))
+}
+
+impl PowerDns {
+    fn net_error(&self, e: reqwest::Error) -> DnsError {
+        super::http_error(&format!("powerdns API {}", self.zone_url), e)
+    }
+
+    async fn status_error(&self, status: StatusCode, resp: reqwest::Response) -> DnsError {
+        let body = resp.text().await.unwrap_or_default();
+        let text = error_text(&body);
+        match status.as_u16() {
+            401 | 403 => DnsError::Auth(format!(
+                "powerdns API refused the API key (HTTP {status}): {text}"
+            )),
+            404 => DnsError::Rejected(format!(
+                "powerdns has no zone {} (HTTP 404 at {}): {text}",
+                self.zone, self.zone_url
+            )),
+            400 | 422 => DnsError::Rejected(format!(
+                "powerdns rejected the change (HTTP {status}): {text}"
+            )),
+            s if s >= 500 || s == 429 => {
+                DnsError::Transient(format!("powerdns API failed (HTTP {status}): {text}"))
+            }
+            _ => DnsError::Rejected(format!("powerdns API answered HTTP {status}: {text}")),
+        }
+    }
+
+    async fn read_zone(&self) -> Result<ZoneJson, DnsError> {
+        let resp = self
+            .client
+            .get(&self.zone_url)
+            .header("X-API-Key", &self.api_key)
+            .send()
+            .await
+            .map_err(|e| self.net_error(e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(self.status_error(status, resp).await);
+        }
+        resp.json::<ZoneJson>()
+            .await
+            .map_err(|e| DnsError::Transient(format!("powerdns API sent an unreadable zone: {e}")))
+    }
+
+    async fn read_current(&self, like: &[RecordSet]) -> Result<Vec<RecordSet>, DnsError> {
+        let zone = self.read_zone().await?;
+        Ok(like
+            .iter()
+            .map(|l| {
+                let want = normalize_name(&l.name);
+                let found = zone.rrsets.iter().find(|r| {
+                    normalize_name(&r.name) == want
+                        && r.rtype.eq_ignore_ascii_case(&l.rtype.to_string())
+                });
+                match found {
+                    Some(r) => {
+                        let addrs: Vec<IpAddr> = r
+                            .records
+                            .iter()
+                            .filter(|rec| !rec.disabled)
+                            .filter_map(|rec| rec.content.trim().parse().ok())
+                            .collect();
+                        let ttl = if addrs.is_empty() { 0 } else { r.ttl };
+                        RecordSet::new(want, l.rtype, ttl, addrs)
+                    }
+                    None => RecordSet::new(want, l.rtype, 0, Vec::new()),
+                }
+            })
+            .collect())
+    }
+
+    fn patch_body(change: &Change) -> serde_json::Value {
+        let rrsets: Vec<serde_json::Value> = change
+            .to
+            .iter()
+            .map(|s| {
+                let rtype = match s.rtype {
+                    RecordType::A => "A",
+                    RecordType::AAAA => "AAAA",
+                };
+                if s.addrs.is_empty() {
+                    json!({"name": normalize_name(&s.name), "type": rtype, "changetype": "DELETE"})
+                } else {
+                    let records: Vec<serde_json::Value> = s
+                        .addrs
+                        .iter()
+                        .map(|a| json!({"content": a.to_string(), "disabled": false}))
+                        .collect();
+                    json!({
+                        "name": normalize_name(&s.name),
+                        "type": rtype,
+                        "ttl": s.ttl,
+                        "changetype": "REPLACE",
+                        "records": records,
+                    })
+                }
+            })
+            .collect();
+        json!({ "rrsets": rrsets })
+    }
+
+    async fn apply_change(&self, change: &Change) -> Result<(), DnsError> {
+        change.validate()?;
+        if normalize_name(&change.zone) != self.zone {
+            return Err(DnsError::Rejected(format!(
+                "change is for zone {} but this backend updates {}",
+                change.zone, self.zone
+            )));
+        }
+        if !self.force {
+            let now = self.read_current(&change.from).await?;
+            if precheck(change, &now, false)? == Precheck::AlreadyApplied {
+                return Ok(());
+            }
+        }
+        let resp = self
+            .client
+            .patch(&self.zone_url)
+            .header("X-API-Key", &self.api_key)
+            .json(&Self::patch_body(change))
+            .send()
+            .await
+            .map_err(|e| self.net_error(e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(self.status_error(status, resp).await);
+        }
+        // PowerDNS answers 204 on success; make sure the zone now holds the new records.
+        let now = self.read_current(&change.to).await?;
+        if !same_addresses(&change.to, &now) {
+            return Err(DnsError::Rejected(format!(
+                "powerdns accepted the change but holds {}",
+                super::describe_sets(&now)
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl DnsBackend for PowerDns {
+    fn kind(&self) -> &'static str {
+        "powerdns"
+    }
+
+    fn current<'a>(
+        &'a self,
+        _zone: &'a str,
+        like: &'a [RecordSet],
+    ) -> BoxFuture<'a, Result<Vec<RecordSet>, DnsError>> {
+        Box::pin(self.read_current(like))
+    }
+
+    fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(self.apply_change(change))
+    }
 }

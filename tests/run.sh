@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need on a fresh Debian machine, builds
+# the binaries the integration tests run, and runs every test of the workspace.
+# Needs root (apt-get, and network namespaces for the lab).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=(named dig nsupdate pdns_server nft ip python3 curl)
+missing=0
+for b in "${need[@]}"; do command -v "$b" >/dev/null 2>&1 || missing=1; done
+[ -e /usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql ] || missing=1
+if [ "$missing" = 1 ]; then
+  echo "tests/run.sh: installing test dependencies (bind9, pdns, nftables, iproute2)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends \
+    bind9 bind9-dnsutils bind9-utils pdns-server pdns-backend-sqlite3 \
+    nftables iproute2 procps python3 curl ca-certificates >/dev/null
+fi
+
+# The lab and crash tests run the real binaries.
+cargo build --locked --workspace --bins
+cargo test --locked --workspace --no-fail-fast "$@"

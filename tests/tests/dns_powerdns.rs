@@ -1,0 +1,262 @@
+//! The PowerDNS backend against a real `pdns_server` (gsqlite3, API on): switch and back with
+//! the new answer served over DNS, conflicts, a bad API key, changes the server rejects, and
+//! a server that is gone.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use coordinator::dns::powerdns::{self, Config};
+use coordinator::dns::verify::verify_served;
+use coordinator::dns::{Change, DnsBackend, DnsError, RecordSet, RecordType};
+use tests::net::random_secret;
+use tests::pdns::Pdns;
+
+const ZONE: &str = "example.test.";
+
+fn set(name: &str, rtype: RecordType, ttl: u32, addrs: &[&str]) -> RecordSet {
+    RecordSet::new(
+        name,
+        rtype,
+        ttl,
+        addrs.iter().map(|a| a.parse::<IpAddr>().unwrap()).collect(),
+    )
+}
+
+fn primary() -> Vec<RecordSet> {
+    vec![
+        set("www.example.test.", RecordType::A, 300, &["192.0.2.10"]),
+        set(
+            "www.example.test.",
+            RecordType::AAAA,
+            300,
+            &["2001:db8::10"],
+        ),
+    ]
+}
+
+fn backup() -> Vec<RecordSet> {
+    vec![
+        set(
+            "www.example.test.",
+            RecordType::A,
+            60,
+            &["198.51.100.10", "198.51.100.11"],
+        ),
+        set(
+            "www.example.test.",
+            RecordType::AAAA,
+            60,
+            &["2001:db8:b::10"],
+        ),
+    ]
+}
+
+fn change(from: Vec<RecordSet>, to: Vec<RecordSet>) -> Change {
+    Change {
+        zone: ZONE.into(),
+        from,
+        to,
+    }
+}
+
+struct Key {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn key_file(key: &str) -> Key {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api.key");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap()
+        .write_all(key.as_bytes())
+        .unwrap();
+    Key { _dir: dir, path }
+}
+
+fn start() -> (Pdns, Key) {
+    let api_key = random_secret(24);
+    let pdns = Pdns::start(
+        "example.test",
+        &[
+            ("www", "A", 300, "192.0.2.10"),
+            ("www", "AAAA", 300, "2001:db8::10"),
+            ("alias", "CNAME", 300, "www.example.test."),
+        ],
+        &api_key,
+    );
+    (pdns, key_file(&api_key))
+}
+
+fn config(pdns: &Pdns, key: &Key) -> Config {
+    Config {
+        url: pdns.api_url(),
+        server_id: "localhost".into(),
+        zone: ZONE.into(),
+        api_key_file: key.path.clone(),
+        ca_file: None,
+        timeout: Duration::from_secs(5),
+        force: false,
+    }
+}
+
+#[tokio::test]
+async fn switch_and_back() {
+    let (pdns, key) = start();
+    let backend = powerdns::build(&config(&pdns, &key)).unwrap();
+    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+
+    backend.apply(&change(primary(), backup())).await.unwrap();
+    assert_eq!(backend.current(ZONE, &backup()).await.unwrap(), backup());
+    let checks = verify_served(
+        &[pdns.dns_addr()],
+        &backup(),
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+    )
+    .await;
+    assert!(checks[0].ok, "{checks:?}");
+
+    backend.apply(&change(backup(), primary())).await.unwrap();
+    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+    let checks = verify_served(
+        &[pdns.dns_addr()],
+        &primary(),
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+    )
+    .await;
+    assert!(checks[0].ok, "{checks:?}");
+}
+
+#[tokio::test]
+async fn stale_from_is_a_conflict_unless_forced() {
+    let (pdns, key) = start();
+    let backend = powerdns::build(&config(&pdns, &key)).unwrap();
+    let stale = vec![
+        set("www.example.test.", RecordType::A, 300, &["203.0.113.1"]),
+        set(
+            "www.example.test.",
+            RecordType::AAAA,
+            300,
+            &["2001:db8::10"],
+        ),
+    ];
+    let err = backend
+        .apply(&change(stale.clone(), backup()))
+        .await
+        .unwrap_err();
+    match &err {
+        DnsError::Conflict { expected, found } => {
+            assert!(expected.contains("203.0.113.1"), "{expected}");
+            assert!(found.contains("192.0.2.10"), "{found}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+
+    let mut cfg = config(&pdns, &key);
+    cfg.force = true;
+    let forced = powerdns::build(&cfg).unwrap();
+    forced.apply(&change(stale, backup())).await.unwrap();
+    assert_eq!(forced.current(ZONE, &backup()).await.unwrap(), backup());
+}
+
+#[tokio::test]
+async fn bad_api_key_is_auth() {
+    let (pdns, _key) = start();
+    let wrong = key_file("not-the-key");
+    let backend = powerdns::build(&config(&pdns, &wrong)).unwrap();
+    let err = backend
+        .apply(&change(primary(), backup()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
+    assert!(err.to_string().contains("401"), "{err}");
+    let err = backend.current(ZONE, &primary()).await.unwrap_err();
+    assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn changes_the_server_refuses_are_rejected() {
+    let (pdns, key) = start();
+    let backend = powerdns::build(&config(&pdns, &key)).unwrap();
+    // An A record next to a CNAME: PowerDNS answers 422 with its reason.
+    let from = vec![set("alias.example.test.", RecordType::A, 0, &[])];
+    let to = vec![set(
+        "alias.example.test.",
+        RecordType::A,
+        60,
+        &["192.0.2.50"],
+    )];
+    let err = backend.apply(&change(from, to)).await.unwrap_err();
+    match &err {
+        DnsError::Rejected(text) => {
+            assert!(text.contains("422"), "{text}");
+            assert!(text.contains("Conflicts with pre-existing RRset"), "{text}");
+        }
+        other => panic!("expected rejected, got {other:?}"),
+    }
+    // A name outside the zone never leaves the process.
+    let out = vec![set("www.other.test.", RecordType::A, 60, &[])];
+    let out_to = vec![set("www.other.test.", RecordType::A, 60, &["192.0.2.1"])];
+    let err = backend.apply(&change(out, out_to)).await.unwrap_err();
+    assert!(
+        matches!(&err, DnsError::Rejected(t) if t.contains("not inside zone")),
+        "{err:?}"
+    );
+    // A zone the server does not have.
+    let mut cfg = config(&pdns, &key);
+    cfg.zone = "nosuch.test.".into();
+    let other = powerdns::build(&cfg).unwrap();
+    let mut c = change(primary(), backup());
+    for s in c.from.iter_mut().chain(c.to.iter_mut()) {
+        s.name = "www.nosuch.test.".into();
+    }
+    c.zone = "nosuch.test.".into();
+    let err = other.apply(&c).await.unwrap_err();
+    assert!(matches!(err, DnsError::Rejected(_)), "{err:?}");
+    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+}
+
+#[tokio::test]
+async fn stopped_server_is_transient() {
+    let (mut pdns, key) = start();
+    let backend = powerdns::build(&config(&pdns, &key)).unwrap();
+    pdns.stop();
+    let err = backend
+        .apply(&change(primary(), backup()))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let key = key_file("k");
+    let mut cfg = Config {
+        url: "ftp://x".into(),
+        server_id: "localhost".into(),
+        zone: ZONE.into(),
+        api_key_file: key.path.clone(),
+        ca_file: None,
+        timeout: Duration::from_secs(1),
+        force: false,
+    };
+    assert!(powerdns::build(&cfg).unwrap_err().starts_with("url:"));
+    cfg.url = "http://127.0.0.1:1".into();
+    cfg.api_key_file = "/nonexistent/key".into();
+    assert!(
+        powerdns::build(&cfg)
+            .unwrap_err()
+            .starts_with("api_key_file:")
+    );
+}
