@@ -227,20 +227,6 @@ fn default_probe_timeout() -> String {
 fn default_hook_timeout() -> String {
     "60s".into()
 }
-
-/// A service without a `[service.hooks]` table gets the same defaults as an empty one
-/// (a derived `Default` would leave `timeout` empty, which then fails validation).
-impl Default for RawHooks {
-    fn default() -> RawHooks {
-        RawHooks {
-            pre_failover: None,
-            post_failover: None,
-            pre_failback: None,
-            post_failback: None,
-            timeout: default_hook_timeout(),
-        }
-    }
-}
 fn yes() -> bool {
     true
 }
