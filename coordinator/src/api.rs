@@ -133,7 +133,11 @@ async fn auth(
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 7235).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
     match given {
         Some(t) if token_matches(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
         Some(_) => unauthorized("the bearer token is wrong"),
@@ -211,7 +215,8 @@ async fn set_override(
     send(h, Command::SetOverride(mode, tx)).await?;
     let msg = rx
         .await
-        .map_err(|_| ApiError::internal("service task stopped"))?;
+        .map_err(|_| ApiError::internal("service task stopped"))?
+        .map_err(ApiError::internal)?;
     Ok(Json(
         json!({"service": name, "result": msg, "status": h.current()}),
     ))
@@ -226,7 +231,8 @@ async fn manual_failback(
     send(h, Command::ManualFailback(tx)).await?;
     let msg = rx
         .await
-        .map_err(|_| ApiError::internal("service task stopped"))?;
+        .map_err(|_| ApiError::internal("service task stopped"))?
+        .map_err(ApiError::internal)?;
     Ok(Json(
         json!({"service": name, "result": msg, "status": h.current()}),
     ))
@@ -260,7 +266,17 @@ fn parse_time(key: &str, v: &Option<String>) -> Result<Option<u64>, ApiError> {
     if let Ok(ms) = v.parse::<u64>() {
         return Ok(Some(ms));
     }
-    humantime::parse_rfc3339_weak(v)
+    // humantime reads UTC only and would silently ignore some offsets: accept `Z`,
+    // `+00:00` or no offset (UTC), refuse any other.
+    let tail = v.get(10..).unwrap_or("");
+    let utc =
+        v.ends_with('Z') || v.ends_with("+00:00") || !(tail.contains('+') || tail.contains('-'));
+    if !utc {
+        return Err(ApiError::bad(format!(
+            "{key}: give the time in UTC (ending in Z) or as Unix milliseconds, got {v:?}"
+        )));
+    }
+    humantime::parse_rfc3339_weak(v.trim_end_matches("+00:00"))
         .map(|t| Some(shared::unix_ms(t)))
         .map_err(|_| ApiError::bad(format!("{key}: expected Unix milliseconds or an RFC 3339 time like 2026-11-24T10:00:00Z, got {v:?}")))
 }
@@ -366,9 +382,12 @@ async fn one_round(
     Ok(Json(json!({"round": round, "votes": votes})))
 }
 
-async fn list_events(
-    State(st): State<Arc<ApiState>>,
+/// Lists events or DNS changes (newest first, paged): the same filters, another table.
+async fn list_plain<T: Serialize + Send + 'static>(
+    st: &ApiState,
     q: Q,
+    id: fn(&T) -> i64,
+    read: fn(&Store, &ListFilter) -> Result<Vec<T>, crate::store::StoreError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let q = query(q)?;
     if q.outcome.is_some() {
@@ -376,20 +395,26 @@ async fn list_events(
     }
     let f = list_filter(&q)?;
     let l = f.limit;
-    let rows = st.store.call(move |s| s.list_events(&f)).await?;
-    Ok(Json(json!(page(rows, l, |r| r.id))))
+    let rows = st.store.call(move |s| read(s, &f)).await?;
+    Ok(Json(json!(page(rows, l, id))))
+}
+
+async fn list_events(
+    State(st): State<Arc<ApiState>>,
+    q: Q,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    list_plain(&st, q, |e: &crate::store::Event| e.id, Store::list_events).await
 }
 
 async fn list_dns_changes(
     State(st): State<Arc<ApiState>>,
     q: Q,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let q = query(q)?;
-    if q.outcome.is_some() {
-        return Err(ApiError::bad("outcome: only /v1/rounds filters by outcome"));
-    }
-    let f = list_filter(&q)?;
-    let l = f.limit;
-    let rows = st.store.call(move |s| s.list_dns_changes(&f)).await?;
-    Ok(Json(json!(page(rows, l, |r| r.id))))
+    list_plain(
+        &st,
+        q,
+        |c: &crate::store::DnsChangeRow| c.id,
+        Store::list_dns_changes,
+    )
+    .await
 }

@@ -18,6 +18,10 @@ use crate::failover::{FailbackMode, Policy, VetoRule};
 /// The example printed by `quorate-coordinator example-config` and parsed by the tests.
 pub const EXAMPLE: &str = include_str!("../../deploy/examples/coordinator.toml");
 
+/// Time a witness gets beyond its own probe's timeout to answer: the round trip, TLS and
+/// signing.
+pub const WITNESS_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -69,7 +73,9 @@ pub struct RawWitness {
     /// Optional pin of the witness's TLS certificate (hex SHA-256 of its DER).
     #[serde(default)]
     pub cert_sha256: Option<String>,
-    /// Per-request timeout ("800ms"); defaults to 80% of the shortest service interval.
+    /// Per-request timeout ("2s"); must exceed the probe timeout of every service that asks
+    /// this witness; defaults to the longest such probe timeout plus
+    /// [`WITNESS_TIMEOUT_MARGIN`].
     #[serde(default)]
     pub timeout: Option<String>,
 }
@@ -563,16 +569,39 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Conf
         e.push("service", "at least one [[service]] is required");
     }
 
-    // Witness timeouts default to 80% of the shortest interval: a slow witness never holds a
-    // round past its interval.
-    let shortest = services
-        .iter()
-        .map(|s| s.interval)
-        .min()
-        .unwrap_or(Duration::from_secs(1));
+    // A witness answers "down" on a dead primary only once its own probe has timed out, so
+    // the coordinator must wait for it longer than the longest probe timeout of the services
+    // that ask it; otherwise a primary that hangs (rather than refuses) gets no votes at all
+    // and every round is `coordinator-isolated`. Default: that probe timeout plus
+    // WITNESS_TIMEOUT_MARGIN for the round trip, TLS and signing.
     for w in &mut witnesses {
-        if w.timeout.is_zero() {
-            w.timeout = shortest.mul_f64(0.8);
+        let Some(raw_i) = raw.witness.iter().position(|r| r.name == w.name) else {
+            continue;
+        };
+        let longest = services
+            .iter()
+            .filter(|s| s.witnesses.contains(&raw_i))
+            .map(|s| {
+                let ms = s
+                    .primary_probe
+                    .timeout_ms()
+                    .max(s.backup_probe.timeout_ms());
+                (Duration::from_millis(u64::from(ms)), s.name.as_str())
+            })
+            .max();
+        match longest {
+            None if w.timeout.is_zero() => w.timeout = WITNESS_TIMEOUT_MARGIN,
+            None => {}
+            Some((probe, _)) if w.timeout.is_zero() => w.timeout = probe + WITNESS_TIMEOUT_MARGIN,
+            Some((probe, svc)) if w.timeout <= probe => e.push(
+                &format!("witness[{raw_i}].timeout"),
+                format!(
+                    "{:?} leaves the witness no time to answer: service {svc:?} probes with a timeout of {probe:?}, and a witness can vote \"down\" on a primary that hangs only after that; expected more than {probe:?} (default: {:?})",
+                    w.timeout,
+                    probe + WITNESS_TIMEOUT_MARGIN
+                ),
+            ),
+            Some(_) => {}
         }
     }
 

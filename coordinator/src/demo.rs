@@ -19,7 +19,7 @@ const ZONE: &str = "demo.test.";
 const NAME: &str = "www.demo.test.";
 const PRIMARY: [u8; 4] = [127, 0, 0, 11];
 const BACKUP: [u8; 4] = [127, 0, 0, 12];
-/// Probe interval of the drill; witnesses answer within 80% of it.
+/// Probe interval of the drill.
 const INTERVAL_MS: u64 = 500;
 const FAIL_AFTER: u32 = 2;
 const RECOVER_AFTER: u32 = 6;

@@ -71,8 +71,8 @@ pub struct ServiceStatus {
 /// An operator's command to one service.
 #[derive(Debug)]
 pub enum Command {
-    SetOverride(Override, oneshot::Sender<String>),
-    ManualFailback(oneshot::Sender<String>),
+    SetOverride(Override, oneshot::Sender<Result<String, String>>),
+    ManualFailback(oneshot::Sender<Result<String, String>>),
 }
 
 /// How the API and CLI reach a running service.
@@ -222,7 +222,8 @@ impl ServiceTask {
     ) {
         self.persisted = Some(persistent(&self.state));
         info!(state = self.state.label(), "service starting");
-        self.feed(Event::Started, None).await;
+        // A failed write is logged inside; the state stays as loaded.
+        let _ = self.feed(Event::Started, None).await;
         self.reconcile().await;
 
         // Each service ticks at its own fixed phase of the interval: with many services in
@@ -239,7 +240,7 @@ impl ServiceTask {
                 _ = shutdown.cancelled() => break,
                 Some(cmd) = cmds.recv() => self.command(cmd).await,
                 Some((to, why)) = failed.recv() => {
-                    self.feed(Event::SwitchFailed { to, permanent: true }, None).await;
+                    let _ = self.feed(Event::SwitchFailed { to, permanent: true }, None).await;
                     warn!(to = %to, reason = %why, "switch failed permanently; automatic switching blocked until an operator sets an override");
                 }
                 t = ticker.tick() => {
@@ -259,25 +260,25 @@ impl ServiceTask {
     async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::SetOverride(o, reply) => {
-                self.feed(Event::SetOverride(o), None).await;
-                let _ = reply.send(format!(
-                    "override {} set; {}",
-                    o.as_str(),
-                    self.state.label()
-                ));
+                let r = self
+                    .feed(Event::SetOverride(o), None)
+                    .await
+                    .map(|()| format!("override {} set; {}", o.as_str(), self.state.label()));
+                let _ = reply.send(r);
             }
             Command::ManualFailback(reply) => {
                 let before = self.state.active;
-                self.feed(Event::ManualFailback, None).await;
-                let msg = if before == Side::Backup && self.state.active == Side::Primary {
-                    "failback started".to_string()
-                } else {
-                    format!(
-                        "no failback: {} (see the events for why)",
-                        self.state.label()
-                    )
-                };
-                let _ = reply.send(msg);
+                let r = self.feed(Event::ManualFailback, None).await.map(|()| {
+                    if before == Side::Backup && self.state.active == Side::Primary {
+                        "failback started".to_string()
+                    } else {
+                        format!(
+                            "no failback: {} (see the events for why)",
+                            self.state.label()
+                        )
+                    }
+                });
+                let _ = reply.send(r);
             }
         }
     }
@@ -330,7 +331,8 @@ impl ServiceTask {
             .set(obs.backup_up as i64);
         self.last_obs = Some((obs, now));
         let records: Vec<VoteRecord> = answers.into_iter().map(|a| a.record).collect();
-        self.feed(Event::Tick(obs), Some(records)).await;
+        // A failed write is logged inside; the next tick decides again.
+        let _ = self.feed(Event::Tick(obs), Some(records)).await;
     }
 
     fn tally(&self, answers: &[Answer]) -> VoteTally {
@@ -354,12 +356,9 @@ impl ServiceTask {
                 (None, Some(_)) => {
                     t.invalid += 1;
                     let reason = a.record.error.clone().unwrap_or_default();
-                    let code = reason
-                        .split(':')
-                        .nth(1)
-                        .unwrap_or("invalid")
-                        .trim()
-                        .to_string();
+                    // The stable code, never the text: a label per request hash would grow
+                    // the metric without bound.
+                    let code = a.invalid_code.unwrap_or("malformed").to_string();
                     self.rt
                         .metrics
                         .invalid_votes
@@ -381,7 +380,8 @@ impl ServiceTask {
     }
 
     /// Runs the decision function and carries out what it returns.
-    async fn feed(&mut self, event: Event, votes: Option<Vec<VoteRecord>>) {
+    /// Errs (and changes nothing) when the decision could not be written to the history.
+    async fn feed(&mut self, event: Event, votes: Option<Vec<VoteRecord>>) -> Result<(), String> {
         let now = now_ms();
         let (next, actions) = failover::step(&self.svc.policy, &self.state, event, now);
         let obs = self.last_obs.map(|(o, _)| o).unwrap_or_default();
@@ -498,7 +498,7 @@ impl ServiceTask {
                     // Never act on a decision the history does not hold: keep the old state
                     // and try again next tick.
                     error!(error = %e, "cannot write history; decision not carried out");
-                    return;
+                    return Err(format!("history not writable, nothing changed: {e}"));
                 }
             }
         }
@@ -535,6 +535,7 @@ impl ServiceTask {
         let pending = self.pending_flag.load(std::sync::atomic::Ordering::SeqCst);
         self.status_tx
             .send_replace(status_of(&svc, &self.state, self.last_obs, pending));
+        Ok(())
     }
 
     /// After a restart: a change recorded as pending either reached DNS before the crash
@@ -841,6 +842,17 @@ async fn verify(rt: &Runtime, svc: &ServiceConfig, job: &Job) {
     )
     .await;
     let all_ok = checks.iter().all(|c| c.ok);
+    for c in &checks {
+        let label = crate::metrics::VerifyLabel {
+            server: c.server.to_string(),
+            result: if c.ok { "served" } else { "lagging" }.into(),
+        };
+        rt.metrics.dns_verify.get_or_create(&label).inc();
+        rt.metrics
+            .dns_verify_seconds
+            .get_or_create(&label)
+            .observe(c.elapsed.as_secs_f64());
+    }
     let value = serde_json::Value::Array(
         checks
             .iter()

@@ -33,6 +33,13 @@ pub struct InvalidLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerifyLabel {
+    pub server: String,
+    /// `served` or `lagging`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DnsLabel {
     pub backend: String,
     pub result: String,
@@ -52,6 +59,8 @@ pub struct Metrics {
     pub invalid_votes: Family<InvalidLabel, Counter>,
     pub dns_changes: Family<DnsLabel, Counter>,
     pub dns_change_seconds: Family<DnsLabel, Histogram>,
+    pub dns_verify: Family<VerifyLabel, Counter>,
+    pub dns_verify_seconds: Family<VerifyLabel, Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,6 +90,10 @@ impl Metrics {
             votes_missing: Family::default(),
             invalid_votes: Family::default(),
             dns_changes: Family::default(),
+            dns_verify: Family::default(),
+            dns_verify_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
             dns_change_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 2.0, 14))
             }),
@@ -133,6 +146,16 @@ impl Metrics {
                 "dns_change_seconds",
                 "time from decision to a DNS change applied",
                 m.dns_change_seconds.clone(),
+            );
+            r.register(
+                "dns_verify",
+                "per authoritative server: did it serve a change before the verification deadline",
+                m.dns_verify.clone(),
+            );
+            r.register(
+                "dns_verify_seconds",
+                "per authoritative server: time until it served a change",
+                m.dns_verify_seconds.clone(),
             );
         }
         m

@@ -131,3 +131,99 @@ async fn send_with_retry(
     }
     tracing::error!(service = %n.service, kind = %n.kind, "webhook notification given up after {ATTEMPTS} attempts");
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A webhook receiver on loopback that fails its first request, then records bodies.
+    async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(AtomicU64::new(0));
+        let s2 = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let (seen, calls) = (s2.clone(), calls.clone());
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    seen.lock().unwrap().push(v);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, seen)
+    }
+
+    async fn wait_for(seen: &Mutex<Vec<serde_json::Value>>, n: usize) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = seen.lock().unwrap().clone();
+            if v.len() >= n || tokio::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn generic_and_slack_webhooks_get_the_notice_after_a_retry() {
+        shared::install_crypto_provider();
+        let (json_url, json_seen) = receiver().await;
+        let (slack_url, slack_seen) = receiver().await;
+        let sd = CancellationToken::new();
+        let n = Notifier::start(
+            vec![
+                WebhookConfig {
+                    url: json_url,
+                    slack: false,
+                },
+                WebhookConfig {
+                    url: slack_url,
+                    slack: true,
+                },
+            ],
+            sd.clone(),
+        );
+        n.send(Notice::new(
+            "www",
+            "transition",
+            "primary-active -> backup-active",
+            42,
+        ));
+        let got = wait_for(&json_seen, 1).await;
+        assert_eq!(got.len(), 1, "the generic hook got nothing after its retry");
+        assert_eq!(got[0]["service"], "www");
+        assert_eq!(got[0]["kind"], "transition");
+        assert_eq!(got[0]["at_ms"], 42);
+        let got = wait_for(&slack_seen, 1).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0],
+            serde_json::json!({"text": "[quorate] www: transition: primary-active -> backup-active"})
+        );
+        sd.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let n = Notifier::disabled();
+        n.send(Notice::new("www", "alert", "x", 1));
+        assert_eq!(n.dropped.load(Ordering::Relaxed), 0);
+        let (tx, _rx) = mpsc::channel(1);
+        let n = Notifier {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        n.send(Notice::new("www", "alert", "1", 1));
+        n.send(Notice::new("www", "alert", "2", 1));
+        assert_eq!(n.dropped.load(Ordering::Relaxed), 1);
+    }
+}

@@ -100,3 +100,135 @@ pub fn verify_history(
     })?;
     Ok(rep)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::{Decision, NewRound};
+    use shared::probe::{Evidence, ProbeSpec, TcpProbe};
+    use shared::protocol::{KeyId, PROTOCOL_VERSION, Verdict, Vote, VoteRequest};
+
+    /// A round with one real signed vote from `witness_key`, stored as `valid`.
+    fn signed_vote(
+        ckey: &ed25519_dalek::SigningKey,
+        wkey: &ed25519_dalek::SigningKey,
+        round: u64,
+    ) -> VoteRecord {
+        let req = VoteRequest {
+            version: PROTOCOL_VERSION,
+            coordinator: KeyId::of(&ckey.verifying_key()),
+            service: "www".into(),
+            round,
+            nonce: "00112233445566778899aabbccddeeff".into(),
+            issued_at_ms: round,
+            target: ProbeSpec::Tcp(TcpProbe {
+                address: "192.0.2.10:80".parse().unwrap(),
+                timeout_ms: 500,
+            }),
+        };
+        let (env, hash) = req.sign(ckey);
+        let vote = Vote {
+            version: PROTOCOL_VERSION,
+            witness: KeyId::of(&wkey.verifying_key()),
+            service: "www".into(),
+            round,
+            request_hash: hash.hex(),
+            verdict: Verdict::Down,
+            evidence: Evidence {
+                probe: "tcp".into(),
+                latency_us: 500_000,
+                status: None,
+                error: Some(shared::probe::ProbeError::Timeout),
+                detail: None,
+            },
+            probed_at_ms: round + 500,
+        };
+        VoteRecord {
+            witness: "w1".into(),
+            witness_key_id: KeyId::of(&wkey.verifying_key()).0,
+            request_envelope: String::from_utf8(env.to_json()).unwrap(),
+            vote_envelope: Some(vote.sign(wkey).to_json()),
+            valid: true,
+            verdict: Some("down".into()),
+            error: None,
+            latency_ms: Some(1.0),
+        }
+    }
+
+    fn witness(key: &ed25519_dalek::SigningKey) -> WitnessConfig {
+        WitnessConfig {
+            name: "w1".into(),
+            url: "https://127.0.0.1:1".into(),
+            key: key.verifying_key(),
+            key_id: KeyId::of(&key.verifying_key()),
+            cert_sha256: None,
+            timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    fn store_round(store: &Store, votes: Vec<VoteRecord>, at: u64) {
+        store
+            .record_decision(&Decision {
+                service: "www".into(),
+                at_ms: at,
+                round: Some(NewRound {
+                    service: "www".into(),
+                    at_ms: at,
+                    trigger: "primary-down".into(),
+                    outcome: "failover".into(),
+                    reason: "test".into(),
+                    primary_up: false,
+                    backup_up: true,
+                    votes_up: 0,
+                    votes_down: 1,
+                    votes_invalid: 0,
+                    votes_missing: 0,
+                    changed_dns: false,
+                }),
+                votes,
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn clean_history_verifies_and_a_tampered_vote_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        let (ckey, wkey) = (shared::keys::generate(), shared::keys::generate());
+        store_round(&store, vec![signed_vote(&ckey, &wkey, 1000)], 1000);
+        let rep = verify_history(&store, None, &[witness(&wkey)]).unwrap();
+        assert!(rep.is_clean(), "{:?}", rep.problems);
+        assert_eq!((rep.rounds, rep.votes, rep.valid_ok), (1, 1, 1));
+
+        // Someone edits a stored vote after the fact: "down" becomes "up".
+        let mut forged = signed_vote(&ckey, &wkey, 2000);
+        let env: shared::protocol::Envelope =
+            serde_json::from_slice(forged.vote_envelope.as_ref().unwrap()).unwrap();
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let payload = String::from_utf8(b64.decode(&env.payload).unwrap()).unwrap();
+        let edited = payload.replace("\"verdict\":\"down\"", "\"verdict\":\"up\"");
+        assert_ne!(payload, edited);
+        let env = shared::protocol::Envelope {
+            payload: b64.encode(edited),
+            signature: env.signature,
+        };
+        forged.vote_envelope = Some(env.to_json());
+        store_round(&store, vec![forged], 2000);
+        let rep = verify_history(&store, None, &[witness(&wkey)]).unwrap();
+        assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+        assert!(
+            rep.problems[0].contains("round 2") && rep.problems[0].contains("bad_signature"),
+            "{}",
+            rep.problems[0]
+        );
+
+        // Without the witness's key, nothing can be called verified.
+        let other = shared::keys::generate();
+        let rep = verify_history(&store, None, &[witness(&other)]).unwrap();
+        assert_eq!(rep.valid_ok, 0);
+        assert_eq!(rep.problems.len(), 2);
+    }
+}

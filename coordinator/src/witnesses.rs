@@ -29,6 +29,8 @@ impl std::fmt::Debug for WitnessClient {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub witness: String,
+    /// The stable code of why the answer is invalid (`ProtocolError::code`), for metrics.
+    pub invalid_code: Option<&'static str>,
     pub vote: Option<Vote>,
     pub record: VoteRecord,
     pub latency: Duration,
@@ -44,6 +46,8 @@ impl WitnessClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(8)
             .tcp_nodelay(true)
+            // A witness answers on /v1/vote or not at all: never follow it elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("witness {}: cannot build HTTPS client: {e}", config.name))?;
         Ok(WitnessClient {
@@ -102,6 +106,7 @@ impl WitnessClient {
             error: None,
             latency_ms: Some(latency.as_secs_f64() * 1000.0),
         };
+        let mut invalid_code = None;
         let vote = match result {
             Err(e) => {
                 record.error = Some(format!("no answer: {e}"));
@@ -117,6 +122,7 @@ impl WitnessClient {
                         Some(v)
                     }
                     Err(e) => {
+                        invalid_code = Some(e.code());
                         record.error = Some(format!("invalid: {e}"));
                         None
                     }
@@ -125,6 +131,7 @@ impl WitnessClient {
         };
         Answer {
             witness: self.config.name.clone(),
+            invalid_code,
             vote,
             record,
             latency,

@@ -14,6 +14,43 @@ use crate::net::{free_port, wait_soa};
 /// How long `named` may take to serve its zone.
 const READY_DEADLINE: Duration = Duration::from_secs(15);
 
+/// A `named.conf` for one primary zone in `dir` that `key_name` may update, listening on
+/// `listen_v4` / `listen_v6` (address-match lists like `"127.0.0.1;"`, `"none;"`) at `port`.
+#[allow(clippy::too_many_arguments)]
+pub fn named_conf(
+    dir: &str,
+    listen_v4: &str,
+    listen_v6: &str,
+    port: u16,
+    zone: &str,
+    key_name: &str,
+    secret: &str,
+    alg: &str,
+) -> String {
+    format!(
+        r#"key "{key_name}" {{ algorithm {alg}; secret "{secret}"; }};
+options {{
+    directory "{dir}"; pid-file "{dir}/named.pid"; session-keyfile "{dir}/session.key";
+    listen-on port {port} {{ {listen_v4} }}; listen-on-v6 port {port} {{ {listen_v6} }};
+    recursion no; dnssec-validation no; notify no;
+}};
+controls {{ }};
+zone "{zone}" {{
+    type primary; file "{dir}/{zone}.zone";
+    update-policy {{ grant {key_name} zonesub ANY; }};
+}};
+"#
+    )
+}
+
+/// The zone file: SOA (serial 1), `NS ns1`, `ns1 A <ns_addr>`, then `records` (zone-file
+/// lines; default TTL 300).
+pub fn zone_text(zone: &str, ns_addr: &str, records: &str) -> String {
+    format!(
+        "$TTL 300\n@ IN SOA ns1.{zone}. hostmaster.{zone}. ( 1 3600 600 86400 60 )\n  IN NS ns1.{zone}.\nns1 IN A {ns_addr}\n{records}\n"
+    )
+}
+
 pub struct Bind {
     dir: tempfile::TempDir,
     port: u16,
@@ -30,24 +67,18 @@ impl Bind {
         let zone = zone.trim_end_matches('.').to_string();
         let port = free_port();
         let d = dir.path().display().to_string();
-        let conf = format!(
-            r#"key "{key_name}" {{ algorithm {alg}; secret "{secret}"; }};
-options {{
-    directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/session.key";
-    listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
-    recursion no; dnssec-validation no; notify no;
-}};
-controls {{ }};
-zone "{zone}" {{
-    type primary; file "{d}/{zone}.zone";
-    update-policy {{ grant {key_name} zonesub ANY; }};
-}};
-"#
+        let conf = named_conf(
+            &d,
+            "127.0.0.1;",
+            "none;",
+            port,
+            &zone,
+            key_name,
+            secret,
+            alg,
         );
         std::fs::write(dir.path().join("named.conf"), conf).expect("write named.conf");
-        let zonefile = format!(
-            "$TTL 300\n@ IN SOA ns1.{zone}. hostmaster.{zone}. ( 1 3600 600 86400 60 )\n  IN NS ns1.{zone}.\nns1 IN A 127.0.0.1\n{records}\n"
-        );
+        let zonefile = zone_text(&zone, "127.0.0.1", records);
         std::fs::write(dir.path().join(format!("{zone}.zone")), zonefile).expect("write zone");
         let keyfile = format!(r#"key "{key_name}" {{ algorithm {alg}; secret "{secret}"; }};"#);
         std::fs::OpenOptions::new()

@@ -1,6 +1,8 @@
 //! Test harness shared by Quorate's integration tests.
 
 pub mod bind;
+pub mod fixtures;
+pub mod lab;
 pub mod net;
 pub mod pdns;
 pub mod virtualmin;

@@ -3,86 +3,16 @@
 //! a server that is gone.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use coordinator::dns::powerdns::{self, Config};
 use coordinator::dns::verify::verify_served;
-use coordinator::dns::{Change, DnsBackend, DnsError, RecordSet, RecordType};
+use coordinator::dns::{DnsBackend, DnsError, RecordType};
+use tests::fixtures::{SecretFile, ZONE, change, secret_file, set, www_backup, www_primary};
 use tests::net::random_secret;
 use tests::pdns::Pdns;
 
-const ZONE: &str = "example.test.";
-
-fn set(name: &str, rtype: RecordType, ttl: u32, addrs: &[&str]) -> RecordSet {
-    RecordSet::new(
-        name,
-        rtype,
-        ttl,
-        addrs.iter().map(|a| a.parse::<IpAddr>().unwrap()).collect(),
-    )
-}
-
-fn primary() -> Vec<RecordSet> {
-    vec![
-        set("www.example.test.", RecordType::A, 300, &["192.0.2.10"]),
-        set(
-            "www.example.test.",
-            RecordType::AAAA,
-            300,
-            &["2001:db8::10"],
-        ),
-    ]
-}
-
-fn backup() -> Vec<RecordSet> {
-    vec![
-        set(
-            "www.example.test.",
-            RecordType::A,
-            60,
-            &["198.51.100.10", "198.51.100.11"],
-        ),
-        set(
-            "www.example.test.",
-            RecordType::AAAA,
-            60,
-            &["2001:db8:b::10"],
-        ),
-    ]
-}
-
-fn change(from: Vec<RecordSet>, to: Vec<RecordSet>) -> Change {
-    Change {
-        zone: ZONE.into(),
-        from,
-        to,
-    }
-}
-
-struct Key {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-fn key_file(key: &str) -> Key {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("api.key");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap()
-        .write_all(key.as_bytes())
-        .unwrap();
-    Key { _dir: dir, path }
-}
-
-fn start() -> (Pdns, Key) {
+fn start() -> (Pdns, SecretFile) {
     let api_key = random_secret(24);
     let pdns = Pdns::start(
         "example.test",
@@ -93,10 +23,10 @@ fn start() -> (Pdns, Key) {
         ],
         &api_key,
     );
-    (pdns, key_file(&api_key))
+    (pdns, secret_file("api.key", &api_key))
 }
 
-fn config(pdns: &Pdns, key: &Key) -> Config {
+fn config(pdns: &Pdns, key: &SecretFile) -> Config {
     Config {
         url: pdns.api_url(),
         server_id: "localhost".into(),
@@ -112,24 +42,39 @@ fn config(pdns: &Pdns, key: &Key) -> Config {
 async fn switch_and_back() {
     let (pdns, key) = start();
     let backend = powerdns::build(&config(&pdns, &key)).unwrap();
-    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+    assert_eq!(
+        backend.current(ZONE, &www_primary()).await.unwrap(),
+        www_primary()
+    );
 
-    backend.apply(&change(primary(), backup())).await.unwrap();
-    assert_eq!(backend.current(ZONE, &backup()).await.unwrap(), backup());
+    backend
+        .apply(&change(www_primary(), www_backup()))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.current(ZONE, &www_backup()).await.unwrap(),
+        www_backup()
+    );
     let checks = verify_served(
         &[pdns.dns_addr()],
-        &backup(),
+        &www_backup(),
         Duration::from_secs(10),
         Duration::from_millis(100),
     )
     .await;
     assert!(checks[0].ok, "{checks:?}");
 
-    backend.apply(&change(backup(), primary())).await.unwrap();
-    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+    backend
+        .apply(&change(www_backup(), www_primary()))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.current(ZONE, &www_primary()).await.unwrap(),
+        www_primary()
+    );
     let checks = verify_served(
         &[pdns.dns_addr()],
-        &primary(),
+        &www_primary(),
         Duration::from_secs(10),
         Duration::from_millis(100),
     )
@@ -151,7 +96,7 @@ async fn stale_from_is_a_conflict_unless_forced() {
         ),
     ];
     let err = backend
-        .apply(&change(stale.clone(), backup()))
+        .apply(&change(stale.clone(), www_backup()))
         .await
         .unwrap_err();
     match &err {
@@ -161,27 +106,33 @@ async fn stale_from_is_a_conflict_unless_forced() {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+    assert_eq!(
+        backend.current(ZONE, &www_primary()).await.unwrap(),
+        www_primary()
+    );
 
     let mut cfg = config(&pdns, &key);
     cfg.force = true;
     let forced = powerdns::build(&cfg).unwrap();
-    forced.apply(&change(stale, backup())).await.unwrap();
-    assert_eq!(forced.current(ZONE, &backup()).await.unwrap(), backup());
+    forced.apply(&change(stale, www_backup())).await.unwrap();
+    assert_eq!(
+        forced.current(ZONE, &www_backup()).await.unwrap(),
+        www_backup()
+    );
 }
 
 #[tokio::test]
 async fn bad_api_key_is_auth() {
     let (pdns, _key) = start();
-    let wrong = key_file("not-the-key");
+    let wrong = secret_file("api.key", "not-the-key");
     let backend = powerdns::build(&config(&pdns, &wrong)).unwrap();
     let err = backend
-        .apply(&change(primary(), backup()))
+        .apply(&change(www_primary(), www_backup()))
         .await
         .unwrap_err();
     assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
     assert!(err.to_string().contains("401"), "{err}");
-    let err = backend.current(ZONE, &primary()).await.unwrap_err();
+    let err = backend.current(ZONE, &www_primary()).await.unwrap_err();
     assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
 }
 
@@ -217,14 +168,17 @@ async fn changes_the_server_refuses_are_rejected() {
     let mut cfg = config(&pdns, &key);
     cfg.zone = "nosuch.test.".into();
     let other = powerdns::build(&cfg).unwrap();
-    let mut c = change(primary(), backup());
+    let mut c = change(www_primary(), www_backup());
     for s in c.from.iter_mut().chain(c.to.iter_mut()) {
         s.name = "www.nosuch.test.".into();
     }
     c.zone = "nosuch.test.".into();
     let err = other.apply(&c).await.unwrap_err();
     assert!(matches!(err, DnsError::Rejected(_)), "{err:?}");
-    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+    assert_eq!(
+        backend.current(ZONE, &www_primary()).await.unwrap(),
+        www_primary()
+    );
 }
 
 #[tokio::test]
@@ -233,7 +187,7 @@ async fn stopped_server_is_transient() {
     let backend = powerdns::build(&config(&pdns, &key)).unwrap();
     pdns.stop();
     let err = backend
-        .apply(&change(primary(), backup()))
+        .apply(&change(www_primary(), www_backup()))
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
@@ -241,7 +195,7 @@ async fn stopped_server_is_transient() {
 
 #[test]
 fn config_errors_name_the_key() {
-    let key = key_file("k");
+    let key = secret_file("api.key", "k");
     let mut cfg = Config {
         url: "ftp://x".into(),
         server_id: "localhost".into(),

@@ -4,30 +4,19 @@
 //! a stopped server, TCP for large updates, and `verify_served` / `find_authoritative`.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use coordinator::dns::rfc2136::{self, Config, Transport, TsigAlg};
 use coordinator::dns::verify::{find_authoritative, verify_served};
-use coordinator::dns::{Change, DnsBackend, DnsError, RecordSet, RecordType};
+use coordinator::dns::{DnsBackend, DnsError, RecordSet, RecordType};
 use tests::bind::Bind;
+use tests::fixtures::{SecretFile, change, secret_file, set};
 use tests::net::random_secret;
 
 const ZONE: &str = "example.test";
 const KEY: &str = "quorate-key";
 const RECORDS: &str =
     "@ IN A 192.0.2.1\n@ IN AAAA 2001:db8::1\nwww IN A 192.0.2.10\nwww IN AAAA 2001:db8::10\n";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn set(name: &str, rtype: RecordType, ttl: u32, addrs: &[&str]) -> RecordSet {
-    RecordSet::new(name, rtype, ttl, addrs.iter().map(|a| ip(a)).collect())
-}
 
 fn primary() -> Vec<RecordSet> {
     vec![
@@ -62,34 +51,7 @@ fn backup() -> Vec<RecordSet> {
     ]
 }
 
-fn change(from: Vec<RecordSet>, to: Vec<RecordSet>) -> Change {
-    Change {
-        zone: "example.test.".into(),
-        from,
-        to,
-    }
-}
-
-struct Secret {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-fn secret_file(secret: &str) -> Secret {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tsig.secret");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap()
-        .write_all(format!("{secret}\n").as_bytes())
-        .unwrap();
-    Secret { _dir: dir, path }
-}
-
-fn config(bind: &Bind, key_name: &str, alg: TsigAlg, secret: &Secret) -> Config {
+fn config(bind: &Bind, key_name: &str, alg: TsigAlg, secret: &SecretFile) -> Config {
     Config {
         server: bind.addr(),
         zone: "example.test.".into(),
@@ -102,10 +64,10 @@ fn config(bind: &Bind, key_name: &str, alg: TsigAlg, secret: &Secret) -> Config 
     }
 }
 
-fn setup() -> (Bind, Secret, String) {
+fn setup() -> (Bind, SecretFile, String) {
     let secret = random_secret(32);
     let bind = Bind::start(ZONE, RECORDS, KEY, &secret, "hmac-sha256");
-    let file = secret_file(&secret);
+    let file = secret_file("tsig.secret", &secret);
     (bind, file, secret)
 }
 
@@ -239,7 +201,7 @@ async fn rrset_does_not_exist_prerequisite_and_retry_after_success() {
 #[tokio::test]
 async fn wrong_secret_is_an_auth_error() {
     let (bind, _secret, _) = setup();
-    let wrong = secret_file(&random_secret(32));
+    let wrong = secret_file("tsig.secret", &random_secret(32));
     let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &wrong)).unwrap();
     let err = backend
         .apply(&change(primary(), backup()))
@@ -271,7 +233,7 @@ async fn unknown_key_name_is_an_auth_error() {
 async fn hmac_sha512_works() {
     let secret = random_secret(64);
     let bind = Bind::start(ZONE, RECORDS, KEY, &secret, "hmac-sha512");
-    let file = secret_file(&secret);
+    let file = secret_file("tsig.secret", &secret);
     let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha512, &file)).unwrap();
     backend.apply(&change(primary(), backup())).await.unwrap();
     assert_eq!(backend.current(ZONE, &backup()).await.unwrap(), backup());
@@ -396,14 +358,19 @@ async fn bad_secret_files_are_refused_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
     let open = dir.path().join("open.secret");
     std::fs::write(&open, random_secret(32)).unwrap();
-    let mut cfg = config(&bind, KEY, TsigAlg::HmacSha256, &secret_file("x"));
+    let mut cfg = config(
+        &bind,
+        KEY,
+        TsigAlg::HmacSha256,
+        &secret_file("tsig.secret", "x"),
+    );
     cfg.tsig_secret_file = open;
     let err = rfc2136::build(&cfg).unwrap_err();
     assert!(
         err.starts_with("tsig_secret_file:") && err.contains("chmod 600"),
         "{err}"
     );
-    let not_b64 = secret_file("not base64 at all!");
+    let not_b64 = secret_file("tsig.secret", "not base64 at all!");
     let err = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &not_b64)).unwrap_err();
     assert!(
         err.starts_with("tsig_secret_file:") && err.contains("base64"),

@@ -5,62 +5,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use coordinator::dns::virtualmin::{self, Config};
-use coordinator::dns::{Change, DnsBackend, DnsError, RecordSet, RecordType};
+use coordinator::dns::{DnsBackend, DnsError};
+use tests::fixtures::{ZONE, change, www_backup, www_primary};
 use tests::virtualmin::{Rec, VirtualminStandIn};
-
-const ZONE: &str = "example.test.";
-
-fn set(name: &str, rtype: RecordType, ttl: u32, addrs: &[&str]) -> RecordSet {
-    RecordSet::new(
-        name,
-        rtype,
-        ttl,
-        addrs.iter().map(|a| a.parse::<IpAddr>().unwrap()).collect(),
-    )
-}
-
-fn primary() -> Vec<RecordSet> {
-    vec![
-        set("www.example.test.", RecordType::A, 300, &["192.0.2.10"]),
-        set(
-            "www.example.test.",
-            RecordType::AAAA,
-            300,
-            &["2001:db8::10"],
-        ),
-    ]
-}
-
-fn backup() -> Vec<RecordSet> {
-    vec![
-        set(
-            "www.example.test.",
-            RecordType::A,
-            60,
-            &["198.51.100.10", "198.51.100.11"],
-        ),
-        set(
-            "www.example.test.",
-            RecordType::AAAA,
-            60,
-            &["2001:db8:b::10"],
-        ),
-    ]
-}
-
-fn change(from: Vec<RecordSet>, to: Vec<RecordSet>) -> Change {
-    Change {
-        zone: ZONE.into(),
-        from,
-        to,
-    }
-}
 
 struct Files {
     dir: tempfile::TempDir,
@@ -138,10 +90,19 @@ async fn switch_and_back_sets_the_record_ttl_in_one_request() {
     let vm = start().await;
     let files = Files::new();
     let backend = virtualmin::build(&config(&vm, &files)).unwrap();
-    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+    assert_eq!(
+        backend.current(ZONE, &www_primary()).await.unwrap(),
+        www_primary()
+    );
 
-    backend.apply(&change(primary(), backup())).await.unwrap();
-    assert_eq!(backend.current(ZONE, &backup()).await.unwrap(), backup());
+    backend
+        .apply(&change(www_primary(), www_backup()))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.current(ZONE, &www_backup()).await.unwrap(),
+        www_backup()
+    );
     let d = vm.domain("example.test").unwrap();
     assert_eq!(d.zone_writes, 1, "one change must be one zone write");
     assert_eq!(
@@ -168,8 +129,14 @@ async fn switch_and_back_sets_the_record_ttl_in_one_request() {
     )));
     assert!(!reqs[0].iter().any(|(k, _)| k == "ttl"));
 
-    backend.apply(&change(backup(), primary())).await.unwrap();
-    assert_eq!(backend.current(ZONE, &primary()).await.unwrap(), primary());
+    backend
+        .apply(&change(www_backup(), www_primary()))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.current(ZONE, &www_primary()).await.unwrap(),
+        www_primary()
+    );
     assert_eq!(vm.domain("example.test").unwrap().zone_writes, 2);
 }
 
@@ -186,7 +153,7 @@ async fn a_hand_made_change_is_a_conflict() {
     });
     let backend = virtualmin::build(&config(&vm, &files)).unwrap();
     let err = backend
-        .apply(&change(primary(), backup()))
+        .apply(&change(www_primary(), www_backup()))
         .await
         .unwrap_err();
     match &err {
@@ -204,8 +171,14 @@ async fn a_hand_made_change_is_a_conflict() {
     let mut cfg = config(&vm, &files);
     cfg.force = true;
     let forced = virtualmin::build(&cfg).unwrap();
-    forced.apply(&change(primary(), backup())).await.unwrap();
-    assert_eq!(forced.current(ZONE, &backup()).await.unwrap(), backup());
+    forced
+        .apply(&change(www_primary(), www_backup()))
+        .await
+        .unwrap();
+    assert_eq!(
+        forced.current(ZONE, &www_backup()).await.unwrap(),
+        www_backup()
+    );
 }
 
 #[tokio::test]
@@ -216,7 +189,7 @@ async fn non_zero_exit_status_is_rejected_with_the_output() {
     cfg.zone = "nosuch.test".into();
     cfg.force = true;
     let backend = virtualmin::build(&cfg).unwrap();
-    let mut c = change(primary(), backup());
+    let mut c = change(www_primary(), www_backup());
     c.zone = "nosuch.test.".into();
     for s in c.from.iter_mut().chain(c.to.iter_mut()) {
         s.name = "www.nosuch.test.".into();
@@ -245,7 +218,7 @@ async fn bad_password_is_auth() {
     cfg.password_file = files.secret("wrong", "not-the-password");
     let backend = virtualmin::build(&cfg).unwrap();
     let err = backend
-        .apply(&change(primary(), backup()))
+        .apply(&change(www_primary(), www_backup()))
         .await
         .unwrap_err();
     assert!(
@@ -264,12 +237,15 @@ async fn certificate_pin_and_ca_are_checked() {
     cfg.ca_file = None;
     cfg.cert_sha256 = Some(vm.cert_sha256().to_string());
     let pinned = virtualmin::build(&cfg).unwrap();
-    assert_eq!(pinned.current(ZONE, &primary()).await.unwrap(), primary());
+    assert_eq!(
+        pinned.current(ZONE, &www_primary()).await.unwrap(),
+        www_primary()
+    );
 
     cfg.cert_sha256 = Some("00".repeat(32));
     let wrong_pin = virtualmin::build(&cfg).unwrap();
     let err = wrong_pin
-        .apply(&change(primary(), backup()))
+        .apply(&change(www_primary(), www_backup()))
         .await
         .unwrap_err();
     assert!(
@@ -284,7 +260,7 @@ async fn certificate_pin_and_ca_are_checked() {
     cfg.ca_file = Some(files.plain("other.pem", other.cert_pem()));
     let err = virtualmin::build(&cfg)
         .unwrap()
-        .current(ZONE, &primary())
+        .current(ZONE, &www_primary())
         .await
         .unwrap_err();
     assert!(
@@ -296,7 +272,7 @@ async fn certificate_pin_and_ca_are_checked() {
     cfg.ca_file = None;
     let err = virtualmin::build(&cfg)
         .unwrap()
-        .current(ZONE, &primary())
+        .current(ZONE, &www_primary())
         .await
         .unwrap_err();
     assert!(matches!(err, DnsError::Auth(_)), "{err:?}");

@@ -3,7 +3,7 @@
 //!
 //! A vote request passes, in order: the concurrency limit (503), the body size limit (413),
 //! envelope parsing, protocol version, trusted coordinator, signature and freshness (400,
-//! 403, 401), the per-coordinator rate limit (429), replay (409), and the allowlist (403).
+//! 403, 401), replay (409), the per-coordinator rate limit (429), and the allowlist (403).
 //! Only then is the target probed. No probe is ever made for a refused request.
 //!
 //! Refusals are JSON `{"error": "<code>", "reason": "<text>"}`:
@@ -344,6 +344,14 @@ async fn handle_vote(
     let request = &opened.request;
     let coordinator = request.coordinator.clone();
 
+    // Replay before rate: a replayed copy of a genuine request is refused without using
+    // up that coordinator's tokens, so whoever can read requests cannot starve its votes.
+    state
+        .replay
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check_and_insert(&coordinator, &request.nonce, now_ms)?;
+
     if !state
         .rate
         .try_take(&coordinator, tokio::time::Instant::now())
@@ -357,12 +365,6 @@ async fn handle_vote(
             ),
         ));
     }
-    state
-        .replay
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .check_and_insert(&coordinator, &request.nonce, now_ms)?;
-
     let target = request.target.address();
     if !state.allow.permits(target) {
         return Err(Rejection::new(

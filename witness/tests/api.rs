@@ -419,6 +419,33 @@ async fn per_coordinator_rate_limit_is_429() {
     );
 }
 
+/// Replays are refused before the rate limit takes a token: whoever can read a
+/// coordinator's requests cannot starve its votes by replaying them.
+#[tokio::test]
+async fn replays_do_not_use_up_the_coordinators_rate() {
+    let (addr, _) = counting_server().await;
+    let limits = Limits {
+        rate_per_coordinator: 1,
+        burst: 2,
+        ..Limits::default()
+    };
+    let h = harness(vec![allow("127.0.0.1/32", &[addr.port()])], limits);
+    let (first, _) = request_for(&h.coordinator, tcp(addr)).sign(&h.coordinator);
+    let (status, body) = post(&h.app, first.to_json()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for _ in 0..5 {
+        assert_refused(
+            post(&h.app, first.to_json()).await,
+            StatusCode::CONFLICT,
+            "replayed",
+        );
+    }
+    // The second token of the burst is still there for a genuine new request.
+    let (second, _) = request_for(&h.coordinator, tcp(addr)).sign(&h.coordinator);
+    let (status, body) = post(&h.app, second.to_json()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn exhausted_concurrency_is_503_not_a_queue() {
     let (addr, count) = counting_server().await; // accepts, never answers: a slow HTTP probe

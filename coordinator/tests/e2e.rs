@@ -1,0 +1,562 @@
+//! End to end, in one process: three real witnesses over HTTPS, stand-in primary and backup
+//! web servers on loopback, the coordinator started with `coordinator::start` from a TOML
+//! config loaded through the real validation, and the dry-run DNS backend. Scenarios:
+//! the primary stops → exactly one failover round backed by signed votes, DNS moves to the
+//! backup; the primary comes back → failback only after the hold-down; every witness gone →
+//! `coordinator-isolated`, no failover; one witness still reaching the primary → `disputed`,
+//! no failover.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Lab, Opts, Site, TestWitness, eventually};
+use coordinator::Coordinator;
+use coordinator::dns::dryrun::DryRun;
+use coordinator::dns::{DnsBackend as _, RecordSet};
+use coordinator::driver::ServiceStatus;
+use coordinator::failover::Side;
+use coordinator::metrics::ServiceLabel;
+use coordinator::store::{DnsChangeRow, ListFilter, Round, RoundFilter};
+use tokio_util::sync::CancellationToken;
+
+const SERVICE: &str = "web";
+const INTERVAL: Duration = Duration::from_millis(300);
+const RECOVER_AFTER: u32 = 5;
+/// Generous: the machine is shared and debug builds are slow.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Rig {
+    lab: Lab,
+    primary: Site,
+    backup: Site,
+    witnesses: Vec<TestWitness>,
+    dns: Arc<DryRun>,
+    coord: Option<Coordinator>,
+    shutdown: CancellationToken,
+    primary_records: Vec<RecordSet>,
+    backup_records: Vec<RecordSet>,
+    zone: String,
+    witness_configs: Vec<coordinator::config::WitnessConfig>,
+    http: reqwest::Client,
+}
+
+impl Rig {
+    /// Plain HTTP primary and backup, three witnesses, the coordinator.
+    async fn start() -> Rig {
+        let lab = Lab::new();
+        let (p_addr, b_addr) = common::two_sites_port();
+        let witnesses = start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
+        let opts = Opts::new(
+            witnesses.iter().map(|w| w.block()).collect(),
+            p_addr.ip(),
+            b_addr.ip(),
+            p_addr.port(),
+        );
+        Rig::assemble(lab, Site::http(p_addr), Site::http(b_addr), witnesses, opts).await
+    }
+
+    /// Starts the sites, then the coordinator from `opts` (interval and hold-down set here).
+    async fn assemble(
+        lab: Lab,
+        mut primary: Site,
+        mut backup: Site,
+        witnesses: Vec<TestWitness>,
+        mut opts: Opts,
+    ) -> Rig {
+        primary.start().await;
+        backup.start().await;
+        opts.recover_after = RECOVER_AFTER;
+        opts.interval = format!("{}ms", INTERVAL.as_millis());
+        let config = lab.config(&opts.toml());
+        assert_eq!(config.dns.backend.kind(), "dryrun");
+        let svc = config.services[0].clone();
+        let witness_configs = config.witnesses.clone();
+        let primary_records = svc.records_for(Side::Primary);
+        let backup_records = svc.records_for(Side::Backup);
+        // DNS starts out serving the primary, as a real zone would.
+        let dns = Arc::new(DryRun::with_records(primary_records.clone()));
+        let shutdown = CancellationToken::new();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let coord = coordinator::start(config, listener, Some(dns.clone()), shutdown.clone())
+            .await
+            .unwrap();
+        Rig {
+            lab,
+            primary,
+            backup,
+            witnesses,
+            dns,
+            coord: Some(coord),
+            shutdown,
+            primary_records,
+            backup_records,
+            zone: svc.zone.clone(),
+            witness_configs,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn coord(&self) -> &Coordinator {
+        self.coord.as_ref().unwrap()
+    }
+
+    fn status(&self) -> ServiceStatus {
+        self.coord().services[SERVICE].current()
+    }
+
+    fn ticks(&self) -> u64 {
+        self.coord()
+            .metrics
+            .ticks
+            .get_or_create(&ServiceLabel {
+                service: SERVICE.into(),
+            })
+            .get()
+    }
+
+    /// Waits until the service has run `n` more probe intervals.
+    async fn wait_ticks(&self, n: u64) {
+        let start = self.ticks();
+        eventually(&format!("{n} more probe intervals"), DEADLINE, || async {
+            (self.ticks() >= start + n).then_some(())
+        })
+        .await;
+    }
+
+    async fn served(&self) -> Vec<RecordSet> {
+        self.dns
+            .current(&self.zone, &self.primary_records)
+            .await
+            .unwrap()
+    }
+
+    async fn serves(&self, side: Side) -> bool {
+        let want = match side {
+            Side::Primary => &self.primary_records,
+            Side::Backup => &self.backup_records,
+        };
+        &self.served().await == want
+    }
+
+    async fn rounds(&self) -> Vec<Round> {
+        let f = RoundFilter {
+            service: Some(SERVICE.into()),
+            limit: 500,
+            ..Default::default()
+        };
+        self.coord()
+            .store
+            .call(move |s| s.list_rounds(&f))
+            .await
+            .unwrap()
+    }
+
+    async fn rounds_with(&self, outcome: &str) -> Vec<Round> {
+        self.rounds()
+            .await
+            .into_iter()
+            .filter(|r| r.round.outcome == outcome)
+            .collect()
+    }
+
+    async fn changes(&self) -> Vec<DnsChangeRow> {
+        let f = ListFilter {
+            service: Some(SERVICE.into()),
+            limit: 500,
+            ..Default::default()
+        };
+        self.coord()
+            .store
+            .call(move |s| s.list_dns_changes(&f))
+            .await
+            .unwrap()
+    }
+
+    async fn api(&self, path: &str) -> serde_json::Value {
+        let url = format!("http://{}{path}", self.coord().api_addr);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.lab.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(c) = self.coord.take() {
+            c.wait(Duration::from_secs(10)).await;
+        }
+        for w in &mut self.witnesses {
+            w.stop().await;
+        }
+    }
+}
+
+/// The votes of one round as the API shows them, each with its `reverified` field.
+async fn round_votes(rig: &Rig, id: i64) -> Vec<serde_json::Value> {
+    let body = rig.api(&format!("/v1/rounds/{id}")).await;
+    assert_eq!(body["round"]["id"], id);
+    body["votes"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_then_failback_after_hold_down_then_isolated_coordinator_does_nothing() {
+    let mut rig = Rig::start().await;
+    assert!(rig.coord().api_addr.ip().is_loopback());
+
+    // Healthy: the coordinator sees both sides up and every witness votes "up".
+    eventually("a healthy tick with 3 up votes", DEADLINE, || async {
+        let s = rig.status();
+        (s.primary_up == Some(true) && s.backup_up == Some(true) && s.last_votes.up == 3)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        rig.rounds().await.is_empty(),
+        "a healthy service records no rounds"
+    );
+    assert!(rig.serves(Side::Primary).await);
+
+    // ---- 1. The primary stops (its port refuses connections) → one failover. ----
+    rig.primary.stop().await;
+    eventually("DNS to serve the backup", DEADLINE, || async {
+        rig.serves(Side::Backup).await.then_some(())
+    })
+    .await;
+    let changes = eventually(
+        "the failover DNS change to be recorded as applied",
+        DEADLINE,
+        || async {
+            let c = rig.changes().await;
+            (c.len() == 1 && c[0].status == "applied").then_some(c)
+        },
+    )
+    .await;
+    eventually(
+        "status to show backup-active, no change pending",
+        DEADLINE,
+        || async {
+            let s = rig.status();
+            (s.active == Side::Backup && !s.dns_pending).then_some(())
+        },
+    )
+    .await;
+    // A few more intervals with the primary down: still exactly one failover, one change.
+    rig.wait_ticks(3).await;
+    let failovers = rig.rounds_with("failover").await;
+    assert_eq!(
+        failovers.len(),
+        1,
+        "exactly one failover round: {failovers:?}"
+    );
+    let fo = &failovers[0];
+    assert_eq!(fo.round.trigger, "primary-down");
+    assert!(fo.round.changed_dns);
+    assert!(!fo.round.primary_up && fo.round.backup_up);
+    assert!(fo.round.votes_down >= 2, "{fo:?}");
+    assert_eq!(
+        rig.changes().await.len(),
+        1,
+        "no second DNS change while the primary stays down"
+    );
+    let change = &changes[0];
+    assert_eq!(change.to_side, "backup");
+    assert_eq!(change.round_id, Some(fo.id));
+    assert_eq!(change.backend, "dryrun");
+    assert!(change.attempts >= 1);
+    assert!(change.created_ms <= change.updated_ms);
+    // The stored votes: at least two valid, signed "down" votes that verify again now.
+    let votes = round_votes(&rig, fo.id).await;
+    assert_eq!(votes.len(), 3);
+    let good_down = votes
+        .iter()
+        .filter(|v| {
+            v["valid"] == true
+                && v["verdict"] == "down"
+                && v["reverified"] == "ok"
+                && v["vote_envelope"].is_string()
+        })
+        .count();
+    assert!(
+        good_down >= 2,
+        "at least two valid signed down votes, got {votes:#?}"
+    );
+    let witnesses = rig.witness_configs.clone();
+    let report = rig
+        .coord()
+        .store
+        .call(move |s| coordinator::verify::verify_history(s, Some(SERVICE), &witnesses))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.valid_ok >= 2);
+    let events = rig.api("/v1/events?service=web").await;
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"dns-applied"), "{kinds:?}");
+    assert!(kinds.contains(&"transition"), "{kinds:?}");
+
+    // ---- 4. The primary comes back → failback only after the hold-down. ----
+    let back_at = Instant::now();
+    let back_at_ms = shared::unix_ms(std::time::SystemTime::now());
+    rig.primary.start().await;
+    // The coordinator sees the primary up while DNS still serves the backup (the hold-down).
+    eventually(
+        "a tick that sees the primary up during the hold-down",
+        DEADLINE,
+        || async {
+            let s = rig.status();
+            (s.primary_up == Some(true) && s.active == Side::Backup).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        rig.serves(Side::Backup).await,
+        "no failback on the first up probe"
+    );
+    eventually("DNS to serve the primary again", DEADLINE, || async {
+        rig.serves(Side::Primary).await.then_some(())
+    })
+    .await;
+    let took = back_at.elapsed();
+    // recover_after consecutive up probes span at least (recover_after - 1) intervals. Half an
+    // interval of slack covers one tick that fired late followed by one on time.
+    let hold_down = INTERVAL * (RECOVER_AFTER - 1) - INTERVAL / 2;
+    assert!(
+        took >= hold_down,
+        "failback after {took:?}, before the hold-down of {hold_down:?}"
+    );
+    let failbacks = rig.rounds_with("failback").await;
+    assert_eq!(failbacks.len(), 1, "{failbacks:?}");
+    assert_eq!(failbacks[0].round.trigger, "primary-up");
+    assert!(failbacks[0].round.at_ms >= back_at_ms + hold_down.as_millis() as u64);
+    eventually("the failback change applied", DEADLINE, || async {
+        let c = rig.changes().await;
+        (c.len() == 2 && c[0].status == "applied" && c[0].to_side == "primary").then_some(())
+    })
+    .await;
+    eventually("status primary-active", DEADLINE, || async {
+        (rig.status().active == Side::Primary).then_some(())
+    })
+    .await;
+
+    // ---- 3. Every witness unreachable, primary down → coordinator-isolated, no failover. ----
+    for w in &mut rig.witnesses {
+        w.stop().await;
+    }
+    let last_before = rig.rounds().await.first().map(|r| r.id).unwrap_or(0);
+    rig.primary.stop().await;
+    let isolated = eventually("three coordinator-isolated rounds", DEADLINE, || async {
+        let r: Vec<Round> = rig
+            .rounds_with("coordinator-isolated")
+            .await
+            .into_iter()
+            .filter(|r| r.id > last_before)
+            .collect();
+        (r.len() >= 3).then_some(r)
+    })
+    .await;
+    for r in &isolated {
+        assert_eq!(r.round.trigger, "primary-down");
+        assert!(!r.round.changed_dns);
+        assert_eq!(r.round.votes_missing, 3, "{r:?}");
+        assert_eq!(r.round.votes_up + r.round.votes_down, 0);
+    }
+    let votes = round_votes(&rig, isolated[0].id).await;
+    assert_eq!(votes.len(), 3);
+    for v in &votes {
+        assert_eq!(v["valid"], false);
+        assert!(v["vote_envelope"].is_null());
+        assert_eq!(v["reverified"], "no-answer");
+        assert!(v["error"].as_str().unwrap().starts_with("no answer"), "{v}");
+    }
+    let new_rounds: Vec<Round> = rig
+        .rounds()
+        .await
+        .into_iter()
+        .filter(|r| r.id > last_before)
+        .collect();
+    assert!(
+        new_rounds
+            .iter()
+            .all(|r| r.round.outcome == "coordinator-isolated"),
+        "{new_rounds:?}"
+    );
+    assert_eq!(rig.changes().await.len(), 2, "no DNS change while isolated");
+    assert!(rig.serves(Side::Primary).await);
+    assert_eq!(rig.status().active, Side::Primary);
+
+    rig.backup.stop().await;
+    rig.stop().await;
+}
+
+/// A witness that can still reach the primary vetoes the failover.
+///
+/// How one witness sees "up" while the coordinator sees "down", with real probes of the same
+/// target: the primary serves HTTPS with a self-signed certificate. Witness w1 trusts that
+/// certificate (its `extra_roots`), so its probe succeeds; w2, w3 and the coordinator do not
+/// (the coordinator's `probe_ca_file` holds only the backup's certificate), so theirs fail
+/// with a TLS error — the same split a broken path between backup and primary produces. With
+/// quorum 2 the two "down" votes would be enough to fail over; the one "up" vote (veto
+/// `any`) must stop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disputed_round_when_one_witness_still_reaches_the_primary() {
+    let rig = start_dispute_rig().await;
+
+    let disputed = eventually("three disputed rounds", DEADLINE, || async {
+        let r = rig.rounds_with("disputed").await;
+        (r.len() >= 3).then_some(r)
+    })
+    .await;
+    for r in &disputed {
+        assert_eq!(r.round.trigger, "primary-down");
+        assert!(
+            !r.round.primary_up,
+            "the coordinator sees the primary down: {r:?}"
+        );
+        assert!(
+            r.round.backup_up,
+            "the coordinator sees the backup up: {r:?}"
+        );
+        assert_eq!((r.round.votes_up, r.round.votes_down), (1, 2), "{r:?}");
+        assert!(!r.round.changed_dns);
+    }
+    let votes = round_votes(&rig, disputed[0].id).await;
+    let up: Vec<_> = votes.iter().filter(|v| v["verdict"] == "up").collect();
+    assert_eq!(up.len(), 1, "{votes:#?}");
+    assert_eq!(up[0]["witness"], "w1");
+    assert!(
+        votes
+            .iter()
+            .all(|v| v["valid"] == true && v["reverified"] == "ok"),
+        "{votes:#?}"
+    );
+    let all = rig.rounds().await;
+    assert!(
+        all.iter().all(|r| r.round.outcome == "disputed"),
+        "only disputed rounds: {all:?}"
+    );
+    assert!(rig.changes().await.is_empty(), "no DNS change");
+    assert!(rig.serves(Side::Primary).await);
+    assert_eq!(rig.status().active, Side::Primary);
+    rig.stop().await;
+}
+
+async fn start_dispute_rig() -> Rig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let lab = Lab::new();
+    let (p_addr, b_addr) = common::two_sites_port();
+    let (pc, pk) = shared::tls::self_signed(&[p_addr.ip().to_string()]).unwrap();
+    let (bc, bk) = shared::tls::self_signed(&[b_addr.ip().to_string()]).unwrap();
+    let ca = lab.path().join("backup-ca.pem");
+    std::fs::write(&ca, &bc).unwrap();
+    let primary_root = CertificateDer::from_pem_slice(pc.as_bytes())
+        .unwrap()
+        .into_owned();
+    let witnesses = start_witnesses(&lab, p_addr.port(), [vec![primary_root], vec![], vec![]]);
+    let mut opts = Opts::new(
+        witnesses.iter().map(|w| w.block()).collect(),
+        p_addr.ip(),
+        b_addr.ip(),
+        p_addr.port(),
+    );
+    opts.probe_kind = "https".into();
+    opts.probe_ca_file = Some(ca);
+    Rig::assemble(
+        lab,
+        Site::https(p_addr, pc, pk),
+        Site::https(b_addr, bc, bk),
+        witnesses,
+        opts,
+    )
+    .await
+}
+
+/// Three witnesses `w1..w3` trusting the lab's coordinator; `roots[i]` are wi's extra CA roots.
+fn start_witnesses(
+    lab: &Lab,
+    port: u16,
+    roots: [Vec<rustls::pki_types::CertificateDer<'static>>; 3],
+) -> Vec<TestWitness> {
+    roots
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            TestWitness::start(&format!("w{}", i + 1), lab.key.verifying_key(), &[port], r)
+        })
+        .collect()
+}
+
+/// A primary that hangs (accepts connections, never answers) is as dead as one that refuses
+/// them, and must be failed over with the default timeouts: probe timeout equal to the
+/// interval (the shipped defaults are both 1 s) and no `timeout` on the witnesses. A witness
+/// can only answer "down" once its own probe has timed out, so the coordinator must wait for
+/// it longer than the probe timeout, or every vote goes missing and the round is
+/// `coordinator-isolated` for as long as the primary hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hung_primary_fails_over_with_default_timeouts() {
+    let lab = Lab::new();
+    let (p_addr, b_addr) = common::two_sites_port();
+    let _tarpit = common::Tarpit::start(p_addr).await;
+    let mut backup = Site::http(b_addr);
+    backup.start().await;
+    let witnesses = start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
+    let mut opts = Opts::new(
+        witnesses
+            .iter()
+            .map(|w| w.block_default_timeout())
+            .collect(),
+        p_addr.ip(),
+        b_addr.ip(),
+        p_addr.port(),
+    );
+    opts.interval = format!("{}ms", INTERVAL.as_millis());
+    opts.probe_timeout = opts.interval.clone();
+    let config = lab.config(&opts.toml());
+    let svc = config.services[0].clone();
+    let dns = Arc::new(DryRun::with_records(svc.records_for(Side::Primary)));
+    let shutdown = CancellationToken::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let coord = coordinator::start(config, listener, Some(dns.clone()), shutdown.clone())
+        .await
+        .unwrap();
+    let store = coord.store.clone();
+    let rounds = eventually("three decision rounds", DEADLINE, || async {
+        let f = RoundFilter {
+            service: Some(SERVICE.into()),
+            limit: 500,
+            ..Default::default()
+        };
+        let s = store.clone();
+        let r = s.call(move |s| s.list_rounds(&f)).await.unwrap();
+        (r.len() >= 3 || r.iter().any(|r| r.round.outcome == "failover")).then_some(r)
+    })
+    .await;
+    let outcomes: Vec<&str> = rounds.iter().map(|r| r.round.outcome.as_str()).collect();
+    assert!(
+        outcomes.contains(&"failover"),
+        "a hung primary must be failed over, got rounds {outcomes:?}: {rounds:#?}"
+    );
+    eventually("DNS to serve the backup", DEADLINE, || async {
+        (dns.current(&svc.zone, &svc.records_for(Side::Primary))
+            .await
+            .unwrap()
+            == svc.records_for(Side::Backup))
+        .then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    coord.wait(Duration::from_secs(10)).await;
+}

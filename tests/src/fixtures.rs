@@ -1,0 +1,82 @@
+//! Fixtures shared by the DNS backend tests: record sets, changes, and secret files written
+//! with mode 0600 the way an operator would.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+
+use coordinator::dns::{Change, RecordSet, RecordType};
+
+/// The zone every backend test uses.
+pub const ZONE: &str = "example.test.";
+
+/// One RRset from address strings (test input: a bad literal is a bug in the test).
+pub fn set(name: &str, rtype: RecordType, ttl: u32, addrs: &[&str]) -> RecordSet {
+    let addrs = addrs
+        .iter()
+        .map(|a| a.parse::<IpAddr>().expect("a test address literal"))
+        .collect();
+    RecordSet::new(name, rtype, ttl, addrs)
+}
+
+/// `www` on the primary: one A and one AAAA, TTL 300.
+pub fn www_primary() -> Vec<RecordSet> {
+    vec![
+        set("www.example.test.", RecordType::A, 300, &["192.0.2.10"]),
+        set(
+            "www.example.test.",
+            RecordType::AAAA,
+            300,
+            &["2001:db8::10"],
+        ),
+    ]
+}
+
+/// `www` on the backup: two A and one AAAA, with the lower failover TTL 60.
+pub fn www_backup() -> Vec<RecordSet> {
+    vec![
+        set(
+            "www.example.test.",
+            RecordType::A,
+            60,
+            &["198.51.100.10", "198.51.100.11"],
+        ),
+        set(
+            "www.example.test.",
+            RecordType::AAAA,
+            60,
+            &["2001:db8:b::10"],
+        ),
+    ]
+}
+
+/// A change of [`ZONE`].
+pub fn change(from: Vec<RecordSet>, to: Vec<RecordSet>) -> Change {
+    Change {
+        zone: ZONE.into(),
+        from,
+        to,
+    }
+}
+
+/// A secret in its own temporary folder, mode 0600; the folder goes with the value.
+#[derive(Debug)]
+pub struct SecretFile {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+/// Writes `text` to a new 0600 file called `name`.
+pub fn secret_file(name: &str, text: &str) -> SecretFile {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("writing a secret file");
+    SecretFile { _dir: dir, path }
+}
