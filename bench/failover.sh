@@ -58,7 +58,7 @@ done
 for t in named pdns_server gdnsd nft dig python3; do
   command -v "$t" >/dev/null || qb_die "$t not installed"
 done
-[[ -e /usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so ]] || qb_die "PowerDNS bind backend missing: apt-get install pdns-backend-bind"
+compgen -G '/usr/lib/*/pdns/libbindbackend.so' >/dev/null || qb_die "PowerDNS bind backend missing: apt-get install pdns-backend-bind"
 
 qb_init "${QB_PREFIX_OVERRIDE:-qb-}" "${QB_NET_OVERRIDE:-10.231.200}" "$OUT"
 trap qb_teardown EXIT INT TERM

@@ -6,6 +6,18 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 cd "$HERE/.."
+# The peers and the lab's tools; installed here when missing, as tests/run.sh does for the tests.
+need=(named dig pdns_server gdnsd nft ip python3)
+missing=0
+for b in "${need[@]}"; do command -v "$b" >/dev/null 2>&1 || missing=1; done
+compgen -G '/usr/lib/*/pdns/libbindbackend.so' >/dev/null || missing=1
+if [[ "$missing" == 1 ]]; then
+  echo "bench/smoke.sh: installing bind9, pdns-server, pdns-backend-bind, gdnsd, nftables" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends bind9 bind9-dnsutils bind9-utils \
+    pdns-server pdns-backend-bind gdnsd nftables iproute2 procps python3 >/dev/null
+fi
 # QB_BIN=<folder with the binaries> skips the build (e.g. QB_BIN=target/debug after
 # `cargo build --bins`); otherwise release binaries are built.
 if [[ -z "${QB_BIN:-}" ]]; then
