@@ -98,7 +98,7 @@ cat >"$OUT/settings.txt" <<EOF
 date_utc=$(date -u +%FT%TZ)
 kernel=$(uname -r)
 cpu=$(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}') x $(nproc)
-quorate=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) interval=$Q_INTERVAL probe_timeout=$Q_PROBE_TIMEOUT witness_timeout=$Q_WITNESS_TIMEOUT fail_after=$Q_FAIL_AFTER recover_after=$Q_RECOVER_AFTER quorum=$Q_QUORUM/3
+quorate=$(git -C "$ROOT" describe --always --dirty 2>/dev/null) interval=$Q_INTERVAL probe_timeout=$Q_PROBE_TIMEOUT witness_timeout=$Q_WITNESS_TIMEOUT fail_after=$Q_FAIL_AFTER recover_after=$Q_RECOVER_AFTER quorum=$Q_QUORUM/3
 powerdns=$(dpkg-query -W -f='${Version}' pdns-server) lua-health-checks-interval=1 ifurlup timeout=1
 gdnsd=$(dpkg-query -W -f='${Version}' gdnsd) interval=2 timeout=1 up/ok/down_thresh=1
 bind9=$(dpkg-query -W -f='${Version}' bind9)

@@ -11,11 +11,13 @@
 ZONE=bench.test
 QNAME=www.bench.test
 TTL=30
-# Quorate: probe interval 1 s; the probe timeout is 900 ms so that a witness whose probe
-# times out still returns its signed "down" vote within the coordinator's 1 s request timeout.
+# Quorate: probe interval 1 s; by default the probe timeout is 900 ms so that a witness whose
+# probe times out still returns its signed "down" vote within the coordinator's 1 s request
+# timeout. QB_PROBE_TIMEOUT / QB_WITNESS_TIMEOUT override them (e.g. 1s / 1500ms: the peers'
+# 1 s timeout exactly; the coordinator refuses a witness timeout not above the probe timeout).
 Q_INTERVAL=1s
-Q_PROBE_TIMEOUT=900ms
-Q_WITNESS_TIMEOUT=1s
+Q_PROBE_TIMEOUT="${QB_PROBE_TIMEOUT:-900ms}"
+Q_WITNESS_TIMEOUT="${QB_WITNESS_TIMEOUT:-1s}"
 Q_FAIL_AFTER=1
 Q_RECOVER_AFTER=3
 Q_QUORUM=2
