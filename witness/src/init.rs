@@ -265,6 +265,8 @@ fn config_text(
          [limits]\n\
          # max_body_bytes = 16384\n\
          # max_concurrent = 64\n\
+         # A coordinator asks once per service per interval: keep this above\n\
+         # (its services / interval in seconds), or it gets 429s and its rounds miss this vote.\n\
          # rate_per_coordinator = 50   # requests per second, per coordinator key\n\
          # burst = 50\n\
          # read_timeout = \"10s\"      # TLS handshake, request head and body\n",
