@@ -148,7 +148,10 @@ pub async fn spawn_service(
     let (job_tx, job_rx) = mpsc::channel::<Job>(16);
     let (failed_tx, failed_rx) = mpsc::channel::<(Side, String)>(16);
     let svc = Arc::new(svc);
-    let pending_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pending_flag = DnsPending {
+        flag: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        status: status_tx.clone(),
+    };
 
     let span = info_span!("service", service = %name);
     tasks.spawn(
@@ -202,6 +205,28 @@ fn status_of(
     }
 }
 
+/// Whether a DNS change is on its way: set by the service task when it hands a change to the
+/// DNS worker, cleared by the worker when the change is applied or has failed, and published in
+/// the service's status at once (not only at the next tick).
+#[derive(Clone)]
+struct DnsPending {
+    flag: Arc<std::sync::atomic::AtomicBool>,
+    status: watch::Sender<ServiceStatus>,
+}
+
+impl DnsPending {
+    fn set(&self, pending: bool) {
+        self.flag
+            .store(pending, std::sync::atomic::Ordering::SeqCst);
+        self.status
+            .send_if_modified(|s| std::mem::replace(&mut s.dns_pending, pending) != pending);
+    }
+
+    fn get(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 struct ServiceTask {
     rt: Arc<Runtime>,
     svc: Arc<ServiceConfig>,
@@ -209,7 +234,7 @@ struct ServiceTask {
     persisted: Option<State>,
     status_tx: watch::Sender<ServiceStatus>,
     job_tx: mpsc::Sender<Job>,
-    pending_flag: Arc<std::sync::atomic::AtomicBool>,
+    pending_flag: DnsPending,
     last_obs: Option<(Observation, u64)>,
 }
 
@@ -508,8 +533,7 @@ impl ServiceTask {
             self.rt.notifier.send(n);
         }
         if let (Some((to, change, reason)), Some(id)) = (switch, change_id) {
-            self.pending_flag
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.pending_flag.set(true);
             if self
                 .job_tx
                 .send(Job {
@@ -532,7 +556,7 @@ impl ServiceTask {
             .backup_active
             .get_or_create(&label)
             .set((self.state.active == Side::Backup) as i64);
-        let pending = self.pending_flag.load(std::sync::atomic::Ordering::SeqCst);
+        let pending = self.pending_flag.get();
         self.status_tx
             .send_replace(status_of(&svc, &self.state, self.last_obs, pending));
         Ok(())
@@ -614,8 +638,7 @@ impl ServiceTask {
                             "pending change not applied before the restart; sending it again"
                         );
                     }
-                    self.pending_flag
-                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.pending_flag.set(true);
                     let _ = self
                         .job_tx
                         .send(Job {
@@ -650,7 +673,7 @@ async fn dns_worker(
     svc: Arc<ServiceConfig>,
     mut jobs: mpsc::Receiver<Job>,
     failed: mpsc::Sender<(Side, String)>,
-    pending_flag: Arc<std::sync::atomic::AtomicBool>,
+    pending_flag: DnsPending,
     shutdown: CancellationToken,
 ) {
     let mut next: Option<Job> = None;
@@ -685,7 +708,7 @@ async fn dns_worker(
                 let msg = format!("pre_failback hook failed, failback not done: {why}");
                 error!(%msg);
                 finish(&rt, &svc, job.id, "failed", Some(&msg), "dns-failed").await;
-                pending_flag.store(false, std::sync::atomic::Ordering::SeqCst);
+                pending_flag.set(false);
                 let _ = failed.send((job.to, msg)).await;
                 continue;
             }
@@ -720,7 +743,7 @@ async fn dns_worker(
                         .call(move |s| s.dns_change_attempt(id, now_ms(), None))
                         .await;
                     finish(&rt, &svc, job.id, "applied", None, "dns-applied").await;
-                    pending_flag.store(false, std::sync::atomic::Ordering::SeqCst);
+                    pending_flag.set(false);
                     let lbl = DnsLabel {
                         backend: backend_kind.clone(),
                         result: "applied".into(),
@@ -777,7 +800,7 @@ async fn dns_worker(
                         .call(move |s| s.dns_change_attempt(id, now_ms(), Some(&m2)))
                         .await;
                     finish(&rt, &svc, job.id, "failed", Some(&msg), "dns-failed").await;
-                    pending_flag.store(false, std::sync::atomic::Ordering::SeqCst);
+                    pending_flag.set(false);
                     rt.metrics
                         .dns_changes
                         .get_or_create(&DnsLabel {

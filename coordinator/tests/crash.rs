@@ -7,7 +7,9 @@
 //! "applies" a change by copying the prepared zone for the new addresses over `zone.json`
 //! (and logs every run), `current.sh` prints `zone.json` (what the coordinator reads back).
 //! A `mode` file tells `apply.sh` whether to apply, block (so the kill lands mid-change),
-//! apply and then block, or fail. Three witnesses run in the test process over HTTPS.
+//! apply and then block, wait for a `release` file and then apply, or fail. Three witnesses
+//! run in the test process over HTTPS. The same rig also checks that the status the API
+//! reports follows a change the moment it is applied.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -42,8 +44,20 @@ block() {
     done
     exit 75
 }
+# Signals the test, then applies once the test creates "release" (at most 60 s).
+wait_release() {
+    touch "$dir/marker"
+    i=0
+    while [ ! -e "$dir/release" ]; do
+        [ "$i" -lt 1200 ] || exit 75
+        sleep 0.05
+        i=$((i + 1))
+    done
+    apply
+}
 case "$(cat "$dir/mode")" in
     apply) apply ;;
+    wait-release) wait_release ;;
     block-before) block ;;
     apply-then-block) apply && block ;;
     *) echo "apply.sh must not run now (mode $(cat "$dir/mode"))" >&2; exit 1 ;;
@@ -124,6 +138,10 @@ struct Crash {
 
 impl Crash {
     async fn setup() -> Crash {
+        Crash::setup_with_interval("300ms").await
+    }
+
+    async fn setup_with_interval(interval: &str) -> Crash {
         let lab = Lab::new();
         let (p_addr, b_addr) = common::two_sites_port();
         let mut primary = Site::http(p_addr);
@@ -155,6 +173,7 @@ impl Crash {
             p_addr.port(),
         );
         opts.api_listen = format!("127.0.0.1:{port}");
+        opts.interval = interval.into();
         let d = dir.display();
         opts.dns = format!(
             "type = \"exec\"\ncommand = [\"{d}/apply.sh\", \"{d}\"]\ncurrent_command = [\"{d}/current.sh\", \"{d}\"]\ntimeout = \"30s\"\n"
@@ -447,4 +466,51 @@ async fn killed_after_the_change_reached_dns_marks_it_applied_without_resending(
         1
     );
     assert_eq!(state_active(&state), "backup");
+}
+
+/// While a change is on its way the API says `dns_pending: true`; once it is applied the status
+/// says so at once, not only at the next probe interval (3 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_the_change_applied_at_once_not_at_the_next_interval() {
+    let mut t = Crash::setup_with_interval("3s").await;
+    t.set_mode("wait-release");
+    let _daemon = t.fail_over_until_marker().await;
+    let pending_tick = eventually(
+        "the status to show the change pending",
+        DEADLINE,
+        || async {
+            let s = t.status().await?;
+            (s["active"] == "backup" && s["dns_pending"] == true)
+                .then(|| s["last_tick_ms"].as_u64())?
+        },
+    )
+    .await;
+    // Release the change just after an interval starts, so the next one is seconds away.
+    let tick = eventually("the next probe interval", DEADLINE, || async {
+        let s = t.status().await?;
+        let tick = s["last_tick_ms"].as_u64()?;
+        assert_eq!(
+            s["dns_pending"], true,
+            "nothing applied before the release: {s}"
+        );
+        (tick > pending_tick).then_some(tick)
+    })
+    .await;
+    std::fs::write(t.lab.path().join("release"), "").unwrap();
+    let status = eventually(
+        "the status to show the change applied",
+        DEADLINE,
+        || async {
+            let s = t.status().await?;
+            (s["dns_pending"] == false).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(
+        status["last_tick_ms"].as_u64(),
+        Some(tick),
+        "the DNS worker published it, not a later interval: {status}"
+    );
+    assert_eq!(t.zone(), t.backup_records);
+    assert_eq!(t.apply_runs(), 1);
 }
