@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 
-use coordinator::dns::{Change, RecordSet, RecordType};
+use coordinator::dns::{Change, DnsBackend, RecordSet, RecordType};
 
 /// The zone every backend test uses.
 pub const ZONE: &str = "example.test.";
@@ -79,4 +79,13 @@ pub fn secret_file(name: &str, text: &str) -> SecretFile {
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .expect("writing a secret file");
     SecretFile { _dir: dir, path }
+}
+
+/// Asserts that `backend` reads back exactly `want` (the names and types in it) from [`ZONE`].
+pub async fn assert_current(backend: &dyn DnsBackend, want: &[RecordSet]) {
+    let got = backend
+        .current(ZONE, want)
+        .await
+        .unwrap_or_else(|e| panic!("{}: reading the records back failed: {e}", backend.kind()));
+    assert_eq!(got, want, "{}: the records read back", backend.kind());
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use coordinator::dns::powerdns::{self, Config};
 use coordinator::dns::verify::verify_served;
 use coordinator::dns::{DnsBackend, DnsError, RecordType};
-use tests::fixtures::{SecretFile, ZONE, change, secret_file, set, www_backup, www_primary};
+use tests::fixtures::{
+    SecretFile, ZONE, assert_current, change, secret_file, set, www_backup, www_primary,
+};
 use tests::net::random_secret;
 use tests::pdns::Pdns;
 
@@ -42,19 +44,13 @@ fn config(pdns: &Pdns, key: &SecretFile) -> Config {
 async fn switch_and_back() {
     let (pdns, key) = start();
     let backend = powerdns::build(&config(&pdns, &key)).unwrap();
-    assert_eq!(
-        backend.current(ZONE, &www_primary()).await.unwrap(),
-        www_primary()
-    );
+    assert_current(&backend, &www_primary()).await;
 
     backend
         .apply(&change(www_primary(), www_backup()))
         .await
         .unwrap();
-    assert_eq!(
-        backend.current(ZONE, &www_backup()).await.unwrap(),
-        www_backup()
-    );
+    assert_current(&backend, &www_backup()).await;
     let checks = verify_served(
         &[pdns.dns_addr()],
         &www_backup(),
@@ -68,10 +64,7 @@ async fn switch_and_back() {
         .apply(&change(www_backup(), www_primary()))
         .await
         .unwrap();
-    assert_eq!(
-        backend.current(ZONE, &www_primary()).await.unwrap(),
-        www_primary()
-    );
+    assert_current(&backend, &www_primary()).await;
     let checks = verify_served(
         &[pdns.dns_addr()],
         &www_primary(),
@@ -106,19 +99,13 @@ async fn stale_from_is_a_conflict_unless_forced() {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(
-        backend.current(ZONE, &www_primary()).await.unwrap(),
-        www_primary()
-    );
+    assert_current(&backend, &www_primary()).await;
 
     let mut cfg = config(&pdns, &key);
     cfg.force = true;
     let forced = powerdns::build(&cfg).unwrap();
     forced.apply(&change(stale, www_backup())).await.unwrap();
-    assert_eq!(
-        forced.current(ZONE, &www_backup()).await.unwrap(),
-        www_backup()
-    );
+    assert_current(&forced, &www_backup()).await;
 }
 
 #[tokio::test]
@@ -175,10 +162,7 @@ async fn changes_the_server_refuses_are_rejected() {
     c.zone = "nosuch.test.".into();
     let err = other.apply(&c).await.unwrap_err();
     assert!(matches!(err, DnsError::Rejected(_)), "{err:?}");
-    assert_eq!(
-        backend.current(ZONE, &www_primary()).await.unwrap(),
-        www_primary()
-    );
+    assert_current(&backend, &www_primary()).await;
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use coordinator::dns::virtualmin::{self, Config};
 use coordinator::dns::{DnsBackend, DnsError};
-use tests::fixtures::{ZONE, change, www_backup, www_primary};
+use tests::fixtures::{ZONE, assert_current, change, www_backup, www_primary};
 use tests::virtualmin::{Rec, VirtualminStandIn};
 
 struct Files {
@@ -90,19 +90,13 @@ async fn switch_and_back_sets_the_record_ttl_in_one_request() {
     let vm = start().await;
     let files = Files::new();
     let backend = virtualmin::build(&config(&vm, &files)).unwrap();
-    assert_eq!(
-        backend.current(ZONE, &www_primary()).await.unwrap(),
-        www_primary()
-    );
+    assert_current(&backend, &www_primary()).await;
 
     backend
         .apply(&change(www_primary(), www_backup()))
         .await
         .unwrap();
-    assert_eq!(
-        backend.current(ZONE, &www_backup()).await.unwrap(),
-        www_backup()
-    );
+    assert_current(&backend, &www_backup()).await;
     let d = vm.domain("example.test").unwrap();
     assert_eq!(d.zone_writes, 1, "one change must be one zone write");
     assert_eq!(
@@ -133,10 +127,7 @@ async fn switch_and_back_sets_the_record_ttl_in_one_request() {
         .apply(&change(www_backup(), www_primary()))
         .await
         .unwrap();
-    assert_eq!(
-        backend.current(ZONE, &www_primary()).await.unwrap(),
-        www_primary()
-    );
+    assert_current(&backend, &www_primary()).await;
     assert_eq!(vm.domain("example.test").unwrap().zone_writes, 2);
 }
 
@@ -175,10 +166,7 @@ async fn a_hand_made_change_is_a_conflict() {
         .apply(&change(www_primary(), www_backup()))
         .await
         .unwrap();
-    assert_eq!(
-        forced.current(ZONE, &www_backup()).await.unwrap(),
-        www_backup()
-    );
+    assert_current(&forced, &www_backup()).await;
 }
 
 #[tokio::test]
@@ -237,10 +225,7 @@ async fn certificate_pin_and_ca_are_checked() {
     cfg.ca_file = None;
     cfg.cert_sha256 = Some(vm.cert_sha256().to_string());
     let pinned = virtualmin::build(&cfg).unwrap();
-    assert_eq!(
-        pinned.current(ZONE, &www_primary()).await.unwrap(),
-        www_primary()
-    );
+    assert_current(&pinned, &www_primary()).await;
 
     cfg.cert_sha256 = Some("00".repeat(32));
     let wrong_pin = virtualmin::build(&cfg).unwrap();
