@@ -556,9 +556,11 @@ impl ServiceTask {
             .backup_active
             .get_or_create(&label)
             .set((self.state.active == Side::Backup) as i64);
-        let pending = self.pending_flag.get();
+        // The flag is read under the status lock, so a DNS worker finishing right now cannot
+        // have its "applied" overwritten by this (older) reading.
+        let (state, obs, pending) = (&self.state, self.last_obs, &self.pending_flag);
         self.status_tx
-            .send_replace(status_of(&svc, &self.state, self.last_obs, pending));
+            .send_modify(|s| *s = status_of(&svc, state, obs, pending.get()));
         Ok(())
     }
 
