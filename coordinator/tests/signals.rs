@@ -178,4 +178,33 @@ async fn sighup_is_logged_and_ignored_and_sigterm_exits_cleanly() {
         .unwrap();
     assert!(exit.success(), "exit status {exit}");
     assert!(daemon.log().contains("SIGTERM received"), "no SIGTERM line");
+
+    // After a clean stop the offline commands read the history it left.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
+            .args(args)
+            .arg("--config")
+            .arg(lab.path().join("coordinator.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let status = cli(&["status"]);
+    assert!(
+        status.starts_with("web ")
+            && status.contains("primary-active")
+            && status.ends_with("pending dns changes: 0\n")
+            && status.lines().count() == 1,
+        "{status}"
+    );
+    let history = cli(&["history", "--service", "web"]);
+    assert!(
+        history.ends_with('\n') && !history.contains("dns change"),
+        "{history}"
+    );
 }
