@@ -6,6 +6,8 @@
 //! [`run`]. Tests and the demo call [`start`] in-process.
 
 pub mod api;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod dns;
@@ -153,6 +155,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let c = start(config, api_listener, None, shutdown.clone()).await?;
     shutdown.cancelled().await;
-    c.wait(Duration::from_secs(10)).await;
+    c.wait(shared::shutdown::GRACE).await;
     Ok(())
 }

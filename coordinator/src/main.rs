@@ -1,13 +1,15 @@
-//! `quorate-coordinator`: parses arguments, sets up logging, loads and validates the config
-//! (before anything binds), then hands over to the library.
+//! `quorate-coordinator`: parses arguments, sets up logging and hands each subcommand to the
+//! library — `run` to [`coordinator::run`] (config validated before anything binds, signals
+//! from `shared::shutdown`), the offline commands to `coordinator::cli`, `override` and
+//! `failback` to `coordinator::client`, `demo` to `coordinator::demo`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use coordinator::store::{ListFilter, RoundFilter, Store};
-use tokio_util::sync::CancellationToken;
+use coordinator::cli;
+use coordinator::client::ApiClient;
 
 #[derive(Parser)]
 #[command(
@@ -137,39 +139,24 @@ fn init_tracing(format: &str, default_filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(path: &Path) -> anyhow::Result<coordinator::config::Config> {
-    coordinator::config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
-}
-
 async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Demo { once, api } => {
             let ok = coordinator::demo::run(coordinator::demo::DemoOptions { once, api }).await?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(exit(ok))
         }
         Cmd::Run { config } => {
-            let cfg = load(&config)?;
+            let cfg = cli::load_config(&config)?;
+            // Before anything binds: from here on SIGHUP is logged, not fatal.
+            let shutdown = shared::shutdown::on_signals()?;
             let listener = std::net::TcpListener::bind(cfg.api_listen)
                 .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api_listen))?;
-            let shutdown = CancellationToken::new();
-            tokio::spawn(signals(shutdown.clone()));
             coordinator::run(cfg, listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config } => match coordinator::config::load(&config) {
             Ok(cfg) => {
-                println!(
-                    "{}: ok ({} services, {} witnesses, dns backend {}, key id {})",
-                    config.display(),
-                    cfg.services.len(),
-                    cfg.witnesses.len(),
-                    cfg.dns.backend.kind(),
-                    cfg.key_id
-                );
+                println!("{}", cli::check_summary(&config, &cfg));
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -178,16 +165,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
         },
         Cmd::Keygen { out } => {
-            let key = shared::keys::generate();
-            shared::keys::write_signing_key(&out, &key)?;
-            let vk = key.verifying_key();
-            println!("wrote {} (mode 0600)", out.display());
-            println!("key id: {}", shared::protocol::KeyId::of(&vk));
-            println!("\nAdd this to each witness's config:\n");
-            println!(
-                "[[coordinator]]\nname = \"coordinator\"\npublic_key = \"{}\"",
-                shared::keys::format_public_key(&vk)
-            );
+            print!("{}", cli::keygen(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::ExampleConfig => {
@@ -195,29 +173,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { config } => {
-            let cfg = load(&config)?;
-            let store = Store::open_read_only(&cfg.database)?;
-            let states = store.all_states()?;
-            for svc in &cfg.services {
-                let state = states.iter().find(|(n, _, _)| n == &svc.name);
-                let (label, updated) = match state {
-                    Some((_, json, at)) => {
-                        let s: coordinator::failover::State = serde_json::from_str(json)?;
-                        (
-                            format!("{} (override {})", s.label(), s.override_.as_str()),
-                            *at,
-                        )
-                    }
-                    None => ("primary-active (never switched)".to_string(), 0),
-                };
-                let pending = store.pending_dns_changes(&svc.name)?.len();
-                println!(
-                    "{:<20} {:<40} updated {}  pending dns changes: {pending}",
-                    svc.name,
-                    label,
-                    fmt_ms(updated)
-                );
-            }
+            print!("{}", cli::status(&cli::load_config(&config)?)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::History {
@@ -225,155 +181,39 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             service,
             limit,
         } => {
-            let cfg = load(&config)?;
-            let store = Store::open_read_only(&cfg.database)?;
-            print!("{}", history(&store, &service, limit)?);
+            let cfg = cli::load_config(&config)?;
+            print!("{}", cli::history(&cfg, &service, limit)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::VerifyHistory { config, service } => {
-            let cfg = load(&config)?;
-            let store = Store::open_read_only(&cfg.database)?;
-            let rep =
-                coordinator::verify::verify_history(&store, service.as_deref(), &cfg.witnesses)?;
-            println!(
-                "rounds {}  votes {}  valid and verified {}  invalid as recorded {}  no answer {}",
-                rep.rounds, rep.votes, rep.valid_ok, rep.invalid_confirmed, rep.no_answer
-            );
-            for p in &rep.problems {
-                println!("PROBLEM {p}");
-            }
-            Ok(if rep.is_clean() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            let cfg = cli::load_config(&config)?;
+            let out = cli::verify_history(&cfg, service.as_deref())?;
+            print!("{}", out.text);
+            Ok(exit(out.success))
         }
         Cmd::Override {
             config,
             service,
             mode,
         } => {
-            let cfg = load(&config)?;
-            api_post(
-                &cfg,
-                &format!("/v1/services/{service}/override"),
-                serde_json::json!({ "mode": mode }),
-            )
-            .await
+            let client = ApiClient::new(&cli::load_config(&config)?)?;
+            let reply = client.set_override(&service, &mode).await?;
+            println!("{}", reply.body);
+            Ok(exit(reply.success))
         }
         Cmd::Failback { config, service } => {
-            let cfg = load(&config)?;
-            api_post(
-                &cfg,
-                &format!("/v1/services/{service}/failback"),
-                serde_json::json!({}),
-            )
-            .await
+            let client = ApiClient::new(&cli::load_config(&config)?)?;
+            let reply = client.failback(&service).await?;
+            println!("{}", reply.body);
+            Ok(exit(reply.success))
         }
     }
 }
 
-async fn api_post(
-    cfg: &coordinator::config::Config,
-    path: &str,
-    body: serde_json::Value,
-) -> anyhow::Result<ExitCode> {
-    let url = format!("http://{}{path}", cfg.api_listen);
-    let resp = reqwest::Client::builder()
-        .tls_backend_preconfigured(shared::tls::webpki_client_config())
-        .build()?
-        .post(&url)
-        .bearer_auth(&cfg.api_token)
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the coordinator's API at {url}"))?;
-    let ok = resp.status().is_success();
-    println!("{}", resp.text().await.unwrap_or_default());
-    Ok(if ok {
+fn exit(success: bool) -> ExitCode {
+    if success {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
-}
-
-fn fmt_ms(ms: u64) -> String {
-    if ms == 0 {
-        return "never".into();
     }
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Rounds, events and DNS changes of one service, merged oldest first.
-fn history(store: &Store, service: &str, limit: u32) -> anyhow::Result<String> {
-    let limit = limit.clamp(1, 10_000);
-    let mut lines: Vec<(u64, i64, String)> = Vec::new();
-    let rf = RoundFilter {
-        service: Some(service.into()),
-        limit,
-        ..Default::default()
-    };
-    for r in store.list_rounds(&rf)? {
-        let x = &r.round;
-        lines.push((
-            x.at_ms,
-            0,
-            format!(
-                "round {:>6}  {:<24} trigger {:<14} votes {} down / {} up / {} invalid / {} missing  {}",
-                r.id, x.outcome, x.trigger, x.votes_down, x.votes_up, x.votes_invalid, x.votes_missing, x.reason
-            ),
-        ));
-    }
-    let lf = ListFilter {
-        service: Some(service.into()),
-        limit,
-        ..Default::default()
-    };
-    for e in store.list_events(&lf)? {
-        lines.push((
-            e.at_ms,
-            1,
-            format!("event         {:<24} {}", e.kind, e.message),
-        ));
-    }
-    for c in store.list_dns_changes(&lf)? {
-        lines.push((
-            c.created_ms,
-            2,
-            format!(
-                "dns change {:>3} to {:<8} {:<10} attempts {} {}",
-                c.id,
-                c.to_side,
-                c.status,
-                c.attempts,
-                c.last_error.unwrap_or_default()
-            ),
-        ));
-    }
-    lines.sort();
-    let mut out = String::new();
-    for (t, _, l) in lines {
-        out.push_str(&format!("{}  {l}\n", fmt_ms(t)));
-    }
-    if out.is_empty() {
-        out = format!("no history for service {service:?}\n");
-    }
-    Ok(out)
-}
-
-async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-    shutdown.cancel();
 }

@@ -1,13 +1,18 @@
 //! Quorate's common library: the only types that cross hosts (the witness protocol), their
-//! signing and verification, key files, TLS helpers, and the probes that witness and
-//! coordinator both run.
+//! signing and verification, key files, TLS helpers, the probes that witness and coordinator
+//! both run, and the daemons' shared shutdown handling.
 //!
-//! `protocol` is pure (no I/O, no clock: callers pass `now`); `keys` reads and writes key
-//! files; `probe` talks to the network; `tls` builds rustls configs and certificates.
+//! `protocol`, `probe::spec` and `hostname` are pure (no I/O, no clock: callers pass `now`);
+//! `keys` reads and writes key files; `probe::runner` talks to the network; `tls` builds
+//! rustls configs and certificates; `shutdown` holds the signal handler and the grace period.
+//! Imports between them never form a cycle: `protocol` → `probe::spec` → `hostname`;
+//! `probe::runner` → `probe::spec`, `tls`; `tls` → `hostname`.
 
+pub mod hostname;
 pub mod keys;
 pub mod probe;
 pub mod protocol;
+pub mod shutdown;
 pub mod tls;
 
 /// Milliseconds since the Unix epoch, the protocol's only notion of time.

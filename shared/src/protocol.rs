@@ -16,7 +16,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::probe::{Evidence, ProbeSpec};
+use crate::probe::spec::{Evidence, ProbeSpec};
 
 /// The protocol version carried in every payload.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -482,7 +482,7 @@ mod tests {
 
     use super::*;
     use crate::keys::format_public_key;
-    use crate::probe::{HttpMethod, HttpProbe, ProbeError};
+    use crate::probe::spec::{HttpMethod, HttpProbe, ProbeError};
 
     /// The vectors' clock: the request was issued at this instant.
     const ISSUED_AT_MS: u64 = 1_700_000_000_000;

@@ -44,7 +44,7 @@ pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
     }
     for name in names {
         if name.parse::<std::net::IpAddr>().is_err() {
-            crate::probe::check_hostname(name).map_err(|e| {
+            crate::hostname::check_hostname(name).map_err(|e| {
                 err(format!(
                     "{name:?} is neither an IP address nor a host name: {e}"
                 ))

@@ -1,12 +1,13 @@
 //! `quorate-witness`: parses arguments, sets up logging, loads and validates the config
-//! before binding anything, then calls [`witness::run`] until SIGTERM or SIGINT.
+//! before binding anything, then calls [`witness::run`] until SIGTERM or SIGINT (signals are
+//! handled by `shared::shutdown`, the same module as the coordinator's; SIGHUP is logged and
+//! ignored).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 use witness::config::LogFormat;
 
 #[derive(Parser)]
@@ -112,27 +113,11 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: witness::Config) -> anyhow::Result<()> {
+    // Before anything binds: from here on SIGHUP is logged, not fatal.
+    let shutdown = shared::shutdown::on_signals()?;
     let listener = std::net::TcpListener::bind(cfg.listen)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(wait_for_signal(shutdown.clone()));
     witness::run(cfg, listener, shutdown).await
-}
-
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM");
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-    shutdown.cancel();
 }
 
 fn init_tracing(format: LogFormat) {

@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
@@ -48,8 +48,9 @@ use crate::config::{Allowlist, Config, Limits};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
-/// How long in-flight requests may run after shutdown is asked for.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long in-flight requests may run after shutdown is asked for: the grace period both
+/// daemons share, defined in `shared::shutdown` (kept here under its old name).
+pub use shared::shutdown::GRACE as SHUTDOWN_GRACE;
 /// The most nonces remembered per coordinator (a bound on memory, far above honest use).
 const MAX_REPLAY_CAPACITY: usize = 200_000;
 

@@ -1,0 +1,395 @@
+//! The coordinator's offline commands — `check`, `keygen`, `status`, `history`,
+//! `verify-history` — as library functions that return the text to print. `main.rs` parses the
+//! arguments, calls one of these, prints the text and picks the exit code; the commands that
+//! talk to a running coordinator (`override`, `failback`) are in [`crate::client`].
+//!
+//! The output is read by people, by `tests/src/lab.rs` (the history timeline in failure
+//! messages) and by the docs, so it stays byte for byte what it is; the tests below pin it.
+//!
+//! The two renderings with logic of their own are pure and tested without a database:
+//! [`status_line`] (one service's stored state) and [`merge_timeline`] (rounds, events and DNS
+//! changes merged oldest first, see [`TimelineLine`] for the order).
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::failover::State;
+use crate::store::{DnsChangeRow, Event, ListFilter, Round, RoundFilter, Store};
+
+/// The most timeline entries of each kind `history --limit` may ask for.
+const MAX_HISTORY_LIMIT: u32 = 10_000;
+
+/// What a command printed and whether it found everything in order (exit 0) or not (exit 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// The text for stdout, newline-terminated.
+    pub text: String,
+    /// False when the command ran but found a problem (e.g. a vote that does not verify).
+    pub success: bool,
+}
+
+/// Loads and validates the config, with every problem listed under one heading.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    crate::config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
+}
+
+/// `check`: the one-line summary of a config that validated (no trailing newline).
+pub fn check_summary(path: &Path, config: &Config) -> String {
+    format!(
+        "{}: ok ({} services, {} witnesses, dns backend {}, key id {})",
+        path.display(),
+        config.services.len(),
+        config.witnesses.len(),
+        config.dns.backend.kind(),
+        config.key_id
+    )
+}
+
+/// `keygen`: creates the coordinator's signing key at `out` (mode 0600) and returns what to
+/// tell the operator: the key id and the `[[coordinator]]` block each witness needs.
+pub fn keygen(out: &Path) -> anyhow::Result<String> {
+    let key = shared::keys::generate();
+    shared::keys::write_signing_key(out, &key)?;
+    let vk = key.verifying_key();
+    Ok(format!(
+        "wrote {} (mode 0600)\nkey id: {}\n\nAdd this to each witness's config:\n\n\
+         [[coordinator]]\nname = \"coordinator\"\npublic_key = \"{}\"\n",
+        out.display(),
+        shared::protocol::KeyId::of(&vk),
+        shared::keys::format_public_key(&vk)
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// status
+
+/// `status`: one line per configured service, from the history database (opened read-only,
+/// so it works while the daemon runs).
+pub fn status(config: &Config) -> anyhow::Result<String> {
+    let store = Store::open_read_only(&config.database)?;
+    let states = store.all_states()?;
+    let mut out = String::new();
+    for svc in &config.services {
+        let stored = match states.iter().find(|(name, _, _)| name == &svc.name) {
+            Some((_, json, updated_ms)) => {
+                Some((serde_json::from_str::<State>(json)?, *updated_ms))
+            }
+            None => None,
+        };
+        let pending = store.pending_dns_changes(&svc.name)?.len();
+        out.push_str(&status_line(
+            &svc.name,
+            stored.as_ref().map(|(state, at)| (state, *at)),
+            pending,
+        ));
+    }
+    Ok(out)
+}
+
+/// One service's status line: its stored state and when it was stored (`None`: never
+/// stored, so still on the primary), and how many DNS changes are pending.
+pub fn status_line(service: &str, stored: Option<(&State, u64)>, pending_dns: usize) -> String {
+    let (label, updated_ms) = match stored {
+        Some((state, at)) => (
+            format!("{} (override {})", state.label(), state.override_.as_str()),
+            at,
+        ),
+        None => ("primary-active (never switched)".to_string(), 0),
+    };
+    format!(
+        "{service:<20} {label:<40} updated {}  pending dns changes: {pending_dns}\n",
+        fmt_ms(updated_ms)
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// history
+
+/// Where a timeline line comes from. The declaration order is the order of lines with the
+/// same timestamp: the round that decided, then the events it raised, then the DNS change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    Round,
+    Event,
+    DnsChange,
+}
+
+/// One line of the timeline before rendering. Ordered by time, then [`Source`], then text.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimelineLine {
+    pub at_ms: u64,
+    pub source: Source,
+    pub text: String,
+}
+
+/// `history`: rounds, events and DNS changes of one service (at most `limit` of each, newest
+/// first from the store), merged oldest first.
+pub fn history(config: &Config, service: &str, limit: u32) -> anyhow::Result<String> {
+    let store = Store::open_read_only(&config.database)?;
+    let limit = limit.clamp(1, MAX_HISTORY_LIMIT);
+    let rounds = store.list_rounds(&RoundFilter {
+        service: Some(service.into()),
+        limit,
+        ..Default::default()
+    })?;
+    let filter = ListFilter {
+        service: Some(service.into()),
+        limit,
+        ..Default::default()
+    };
+    let events = store.list_events(&filter)?;
+    let changes = store.list_dns_changes(&filter)?;
+    Ok(render_timeline(
+        service,
+        &merge_timeline(&rounds, &events, &changes),
+    ))
+}
+
+/// Turns the three kinds of history rows into timeline lines, oldest first.
+pub fn merge_timeline(
+    rounds: &[Round],
+    events: &[Event],
+    changes: &[DnsChangeRow],
+) -> Vec<TimelineLine> {
+    let rounds = rounds.iter().map(|r| {
+        let x = &r.round;
+        TimelineLine {
+            at_ms: x.at_ms,
+            source: Source::Round,
+            text: format!(
+                "round {:>6}  {:<24} trigger {:<14} votes {} down / {} up / {} invalid / {} missing  {}",
+                r.id,
+                x.outcome,
+                x.trigger,
+                x.votes_down,
+                x.votes_up,
+                x.votes_invalid,
+                x.votes_missing,
+                x.reason
+            ),
+        }
+    });
+    let events = events.iter().map(|e| TimelineLine {
+        at_ms: e.at_ms,
+        source: Source::Event,
+        text: format!("event         {:<24} {}", e.kind, e.message),
+    });
+    let changes = changes.iter().map(|c| TimelineLine {
+        at_ms: c.created_ms,
+        source: Source::DnsChange,
+        text: format!(
+            "dns change {:>3} to {:<8} {:<10} attempts {} {}",
+            c.id,
+            c.to_side,
+            c.status,
+            c.attempts,
+            c.last_error.as_deref().unwrap_or_default()
+        ),
+    });
+    sorted(rounds.chain(events).chain(changes).collect())
+}
+
+/// The merge's order: oldest first; at the same millisecond by [`Source`], then by text.
+fn sorted(mut lines: Vec<TimelineLine>) -> Vec<TimelineLine> {
+    lines.sort();
+    lines
+}
+
+/// Renders timeline lines, one per line with its RFC 3339 time; says so when there are none.
+pub fn render_timeline(service: &str, lines: &[TimelineLine]) -> String {
+    if lines.is_empty() {
+        return format!("no history for service {service:?}\n");
+    }
+    lines
+        .iter()
+        .map(|l| format!("{}  {}\n", fmt_ms(l.at_ms), l.text))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// verify-history
+
+/// `verify-history`: re-verifies every stored vote (of one service, or all) against the
+/// configured witness keys; unsuccessful when any vote does not check out.
+pub fn verify_history(config: &Config, service: Option<&str>) -> anyhow::Result<Output> {
+    let store = Store::open_read_only(&config.database)?;
+    let rep = crate::verify::verify_history(&store, service, &config.witnesses)?;
+    let mut text = format!(
+        "rounds {}  votes {}  valid and verified {}  invalid as recorded {}  no answer {}\n",
+        rep.rounds, rep.votes, rep.valid_ok, rep.invalid_confirmed, rep.no_answer
+    );
+    for p in &rep.problems {
+        text.push_str(&format!("PROBLEM {p}\n"));
+    }
+    Ok(Output {
+        text,
+        success: rep.is_clean(),
+    })
+}
+
+/// A stored Unix-millisecond time as RFC 3339 with milliseconds; 0 is "never".
+pub fn fmt_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "never".into();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::failover::{Override, Side};
+    use crate::store::NewRound;
+
+    /// 2026-11-24T20:38:17.114Z
+    const T: u64 = 1_795_552_697_114;
+
+    fn line(at_ms: u64, source: Source, text: &str) -> TimelineLine {
+        TimelineLine {
+            at_ms,
+            source,
+            text: text.into(),
+        }
+    }
+
+    /// A table row: its name, what the merge is given (in store order, i.e. any order), and
+    /// the texts in the order the timeline must show them.
+    type Case = (
+        &'static str,
+        &'static [(u64, Source, &'static str)],
+        &'static [&'static str],
+    );
+
+    #[test]
+    fn timeline_merge_orders_oldest_first_then_round_event_dns_change_then_text() {
+        use Source::{DnsChange, Event, Round};
+        #[rustfmt::skip]
+        let table: &[Case] = &[
+            ("nothing stays nothing",
+                &[], &[]),
+            ("older first, whatever the kind",
+                &[(T + 2, Round, "r"), (T + 1, Event, "e"), (T, DnsChange, "d")], &["d", "e", "r"]),
+            ("store order (newest first) is reversed",
+                &[(T + 2, Round, "r2"), (T + 1, Round, "r1"), (T, Round, "r0")], &["r0", "r1", "r2"]),
+            ("same millisecond: the round, then its events, then its dns change",
+                &[(T, DnsChange, "d"), (T, Event, "e"), (T, Round, "r")], &["r", "e", "d"]),
+            ("same millisecond and kind: by text",
+                &[(T, Event, "event b"), (T, Event, "event a")], &["event a", "event b"]),
+            ("time beats kind",
+                &[(T, DnsChange, "d"), (T + 1, Round, "r")], &["d", "r"]),
+            ("time 0 (never) sorts first",
+                &[(T, Round, "r"), (0, Event, "e")], &["e", "r"]),
+        ];
+        for (name, input, expected) in table {
+            let lines = input.iter().map(|(at, s, t)| line(*at, *s, t)).collect();
+            let got: Vec<String> = sorted(lines).into_iter().map(|l| l.text).collect();
+            assert_eq!(&got, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn history_renders_rows_byte_for_byte() {
+        let round = Round {
+            id: 7,
+            round: NewRound {
+                service: "www".into(),
+                at_ms: T,
+                trigger: "primary-down".into(),
+                outcome: "failover".into(),
+                reason: "3 of 3 witnesses see the primary down".into(),
+                primary_up: false,
+                backup_up: true,
+                votes_up: 0,
+                votes_down: 3,
+                votes_invalid: 0,
+                votes_missing: 1,
+                changed_dns: true,
+            },
+        };
+        let event = Event {
+            id: 3,
+            service: "www".into(),
+            at_ms: T,
+            kind: "dns-applied".into(),
+            message: "backup addresses served".into(),
+        };
+        let change = |status: &str, last_error: Option<&str>| DnsChangeRow {
+            id: 12,
+            service: "www".into(),
+            round_id: Some(7),
+            to_side: "backup".into(),
+            backend: "dryrun".into(),
+            change: serde_json::json!({}),
+            status: status.into(),
+            attempts: 2,
+            last_error: last_error.map(String::from),
+            verification: None,
+            created_ms: T,
+            updated_ms: T + 5,
+        };
+        let lines = merge_timeline(
+            &[round],
+            &[event],
+            &[
+                change("applied", None),
+                change("failed", Some("auth: refused")),
+            ],
+        );
+        assert_eq!(
+            render_timeline("www", &lines),
+            "2026-11-24T20:38:17.114Z  round      7  failover                 trigger primary-down   votes 3 down / 0 up / 0 invalid / 1 missing  3 of 3 witnesses see the primary down\n\
+             2026-11-24T20:38:17.114Z  event         dns-applied              backup addresses served\n\
+             2026-11-24T20:38:17.114Z  dns change  12 to backup   applied    attempts 2 \n\
+             2026-11-24T20:38:17.114Z  dns change  12 to backup   failed     attempts 2 auth: refused\n"
+        );
+        assert_eq!(
+            render_timeline("www", &[]),
+            "no history for service \"www\"\n"
+        );
+    }
+
+    #[test]
+    fn status_line_renders_the_stored_state_or_never_switched() {
+        let mut state = State::new(Side::Backup);
+        state.override_ = Override::PinBackup;
+        assert_eq!(
+            status_line("www", Some((&state, T)), 1),
+            "www                  backup-active (override pin-backup)      updated 2026-11-24T20:38:17.114Z  pending dns changes: 1\n"
+        );
+        assert_eq!(
+            status_line("mail", None, 0),
+            "mail                 primary-active (never switched)          updated never  pending dns changes: 0\n"
+        );
+    }
+
+    #[test]
+    fn keygen_writes_a_private_key_and_prints_its_witness_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.key");
+        let text = keygen(&path).unwrap();
+        let key = shared::keys::load_signing_key(&path).unwrap();
+        let vk = key.verifying_key();
+        assert_eq!(
+            text,
+            format!(
+                "wrote {} (mode 0600)\nkey id: {}\n\nAdd this to each witness's config:\n\n\
+                 [[coordinator]]\nname = \"coordinator\"\npublic_key = \"{}\"\n",
+                path.display(),
+                shared::protocol::KeyId::of(&vk),
+                shared::keys::format_public_key(&vk)
+            )
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn fmt_ms_is_rfc3339_with_milliseconds_and_zero_is_never() {
+        assert_eq!(fmt_ms(0), "never");
+        assert_eq!(fmt_ms(T), "2026-11-24T20:38:17.114Z");
+        assert_eq!(fmt_ms(1), "1970-01-01T00:00:00.001Z");
+    }
+}

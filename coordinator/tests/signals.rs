@@ -1,0 +1,210 @@
+//! Signals with the real `quorate-coordinator` binary: SIGHUP is logged as a warning (reload is
+//! not implemented, the config is not re-read) and otherwise ignored — the process keeps
+//! running and answering its API — and SIGTERM then stops it cleanly with exit status 0.
+//!
+//! Before `shared::shutdown`, SIGHUP killed the coordinator with no log line (and systemd's
+//! `Restart=on-failure` does not restart a process killed by SIGHUP).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Lab, Opts, Site, TestWitness};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const SIGHUP_WARNING: &str = "reload is not implemented yet";
+
+/// The real binary, killed on drop; its log is printed if the test fails.
+struct Daemon {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, log: PathBuf) -> Daemon {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("QUORATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. `HUP`) with kill(1).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the coordinator is still running");
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Polls `done` (given the log so far) every 25 ms until it says yes; panics if the
+    /// process exits meanwhile or after [`DEADLINE`].
+    async fn wait_until<F, Fut>(&mut self, what: &str, mut done: F)
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the coordinator exited ({status}) while waiting for {what}");
+            }
+            if done(self.log()).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {DEADLINE:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- coordinator log ---\n{}", self.log());
+        }
+    }
+}
+
+/// The service's status from the API, if it answers 200.
+async fn api_status(http: &reqwest::Client, api: &str, token: &str) -> Option<serde_json::Value> {
+    let resp = http
+        .get(format!("{api}/v1/services/web"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_logged_and_ignored_and_sigterm_exits_cleanly() {
+    let lab = Lab::new();
+    let (p_addr, b_addr) = common::two_sites_port();
+    let mut primary = Site::http(p_addr);
+    let mut backup = Site::http(b_addr);
+    primary.start().await;
+    backup.start().await;
+    let witnesses: Vec<TestWitness> = (1..=3)
+        .map(|i| {
+            TestWitness::start(
+                &format!("w{i}"),
+                lab.key.verifying_key(),
+                &[p_addr.port()],
+                Vec::new(),
+            )
+        })
+        .collect();
+    let port = common::free_port();
+    let mut opts = Opts::new(
+        witnesses.iter().map(|w| w.block()).collect(),
+        p_addr.ip(),
+        b_addr.ip(),
+        p_addr.port(),
+    );
+    opts.api_listen = format!("127.0.0.1:{port}");
+    lab.config(&opts.toml()); // validates, and writes coordinator.toml
+    let api = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    let mut daemon = Daemon::start(
+        &lab.path().join("coordinator.toml"),
+        lab.path().join("coordinator.log"),
+    );
+    daemon
+        .wait_until("the coordinator's API to answer", |_| async {
+            api_status(&http, &api, &lab.token).await.is_some()
+        })
+        .await;
+
+    // Two SIGHUPs: each one logged, neither fatal.
+    for n in 1..=2 {
+        daemon.signal("HUP");
+        daemon
+            .wait_until(
+                &format!("SIGHUP warning number {n} in the log"),
+                |log| async move { log.matches(SIGHUP_WARNING).count() == n },
+            )
+            .await;
+    }
+    let log = daemon.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains(SIGHUP_WARNING))
+        .unwrap()
+        .to_string();
+    assert!(
+        warning.contains("WARN") && warning.contains("NOT re-read") && warning.contains("restart"),
+        "{warning}"
+    );
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "still running after two SIGHUPs"
+    );
+    let status = api_status(&http, &api, &lab.token)
+        .await
+        .expect("the API still answers after SIGHUP");
+    assert_eq!(status["active"], "primary", "{status}");
+
+    // SIGTERM: a clean exit, within the grace period and then some.
+    daemon.signal("TERM");
+    let exit = tokio::time::timeout(DEADLINE, daemon.child.wait())
+        .await
+        .expect("the coordinator did not stop after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    assert!(daemon.log().contains("SIGTERM received"), "no SIGTERM line");
+
+    // After a clean stop the offline commands read the history it left.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
+            .args(args)
+            .arg("--config")
+            .arg(lab.path().join("coordinator.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let status = cli(&["status"]);
+    assert!(
+        status.starts_with("web ")
+            && status.contains("primary-active")
+            && status.ends_with("pending dns changes: 0\n")
+            && status.lines().count() == 1,
+        "{status}"
+    );
+    let history = cli(&["history", "--service", "web"]);
+    assert!(
+        history.ends_with('\n') && !history.contains("dns change"),
+        "{history}"
+    );
+}
