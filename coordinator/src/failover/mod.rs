@@ -39,6 +39,7 @@ pub use vocab::*;
 #[cfg(test)]
 mod tests;
 
+/// Decides what one event means for one service. Pure: the same inputs always give the same
 /// output, and nothing happens until the driver carries out the returned actions in order.
 pub fn step(policy: &Policy, state: &State, event: Event, now_ms: u64) -> (State, Vec<Action>) {
     let mut m = Machine {

@@ -501,8 +501,6 @@ impl State {
     }
 }
 
-/// Decides what one event means for one service. Pure: the same inputs always give the same
-
 impl Side {
     /// The inverse of [`Side::as_str`], for reading the history back.
     pub fn parse(s: &str) -> Option<Side> {
