@@ -201,13 +201,10 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             for svc in &cfg.services {
                 let state = states.iter().find(|(n, _, _)| n == &svc.name);
                 let (label, updated) = match state {
-                    Some((_, json, at)) => {
-                        let s: coordinator::failover::State = serde_json::from_str(json)?;
-                        (
-                            format!("{} (override {})", s.label(), s.override_.as_str()),
-                            *at,
-                        )
-                    }
+                    Some((_, s, at)) => (
+                        format!("{} (override {})", s.label(), s.override_.as_str()),
+                        *at,
+                    ),
                     None => ("primary-active (never switched)".to_string(), 0),
                 };
                 let pending = store.pending_dns_changes(&svc.name)?.len();
