@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::history::History;
-use super::{DnsPending, Job, ServiceDeps, now_ms};
-use crate::config::ServiceConfig;
-use crate::dns::DnsError;
+use super::{DnsPending, Job, now_ms};
+use crate::config::HooksConfig;
+use crate::dns::{DnsBackend, DnsError};
 use crate::failover::Side;
 use crate::hooks::{self, HookOutcome};
-use crate::metrics::DnsLabel;
-use crate::notify::Notice;
+use crate::metrics::{DnsLabel, Metrics};
+use crate::notify::{Notice, Notifier};
 use crate::store::{ChangeStatus, EventKind, HistoryWrite, NewEvent};
 
 /// The first retry of a transient DNS error waits this long, then twice as long each time.
@@ -25,9 +25,16 @@ pub(super) const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// Retries never wait longer than this: a change stays at most 10 s behind a recovered backend.
 pub(super) const MAX_RETRY: Duration = Duration::from_secs(10);
 
+/// What one service's DNS worker needs (and nothing of the probing side).
 pub(super) struct Worker {
-    pub(super) deps: Arc<ServiceDeps>,
-    pub(super) svc: Arc<ServiceConfig>,
+    pub(super) service: String,
+    pub(super) hooks: HooksConfig,
+    pub(super) backend: Arc<dyn DnsBackend>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) notifier: Notifier,
+    /// Authoritative servers to check after each change (empty: no verification).
+    pub(super) verify_servers: Vec<std::net::SocketAddr>,
+    pub(super) verify_timeout: Duration,
     pub(super) history: Arc<History>,
     /// Permanent failures, reported to the service task (which blocks automatic switching).
     pub(super) failed: mpsc::Sender<(Side, String)>,
@@ -36,7 +43,7 @@ pub(super) struct Worker {
 }
 
 pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
-    let (deps, svc, shutdown) = (&w.deps, &w.svc, &w.shutdown);
+    let (hooks, shutdown) = (&w.hooks, &w.shutdown);
     let mut next: Option<Job> = None;
     loop {
         let mut job = match next.take() {
@@ -51,19 +58,18 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
             job = j;
         }
         let payload = serde_json::json!({
-            "service": svc.name, "to": job.to.as_str(), "reason": job.reason, "change": job.change,
+            "service": w.service, "to": job.to.as_str(), "reason": job.reason, "change": job.change,
         });
         let env = [
-            ("QUORATE_SERVICE", svc.name.clone()),
+            ("QUORATE_SERVICE", w.service.clone()),
             ("QUORATE_TO", job.to.as_str().to_string()),
         ];
         let pre = match job.to {
-            Side::Backup => svc.hooks.pre_failover.as_ref().map(|c| (c, false)),
-            Side::Primary => svc.hooks.pre_failback.as_ref().map(|c| (c, true)),
+            Side::Backup => hooks.pre_failover.as_ref().map(|c| (c, false)),
+            Side::Primary => hooks.pre_failback.as_ref().map(|c| (c, true)),
         };
         if let Some((cmd, gate)) = pre
-            && let HookOutcome::Failed(why) =
-                hooks::run(cmd, &payload, &env, svc.hooks.timeout).await
+            && let HookOutcome::Failed(why) = hooks::run(cmd, &payload, &env, hooks.timeout).await
         {
             if gate {
                 let msg = format!("pre_failback hook failed, failback not done: {why}");
@@ -85,10 +91,10 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
         }
         let started = Instant::now();
         let mut delay = FIRST_RETRY;
-        let backend_kind = deps.backend.kind().to_string();
+        let backend_kind = w.backend.kind().to_string();
         loop {
             let result = tokio::select! {
-                r = deps.backend.apply(&job.change) => r,
+                r = w.backend.apply(&job.change) => r,
                 // The change stays pending; the next start reconciles it.
                 _ = shutdown.cancelled() => return,
             };
@@ -102,20 +108,20 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                         backend: backend_kind.clone(),
                         result: "applied".into(),
                     };
-                    deps.metrics.dns_changes.get_or_create(&lbl).inc();
-                    deps.metrics
+                    w.metrics.dns_changes.get_or_create(&lbl).inc();
+                    w.metrics
                         .dns_change_seconds
                         .get_or_create(&lbl)
                         .observe(started.elapsed().as_secs_f64());
                     info!(to = %job.to, id = job.id, elapsed_ms = started.elapsed().as_millis() as u64, "DNS change applied");
                     w.verify(&job).await;
                     let post = match job.to {
-                        Side::Backup => svc.hooks.post_failover.as_ref(),
-                        Side::Primary => svc.hooks.post_failback.as_ref(),
+                        Side::Backup => hooks.post_failover.as_ref(),
+                        Side::Primary => hooks.post_failback.as_ref(),
                     };
                     if let Some(cmd) = post
                         && let HookOutcome::Failed(why) =
-                            hooks::run(cmd, &payload, &env, svc.hooks.timeout).await
+                            hooks::run(cmd, &payload, &env, hooks.timeout).await
                     {
                         warn!(reason = %why, "post hook failed");
                         w.event(EventKind::HookFailed, why).await;
@@ -149,7 +155,7 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                     )
                     .await;
                     w.pending_flag.set(false);
-                    deps.metrics
+                    w.metrics
                         .dns_changes
                         .get_or_create(&DnsLabel {
                             backend: backend_kind.clone(),
@@ -176,7 +182,7 @@ fn describe_permanent(e: &DnsError) -> String {
 impl Worker {
     fn new_event(&self, kind: EventKind, message: String) -> NewEvent {
         NewEvent {
-            service: self.svc.name.clone(),
+            service: self.service.clone(),
             at_ms: now_ms(),
             kind,
             message,
@@ -214,20 +220,18 @@ impl Worker {
                 event: Some(self.new_event(kind, msg.clone())),
             })
             .await;
-        self.deps
-            .notifier
-            .send(Notice::new(&self.svc.name, kind.as_str(), msg, now_ms()));
+        self.notifier
+            .send(Notice::new(&self.service, kind.as_str(), msg, now_ms()));
     }
 
     async fn verify(&self, job: &Job) {
-        let deps = &self.deps;
-        if deps.verify_servers.is_empty() {
+        if self.verify_servers.is_empty() {
             return;
         }
         let checks = crate::dns::verify::verify_served(
-            &deps.verify_servers,
+            &self.verify_servers,
             &job.change.to,
-            deps.verify_timeout,
+            self.verify_timeout,
             Duration::from_millis(100),
         )
         .await;
@@ -237,8 +241,8 @@ impl Worker {
                 server: c.server.to_string(),
                 result: if c.ok { "served" } else { "lagging" }.into(),
             };
-            deps.metrics.dns_verify.get_or_create(&label).inc();
-            deps.metrics
+            self.metrics.dns_verify.get_or_create(&label).inc();
+            self.metrics
                 .dns_verify_seconds
                 .get_or_create(&label)
                 .observe(c.elapsed.as_secs_f64());
@@ -287,8 +291,8 @@ impl Worker {
             );
         } else {
             warn!(id, "some authoritative servers do not serve the change yet");
-            deps.notifier.send(Notice::new(
-                &self.svc.name,
+            self.notifier.send(Notice::new(
+                &self.service,
                 "alert",
                 format!("dns-lagging: change {id} not served everywhere in time"),
                 now_ms(),

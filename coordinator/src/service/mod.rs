@@ -163,28 +163,23 @@ pub async fn spawn_service(
     ));
 
     let span = info_span!("service", service = %name);
-    let mark_failed = |what: &'static str| {
-        let status = status_tx.clone();
-        move |exit: &crate::supervise::Exit| {
-            let why = format!("{what} {exit}");
-            status.send_modify(|s| s.failed = Some(why));
-        }
+    let worker = dns_worker::Worker {
+        service: name.clone(),
+        hooks: svc.hooks.clone(),
+        backend: deps.backend.clone(),
+        metrics: deps.metrics.clone(),
+        notifier: deps.notifier.clone(),
+        verify_servers: deps.verify_servers.clone(),
+        verify_timeout: deps.verify_timeout,
+        history: history.clone(),
+        failed: failed_tx,
+        pending_flag: pending_flag.clone(),
+        shutdown: sup.shutdown().clone(),
     };
     sup.spawn(
         format!("dns-worker:{name}"),
-        dns_worker::run(
-            dns_worker::Worker {
-                deps: deps.clone(),
-                svc: svc.clone(),
-                history: history.clone(),
-                failed: failed_tx,
-                pending_flag: pending_flag.clone(),
-                shutdown: sup.shutdown().clone(),
-            },
-            job_rx,
-        )
-        .instrument(span.clone()),
-        mark_failed("dns worker"),
+        dns_worker::run(worker, job_rx).instrument(span.clone()),
+        mark_failed(status_tx.clone(), "dns worker"),
     );
     let task = task::ServiceTask {
         deps,
@@ -203,13 +198,25 @@ pub async fn spawn_service(
         format!("service:{name}"),
         task.run(cmd_rx, failed_rx, sup.shutdown().clone())
             .instrument(span),
-        mark_failed("service task"),
+        mark_failed(status_tx.clone(), "service task"),
     );
     Ok(ServiceHandle {
         name,
         commands: cmd_tx,
         status: status_rx,
     })
+}
+
+/// What a supervised task of the service does when it ends: the status says the service
+/// failed (and why) instead of showing its last reading as if it were live.
+fn mark_failed(
+    status: watch::Sender<ServiceStatus>,
+    what: &'static str,
+) -> impl FnOnce(&crate::supervise::Exit) + Send + 'static {
+    move |exit| {
+        let why = format!("{what} {exit}");
+        status.send_modify(|s| s.failed = Some(why));
+    }
 }
 
 fn status_of(
