@@ -17,9 +17,9 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::config::WitnessConfig;
-use crate::driver::{Command, ServiceHandle};
 use crate::failover::Override;
 use crate::metrics::Metrics;
+use crate::service::{Command, ServiceHandle};
 use crate::store::{ListFilter, RoundFilter, Store, VoteRecord};
 
 /// Largest page a client may ask for.
