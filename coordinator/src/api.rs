@@ -17,9 +17,9 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::config::WitnessConfig;
-use crate::driver::{Command, ServiceHandle};
 use crate::failover::Override;
 use crate::metrics::Metrics;
+use crate::service::{Command, ServiceHandle};
 use crate::store::{ListFilter, RoundFilter, Store, VoteRecord};
 
 /// Largest page a client may ask for.
@@ -334,16 +334,18 @@ async fn list_rounds(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let q = query(q)?;
     let lf = list_filter(&q)?;
-    if let Some(o) = &q.outcome
-        && crate::failover::Outcome::parse(o).is_none()
-    {
-        return Err(ApiError::bad(format!("outcome: unknown outcome {o:?}")));
-    }
+    let outcome = match &q.outcome {
+        None => None,
+        Some(o) => Some(
+            crate::failover::Outcome::parse(o)
+                .ok_or_else(|| ApiError::bad(format!("outcome: unknown outcome {o:?}")))?,
+        ),
+    };
     let f = RoundFilter {
         service: lf.service,
         since_ms: lf.since_ms,
         until_ms: lf.until_ms,
-        outcome: q.outcome.clone(),
+        outcome,
         before_id: lf.before_id,
         limit: lf.limit,
     };

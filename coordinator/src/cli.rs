@@ -70,18 +70,12 @@ pub fn status(config: &Config) -> anyhow::Result<String> {
     let states = store.all_states()?;
     let mut out = String::new();
     for svc in &config.services {
-        let stored = match states.iter().find(|(name, _, _)| name == &svc.name) {
-            Some((_, json, updated_ms)) => {
-                Some((serde_json::from_str::<State>(json)?, *updated_ms))
-            }
-            None => None,
-        };
+        let stored = states
+            .iter()
+            .find(|(name, _, _)| name == &svc.name)
+            .map(|(_, state, updated_ms)| (state, *updated_ms));
         let pending = store.pending_dns_changes(&svc.name)?.len();
-        out.push_str(&status_line(
-            &svc.name,
-            stored.as_ref().map(|(state, at)| (state, *at)),
-            pending,
-        ));
+        out.push_str(&status_line(&svc.name, stored, pending));
     }
     Ok(out)
 }
@@ -240,8 +234,8 @@ pub fn fmt_ms(ms: u64) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::failover::{Override, Side};
-    use crate::store::NewRound;
+    use crate::failover::{Outcome, Override, Side, Trigger};
+    use crate::store::{ChangeStatus, EventKind, NewRound};
 
     /// 2026-11-24T20:38:17.114Z
     const T: u64 = 1_795_552_697_114;
@@ -296,8 +290,8 @@ mod tests {
             round: NewRound {
                 service: "www".into(),
                 at_ms: T,
-                trigger: "primary-down".into(),
-                outcome: "failover".into(),
+                trigger: Trigger::PrimaryDown,
+                outcome: Outcome::Failover,
                 reason: "3 of 3 witnesses see the primary down".into(),
                 primary_up: false,
                 backup_up: true,
@@ -312,17 +306,17 @@ mod tests {
             id: 3,
             service: "www".into(),
             at_ms: T,
-            kind: "dns-applied".into(),
+            kind: EventKind::DnsApplied,
             message: "backup addresses served".into(),
         };
         let change = |status: &str, last_error: Option<&str>| DnsChangeRow {
             id: 12,
             service: "www".into(),
             round_id: Some(7),
-            to_side: "backup".into(),
+            to_side: Side::Backup,
             backend: "dryrun".into(),
             change: serde_json::json!({}),
-            status: status.into(),
+            status: ChangeStatus::parse(status).expect("a known status"),
             attempts: 2,
             last_error: last_error.map(String::from),
             verification: None,

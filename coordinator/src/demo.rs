@@ -344,7 +344,7 @@ fn report(
 async fn print_failover_round(store: &crate::store::Store, start: Instant) {
     let f = RoundFilter {
         service: Some("www".into()),
-        outcome: Some("failover".into()),
+        outcome: Some(crate::failover::Outcome::Failover),
         limit: 1,
         ..Default::default()
     };

@@ -1,5 +1,5 @@
 //! The coordinator: probes the primary and backup, gathers signed votes from witnesses,
-//! decides with a pure state machine (`failover`), carries out the decision (`driver`),
+//! decides with a pure state machine (`failover`), carries out the decision (`service`),
 //! rewrites DNS (`dns`), keeps history in SQLite (`store`) and serves the HTTP API (`api`).
 //!
 //! `main.rs` is thin: it parses arguments, loads and validates the config, then calls
@@ -16,7 +16,9 @@ pub mod failover;
 pub mod hooks;
 pub mod metrics;
 pub mod notify;
+pub mod service;
 pub mod store;
+pub mod supervise;
 pub mod verify;
 pub mod witnesses;
 
@@ -31,8 +33,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::dns::DnsBackend;
-use crate::driver::{Runtime, ServiceHandle};
+use crate::service::{ServiceDeps, ServiceHandle};
 use crate::store::Store;
+use crate::supervise::Supervisor;
 
 /// A running coordinator.
 pub struct Coordinator {
@@ -81,7 +84,8 @@ pub async fn start(
             .map_err(|e| anyhow::anyhow!("{}: dns: {e}", config.path.display()))?,
     };
     let metrics = Arc::new(metrics::Metrics::new());
-    let notifier = notify::Notifier::start(config.webhooks.clone(), shutdown.clone());
+    let sup = Supervisor::new(tasks.clone(), metrics.clone(), shutdown.clone());
+    let notifier = notify::Notifier::start(config.webhooks.clone(), &sup);
     let mut witnesses = Vec::new();
     for w in &config.witnesses {
         if w.cert_sha256.is_none() {
@@ -95,7 +99,7 @@ pub async fn start(
     if verify_servers.is_empty() {
         verify_servers = config.dns.default_verify_servers();
     }
-    let rt = Arc::new(Runtime {
+    let deps = Arc::new(ServiceDeps {
         store: store.clone(),
         metrics: metrics.clone(),
         notifier,
@@ -109,14 +113,19 @@ pub async fn start(
     });
     let mut services = HashMap::new();
     for svc in config.services.iter().cloned() {
-        let h = driver::spawn_service(rt.clone(), svc, &tasks, shutdown.clone()).await?;
+        let h = service::spawn_service(deps.clone(), svc, &sup).await?;
         services.insert(h.name.clone(), h);
     }
-    tasks.spawn(driver::retention_loop(
-        store.clone(),
-        config.retention,
-        shutdown.clone(),
-    ));
+    sup.spawn(
+        "retention",
+        service::retention_loop(
+            store.clone(),
+            metrics.clone(),
+            config.retention,
+            shutdown.clone(),
+        ),
+        |_| {},
+    );
 
     api_listener.set_nonblocking(true)?;
     let api_addr = api_listener.local_addr()?;
@@ -130,13 +139,17 @@ pub async fn start(
     });
     let app = api::router(state);
     let sd = shutdown.clone();
-    tasks.spawn(async move {
-        let serve =
-            axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
+    sup.spawn(
+        "api",
+        async move {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { sd.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        },
+        |_| {},
+    );
     tracing::info!(api = %api_addr, services = services.len(), key_id = %config.key_id, "coordinator running");
     Ok(Coordinator {
         store,

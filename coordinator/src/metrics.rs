@@ -45,6 +45,21 @@ pub struct DnsLabel {
     pub result: String,
 }
 
+/// Which history write failed (`decision`, `event`, `dns-attempt`, `dns-finish`,
+/// `dns-verified`, `retention`, or `dropped` when a backlog overflowed).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabel {
+    pub what: String,
+}
+
+/// A long-lived task that ended: `task` names it (`service:www`, `dns-worker:www`, `api`,
+/// ...), `how` is `returned` (before shutdown), `panicked` or `stopped` (at shutdown).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    pub task: String,
+    pub how: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     /// 0 = primary active, 1 = backup active.
@@ -61,6 +76,8 @@ pub struct Metrics {
     pub dns_change_seconds: Family<DnsLabel, Histogram>,
     pub dns_verify: Family<VerifyLabel, Counter>,
     pub dns_verify_seconds: Family<VerifyLabel, Histogram>,
+    pub history_write_failures: Family<WriteLabel, Counter>,
+    pub task_exits: Family<TaskLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,6 +108,8 @@ impl Metrics {
             invalid_votes: Family::default(),
             dns_changes: Family::default(),
             dns_verify: Family::default(),
+            history_write_failures: Family::default(),
+            task_exits: Family::default(),
             dns_verify_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 2.0, 14))
             }),
@@ -116,6 +135,16 @@ impl Metrics {
                 m.backup_up.clone(),
             );
             r.register("rounds", "decision rounds by outcome", m.rounds.clone());
+            r.register(
+                "history_write_failures",
+                "history writes that failed (each is logged; decisions are retried next tick, DNS results re-written later)",
+                m.history_write_failures.clone(),
+            );
+            r.register(
+                "task_exits",
+                "long-lived tasks that ended, by how (returned, panicked, stopped)",
+                m.task_exits.clone(),
+            );
             r.register("ticks", "probe intervals run", m.ticks.clone());
             r.register(
                 "late_ticks",

@@ -11,6 +11,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::supervise::Supervisor;
+
 use crate::config::WebhookConfig;
 
 /// One notification.
@@ -57,8 +59,9 @@ impl Notifier {
         }
     }
 
-    /// Starts the sending task.
-    pub fn start(hooks: Vec<WebhookConfig>, shutdown: CancellationToken) -> Notifier {
+    /// Starts the sending task (supervised as `notifier`).
+    pub fn start(hooks: Vec<WebhookConfig>, sup: &Supervisor) -> Notifier {
+        let shutdown = sup.shutdown().clone();
         if hooks.is_empty() {
             return Notifier::disabled();
         }
@@ -68,8 +71,11 @@ impl Notifier {
             .timeout(Duration::from_secs(10))
             .build()
             .ok();
-        tokio::spawn(async move {
-            let Some(http) = http else { return };
+        let Some(http) = http else {
+            tracing::error!("cannot build the webhook HTTP client; notifications are not sent");
+            return Notifier::disabled();
+        };
+        let send = async move {
             loop {
                 let notice = tokio::select! {
                     n = rx.recv() => match n { Some(n) => n, None => return },
@@ -79,7 +85,8 @@ impl Notifier {
                     send_with_retry(&http, hook, &notice, &shutdown).await;
                 }
             }
-        });
+        };
+        sup.spawn("notifier", send, |_| {});
         Notifier {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
@@ -190,7 +197,11 @@ mod tests {
                     slack: true,
                 },
             ],
-            sd.clone(),
+            &crate::supervise::Supervisor::new(
+                tokio_util::task::TaskTracker::new(),
+                Arc::new(crate::metrics::Metrics::new()),
+                sd.clone(),
+            ),
         );
         n.send(Notice::new(
             "www",

@@ -168,27 +168,32 @@ mod tests {
     }
 
     fn store_round(store: &Store, votes: Vec<VoteRecord>, at: u64) {
-        store
-            .record_decision(&Decision {
+        let d = Decision {
+            service: "www".into(),
+            at_ms: at,
+            round: Some(NewRound {
                 service: "www".into(),
                 at_ms: at,
-                round: Some(NewRound {
-                    service: "www".into(),
-                    at_ms: at,
-                    trigger: "primary-down".into(),
-                    outcome: "failover".into(),
-                    reason: "test".into(),
-                    primary_up: false,
-                    backup_up: true,
-                    votes_up: 0,
-                    votes_down: 1,
-                    votes_invalid: 0,
-                    votes_missing: 0,
-                    changed_dns: false,
-                }),
-                votes,
-                ..Default::default()
-            })
+                trigger: crate::failover::Trigger::PrimaryDown,
+                outcome: crate::failover::Outcome::Failover,
+                reason: "test".into(),
+                primary_up: false,
+                backup_up: true,
+                votes_up: 0,
+                votes_down: 1,
+                votes_invalid: 0,
+                votes_missing: 0,
+                changed_dns: false,
+            }),
+            votes,
+            ..Default::default()
+        };
+        // The writers are async (they run on the blocking pool): a small runtime for the test.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(store.record_decision(d))
             .unwrap();
     }
 

@@ -104,12 +104,7 @@ impl Api {
 
     async fn record(&self, d: Decision) -> i64 {
         let store = self.coord.as_ref().unwrap().store.clone();
-        store
-            .call(move |s| s.record_decision(&d))
-            .await
-            .unwrap()
-            .0
-            .unwrap()
+        store.record_decision(d).await.unwrap().0.unwrap()
     }
 
     /// The fixture rounds; returns their ids in insertion order.
@@ -217,8 +212,8 @@ fn decision(service: &str, at_ms: u64, outcome: &str, votes: Vec<VoteRecord>) ->
         round: Some(NewRound {
             service: service.into(),
             at_ms,
-            trigger: "primary-down".into(),
-            outcome: outcome.into(),
+            trigger: coordinator::failover::Trigger::PrimaryDown,
+            outcome: coordinator::failover::Outcome::parse(outcome).expect("a known outcome"),
             reason: format!("fixture {outcome}"),
             primary_up: false,
             backup_up: true,

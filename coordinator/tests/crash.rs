@@ -298,13 +298,16 @@ struct History {
     rounds: Vec<Round>,
     changes: Vec<DnsChangeRow>,
     events: Vec<Event>,
-    state: Option<String>,
+    state: Option<coordinator::failover::State>,
 }
 
-fn state_active(state_json: &Option<String>) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(state_json.as_deref().expect("a persisted state")).unwrap();
-    v["active"].as_str().unwrap().to_string()
+fn state_active(state: &Option<coordinator::failover::State>) -> String {
+    state
+        .as_ref()
+        .expect("a persisted state")
+        .active
+        .as_str()
+        .to_string()
 }
 
 /// The kill lands before the change reached DNS: after the restart the pending change is sent

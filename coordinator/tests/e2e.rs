@@ -4,7 +4,7 @@
 //! the primary stops → exactly one failover round backed by signed votes, DNS moves to the
 //! backup; the primary comes back → failback only after the hold-down; every witness gone →
 //! `coordinator-isolated`, no failover; one witness still reaching the primary → `disputed`,
-//! no failover.
+//! no failover; the history refusing writes → nothing acted on, counted, retried.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,9 +16,9 @@ use common::{Lab, Opts, Site, TestWitness, eventually};
 use coordinator::Coordinator;
 use coordinator::dns::dryrun::DryRun;
 use coordinator::dns::{DnsBackend as _, RecordSet};
-use coordinator::driver::ServiceStatus;
 use coordinator::failover::Side;
-use coordinator::metrics::ServiceLabel;
+use coordinator::metrics::{ServiceLabel, WriteLabel};
+use coordinator::service::ServiceStatus;
 use coordinator::store::{DnsChangeRow, ListFilter, Round, RoundFilter};
 use tokio_util::sync::CancellationToken;
 
@@ -196,6 +196,17 @@ impl Rig {
         for w in &mut self.witnesses {
             w.stop().await;
         }
+    }
+}
+
+impl Rig {
+    /// `quorate_history_write_failures_total{what}` as `/metrics` serves it.
+    fn write_failures(&self, what: &str) -> u64 {
+        self.coord()
+            .metrics
+            .history_write_failures
+            .get_or_create(&WriteLabel { what: what.into() })
+            .get()
     }
 }
 
@@ -559,4 +570,74 @@ async fn hung_primary_fails_over_with_default_timeouts() {
     .await;
     shutdown.cancel();
     coord.wait(Duration::from_secs(10)).await;
+}
+
+/// The history refuses the failover decision (a trigger stands in for a full disk): nothing is
+/// acted on, DNS stays on the primary, and the failure is counted. Once the history takes
+/// writes again the next tick decides again and fails over; the DNS result refused meanwhile
+/// is kept and written at a later tick, so the history ends up saying what DNS serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_history_write_is_counted_not_acted_on_and_retried() {
+    let mut rig = Rig::start().await;
+    rig.wait_ticks(2).await;
+    let db = rusqlite::Connection::open(rig.lab.path().join("history.sqlite")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_rounds BEFORE INSERT ON rounds
+             BEGIN SELECT RAISE(ABORT, 'test: the disk is full'); END;
+         CREATE TRIGGER refuse_applied BEFORE UPDATE OF status ON dns_changes
+             WHEN NEW.status = 'applied'
+             BEGIN SELECT RAISE(ABORT, 'test: the disk is full'); END;",
+    )
+    .unwrap();
+
+    rig.primary.stop().await;
+    eventually("two refused failover decisions", DEADLINE, || async {
+        (rig.write_failures("decision") >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        rig.serves(Side::Primary).await,
+        "a refused decision was acted on"
+    );
+    assert_eq!(rig.status().active, Side::Primary);
+    assert!(rig.changes().await.is_empty());
+    assert!(rig.rounds().await.is_empty());
+    let text = rig.coord().metrics.encode();
+    assert!(
+        text.contains(r#"quorate_history_write_failures_total{what="decision"}"#),
+        "{text}"
+    );
+
+    db.execute_batch("DROP TRIGGER refuse_rounds").unwrap();
+    eventually(
+        "the failover once the decision is written",
+        DEADLINE,
+        || async { rig.serves(Side::Backup).await.then_some(()) },
+    )
+    .await;
+    eventually("the refused DNS result counted", DEADLINE, || async {
+        (rig.write_failures("dns-finish") >= 1).then_some(())
+    })
+    .await;
+    let changes = rig.changes().await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].status, "pending", "not written yet");
+
+    db.execute_batch("DROP TRIGGER refuse_applied").unwrap();
+    eventually(
+        "the kept DNS result written at a later tick",
+        DEADLINE,
+        || async {
+            let c = rig.changes().await;
+            (c.len() == 1 && c[0].status == "applied").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(rig.rounds_with("failover").await.len(), 1);
+    let events = rig.api("/v1/events?service=web").await;
+    assert!(
+        events.to_string().contains("dns-applied"),
+        "the dns-applied event came with the result: {events}"
+    );
+    rig.stop().await;
 }

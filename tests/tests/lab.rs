@@ -250,7 +250,7 @@ fn s04_backup_cut_off_but_dns_no_change_coordinator_isolated() {
         .history()
         .rounds()
         .into_iter()
-        .map(|r| r.round.outcome)
+        .map(|r| r.round.outcome.to_string())
         .collect();
     check(
         &lab,

@@ -158,14 +158,7 @@ pub async fn start_backend(
     let mut sets = Vec::new();
     for svc in &config.services {
         let stored = store.load_state(&svc.name).map_err(|e| e.to_string())?;
-        let side = match stored {
-            Some(json) => {
-                serde_json::from_str::<crate::failover::State>(&json)
-                    .map_err(|e| format!("service {}: stored state unreadable: {e}", svc.name))?
-                    .active
-            }
-            None => crate::failover::Side::Primary,
-        };
+        let side = stored.map_or(crate::failover::Side::Primary, |s| s.active);
         sets.extend(svc.records_for(side));
     }
     let now = std::time::SystemTime::now()

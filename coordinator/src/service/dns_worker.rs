@@ -1,0 +1,302 @@
+//! The DNS worker of one service: takes the newest pending change, runs the pre-hook, applies
+//! it (transient errors retried with backoff, 250 ms doubling to 10 s, until a newer decision
+//! supersedes it), records the result, verifies it on the authoritative servers and runs the
+//! post-hook. Every result goes through `History`, so a failed write is retried, not lost.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::history::History;
+use super::{DnsPending, Job, now_ms};
+use crate::config::HooksConfig;
+use crate::dns::{DnsBackend, DnsError};
+use crate::failover::Side;
+use crate::hooks::{self, HookOutcome};
+use crate::metrics::{DnsLabel, Metrics};
+use crate::notify::{Notice, Notifier};
+use crate::store::{ChangeStatus, EventKind, HistoryWrite, NewEvent};
+
+/// The first retry of a transient DNS error waits this long, then twice as long each time.
+pub(super) const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// Retries never wait longer than this: a change stays at most 10 s behind a recovered backend.
+pub(super) const MAX_RETRY: Duration = Duration::from_secs(10);
+
+/// What one service's DNS worker needs (and nothing of the probing side).
+pub(super) struct Worker {
+    pub(super) service: String,
+    pub(super) hooks: HooksConfig,
+    pub(super) backend: Arc<dyn DnsBackend>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) notifier: Notifier,
+    /// Authoritative servers to check after each change (empty: no verification).
+    pub(super) verify_servers: Vec<std::net::SocketAddr>,
+    pub(super) verify_timeout: Duration,
+    pub(super) history: Arc<History>,
+    /// Permanent failures, reported to the service task (which blocks automatic switching).
+    pub(super) failed: mpsc::Sender<(Side, String)>,
+    pub(super) pending_flag: DnsPending,
+    pub(super) shutdown: CancellationToken,
+}
+
+pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
+    let (hooks, shutdown) = (&w.hooks, &w.shutdown);
+    let mut next: Option<Job> = None;
+    loop {
+        let mut job = match next.take() {
+            Some(j) => j,
+            None => tokio::select! {
+                j = jobs.recv() => match j { Some(j) => j, None => return },
+                _ = shutdown.cancelled() => return,
+            },
+        };
+        // Only the newest decision matters; older ones were marked superseded when it was recorded.
+        while let Ok(j) = jobs.try_recv() {
+            job = j;
+        }
+        let payload = serde_json::json!({
+            "service": w.service, "to": job.to.as_str(), "reason": job.reason, "change": job.change,
+        });
+        let env = [
+            ("QUORATE_SERVICE", w.service.clone()),
+            ("QUORATE_TO", job.to.as_str().to_string()),
+        ];
+        let pre = match job.to {
+            Side::Backup => hooks.pre_failover.as_ref().map(|c| (c, false)),
+            Side::Primary => hooks.pre_failback.as_ref().map(|c| (c, true)),
+        };
+        if let Some((cmd, gate)) = pre
+            && let HookOutcome::Failed(why) = hooks::run(cmd, &payload, &env, hooks.timeout).await
+        {
+            if gate {
+                let msg = format!("pre_failback hook failed, failback not done: {why}");
+                error!(%msg);
+                w.finish(
+                    job.id,
+                    ChangeStatus::Failed,
+                    Some(&msg),
+                    EventKind::DnsFailed,
+                )
+                .await;
+                w.pending_flag.set(false);
+                let _ = w.failed.send((job.to, msg)).await;
+                continue;
+            }
+            warn!(reason = %why, "pre_failover hook failed; failing over anyway");
+            w.event(EventKind::HookFailed, format!("pre_failover: {why}"))
+                .await;
+        }
+        let started = Instant::now();
+        let mut delay = FIRST_RETRY;
+        let backend_kind = w.backend.kind().to_string();
+        loop {
+            let result = tokio::select! {
+                r = w.backend.apply(&job.change) => r,
+                // The change stays pending; the next start reconciles it.
+                _ = shutdown.cancelled() => return,
+            };
+            match result {
+                Ok(()) => {
+                    w.attempt(job.id, None).await;
+                    w.finish(job.id, ChangeStatus::Applied, None, EventKind::DnsApplied)
+                        .await;
+                    w.pending_flag.set(false);
+                    let lbl = DnsLabel {
+                        backend: backend_kind.clone(),
+                        result: "applied".into(),
+                    };
+                    w.metrics.dns_changes.get_or_create(&lbl).inc();
+                    w.metrics
+                        .dns_change_seconds
+                        .get_or_create(&lbl)
+                        .observe(started.elapsed().as_secs_f64());
+                    info!(to = %job.to, id = job.id, elapsed_ms = started.elapsed().as_millis() as u64, "DNS change applied");
+                    w.verify(&job).await;
+                    let post = match job.to {
+                        Side::Backup => hooks.post_failover.as_ref(),
+                        Side::Primary => hooks.post_failback.as_ref(),
+                    };
+                    if let Some(cmd) = post
+                        && let HookOutcome::Failed(why) =
+                            hooks::run(cmd, &payload, &env, hooks.timeout).await
+                    {
+                        warn!(reason = %why, "post hook failed");
+                        w.event(EventKind::HookFailed, why).await;
+                    }
+                    break;
+                }
+                Err(e) if e.is_retryable() => {
+                    let msg = e.to_string();
+                    warn!(id = job.id, error = %msg, retry_in_ms = delay.as_millis() as u64, "DNS change failed; will retry");
+                    w.attempt(job.id, Some(msg)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        j = jobs.recv() => {
+                            // A newer decision supersedes this change.
+                            if let Some(j) = j { next = Some(j); }
+                            break;
+                        }
+                        _ = shutdown.cancelled() => return,
+                    }
+                    delay = (delay * 2).min(MAX_RETRY);
+                }
+                Err(e) => {
+                    let msg = describe_permanent(&e);
+                    error!(id = job.id, error = %msg, "DNS change failed permanently");
+                    w.attempt(job.id, Some(msg.clone())).await;
+                    w.finish(
+                        job.id,
+                        ChangeStatus::Failed,
+                        Some(&msg),
+                        EventKind::DnsFailed,
+                    )
+                    .await;
+                    w.pending_flag.set(false);
+                    w.metrics
+                        .dns_changes
+                        .get_or_create(&DnsLabel {
+                            backend: backend_kind.clone(),
+                            result: e.kind().into(),
+                        })
+                        .inc();
+                    let _ = w.failed.send((job.to, msg)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn describe_permanent(e: &DnsError) -> String {
+    match e {
+        DnsError::Conflict { .. } => format!(
+            "{e}; not overwritten (set force = true, or fix the records by hand and set the override to auto)"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+impl Worker {
+    fn new_event(&self, kind: EventKind, message: String) -> NewEvent {
+        NewEvent {
+            service: self.service.clone(),
+            at_ms: now_ms(),
+            kind,
+            message,
+        }
+    }
+
+    async fn event(&self, kind: EventKind, message: String) {
+        self.history
+            .write(HistoryWrite::Event(self.new_event(kind, message)))
+            .await;
+    }
+
+    async fn attempt(&self, id: i64, error: Option<String>) {
+        self.history
+            .write(HistoryWrite::DnsAttempt {
+                id,
+                at_ms: now_ms(),
+                error,
+            })
+            .await;
+    }
+
+    /// Records the change's result with its event, and notifies.
+    async fn finish(&self, id: i64, status: ChangeStatus, error: Option<&str>, kind: EventKind) {
+        let msg = match error {
+            Some(e) => format!("change {id} {status}: {e}"),
+            None => format!("change {id} {status}"),
+        };
+        self.history
+            .write(HistoryWrite::DnsFinish {
+                id,
+                at_ms: now_ms(),
+                status,
+                error: error.map(str::to_string),
+                event: Some(self.new_event(kind, msg.clone())),
+            })
+            .await;
+        self.notifier
+            .send(Notice::new(&self.service, kind.as_str(), msg, now_ms()));
+    }
+
+    async fn verify(&self, job: &Job) {
+        if self.verify_servers.is_empty() {
+            return;
+        }
+        let checks = crate::dns::verify::verify_served(
+            &self.verify_servers,
+            &job.change.to,
+            self.verify_timeout,
+            Duration::from_millis(100),
+        )
+        .await;
+        let all_ok = checks.iter().all(|c| c.ok);
+        for c in &checks {
+            let label = crate::metrics::VerifyLabel {
+                server: c.server.to_string(),
+                result: if c.ok { "served" } else { "lagging" }.into(),
+            };
+            self.metrics.dns_verify.get_or_create(&label).inc();
+            self.metrics
+                .dns_verify_seconds
+                .get_or_create(&label)
+                .observe(c.elapsed.as_secs_f64());
+        }
+        let value = serde_json::Value::Array(
+            checks
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "server": c.server.to_string(),
+                        "ok": c.ok,
+                        "elapsed_ms": c.elapsed.as_millis() as u64,
+                        "last_seen": c.last_seen,
+                        "error": c.error,
+                    })
+                })
+                .collect(),
+        );
+        let id = job.id;
+        let lagging: Vec<String> = checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.server.to_string())
+            .collect();
+        let alert = (!lagging.is_empty()).then(|| {
+            self.new_event(
+                EventKind::Alert,
+                format!(
+                    "dns-lagging: change {id} not served by {} in time",
+                    lagging.join(", ")
+                ),
+            )
+        });
+        self.history
+            .write(HistoryWrite::DnsVerified {
+                id,
+                verification: value,
+                alert,
+            })
+            .await;
+        if all_ok {
+            info!(
+                id,
+                servers = checks.len(),
+                "change served by every authoritative server"
+            );
+        } else {
+            warn!(id, "some authoritative servers do not serve the change yet");
+            self.notifier.send(Notice::new(
+                &self.service,
+                "alert",
+                format!("dns-lagging: change {id} not served everywhere in time"),
+                now_ms(),
+            ));
+        }
+    }
+}

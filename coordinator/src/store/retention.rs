@@ -1,0 +1,39 @@
+//! Retention: old no-op rounds and old events are deleted in slices, each slice under its own
+//! lock, so the service tasks' writes interleave with a long clean-up instead of waiting for it.
+
+use super::{Store, StoreError};
+
+/// Rounds deleted per slice: small enough that one slice holds the writer lock for a few
+/// milliseconds, large enough that a year of backlog is gone in a few hundred slices.
+const SLICE: usize = 5000;
+
+impl Store {
+    /// Deletes rounds older than `keep_ms` that changed nothing (their votes go with them),
+    /// and events older than that except transitions and overrides; rounds that changed DNS
+    /// and all DNS changes are kept. Then returns freed pages to the file system and
+    /// truncates the WAL, so the file stays bounded under a long run. Returns the number of
+    /// rounds deleted. Blocks: the daemon runs it through [`Store::retain`].
+    pub(super) fn apply_retention(&self, now_ms: u64, keep_ms: u64) -> Result<usize, StoreError> {
+        let cutoff = now_ms.saturating_sub(keep_ms) as i64;
+        let mut total = 0;
+        loop {
+            // The lock is taken per slice, so the writer lock is never held for long.
+            let n = self.lock().execute(
+                "DELETE FROM rounds WHERE id IN (
+                    SELECT id FROM rounds WHERE at_ms < ?1 AND changed_dns = 0 LIMIT ?2)",
+                rusqlite::params![cutoff, SLICE as i64],
+            )?;
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        self.lock().execute(
+            "DELETE FROM events WHERE at_ms < ?1 AND kind NOT IN ('transition', 'override')",
+            [cutoff],
+        )?;
+        self.lock()
+            .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(total)
+    }
+}

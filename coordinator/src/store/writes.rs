@@ -1,0 +1,161 @@
+//! Every write to the history, as plain functions on a connection: the decision (one
+//! transaction) and the writes after it. Private to `store`: callers go through the async
+//! facade in `mod.rs`, which runs them off the async workers.
+
+use rusqlite::{Connection, Transaction, params};
+
+use super::StoreError;
+use super::types::{ChangeStatus, Decision, HistoryWrite, NewEvent};
+
+/// Writes, in one transaction: the new state (if any), the round with its votes (if any),
+/// events, and a pending DNS change (if any). Returns (round id, change id). Everything a
+/// decision produced lands together or not at all, so a crash can never leave a DNS change
+/// without the round that justified it.
+pub(super) fn record_decision(
+    conn: &mut Connection,
+    d: &Decision,
+) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    let tx = conn.transaction()?;
+    if let Some(state) = &d.state {
+        tx.execute(
+            "INSERT INTO service_state (service, state_json, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(service) DO UPDATE SET state_json = excluded.state_json, updated_ms = excluded.updated_ms",
+            params![d.service, state, d.at_ms as i64],
+        )?;
+    }
+    let mut round_id = None;
+    if let Some(r) = &d.round {
+        tx.execute(
+            "INSERT INTO rounds (service, at_ms, trigger, outcome, reason, primary_up, backup_up,
+                votes_up, votes_down, votes_invalid, votes_missing, changed_dns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                r.service,
+                r.at_ms as i64,
+                r.trigger,
+                r.outcome,
+                r.reason,
+                r.primary_up,
+                r.backup_up,
+                r.votes_up,
+                r.votes_down,
+                r.votes_invalid,
+                r.votes_missing,
+                r.changed_dns
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        round_id = Some(id);
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO votes (round_id, witness, witness_key_id, request_envelope, vote_envelope,
+                valid, verdict, error, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for v in &d.votes {
+            ins.execute(params![
+                id,
+                v.witness,
+                v.witness_key_id,
+                v.request_envelope,
+                v.vote_envelope,
+                v.valid,
+                v.verdict,
+                v.error,
+                v.latency_ms
+            ])?;
+        }
+    }
+    for (kind, message) in &d.events {
+        insert_event(
+            &tx,
+            &NewEvent {
+                service: d.service.clone(),
+                at_ms: d.at_ms,
+                kind: *kind,
+                message: message.clone(),
+            },
+        )?;
+    }
+    let mut change_id = None;
+    if let Some(c) = &d.dns_change {
+        // A newer decision supersedes any change still pending for this service.
+        tx.execute(
+            "UPDATE dns_changes SET status = ?3, updated_ms = ?2
+             WHERE service = ?1 AND status = ?4",
+            params![
+                d.service,
+                d.at_ms as i64,
+                ChangeStatus::Superseded,
+                ChangeStatus::Pending
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO dns_changes (service, round_id, to_side, backend, change_json, status,
+                attempts, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7)",
+            params![
+                d.service,
+                round_id,
+                c.to_side,
+                c.backend,
+                c.change,
+                ChangeStatus::Pending,
+                d.at_ms as i64
+            ],
+        )?;
+        change_id = Some(tx.last_insert_rowid());
+    }
+    tx.commit()?;
+    Ok((round_id, change_id))
+}
+
+/// Writes one [`HistoryWrite`] in its own transaction.
+pub(super) fn write(conn: &mut Connection, w: &HistoryWrite) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    match w {
+        HistoryWrite::Event(e) => insert_event(&tx, e)?,
+        HistoryWrite::DnsAttempt { id, at_ms, error } => {
+            tx.execute(
+                "UPDATE dns_changes SET attempts = attempts + 1, last_error = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![id, error, *at_ms as i64],
+            )?;
+        }
+        HistoryWrite::DnsFinish {
+            id,
+            at_ms,
+            status,
+            error,
+            event,
+        } => {
+            tx.execute(
+                "UPDATE dns_changes SET status = ?2, last_error = COALESCE(?3, last_error), updated_ms = ?4
+                 WHERE id = ?1",
+                params![id, status, error, *at_ms as i64],
+            )?;
+            if let Some(e) = event {
+                insert_event(&tx, e)?;
+            }
+        }
+        HistoryWrite::DnsVerified {
+            id,
+            verification,
+            alert,
+        } => {
+            tx.execute(
+                "UPDATE dns_changes SET verification_json = ?2 WHERE id = ?1",
+                params![id, verification.to_string()],
+            )?;
+            if let Some(e) = alert {
+                insert_event(&tx, e)?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_event(tx: &Transaction<'_>, e: &NewEvent) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO events (service, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)",
+        params![e.service, e.at_ms as i64, e.kind, e.message],
+    )?;
+    Ok(())
+}
