@@ -29,7 +29,8 @@ use serde::Deserialize;
 
 use super::verify::{QueryError, query_all};
 use super::{
-    Change, DnsBackend, DnsError, RecordSet, RecordType, describe_sets, normalize_name, same_answer,
+    Change, DnsBackend, DnsError, RecordSet, RecordType, Ttl, describe_sets, normalize_name,
+    same_records,
 };
 
 /// Above this many bytes (before the TSIG record is added) the update goes over TCP: a UDP
@@ -347,7 +348,7 @@ impl Rfc2136 {
             | ResponseCode::YXDomain => {
                 // A prerequisite failed: nothing was changed. Say what is there now.
                 let found = self.current_sets(&change.from).await?;
-                if same_answer(&change.to, &found) {
+                if same_records(&change.to, &found, Ttl::Compared) {
                     // Our own earlier attempt got through (its answer was lost).
                     tracing::info!(server = %self.server, "update already applied");
                     return Ok(());

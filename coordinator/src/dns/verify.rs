@@ -11,7 +11,7 @@ use hickory_proto::rr::{Name, RData, RecordType as HRecordType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::{RecordSet, RecordType, normalize_name, same_answer};
+use super::{RecordSet, RecordType, Ttl, normalize_name, same_records};
 
 /// Largest answer read over TCP (the 16-bit length prefix allows no more anyway).
 const MAX_TCP_ANSWER: usize = 65_535;
@@ -293,7 +293,7 @@ async fn verify_one(
         match query_all(server, expected, per_query).await {
             Ok(seen) => {
                 error = None;
-                let ok = same_answer(expected, &seen);
+                let ok = same_records(expected, &seen, Ttl::Compared);
                 last_seen = Some(seen);
                 if ok {
                     return ServerCheck {

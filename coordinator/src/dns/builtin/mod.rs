@@ -47,7 +47,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use futures::future::BoxFuture;
 use hickory_proto::rr::Name;
 
-use super::{Change, DnsBackend, DnsError, RecordSet};
+use super::{Change, DnsBackend, DnsError, RecordSet, Ttl, same_set};
 
 pub use answer::{
     CLASSIC_UDP_PAYLOAD, MAX_REQUEST_LEN, MAX_UDP_PAYLOAD, Reply, Transport, answer, respond,
@@ -58,7 +58,7 @@ pub use zone::{ZoneData, ZoneSnapshot, check_failover, resume_serial};
 
 use config::config_error;
 use server::Counters;
-use zone::{normalize, same_served, zone_matches};
+use zone::{normalize, zone_matches};
 
 /// The built-in server: current zone snapshot, counters, limits.
 #[derive(Debug)]
@@ -194,19 +194,21 @@ impl Builtin {
             .iter()
             .map(|t| current.failover_set(&t.name, t.rtype))
             .collect();
-        let empty = |t: &RecordSet| RecordSet::new(t.name.clone(), t.rtype, 0, Vec::new());
         let already = change
             .to
             .iter()
             .zip(&served)
-            .all(|(t, s)| same_served(t, s.cloned().as_ref().unwrap_or(&empty(t))));
+            .all(|(t, s)| same_set(t, *s, Ttl::Compared));
         if already {
             return Ok(data.serial);
         }
         if !force {
+            // Unlike a remote server's conflict check, the TTL counts here: this server knows
+            // exactly what it serves, so `from` with another TTL is not what is served.
             for (f, s) in change.from.iter().zip(&served) {
-                let s = s.cloned().unwrap_or_else(|| empty(f));
-                if !same_served(f, &s) {
+                if !same_set(f, *s, Ttl::Compared) {
+                    let empty = || RecordSet::new(f.name.clone(), f.rtype, 0, Vec::new());
+                    let s = s.cloned().unwrap_or_else(empty);
                     return Err(DnsError::Conflict {
                         expected: f.to_string(),
                         found: s.to_string(),

@@ -237,20 +237,6 @@ pub(super) fn zone_matches(apex: &Name, zone: &str) -> bool {
     failover_name(zone).is_ok_and(|z| z == *apex)
 }
 
-pub(super) fn same_served(a: &RecordSet, b: &RecordSet) -> bool {
-    let mut left = a.addrs.clone();
-    let mut right = b.addrs.clone();
-    left.sort();
-    left.dedup();
-    right.sort();
-    right.dedup();
-    match (left.is_empty(), right.is_empty()) {
-        (true, true) => true,
-        (false, false) => left == right && a.ttl == b.ttl,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
