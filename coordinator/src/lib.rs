@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod notify;
 pub mod store;
+pub mod subprocess;
 pub mod verify;
 pub mod witnesses;
 
