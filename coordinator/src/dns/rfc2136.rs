@@ -27,10 +27,9 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as HRecordType, TSigner};
 use serde::Deserialize;
 
-use super::verify::{QueryError, query_all};
+use super::verify::{QueryError, proto_type, query_all};
 use super::{
-    Change, DnsBackend, DnsError, RecordSet, RecordType, Ttl, describe_sets, normalize_name,
-    same_records,
+    Change, DnsBackend, DnsError, RecordSet, Ttl, describe_sets, normalize_name, same_records,
 };
 
 /// Above this many bytes (before the TSIG record is added) the update goes over TCP: a UDP
@@ -179,13 +178,6 @@ fn rdata(addr: &IpAddr) -> RData {
     match addr {
         IpAddr::V4(a) => RData::A(A(*a)),
         IpAddr::V6(a) => RData::AAAA(AAAA(*a)),
-    }
-}
-
-fn proto_type(rtype: RecordType) -> HRecordType {
-    match rtype {
-        RecordType::A => HRecordType::A,
-        RecordType::AAAA => HRecordType::AAAA,
     }
 }
 

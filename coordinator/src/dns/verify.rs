@@ -55,7 +55,8 @@ impl QueryError {
     }
 }
 
-fn proto_type(rtype: RecordType) -> HRecordType {
+/// The wire type of a failover record type.
+pub(crate) fn proto_type(rtype: RecordType) -> HRecordType {
     match rtype {
         RecordType::A => HRecordType::A,
         RecordType::AAAA => HRecordType::AAAA,
