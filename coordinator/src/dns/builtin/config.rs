@@ -98,10 +98,10 @@ pub struct SoaFields {
     pub minimum: u32,
 }
 
-/// Validated config: what [`Builtin::new`] takes.
+/// Validated config: what [`Builtin::new`](super::Builtin::new) takes.
 #[derive(Debug, Clone)]
 pub struct BuiltinConfig {
-    /// Where the lead should bind (see [`bind`]).
+    /// Where the lead should bind (see [`bind`](super::bind)).
     pub listen: Vec<SocketAddr>,
     pub apex: Name,
     pub ttl: u32,

@@ -2,19 +2,17 @@
 //! is the [`DnsBackend`] that switches the failover records (no external write on recovery).
 //!
 //! Files, from the inside out:
-//! - [`config`]: raw TOML → validated [`BuiltinConfig`];
-//! - [`zone`]: [`ZoneData`] and its indexed [`ZoneSnapshot`], failover-set checks, serials;
-//! - [`answer`]: pure, no I/O (query in, answer out), plus [`respond`] (bytes in, bytes out);
-//! - [`server`]: sockets and the bounds on them ([`Limits`], [`bind`], [`Builtin::serve`]);
-//! - this file: [`Builtin`], the state (one snapshot swapped per change) and the backend.
-//!
-//! Layers, from the inside out:
-//! - [`answer`]: pure function, parsed query + [`ZoneSnapshot`] → response [`Message`];
-//! - [`respond`]: pure function, request bytes → response bytes (malformed input, EDNS payload
-//!   size, truncation); this is what the sockets call and what the unit tests hammer;
-//! - [`Builtin`]: holds the current snapshot behind an `RwLock<Arc<..>>` (a read is one lock
-//!   and an `Arc` clone; a change builds a new snapshot and swaps it in one step), implements
-//!   [`DnsBackend`], counts responses by rcode and runs the UDP/TCP loops in [`Builtin::serve`].
+//! - `config.rs`: raw TOML → validated [`BuiltinConfig`];
+//! - `zone.rs`: [`ZoneData`] and its indexed [`ZoneSnapshot`], failover-set checks, serials;
+//! - `answer.rs`: pure, no I/O: [`answer()`] (parsed query + [`ZoneSnapshot`] →
+//!   response [`Message`](hickory_proto::op::Message)) and [`respond`] (request bytes →
+//!   response bytes: malformed input, EDNS payload size, truncation), which is what the sockets
+//!   call and the unit tests hammer;
+//! - `server.rs`: the UDP/TCP loops in [`Builtin::serve`], their bounds ([`Limits`]), [`bind`]
+//!   and the response counters;
+//! - `mod.rs`: [`Builtin`], which holds the current snapshot behind an `RwLock<Arc<..>>` (a
+//!   read is one lock and an `Arc` clone; a change builds a new snapshot and swaps it in one
+//!   step) and implements [`DnsBackend`].
 //!
 //! The socket loops are a small tokio loop around hickory-proto's wire format rather than
 //! hickory-server's `ServerFuture`, so that every bound is explicit here: request size, TCP

@@ -48,7 +48,7 @@ impl Node {
     }
 }
 
-/// [`ZoneData`] with a lookup index: what [`answer`] reads.
+/// [`ZoneData`] with a lookup index: what [`answer`](super::answer()) reads.
 #[derive(Debug, Clone)]
 pub struct ZoneSnapshot {
     pub(super) data: ZoneData,
