@@ -493,6 +493,65 @@ timeout = "3s"
     }
 
     #[test]
+    fn one_comparison_rule() {
+        let www = |ttl, addrs: &[&str]| set("www.example.test.", RecordType::A, ttl, addrs);
+        let mut unsorted = www(300, &[]);
+        unsorted.addrs = vec![
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+        ];
+        let upper = set("WWW.example.test", RecordType::A, 300, &["192.0.2.1"]);
+        let other_key = set("api.example.test.", RecordType::A, 300, &["192.0.2.1"]);
+        // (wanted, found, same with Ttl::Ignored, same with Ttl::Compared)
+        let cases: &[(RecordSet, Vec<RecordSet>, bool, bool)] = &[
+            (
+                www(300, &["192.0.2.1"]),
+                vec![www(300, &["192.0.2.1"])],
+                true,
+                true,
+            ),
+            (
+                www(300, &["192.0.2.1"]),
+                vec![www(60, &["192.0.2.1"])],
+                true,
+                false,
+            ),
+            (
+                www(300, &["192.0.2.1"]),
+                vec![www(300, &["192.0.2.9"])],
+                false,
+                false,
+            ),
+            (
+                www(300, &["192.0.2.1", "192.0.2.2"]),
+                vec![unsorted],
+                true,
+                true,
+            ),
+            (www(300, &["192.0.2.1"]), vec![upper], true, true),
+            // A missing key is an RRset with no addresses.
+            (www(300, &[]), vec![], true, true),
+            (www(300, &["192.0.2.1"]), vec![other_key], false, false),
+            // No addresses: no TTL to compare.
+            (www(300, &[]), vec![www(0, &[])], true, true),
+        ];
+        for (wanted, found, ignored, compared) in cases {
+            let w = std::slice::from_ref(wanted);
+            assert_eq!(
+                same_records(w, found, Ttl::Ignored),
+                *ignored,
+                "{wanted} vs {found:?}"
+            );
+            assert_eq!(
+                same_records(w, found, Ttl::Compared),
+                *compared,
+                "{wanted} vs {found:?}"
+            );
+        }
+    }
+
+    #[test]
     fn precheck_outcomes() {
         let c = Change {
             zone: "example.test.".into(),
