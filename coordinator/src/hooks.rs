@@ -2,10 +2,12 @@
 //! JSON on stdin and in `QUORATE_*` environment variables, under a timeout. `pre_failback` is
 //! a gate: the failback happens only if it exits 0.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt as _;
+use crate::subprocess::{self, Keep};
+
+/// Bytes of a hook's stderr kept for the history and logs; the rest is read and dropped.
+const STDERR_KEEP: usize = 4096;
 
 /// The outcome of one hook run, for history and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,48 +16,28 @@ pub enum HookOutcome {
     Failed(String),
 }
 
-/// Runs `command` (argv form: no shell) with `payload` on stdin. Output beyond 4 KiB is
-/// discarded; the process is killed at the timeout.
+/// Runs `command` (argv form: no shell) with `payload` on stdin. Stdout is discarded, stderr
+/// beyond 4 KiB too; the process is killed at the timeout.
 pub async fn run(
     command: &[String],
     payload: &serde_json::Value,
     env: &[(&str, String)],
     timeout: Duration,
 ) -> HookOutcome {
-    let Some((prog, args)) = command.split_first() else {
-        return HookOutcome::Failed("empty command".into());
-    };
-    let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return HookOutcome::Failed(format!("cannot start {prog}: {e}")),
+    let keep = Keep {
+        stdout: None,
+        stderr: STDERR_KEEP,
     };
     let input = payload.to_string();
-    let mut stdin = child.stdin.take();
-    let fut = async move {
-        if let Some(s) = stdin.as_mut() {
-            // A hook that does not read its stdin is fine: ignore a broken pipe.
-            let _ = s.write_all(input.as_bytes()).await;
-        }
-        drop(stdin);
-        child.wait_with_output().await
-    };
-    match tokio::time::timeout(timeout, fut).await {
-        Err(_) => HookOutcome::Failed(format!("{prog} did not finish within {timeout:?}; killed")),
-        Ok(Err(e)) => HookOutcome::Failed(format!("{prog}: {e}")),
-        Ok(Ok(out)) if out.status.success() => HookOutcome::Ok,
-        Ok(Ok(out)) => {
-            let err = String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(4096)]);
-            HookOutcome::Failed(format!("{prog} exited with {}: {}", out.status, err.trim()))
-        }
+    match subprocess::run(command, input.as_bytes(), env, timeout, keep).await {
+        Ok(out) if out.status.success() => HookOutcome::Ok,
+        Ok(out) => HookOutcome::Failed(format!(
+            "{} exited with {}: {}",
+            command.first().map_or("", String::as_str),
+            out.status,
+            out.stderr_text()
+        )),
+        Err(e) => HookOutcome::Failed(e.to_string()),
     }
 }
 
@@ -101,6 +83,23 @@ mod tests {
             matches!(&r, HookOutcome::Failed(m) if m.contains("nope")),
             "{r:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn hook_stderr_is_bounded() {
+        // 1 MB of stderr: the message keeps 4 KiB of it, and the hook is not blocked.
+        let r = run(
+            &sh("head -c 1000000 /dev/zero | tr '\\0' x >&2; exit 1"),
+            &serde_json::json!({}),
+            &[],
+            Duration::from_secs(30),
+        )
+        .await;
+        let HookOutcome::Failed(m) = r else {
+            panic!("{r:?}")
+        };
+        assert!(m.contains("xxxx"), "{m}");
+        assert!(m.len() < STDERR_KEEP + 200, "{}", m.len());
     }
 
     #[tokio::test]

@@ -1,13 +1,13 @@
 //! The RFC 2136 backend and DNS verification against a real BIND 9 started by each test:
 //! switch and back (A and AAAA, several names, one UPDATE), prerequisite conflicts after a
 //! change made with the real `nsupdate`, `force`, bad TSIG secrets and key names, hmac-sha512,
-//! a stopped server, TCP for large updates, and `verify_served` / `find_authoritative`.
+//! a stopped server, TCP for large updates, and `verify_served`.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use coordinator::dns::rfc2136::{self, Config, Transport, TsigAlg};
-use coordinator::dns::verify::{find_authoritative, verify_served};
+use coordinator::dns::verify::verify_served;
 use coordinator::dns::{DnsBackend, DnsError, RecordSet, RecordType};
 use tests::bind::Bind;
 use tests::fixtures::{SecretFile, assert_current, change, secret_file, set};
@@ -336,20 +336,6 @@ async fn verify_served_reports_a_server_that_does_not_change() {
     )
     .await;
     assert!(!checks[0].ok);
-}
-
-#[tokio::test]
-async fn find_authoritative_uses_ns_and_glue() {
-    let (bind, _secret, _) = setup();
-    let servers = find_authoritative(
-        ZONE,
-        bind.addr(),
-        bind.addr().port(),
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
-    assert_eq!(servers, vec![bind.addr()]);
 }
 
 #[tokio::test]

@@ -8,16 +8,14 @@
 //! DNS verification still sees what is served).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::process::Command;
 
-use super::{Change, DnsBackend, DnsError, Precheck, RecordSet, precheck};
+use super::{Change, Checked, DnsBackend, DnsError, RecordSet};
+use crate::subprocess::{self, Finished, Keep, RunError};
 
 /// Exit status meaning "temporary failure, retry" (sysexits.h EX_TEMPFAIL).
 pub const EX_TEMPFAIL: i32 = 75;
@@ -101,27 +99,9 @@ pub fn build(config: &Config) -> Result<Exec, String> {
     })
 }
 
-/// What a finished command left behind.
-struct Finished {
-    code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-/// Reads everything (so the child never blocks on a full pipe) but keeps only `keep` bytes.
-async fn read_bounded<R: AsyncRead + Unpin>(mut r: R, keep: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = keep.saturating_sub(out.len());
-                out.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
-    }
-    out
+/// The program of a command (checked non-empty at build).
+fn program(cmd: &[String]) -> &str {
+    cmd.first().map_or("", String::as_str)
 }
 
 fn addrs_text(sets: &[RecordSet]) -> String {
@@ -144,73 +124,28 @@ impl Exec {
         stdin: Vec<u8>,
         env: Vec<(&str, String)>,
     ) -> Result<Finished, DnsError> {
-        let program = PathBuf::from(&cmd[0]);
-        let mut child = Command::new(&program)
-            .args(&cmd[1..])
-            .envs(env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| DnsError::Rejected(format!("cannot run {}: {e}", program.display())))?;
-        let mut child_in = child.stdin.take();
-        let out = child.stdout.take();
-        let err = child.stderr.take();
-        let work = async {
-            let write = async {
-                if let Some(mut w) = child_in.take() {
-                    // A command that does not read its stdin closes the pipe: not an error.
-                    let _ = w.write_all(&stdin).await;
-                    let _ = w.shutdown().await;
-                }
-            };
-            let read_out = async {
-                match out {
-                    Some(o) => read_bounded(o, STDOUT_KEEP).await,
-                    None => Vec::new(),
-                }
-            };
-            let read_err = async {
-                match err {
-                    Some(e) => read_bounded(e, STDERR_KEEP).await,
-                    None => Vec::new(),
-                }
-            };
-            let ((), stdout, stderr) = tokio::join!(write, read_out, read_err);
-            let status = child.wait().await;
-            (status, stdout, stderr)
+        let keep = Keep {
+            stdout: Some(STDOUT_KEEP),
+            stderr: STDERR_KEEP,
         };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok((status, stdout, stderr)) => {
-                let status = status.map_err(|e| {
-                    DnsError::Transient(format!("waiting for {}: {e}", program.display()))
-                })?;
-                Ok(Finished {
-                    code: status.code(),
-                    stdout,
-                    stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
-                })
-            }
-            Err(_) => {
-                // Kill it and reap it (kill_on_drop would also kill it if this were skipped).
-                let _ = child.kill().await;
-                Err(DnsError::Transient(format!(
-                    "{} did not finish within {:?} and was killed",
-                    program.display(),
-                    self.timeout
-                )))
-            }
-        }
+        subprocess::run(cmd, &stdin, &env, self.timeout, keep)
+            .await
+            .map_err(|e| match e {
+                RunError::Empty | RunError::Spawn { .. } => DnsError::Rejected(e.to_string()),
+                RunError::Wait { .. } | RunError::Timeout { .. } => {
+                    DnsError::Transient(e.to_string())
+                }
+            })
     }
 
     fn judge(program: &str, f: &Finished) -> Result<(), DnsError> {
-        let detail = if f.stderr.is_empty() {
+        let stderr = f.stderr_text();
+        let detail = if stderr.is_empty() {
             String::new()
         } else {
-            format!(": {}", f.stderr)
+            format!(": {stderr}")
         };
-        match f.code {
+        match f.status.code() {
             Some(0) => Ok(()),
             Some(EX_TEMPFAIL) => Err(DnsError::Transient(format!(
                 "{program} exited with status 75 (temporary failure){detail}"
@@ -240,11 +175,11 @@ impl Exec {
         let f = self
             .run(cmd, input, vec![("QUORATE_ZONE", zone.to_string())])
             .await?;
-        Self::judge(&cmd[0], &f)?;
+        Self::judge(program(cmd), &f)?;
         let served: Vec<RecordSet> = serde_json::from_slice(&f.stdout).map_err(|e| {
             DnsError::Rejected(format!(
                 "{}: expected a JSON array of {{\"name\",\"rtype\",\"ttl\",\"addrs\"}} on stdout ({e})",
-                cmd[0]
+                program(cmd)
             ))
         })?;
         Ok(like
@@ -261,12 +196,14 @@ impl Exec {
 
     async fn apply_change(&self, change: &Change) -> Result<(), DnsError> {
         change.validate()?;
-        if self.current_command.is_some() && !self.force {
-            let now = self.read_current(&change.zone, &change.from).await?;
-            if precheck(change, &now, false)? == Precheck::AlreadyApplied {
-                return Ok(());
-            }
-        }
+        let steps = Checked {
+            check_first: self.current_command.is_some() && !self.force,
+            read_back: false,
+        };
+        steps.apply(self, change, self.write(change)).await
+    }
+
+    async fn write(&self, change: &Change) -> Result<(), DnsError> {
         let json = serde_json::to_string(change)
             .map_err(|e| DnsError::Rejected(format!("cannot encode the change: {e}")))?;
         let env = vec![
@@ -284,7 +221,7 @@ impl Exec {
             ),
         ];
         let f = self.run(&self.command, json.into_bytes(), env).await?;
-        Self::judge(&self.command[0], &f)
+        Self::judge(program(&self.command), &f)
     }
 }
 

@@ -153,6 +153,7 @@ pub trait DnsBackend: Send + Sync {
 pub mod config;
 pub mod dryrun;
 pub mod exec;
+pub mod http;
 pub mod powerdns;
 pub mod rfc2136;
 pub mod verify;
@@ -229,33 +230,47 @@ pub fn describe_sets(sets: &[RecordSet]) -> String {
     parts.join("; ")
 }
 
-/// Whether `found` has, for every key of `wanted`, the same addresses (the TTL is not
-/// compared, like an RFC 2136 value-dependent prerequisite).
-pub fn same_addresses(wanted: &[RecordSet], found: &[RecordSet]) -> bool {
-    wanted.iter().all(|w| {
-        let mut want = w.addrs.clone();
-        want.sort();
-        want.dedup();
-        found.iter().find(|f| f.same_key(w)).is_some_and(|f| {
-            let mut got = f.addrs.clone();
-            got.sort();
-            got.dedup();
-            got == want
-        })
-    })
+/// Whether TTLs take part in a record-set comparison (see [`same_records`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// Addresses and TTL: "is exactly this answer served?" (already applied, verification).
+    Compared,
+    /// Addresses only: "is this the state a change starts from?" (conflict checks, like an
+    /// RFC 2136 value-dependent prerequisite, which carries no TTL either).
+    Ignored,
 }
 
-/// Whether `found` serves exactly `wanted`: same addresses and same TTL for every key
-/// (an RRset with no addresses has no TTL to compare).
-pub fn same_answer(wanted: &[RecordSet], found: &[RecordSet]) -> bool {
-    same_addresses(wanted, found)
-        && wanted.iter().all(|w| {
-            w.addrs.is_empty()
-                || found
-                    .iter()
-                    .find(|f| f.same_key(w))
-                    .is_some_and(|f| f.ttl == w.ttl)
-        })
+/// THE record-set comparison, used by every backend, by verification and by the built-in
+/// server. The rule, per key (name + type, see [`RecordSet::same_key`]) of `wanted`:
+/// - the set in `found` with that key is taken; a key missing from `found` counts as a set
+///   with no addresses (an RRset that does not exist);
+/// - addresses are compared as sets (order and duplicates do not matter);
+/// - with [`Ttl::Compared`] the TTLs must be equal too, unless `wanted` has no addresses (an
+///   RRset that does not exist has no TTL to compare).
+///
+/// Keys present only in `found` are not looked at.
+pub fn same_records(wanted: &[RecordSet], found: &[RecordSet], ttl: Ttl) -> bool {
+    wanted
+        .iter()
+        .all(|w| same_set(w, found.iter().find(|f| f.same_key(w)), ttl))
+}
+
+/// [`same_records`] for one key: `found` is the set served under `wanted`'s key, `None` when
+/// there is none.
+pub fn same_set(wanted: &RecordSet, found: Option<&RecordSet>, ttl: Ttl) -> bool {
+    let sorted = |set: Option<&RecordSet>| {
+        let mut addrs = set.map(|s| s.addrs.clone()).unwrap_or_default();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    };
+    if sorted(Some(wanted)) != sorted(found) {
+        return false;
+    }
+    match ttl {
+        Ttl::Ignored => true,
+        Ttl::Compared => wanted.addrs.is_empty() || found.is_some_and(|f| f.ttl == wanted.ttl),
+    }
 }
 
 /// What a backend without an atomic conditional write should do after reading `current`.
@@ -270,16 +285,61 @@ pub enum Precheck {
 /// Compares what is served with what the change expects: `Conflict` when someone else
 /// changed the records (unless `force`).
 pub fn precheck(change: &Change, current: &[RecordSet], force: bool) -> Result<Precheck, DnsError> {
-    if same_answer(&change.to, current) {
+    if same_records(&change.to, current, Ttl::Compared) {
         return Ok(Precheck::AlreadyApplied);
     }
-    if force || same_addresses(&change.from, current) {
+    if force || same_records(&change.from, current, Ttl::Ignored) {
         return Ok(Precheck::Proceed);
     }
     Err(DnsError::Conflict {
         expected: describe_sets(&change.from),
         found: describe_sets(current),
     })
+}
+
+/// The read → compare → write → read-back skeleton of a backend without an atomic
+/// conditional write (PowerDNS, Virtualmin, exec):
+/// 1. with `check_first`, read what is served for `change.from` ([`DnsBackend::current`]) and
+///    [`precheck`] it: already applied → done; someone else's records → [`DnsError::Conflict`];
+/// 2. run the write;
+/// 3. with `read_back`, read `change.to` again and require its addresses ([`Ttl::Ignored`]):
+///    a server that said yes but holds something else → [`DnsError::Rejected`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checked {
+    pub check_first: bool,
+    pub read_back: bool,
+}
+
+impl Checked {
+    pub(crate) async fn apply<B, W>(
+        self,
+        backend: &B,
+        change: &Change,
+        write: W,
+    ) -> Result<(), DnsError>
+    where
+        B: DnsBackend + ?Sized,
+        W: std::future::Future<Output = Result<(), DnsError>>,
+    {
+        if self.check_first {
+            let now = backend.current(&change.zone, &change.from).await?;
+            if precheck(change, &now, false)? == Precheck::AlreadyApplied {
+                return Ok(());
+            }
+        }
+        write.await?;
+        if self.read_back {
+            let now = backend.current(&change.zone, &change.to).await?;
+            if !same_records(&change.to, &now, Ttl::Ignored) {
+                return Err(DnsError::Rejected(format!(
+                    "{} accepted the change but holds {}",
+                    backend.kind(),
+                    describe_sets(&now)
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Change {
@@ -347,25 +407,6 @@ pub mod duration_str {
             return Err(serde::de::Error::custom("expected a duration above zero"));
         }
         Ok(dur)
-    }
-}
-
-/// An HTTP request that got no answer: a certificate the client does not trust is an
-/// authentication failure (retrying will not help, and it may be someone in the middle);
-/// anything else (refused, timed out, reset) is transient.
-pub(crate) fn http_error(what: &str, e: reqwest::Error) -> DnsError {
-    let mut chain = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        src = s.source();
-    }
-    let lower = chain.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("cert_sha256") {
-        DnsError::Auth(format!("{what}: server certificate not trusted: {chain}"))
-    } else {
-        DnsError::Transient(format!("{what}: {chain}"))
     }
 }
 
@@ -449,6 +490,65 @@ timeout = "3s"
         assert!(mismatched.validate().is_err());
         assert!(name_in_zone("example.test.", "example.test"));
         assert!(!name_in_zone("badexample.test.", "example.test."));
+    }
+
+    #[test]
+    fn one_comparison_rule() {
+        let www = |ttl, addrs: &[&str]| set("www.example.test.", RecordType::A, ttl, addrs);
+        let mut unsorted = www(300, &[]);
+        unsorted.addrs = vec![
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+        ];
+        let upper = set("WWW.example.test", RecordType::A, 300, &["192.0.2.1"]);
+        let other_key = set("api.example.test.", RecordType::A, 300, &["192.0.2.1"]);
+        // (wanted, found, same with Ttl::Ignored, same with Ttl::Compared)
+        let cases: &[(RecordSet, Vec<RecordSet>, bool, bool)] = &[
+            (
+                www(300, &["192.0.2.1"]),
+                vec![www(300, &["192.0.2.1"])],
+                true,
+                true,
+            ),
+            (
+                www(300, &["192.0.2.1"]),
+                vec![www(60, &["192.0.2.1"])],
+                true,
+                false,
+            ),
+            (
+                www(300, &["192.0.2.1"]),
+                vec![www(300, &["192.0.2.9"])],
+                false,
+                false,
+            ),
+            (
+                www(300, &["192.0.2.1", "192.0.2.2"]),
+                vec![unsorted],
+                true,
+                true,
+            ),
+            (www(300, &["192.0.2.1"]), vec![upper], true, true),
+            // A missing key is an RRset with no addresses.
+            (www(300, &[]), vec![], true, true),
+            (www(300, &["192.0.2.1"]), vec![other_key], false, false),
+            // No addresses: no TTL to compare.
+            (www(300, &[]), vec![www(0, &[])], true, true),
+        ];
+        for (wanted, found, ignored, compared) in cases {
+            let w = std::slice::from_ref(wanted);
+            assert_eq!(
+                same_records(w, found, Ttl::Ignored),
+                *ignored,
+                "{wanted} vs {found:?}"
+            );
+            assert_eq!(
+                same_records(w, found, Ttl::Compared),
+                *compared,
+                "{wanted} vs {found:?}"
+            );
+        }
     }
 
     #[test]

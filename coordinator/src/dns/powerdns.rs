@@ -14,10 +14,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{
-    Change, DnsBackend, DnsError, Precheck, RecordSet, RecordType, normalize_name, precheck,
-    same_addresses,
-};
+use super::http::{self, Trust};
+use super::{Change, Checked, DnsBackend, DnsError, RecordSet, RecordType, normalize_name};
 
 /// Bytes of an error answer quoted in messages.
 const BODY_KEEP: usize = 1024;
@@ -76,7 +74,6 @@ impl fmt::Debug for PowerDns {
 }
 
 pub fn build(config: &Config) -> Result<PowerDns, String> {
-    shared::install_crypto_provider();
     let url = reqwest::Url::parse(&config.url).map_err(|e| {
         format!(
             "url: expected a URL like \"http://127.0.0.1:8081\", got {:?} ({e})",
@@ -107,25 +104,8 @@ pub fn build(config: &Config) -> Result<PowerDns, String> {
     }
     let api_key = shared::keys::read_secret_file(&config.api_key_file)
         .map_err(|e| format!("api_key_file: {e}"))?;
-    let mut builder = reqwest::Client::builder()
-        .timeout(config.timeout)
-        .connect_timeout(config.timeout)
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(ca) = &config.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("ca_file: {}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("ca_file: {}: expected PEM certificates ({e})", ca.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "ca_file: {}: no certificate in the file",
-                ca.display()
-            ));
-        }
-        builder = builder.tls_certs_only(certs);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| format!("url: cannot set up an HTTP client ({e})"))?;
+    let trust = Trust::from_keys(config.ca_file.as_deref(), None)?;
+    let client = http::client(config.timeout, &trust)?;
     let base = config.url.trim_end_matches('/');
     Ok(PowerDns {
         zone_url: format!("{base}/api/v1/servers/{}/zones/{zone}", config.server_id),
@@ -160,38 +140,22 @@ struct RecordJson {
     disabled: bool,
 }
 
-fn bounded(text: &str) -> String {
-    let t = text.trim();
-    if t.len() <= BODY_KEEP {
-        return t.to_string();
-    }
-    let mut end = BODY_KEEP;
-    while !t.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &t[..end])
-}
-
 /// PowerDNS puts its reason in `{"error": "..."}`.
 fn error_text(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or_else(|| bounded(body))
+        .unwrap_or_else(|| http::quote(body, BODY_KEEP))
 }
 
 impl PowerDns {
     fn net_error(&self, e: reqwest::Error) -> DnsError {
-        super::http_error(&format!("powerdns API {}", self.zone_url), e)
+        http::send_error(&format!("powerdns API {}", self.zone_url), e)
     }
 
     async fn status_error(&self, status: StatusCode, resp: reqwest::Response) -> DnsError {
-        let body = resp.text().await.unwrap_or_default();
-        let text = error_text(&body);
+        let text = error_text(&http::error_body(resp).await);
         match status.as_u16() {
-            401 | 403 => DnsError::Auth(format!(
-                "powerdns API refused the API key (HTTP {status}): {text}"
-            )),
             404 => DnsError::Rejected(format!(
                 "powerdns has no zone {} (HTTP 404 at {}): {text}",
                 self.zone, self.zone_url
@@ -199,10 +163,12 @@ impl PowerDns {
             400 | 422 => DnsError::Rejected(format!(
                 "powerdns rejected the change (HTTP {status}): {text}"
             )),
-            s if s >= 500 || s == 429 => {
-                DnsError::Transient(format!("powerdns API failed (HTTP {status}): {text}"))
-            }
-            _ => DnsError::Rejected(format!("powerdns API answered HTTP {status}: {text}")),
+            _ => http::status_error(
+                "powerdns API",
+                status,
+                &format!("powerdns API refused the API key (HTTP {status})"),
+                &text,
+            ),
         }
     }
 
@@ -218,8 +184,8 @@ impl PowerDns {
         if !status.is_success() {
             return Err(self.status_error(status, resp).await);
         }
-        resp.json::<ZoneJson>()
-            .await
+        let body = http::read_answer(resp, &format!("powerdns API {}", self.zone_url)).await?;
+        serde_json::from_str::<ZoneJson>(&body)
             .map_err(|e| DnsError::Transient(format!("powerdns API sent an unreadable zone: {e}")))
     }
 
@@ -288,12 +254,15 @@ impl PowerDns {
                 change.zone, self.zone
             )));
         }
-        if !self.force {
-            let now = self.read_current(&change.from).await?;
-            if precheck(change, &now, false)? == Precheck::AlreadyApplied {
-                return Ok(());
-            }
-        }
+        // PowerDNS answers 204 on success; the read-back makes sure the zone holds the records.
+        let steps = Checked {
+            check_first: !self.force,
+            read_back: true,
+        };
+        steps.apply(self, change, self.patch(change)).await
+    }
+
+    async fn patch(&self, change: &Change) -> Result<(), DnsError> {
         let resp = self
             .client
             .patch(&self.zone_url)
@@ -305,14 +274,6 @@ impl PowerDns {
         let status = resp.status();
         if !status.is_success() {
             return Err(self.status_error(status, resp).await);
-        }
-        // PowerDNS answers 204 on success; make sure the zone now holds the new records.
-        let now = self.read_current(&change.to).await?;
-        if !same_addresses(&change.to, &now) {
-            return Err(DnsError::Rejected(format!(
-                "powerdns accepted the change but holds {}",
-                super::describe_sets(&now)
-            )));
         }
         Ok(())
     }

@@ -27,9 +27,9 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as HRecordType, TSigner};
 use serde::Deserialize;
 
-use super::verify::{QueryError, query_all};
+use super::verify::{QueryError, proto_type, query_all};
 use super::{
-    Change, DnsBackend, DnsError, RecordSet, RecordType, describe_sets, normalize_name, same_answer,
+    Change, DnsBackend, DnsError, RecordSet, Ttl, describe_sets, normalize_name, same_records,
 };
 
 /// Above this many bytes (before the TSIG record is added) the update goes over TCP: a UDP
@@ -178,13 +178,6 @@ fn rdata(addr: &IpAddr) -> RData {
     match addr {
         IpAddr::V4(a) => RData::A(A(*a)),
         IpAddr::V6(a) => RData::AAAA(AAAA(*a)),
-    }
-}
-
-fn proto_type(rtype: RecordType) -> HRecordType {
-    match rtype {
-        RecordType::A => HRecordType::A,
-        RecordType::AAAA => HRecordType::AAAA,
     }
 }
 
@@ -347,7 +340,7 @@ impl Rfc2136 {
             | ResponseCode::YXDomain => {
                 // A prerequisite failed: nothing was changed. Say what is there now.
                 let found = self.current_sets(&change.from).await?;
-                if same_answer(&change.to, &found) {
+                if same_records(&change.to, &found, Ttl::Compared) {
                     // Our own earlier attempt got through (its answer was lost).
                     tracing::info!(server = %self.server, "update already applied");
                     return Ok(());

@@ -1,7 +1,8 @@
 //! Checking what the authoritative servers of a zone actually serve: plain non-recursive
 //! queries straight at each server (UDP, TCP when the answer is truncated), polled until every
-//! server serves the expected addresses and TTL or a deadline passes; and finding a zone's
-//! authoritative servers from its NS records when none are configured.
+//! server serves the expected addresses and TTL ([`same_records`] with [`Ttl::Compared`]) or a
+//! deadline passes. The servers are configured (`[dns.verify] servers`, else the rfc2136
+//! backend's own server); they are never discovered from NS records.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use hickory_proto::rr::{Name, RData, RecordType as HRecordType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::{RecordSet, RecordType, normalize_name, same_answer};
+use super::{RecordSet, RecordType, Ttl, normalize_name, same_records};
 
 /// Largest answer read over TCP (the 16-bit length prefix allows no more anyway).
 const MAX_TCP_ANSWER: usize = 65_535;
@@ -54,7 +55,8 @@ impl QueryError {
     }
 }
 
-fn proto_type(rtype: RecordType) -> HRecordType {
+/// The wire type of a failover record type.
+pub(crate) fn proto_type(rtype: RecordType) -> HRecordType {
     match rtype {
         RecordType::A => HRecordType::A,
         RecordType::AAAA => HRecordType::AAAA,
@@ -293,7 +295,7 @@ async fn verify_one(
         match query_all(server, expected, per_query).await {
             Ok(seen) => {
                 error = None;
-                let ok = same_answer(expected, &seen);
+                let ok = same_records(expected, &seen, Ttl::Compared);
                 last_seen = Some(seen);
                 if ok {
                     return ServerCheck {
@@ -320,73 +322,4 @@ async fn verify_one(
         last_seen,
         error,
     }
-}
-
-/// The authoritative servers of `zone` according to its NS records, asked at `via` (no
-/// recursion). Addresses come from the glue in the answer or from A/AAAA queries to `via`;
-/// NS names that `via` cannot give addresses for are left out. Servers are listed on `port`
-/// (53 in production; tests run servers on other ports).
-pub async fn find_authoritative(
-    zone: &str,
-    via: SocketAddr,
-    port: u16,
-    timeout: Duration,
-) -> Result<Vec<SocketAddr>, QueryError> {
-    let answer = query_raw(via, zone, HRecordType::NS, timeout).await?;
-    let zone_name = normalize_name(zone);
-    let mut ns_names: Vec<String> = Vec::new();
-    for rec in &answer.answers {
-        if normalize_name(&rec.name.to_ascii()) != zone_name {
-            continue;
-        }
-        if let RData::NS(ns) = &rec.data {
-            let n = normalize_name(&ns.0.to_ascii());
-            if !ns_names.contains(&n) {
-                ns_names.push(n);
-            }
-        }
-    }
-    if ns_names.is_empty() {
-        return Err(QueryError::Malformed {
-            server: via,
-            msg: format!("no NS records for {zone_name}"),
-        });
-    }
-    let mut out: Vec<SocketAddr> = Vec::new();
-    for ns in &ns_names {
-        let mut addrs: Vec<IpAddr> = answer
-            .additionals
-            .iter()
-            .filter(|r| normalize_name(&r.name.to_ascii()) == *ns)
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .collect();
-        if addrs.is_empty() {
-            for rtype in [RecordType::A, RecordType::AAAA] {
-                match query_rrset(via, ns, rtype, timeout).await {
-                    Ok(set) => addrs.extend(set.addrs),
-                    Err(e) => tracing::warn!(ns = %ns, error = %e, "no address for name server"),
-                }
-            }
-        }
-        for a in addrs {
-            let sa = SocketAddr::new(a, port);
-            if !out.contains(&sa) {
-                out.push(sa);
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(QueryError::Malformed {
-            server: via,
-            msg: format!(
-                "no addresses for the name servers of {zone_name}: {}",
-                ns_names.join(", ")
-            ),
-        });
-    }
-    Ok(out)
 }

@@ -22,16 +22,13 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{
-    Change, DnsBackend, DnsError, Precheck, RecordSet, describe_sets, normalize_name, precheck,
-    same_addresses,
-};
+use super::http::{self, Trust};
+use super::{Change, Checked, DnsBackend, DnsError, RecordSet, normalize_name};
 
 /// Bytes of the server's output quoted in messages.
 const OUTPUT_KEEP: usize = 2048;
@@ -107,68 +104,7 @@ impl fmt::Debug for Virtualmin {
     }
 }
 
-/// Parses a SHA-256 fingerprint written as 64 hex digits, with or without colons.
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
-    let hexed: String = text.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(&hexed).map_err(|e| format!("not hex ({e})"))?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("{} bytes; expected 32", b.len()))
-}
-
-/// Accepts exactly one certificate, by its SHA-256, and checks the handshake signatures.
-#[derive(Debug)]
-struct PinVerifier {
-    pin: [u8; 32],
-    algs: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl rustls::client::danger::ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        use sha2::Digest as _;
-        let got = sha2::Sha256::digest(end_entity.as_ref());
-        if got.as_slice() == self.pin.as_slice() {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "server certificate sha256 {} does not match cert_sha256",
-                hex::encode(got)
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
 pub fn build(config: &Config) -> Result<Virtualmin, String> {
-    shared::install_crypto_provider();
     let url = reqwest::Url::parse(&config.url).map_err(|e| {
         format!(
             "url: expected a URL like \"https://panel.example.com:10000\", got {:?} ({e})",
@@ -193,49 +129,8 @@ pub fn build(config: &Config) -> Result<Virtualmin, String> {
     }
     let password = shared::keys::read_secret_file(&config.password_file)
         .map_err(|e| format!("password_file: {e}"))?;
-    let mut builder = reqwest::Client::builder()
-        .timeout(config.timeout)
-        .connect_timeout(config.timeout)
-        .redirect(reqwest::redirect::Policy::none());
-    match (&config.ca_file, &config.cert_sha256) {
-        (Some(_), Some(_)) => {
-            return Err("cert_sha256: give either ca_file or cert_sha256, not both".into());
-        }
-        (Some(ca), None) => {
-            let pem = std::fs::read(ca).map_err(|e| format!("ca_file: {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!("ca_file: {}: expected PEM certificates ({e})", ca.display())
-            })?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "ca_file: {}: no certificate in the file",
-                    ca.display()
-                ));
-            }
-            builder = builder.tls_certs_only(certs);
-        }
-        (None, Some(fp)) => {
-            let pin = parse_fingerprint(fp).map_err(|e| {
-                format!("cert_sha256: expected 64 hex digits (colons allowed), got {fp:?}: {e}")
-            })?;
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let verifier = PinVerifier {
-                pin,
-                algs: provider.signature_verification_algorithms,
-            };
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("cert_sha256: cannot set up TLS ({e})"))?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
-            builder = builder.tls_backend_preconfigured(tls);
-        }
-        (None, None) => {}
-    }
-    let client = builder
-        .build()
-        .map_err(|e| format!("url: cannot set up an HTTPS client ({e})"))?;
+    let trust = Trust::from_keys(config.ca_file.as_deref(), config.cert_sha256.as_deref())?;
+    let client = http::client(config.timeout, &trust)?;
     Ok(Virtualmin {
         endpoint: format!(
             "{}/virtual-server/remote.cgi",
@@ -251,15 +146,7 @@ pub fn build(config: &Config) -> Result<Virtualmin, String> {
 }
 
 fn bounded(text: &str) -> String {
-    let t = text.trim();
-    if t.len() <= OUTPUT_KEEP {
-        return t.to_string();
-    }
-    let mut end = OUTPUT_KEEP;
-    while !t.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &t[..end])
+    http::quote(text, OUTPUT_KEEP)
 }
 
 /// Splits a remote.cgi answer into the program's output and its exit status.
@@ -307,6 +194,7 @@ pub fn parse_multiline(output: &str) -> Vec<(String, String, Option<u32>, Vec<St
 
 impl Virtualmin {
     async fn call(&self, params: &[(&str, String)]) -> Result<String, DnsError> {
+        let what = format!("virtualmin at {}", self.endpoint);
         let resp = self
             .client
             .get(&self.endpoint)
@@ -314,30 +202,21 @@ impl Virtualmin {
             .query(params)
             .send()
             .await
-            .map_err(|e| super::http_error(&format!("virtualmin at {}", self.endpoint), e))?;
+            .map_err(|e| http::send_error(&what, e))?;
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        match status.as_u16() {
-            200 => {}
-            401 | 403 => {
-                return Err(DnsError::Auth(format!(
+        if status.as_u16() != 200 {
+            let body = http::error_body(resp).await;
+            return Err(http::status_error(
+                "virtualmin",
+                status,
+                &format!(
                     "virtualmin refused user '{}' (HTTP {status}; wrong password, or the user may not use the remote API)",
                     self.user
-                )));
-            }
-            s if s >= 500 || s == 429 => {
-                return Err(DnsError::Transient(format!(
-                    "virtualmin failed (HTTP {status}): {}",
-                    bounded(&body)
-                )));
-            }
-            _ => {
-                return Err(DnsError::Rejected(format!(
-                    "virtualmin answered HTTP {status}: {}",
-                    bounded(&body)
-                )));
-            }
+                ),
+                &bounded(&body),
+            ));
         }
+        let body = http::read_answer(resp, &what).await?;
         if let Some(rest) = body.trim_start().strip_prefix("ERROR:") {
             return Err(DnsError::Rejected(format!("virtualmin: {}", bounded(rest))));
         }
@@ -423,23 +302,17 @@ impl Virtualmin {
                 change.zone, self.zone
             )));
         }
-        if !self.force {
-            let now = self.read_current(&change.from).await?;
-            if precheck(change, &now, false)? == Precheck::AlreadyApplied {
-                return Ok(());
-            }
-        }
-        self.call(&self.modify_params(change)).await?;
         // modify-dns reports some refusals (e.g. a clashing record) in its output but still
-        // exits 0: read back to be sure.
-        let now = self.read_current(&change.to).await?;
-        if !same_addresses(&change.to, &now) {
-            return Err(DnsError::Rejected(format!(
-                "virtualmin accepted the change but holds {}",
-                describe_sets(&now)
-            )));
-        }
-        Ok(())
+        // exits 0: the read-back makes sure.
+        let steps = Checked {
+            check_first: !self.force,
+            read_back: true,
+        };
+        let write = async {
+            self.call(&self.modify_params(change)).await?;
+            Ok(())
+        };
+        steps.apply(self, change, write).await
     }
 }
 
@@ -497,13 +370,5 @@ mod tests {
             )
         );
         assert_eq!(recs[1].2, None);
-    }
-
-    #[test]
-    fn fingerprints() {
-        assert!(parse_fingerprint(&"ab".repeat(32)).is_ok());
-        assert!(parse_fingerprint(&vec!["AB"; 32].join(":")).is_ok());
-        assert!(parse_fingerprint("abcd").is_err());
-        assert!(parse_fingerprint("zz").is_err());
     }
 }

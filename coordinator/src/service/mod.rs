@@ -36,8 +36,6 @@ mod reconcile;
 pub mod record;
 mod task;
 
-pub use reconcile::same_addrs;
-
 /// What every service task shares: the history, metrics, notifier, DNS backend, witness
 /// clients, prober and the coordinator's signing key.
 pub struct ServiceDeps {

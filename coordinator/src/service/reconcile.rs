@@ -5,7 +5,7 @@ use tracing::{error, info, warn};
 
 use super::task::ServiceTask;
 use super::{Job, now_ms};
-use crate::dns::RecordSet;
+use crate::dns::{Ttl, same_records};
 use crate::store::{ChangeStatus, EventKind, HistoryWrite, NewEvent};
 
 impl ServiceTask {
@@ -47,7 +47,7 @@ impl ServiceTask {
             }
             let served = self.deps.backend.current(&change.zone, &change.to).await;
             match served {
-                Ok(cur) if same_addrs(&cur, &change.to) => {
+                Ok(cur) if same_records(&change.to, &cur, Ttl::Ignored) => {
                     info!(
                         id = row.id,
                         "pending change was applied before the restart; marking it applied"
@@ -91,18 +91,4 @@ impl ServiceTask {
             }
         }
     }
-}
-
-/// Same addresses for every RRset key of `want` (TTL aside).
-pub fn same_addrs(have: &[RecordSet], want: &[RecordSet]) -> bool {
-    want.iter().all(|w| {
-        have.iter()
-            .find(|h| h.same_key(w))
-            .map(|h| {
-                let mut a = h.addrs.clone();
-                a.sort();
-                a == w.addrs
-            })
-            .unwrap_or(w.addrs.is_empty())
-    })
 }

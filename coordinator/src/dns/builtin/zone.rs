@@ -1,0 +1,321 @@
+//! Zone data: [`ZoneData`] (what is served), [`ZoneSnapshot`] (the same with a lookup index,
+//! immutable, swapped whole on a change), the checks on failover sets and the SOA serial rules.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType as WireType};
+
+use super::config::{MAX_TTL, SoaFields, parse_name};
+use crate::dns::{RecordSet, RecordType};
+
+/// Everything the server answers from. Immutable once inside a [`ZoneSnapshot`].
+#[derive(Debug, Clone)]
+pub struct ZoneData {
+    pub apex: Name,
+    /// TTL of the SOA and NS records.
+    pub ttl: u32,
+    pub soa: SoaFields,
+    pub serial: u32,
+    pub ns: Vec<Name>,
+    /// Static records from the config.
+    pub records: Vec<Record>,
+    /// The RRsets a failover switches; none has an empty address list.
+    pub failover: Vec<RecordSet>,
+}
+
+/// All RRsets at one owner name, in a stable order.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Node {
+    pub(super) rrsets: Vec<(WireType, Vec<Record>)>,
+}
+
+impl Node {
+    fn add(&mut self, record: Record) {
+        let rtype = record.record_type();
+        match self.rrsets.iter_mut().find(|(t, _)| *t == rtype) {
+            Some((_, records)) => records.push(record),
+            None => self.rrsets.push((rtype, vec![record])),
+        }
+    }
+
+    pub(super) fn get(&self, rtype: WireType) -> Option<&[Record]> {
+        self.rrsets
+            .iter()
+            .find(|(t, _)| *t == rtype)
+            .map(|(_, r)| r.as_slice())
+    }
+}
+
+/// [`ZoneData`] with a lookup index: what [`answer`](super::answer()) reads.
+#[derive(Debug, Clone)]
+pub struct ZoneSnapshot {
+    pub(super) data: ZoneData,
+    pub(super) nodes: HashMap<Name, Node>,
+    /// Every owner name and every ancestor up to the apex (empty non-terminals exist too).
+    pub(super) existing: HashSet<Name>,
+}
+
+impl ZoneSnapshot {
+    /// Indexes `data`. Checks the failover sets against the rest (see [`check_failover`]).
+    pub fn new(data: ZoneData) -> Result<ZoneSnapshot, String> {
+        check_failover(&data, &data.failover)?;
+        let mut nodes: HashMap<Name, Node> = HashMap::new();
+        let apex_node = nodes.entry(data.apex.clone()).or_default();
+        apex_node.add(soa_record(&data));
+        for ns in &data.ns {
+            apex_node.add(Record::from_rdata(
+                data.apex.clone(),
+                data.ttl,
+                RData::NS(NS(ns.clone())),
+            ));
+        }
+        for record in &data.records {
+            nodes
+                .entry(record.name.clone())
+                .or_default()
+                .add(record.clone());
+        }
+        for set in &data.failover {
+            let name = failover_name(&set.name)?;
+            let node = nodes.entry(name.clone()).or_default();
+            for addr in &set.addrs {
+                let rdata = match addr {
+                    IpAddr::V4(v4) => RData::A(A(*v4)),
+                    IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                };
+                node.add(Record::from_rdata(name.clone(), set.ttl, rdata));
+            }
+        }
+        let mut existing = HashSet::new();
+        for name in nodes.keys() {
+            let mut name = name.clone();
+            while name.num_labels() > data.apex.num_labels() {
+                let parent = name.base_name();
+                existing.insert(name);
+                name = parent;
+            }
+            existing.insert(name);
+        }
+        Ok(ZoneSnapshot {
+            data,
+            nodes,
+            existing,
+        })
+    }
+
+    pub fn data(&self) -> &ZoneData {
+        &self.data
+    }
+
+    pub fn serial(&self) -> u32 {
+        self.data.serial
+    }
+
+    /// The failover RRset served for `name`/`rtype`, if any.
+    /// `name` is compared as a DNS name (case, trailing dot do not matter).
+    pub fn failover_set(&self, name: &str, rtype: RecordType) -> Option<&RecordSet> {
+        let name = failover_name(name).ok()?.to_ascii();
+        self.data
+            .failover
+            .iter()
+            .find(|s| s.rtype == rtype && s.name == name)
+    }
+
+    fn soa(&self) -> Option<&Record> {
+        self.nodes
+            .get(&self.data.apex)
+            .and_then(|n| n.get(WireType::SOA))
+            .and_then(|r| r.first())
+    }
+
+    /// SOA for the authority section of a negative answer (RFC 2308 §3).
+    pub(super) fn negative_soa(&self) -> Option<Record> {
+        self.soa().map(|soa| {
+            let mut soa = soa.clone();
+            soa.ttl = soa.ttl.min(self.data.soa.minimum);
+            soa
+        })
+    }
+}
+
+fn soa_record(data: &ZoneData) -> Record {
+    let soa = SOA::new(
+        data.soa.mname.clone(),
+        data.soa.rname.clone(),
+        data.serial,
+        // Checked to be at most i32::MAX at build.
+        i32::try_from(data.soa.refresh).unwrap_or(i32::MAX),
+        i32::try_from(data.soa.retry).unwrap_or(i32::MAX),
+        i32::try_from(data.soa.expire).unwrap_or(i32::MAX),
+        data.soa.minimum,
+    );
+    Record::from_rdata(data.apex.clone(), data.ttl, RData::SOA(soa))
+}
+
+/// The stored form of a failover set: lowercase fully qualified name, sorted addresses.
+pub(super) fn normalize(set: &RecordSet) -> Result<RecordSet, String> {
+    let name = failover_name(&set.name)?.to_ascii();
+    Ok(RecordSet::new(name, set.rtype, set.ttl, set.addrs.clone()))
+}
+
+pub(super) fn failover_name(raw: &str) -> Result<Name, String> {
+    let raw = if raw.ends_with('.') {
+        raw.to_string()
+    } else {
+        format!("{raw}.")
+    };
+    parse_name(&raw).map_err(|m| format!("failover record name: {m}"))
+}
+
+/// A failover set must be inside the zone, carry addresses of its own type, a sane TTL, and
+/// not collide with a static A/AAAA of the same name or with a CNAME (or be at a name a
+/// static CNAME points from). Keys must be unique.
+pub fn check_failover(data: &ZoneData, sets: &[RecordSet]) -> Result<(), String> {
+    for (i, set) in sets.iter().enumerate() {
+        let name = failover_name(&set.name)?;
+        if !data.apex.zone_of(&name) {
+            return Err(format!("{} is not inside the zone {}", set.name, data.apex));
+        }
+        if set.ttl > MAX_TTL {
+            return Err(format!("{}: ttl {} is above {MAX_TTL}", set.name, set.ttl));
+        }
+        if let Some(bad) = set.addrs.iter().find(|a| RecordType::of(a) != set.rtype) {
+            return Err(format!(
+                "{} {}: address {bad} is not of type {}",
+                set.name, set.rtype, set.rtype
+            ));
+        }
+        let wire = match set.rtype {
+            RecordType::A => WireType::A,
+            RecordType::AAAA => WireType::AAAA,
+        };
+        for record in &data.records {
+            if record.name != name {
+                continue;
+            }
+            if record.record_type() == wire {
+                return Err(format!(
+                    "{} {} is both a static record and a failover record",
+                    set.name, set.rtype
+                ));
+            }
+            if record.record_type() == WireType::CNAME {
+                return Err(format!(
+                    "{} has a static CNAME, so it cannot have failover records",
+                    set.name
+                ));
+            }
+        }
+        if sets[..i].iter().any(|other| other.same_key(set)) {
+            return Err(format!("{} {} is listed twice", set.name, set.rtype));
+        }
+    }
+    Ok(())
+}
+
+/// A starting serial that moves forward across restarts: the current unix time, or one more
+/// than the stored serial if that is ahead (RFC 1982 comparison).
+pub fn resume_serial(stored: Option<u32>, unix_now_secs: u64) -> u32 {
+    let now = u32::try_from(unix_now_secs).unwrap_or(u32::MAX);
+    match stored {
+        Some(stored) => {
+            let next = stored.wrapping_add(1);
+            if serial_gt(now, next) { now } else { next }
+        }
+        None => now,
+    }
+}
+
+/// RFC 1982 "a > b" for 32-bit serials.
+fn serial_gt(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < (1 << 31)
+}
+
+pub(super) fn zone_matches(apex: &Name, zone: &str) -> bool {
+    failover_name(zone).is_ok_and(|z| z == *apex)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::dns::builtin::Builtin;
+    use crate::dns::builtin::fixtures::*;
+
+    #[test]
+    fn failover_records_are_checked_against_the_zone() {
+        let config = parse(CONFIG).build().unwrap();
+        let bad: &[(RecordSet, &str)] = &[
+            (
+                RecordSet::new(
+                    "www.other.test.",
+                    RecordType::A,
+                    60,
+                    vec!["192.0.2.1".parse().unwrap()],
+                ),
+                "not inside",
+            ),
+            (
+                RecordSet::new(
+                    "ns1.example.test.",
+                    RecordType::A,
+                    60,
+                    vec!["192.0.2.1".parse().unwrap()],
+                ),
+                "both a static",
+            ),
+            (
+                RecordSet::new(
+                    "alias.example.test.",
+                    RecordType::A,
+                    60,
+                    vec!["192.0.2.1".parse().unwrap()],
+                ),
+                "CNAME",
+            ),
+            (
+                RecordSet::new(
+                    "www.example.test.",
+                    RecordType::A,
+                    60,
+                    vec!["2001:db8::1".parse().unwrap()],
+                ),
+                "not of type A",
+            ),
+        ];
+        for (set, words) in bad {
+            let error = Builtin::new(config.clone(), vec![set.clone()], 1).unwrap_err();
+            assert!(error.message.contains(words), "{set}: {error}");
+        }
+        let error = Builtin::new(
+            config,
+            vec![www(&["192.0.2.1"], 60), www(&["192.0.2.2"], 60)],
+            1,
+        )
+        .unwrap_err();
+        assert!(error.message.contains("twice"), "{error}");
+    }
+
+    #[test]
+    fn serial_resumes_forward() {
+        assert_eq!(resume_serial(None, 1_700_000_000), 1_700_000_000);
+        assert_eq!(resume_serial(Some(5), 1_700_000_000), 1_700_000_000);
+        assert_eq!(
+            resume_serial(Some(1_700_000_000), 1_700_000_000),
+            1_700_000_001
+        );
+        assert_eq!(
+            resume_serial(Some(1_800_000_000), 1_700_000_000),
+            1_800_000_001
+        );
+        // Serial arithmetic wraps: after u32::MAX comes 0, and 5 is ahead of 0.
+        assert_eq!(resume_serial(Some(u32::MAX), 5), 5);
+        assert_eq!(resume_serial(Some(u32::MAX), 0), 0);
+        assert_eq!(
+            resume_serial(Some(3_000_000_000), 1_700_000_000),
+            3_000_000_001
+        );
+    }
+}
