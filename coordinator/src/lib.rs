@@ -6,6 +6,7 @@
 //! [`run`]. Tests and the demo call [`start`] in-process.
 
 pub mod api;
+pub mod compose;
 pub mod config;
 pub mod demo;
 pub mod dns;
@@ -74,7 +75,7 @@ pub async fn start(
     let tasks = TaskTracker::new();
     let backend = match backend {
         Some(b) => b,
-        None => dns::config::start_backend(&config, &store, &tasks, shutdown.clone())
+        None => compose::start_backend(&config, &store, &tasks, shutdown.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{}: dns: {e}", config.path.display()))?,
     };

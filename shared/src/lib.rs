@@ -5,6 +5,7 @@
 //! `protocol` is pure (no I/O, no clock: callers pass `now`); `keys` reads and writes key
 //! files; `probe` talks to the network; `tls` builds rustls configs and certificates.
 
+pub mod config;
 pub mod keys;
 pub mod probe;
 pub mod protocol;

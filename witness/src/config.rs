@@ -2,7 +2,8 @@
 //! into a typed [`Config`] (loaded keys, parsed networks, durations) before anything binds.
 //! Every error names the file, the key and what was expected.
 //!
-//! Relative paths in the file are resolved against the directory that holds the file.
+//! Relative paths in the file are resolved against the directory that holds the file. Errors
+//! are the config kit's [`shared::config::Diagnostics`], like the coordinator's.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +14,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use ipnet::IpNet;
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
+use shared::config::{Diagnostics, resolve};
 use shared::protocol::KeyId;
 
 /// Default accepted clock difference between coordinator and witness.
@@ -72,23 +74,8 @@ pub struct RawLimits {
     pub read_timeout: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {message}")]
-    Syntax { file: PathBuf, message: String },
-    #[error("{file}: {key}: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
-}
+/// What is wrong with a config file: `FILE: KEY: message` per problem.
+pub type ConfigError = Diagnostics;
 
 /// A coordinator this witness answers.
 #[derive(Clone, Debug)]
@@ -276,32 +263,21 @@ impl Config {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: path.to_owned(),
-        source,
-    })?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-        file: path.to_owned(),
-        message: e.to_string().trim_end().to_string(),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostics::whole_file(path, format!("cannot read: {e}")))?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| Diagnostics::whole_file(path, e))?;
     validate(path, raw)
 }
 
 /// Turns the raw file into a typed config, loading the files it names.
 pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        file: path.to_owned(),
-        key: key.to_string(),
-        message,
+    let invalid = |key: &str, message: String| {
+        let mut d = Diagnostics::new(path);
+        d.push(key, message);
+        d
     };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &Path| -> PathBuf {
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
-        }
-    };
+    let base = shared::config::base_dir(path);
+    let resolve = |p: &Path| -> PathBuf { resolve(base, p) };
 
     let listen: SocketAddr = raw.listen.parse().map_err(|_| {
         invalid(
@@ -315,7 +291,10 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let max_skew = match &raw.max_skew {
         None => DEFAULT_MAX_SKEW,
-        Some(s) => parse_duration(s).map_err(|m| invalid("max_skew", m))?,
+        Some(s) => s
+            .parse::<shared::config::Duration>()
+            .map_err(|m| invalid("max_skew", m.to_string()))?
+            .get(),
     };
     if max_skew < Duration::from_secs(1) || max_skew > Duration::from_secs(600) {
         return Err(invalid(
@@ -390,8 +369,10 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         rules.push(AllowRule { net, ports });
     }
 
-    let limits =
-        validate_limits(&raw.limits).map_err(|(k, m)| invalid(&format!("limits.{k}"), m))?;
+    let mut limit_problems = Diagnostics::new(path);
+    let Some(limits) = validate_limits(&raw.limits, &mut limit_problems) else {
+        return Err(limit_problems);
+    };
 
     let key_path = resolve(&raw.key_file);
     let signing_key = shared::keys::load_signing_key(&key_path)
@@ -433,51 +414,59 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("expected a duration like \"30s\" or \"2m\", got {s:?} ({e})"))
-}
-
-fn validate_limits(raw: &RawLimits) -> Result<Limits, (&'static str, String)> {
-    let d = Limits::default();
+/// The `[limits]` table; problems are recorded under `limits.KEY`.
+fn validate_limits(raw: &RawLimits, d: &mut Diagnostics) -> Option<Limits> {
+    let before = d.len();
+    let def = Limits::default();
     let max_body_bytes = match raw.max_body_bytes {
-        None => d.max_body_bytes,
+        None => def.max_body_bytes,
         Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
         Some(n) => {
-            return Err((
-                "max_body_bytes",
+            d.push(
+                "limits.max_body_bytes",
                 format!("expected 1024..=1048576 bytes, got {n}"),
-            ));
+            );
+            def.max_body_bytes
         }
     };
     let max_concurrent = match raw.max_concurrent {
-        None => d.max_concurrent,
+        None => def.max_concurrent,
         Some(n) if (1..=10_000).contains(&n) => n as usize,
-        Some(n) => return Err(("max_concurrent", format!("expected 1..=10000, got {n}"))),
+        Some(n) => {
+            d.push(
+                "limits.max_concurrent",
+                format!("expected 1..=10000, got {n}"),
+            );
+            def.max_concurrent
+        }
     };
     let rate_per_coordinator = match raw.rate_per_coordinator {
-        None => d.rate_per_coordinator,
+        None => def.rate_per_coordinator,
         Some(n) if (1..=10_000).contains(&n) => n,
         Some(n) => {
-            return Err((
-                "rate_per_coordinator",
+            d.push(
+                "limits.rate_per_coordinator",
                 format!("expected 1..=10000 requests per second, got {n}"),
-            ));
+            );
+            def.rate_per_coordinator
         }
     };
     let burst = match raw.burst {
         None => rate_per_coordinator,
         Some(n) if (1..=100_000).contains(&n) => n,
-        Some(n) => return Err(("burst", format!("expected 1..=100000, got {n}"))),
+        Some(n) => {
+            d.push("limits.burst", format!("expected 1..=100000, got {n}"));
+            rate_per_coordinator
+        }
     };
     let read_timeout = match &raw.read_timeout {
-        None => d.read_timeout,
-        Some(s) => parse_duration(s).map_err(|m| ("read_timeout", m))?,
+        None => def.read_timeout,
+        Some(s) => d.duration("limits.read_timeout", s)?,
     };
     if read_timeout < Duration::from_millis(100) || read_timeout > Duration::from_secs(300) {
-        return Err(("read_timeout", "expected between 100ms and 5m".into()));
+        d.push("limits.read_timeout", "expected between 100ms and 5m");
     }
-    Ok(Limits {
+    (d.len() == before).then_some(Limits {
         max_body_bytes,
         max_concurrent,
         rate_per_coordinator,

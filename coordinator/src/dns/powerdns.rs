@@ -41,7 +41,7 @@ pub struct Config {
     /// Time allowed per request, e.g. `"10s"` (default).
     #[serde(
         default = "default_timeout",
-        deserialize_with = "super::duration_str::deserialize"
+        deserialize_with = "shared::config::positive_duration"
     )]
     pub timeout: Duration,
     /// Skip the conflict check and overwrite whatever is there (default false).
@@ -75,7 +75,16 @@ impl fmt::Debug for PowerDns {
     }
 }
 
+/// Reads `api_key_file` (as given: the caller resolves relative paths) and builds the backend.
 pub fn build(config: &Config) -> Result<PowerDns, String> {
+    let api_key = shared::keys::read_secret_file(&config.api_key_file)
+        .map_err(|e| format!("api_key_file: {e}"))?;
+    build_with_secret(config, api_key)
+}
+
+/// Builds the backend from the API key already read from `api_key_file` (the config's
+/// validation reads it once) and checks the config.
+pub fn build_with_secret(config: &Config, api_key: String) -> Result<PowerDns, String> {
     shared::install_crypto_provider();
     let url = reqwest::Url::parse(&config.url).map_err(|e| {
         format!(
@@ -105,8 +114,6 @@ pub fn build(config: &Config) -> Result<PowerDns, String> {
             config.zone
         ));
     }
-    let api_key = shared::keys::read_secret_file(&config.api_key_file)
-        .map_err(|e| format!("api_key_file: {e}"))?;
     let mut builder = reqwest::Client::builder()
         .timeout(config.timeout)
         .connect_timeout(config.timeout)
