@@ -95,6 +95,16 @@ impl Diagnostics {
         });
     }
 
+    /// Records an [`Invalid`] value at `key`.
+    pub fn invalid(&mut self, key: impl Into<String>, invalid: Invalid) {
+        self.list.push(Diagnostic {
+            file: self.file.clone(),
+            key: key.into(),
+            message: invalid.to_string(),
+            expected: Some(invalid.expected),
+        });
+    }
+
     /// Parses a duration at `key`, recording the problem when it is not one.
     pub fn duration(&mut self, key: impl Into<String>, text: &str) -> Option<std::time::Duration> {
         match text.parse::<Duration>() {
@@ -147,6 +157,25 @@ impl<'a> IntoIterator for &'a Diagnostics {
     type IntoIter = std::slice::Iter<'a, Diagnostic>;
     fn into_iter(self) -> Self::IntoIter {
         self.list.iter()
+    }
+}
+
+/// A value that is not what its key takes, for parsers that do not know the key (the caller
+/// records it with [`Diagnostics::invalid`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected}, got {got:?}")]
+pub struct Invalid {
+    /// What a valid value looks like: `a network like "10.0.0.0/8"`.
+    pub expected: String,
+    pub got: String,
+}
+
+impl Invalid {
+    pub fn new(expected: impl Into<String>, got: impl Into<String>) -> Invalid {
+        Invalid {
+            expected: expected.into(),
+            got: got.into(),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use ipnet::IpNet;
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
-use shared::config::{Diagnostics, resolve};
+use shared::config::{Diagnostics, Invalid, resolve};
 use shared::protocol::KeyId;
 
 /// Default accepted clock difference between coordinator and witness.
@@ -118,14 +118,14 @@ impl Allowlist {
 }
 
 /// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (one host).
-pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+pub fn parse_cidr(text: &str) -> Result<IpNet, Invalid> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net.trunc());
     }
-    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        format!("expected a network like \"10.0.0.0/8\" or an IP address, got {text:?}")
-    })
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| Invalid::new("a network like \"10.0.0.0/8\" or an IP address", text))
 }
 
 /// Resource bounds of the vote endpoint.
@@ -161,12 +161,12 @@ pub enum LogFormat {
 }
 
 impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<LogFormat, String> {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<LogFormat, Invalid> {
         match s {
             "human" => Ok(LogFormat::Human),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("expected \"human\" or \"json\", got {other:?}")),
+            other => Err(Invalid::new("\"human\" or \"json\"", other)),
         }
     }
 }
@@ -308,7 +308,9 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let log_format = match &raw.log_format {
         None => LogFormat::Human,
-        Some(s) => s.parse().map_err(|m| invalid("log_format", m))?,
+        Some(s) => s
+            .parse()
+            .map_err(|m: Invalid| invalid("log_format", m.to_string()))?,
     };
 
     if raw.coordinator.is_empty() {
@@ -349,7 +351,8 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let mut rules = Vec::new();
     for (i, a) in raw.allow.iter().enumerate() {
-        let net = parse_cidr(&a.cidr).map_err(|m| invalid(&format!("allow[{i}].cidr"), m))?;
+        let net =
+            parse_cidr(&a.cidr).map_err(|m| invalid(&format!("allow[{i}].cidr"), m.to_string()))?;
         if a.ports.is_empty() {
             return Err(invalid(
                 &format!("allow[{i}].ports"),
@@ -502,6 +505,7 @@ mod tests {
         assert!(
             parse_cidr("example.com")
                 .unwrap_err()
+                .to_string()
                 .contains("10.0.0.0/8")
         );
     }
