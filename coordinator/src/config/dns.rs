@@ -85,7 +85,7 @@ impl DnsConfig {
 }
 
 /// Splits a backend error (`"url: expected …"`) into its key (under `dns.`) and message.
-fn push_backend_error(e: &mut Diagnostics, message: &str) {
+pub(super) fn push_backend_error(e: &mut Diagnostics, message: &str) {
     match message.split_once(": ") {
         Some((key, rest)) if !key.is_empty() && !key.contains(' ') => {
             e.push(format!("dns.{key}"), rest)
