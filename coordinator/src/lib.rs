@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod compose;
 pub mod config;
 pub mod demo;
 pub mod dns;
@@ -77,14 +78,14 @@ pub async fn start(
 ) -> anyhow::Result<Coordinator> {
     let store = Store::open(&config.database).context("opening the history database")?;
     let tasks = TaskTracker::new();
+    let metrics = Arc::new(metrics::Metrics::new());
+    let sup = Supervisor::new(tasks.clone(), metrics.clone(), shutdown.clone());
     let backend = match backend {
         Some(b) => b,
-        None => dns::config::start_backend(&config, &store, &tasks, shutdown.clone())
+        None => compose::start_backend(&config, &store, &sup)
             .await
             .map_err(|e| anyhow::anyhow!("{}: dns: {e}", config.path.display()))?,
     };
-    let metrics = Arc::new(metrics::Metrics::new());
-    let sup = Supervisor::new(tasks.clone(), metrics.clone(), shutdown.clone());
     let notifier = notify::Notifier::start(config.webhooks.clone(), &sup);
     let mut witnesses = Vec::new();
     for w in &config.witnesses {

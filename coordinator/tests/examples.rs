@@ -1,7 +1,9 @@
 //! Every example config in `deploy/examples/coordinator*.toml` parses into `RawConfig`, and
 //! validation fails only on the files an example names that cannot exist on a test machine
 //! (keys, tokens, secrets); copied next to such files, it validates completely. Also the
-//! defaults of optional tables (a service without `[service.hooks]`).
+//! defaults of optional tables (a service without `[service.hooks]`), and what `check`
+//! refuses: relative backend paths resolve against the config's folder, a service zone that
+//! is not the backend's, a probe key of another kind; and the backend's secret is read once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -44,7 +46,7 @@ fn every_example_parses_and_fails_only_on_missing_files() {
         let base = path.parent().unwrap();
         let errors = match coordinator::config::validate(raw, &path, base) {
             Ok(_) => continue,
-            Err(e) => e.0,
+            Err(e) => e.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
         };
         for line in &errors {
             assert!(
@@ -194,4 +196,191 @@ fn witness_timeout_defaults_above_the_probe_timeout_and_shorter_is_refused() {
         );
         assert!(err.starts_with(&path.display().to_string()), "{err}");
     }
+}
+
+/// The one-service test config with `dns` as the body of its `[dns]` table.
+fn config_with_dns(dns: &str) -> String {
+    let w = shared::keys::generate();
+    let lo = "127.0.0.1".parse().unwrap();
+    let block = common::witness_block("w1", "https://127.0.0.1:9", &w.verifying_key(), None);
+    let mut opts = common::Opts::new(vec![block], lo, lo, 80);
+    opts.quorum = 1;
+    opts.dns = dns.to_string();
+    opts.toml()
+}
+
+/// A TSIG secret (32 bytes, base64) written mode 0600 at `path`.
+fn write_tsig_secret(path: &Path) {
+    shared::keys::write_private_file(path, b"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYg==")
+        .unwrap();
+}
+
+/// Regression: relative `tsig_secret_file`, `api_key_file`, `password_file`, `ca_file` and an
+/// exec `command` path were opened relative to the working directory (`/` under systemd),
+/// not the config file's folder as the example's header promises. The tests run in the
+/// crate's folder, where none of these files exist.
+#[test]
+fn relative_backend_paths_resolve_against_the_config_folder() {
+    use coordinator::dns::BackendConfig;
+    let lab = common::Lab::new();
+    let dir = lab.path();
+    write_tsig_secret(&dir.join("tsig.secret"));
+    shared::keys::write_private_file(&dir.join("pdns.key"), b"an-api-key").unwrap();
+    shared::keys::write_private_file(&dir.join("vm.password"), b"s3cret").unwrap();
+    let (cert, _) = shared::tls::self_signed(&["dns.example.test".into()]).unwrap();
+    std::fs::write(dir.join("ca.pem"), cert).unwrap();
+    std::fs::create_dir(dir.join("bin")).unwrap();
+    for script in ["update-dns", "read-dns"] {
+        let path = dir.join("bin").join(script);
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert!(!Path::new("tsig.secret").exists() && !Path::new("bin/update-dns").exists());
+
+    let rfc2136 = lab.config(&config_with_dns(
+        "type = \"rfc2136\"\nserver = \"127.0.0.1:53\"\nzone = \"example.test.\"\ntsig_key_name = \"quorate\"\ntsig_secret_file = \"tsig.secret\"\n",
+    ));
+    match &rfc2136.dns.backend {
+        BackendConfig::Rfc2136(c) => assert_eq!(c.tsig_secret_file, dir.join("tsig.secret")),
+        other => panic!("{other:?}"),
+    }
+    let powerdns = lab.config(&config_with_dns(
+        "type = \"powerdns\"\nurl = \"https://127.0.0.1:8081\"\nzone = \"example.test.\"\napi_key_file = \"pdns.key\"\nca_file = \"ca.pem\"\n",
+    ));
+    match &powerdns.dns.backend {
+        BackendConfig::Powerdns(c) => {
+            assert_eq!(c.api_key_file, dir.join("pdns.key"));
+            assert_eq!(c.ca_file.as_deref(), Some(dir.join("ca.pem").as_path()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let virtualmin = lab.config(&config_with_dns(
+        "type = \"virtualmin\"\nurl = \"https://127.0.0.1:10000\"\nzone = \"example.test\"\nuser = \"quorate\"\npassword_file = \"vm.password\"\nca_file = \"ca.pem\"\n",
+    ));
+    match &virtualmin.dns.backend {
+        BackendConfig::Virtualmin(c) => {
+            assert_eq!(c.password_file, dir.join("vm.password"));
+            assert_eq!(c.ca_file.as_deref(), Some(dir.join("ca.pem").as_path()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let exec = lab.config(&config_with_dns(
+        "type = \"exec\"\ncommand = [\"./bin/update-dns\", \"--zone\", \"example.test\"]\ncurrent_command = [\"bin/read-dns\"]\n",
+    ));
+    match &exec.dns.backend {
+        BackendConfig::Exec(c) => {
+            let abs = std::path::absolute(dir).unwrap();
+            assert_eq!(Path::new(&c.command[0]), abs.join("./bin/update-dns"));
+            assert_eq!(c.command[1..], ["--zone", "example.test"]);
+            let current = c.current_command.as_ref().unwrap();
+            assert_eq!(Path::new(&current[0]), abs.join("bin/read-dns"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A bare command name is not a path: still refused (no $PATH lookup).
+    let path = lab.write_config(&config_with_dns(
+        "type = \"exec\"\ncommand = [\"update-dns\"]\n",
+    ));
+    let err = coordinator::config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("dns.command") && err.contains("absolute path"),
+        "{err}"
+    );
+}
+
+/// Regression: a service whose zone is not the backend's validated, and every failover then
+/// failed with a permanent error that blocked switching. `check` refuses it, naming both.
+#[test]
+fn a_service_zone_outside_the_backend_zone_fails_check() {
+    let lab = common::Lab::new();
+    write_tsig_secret(&lab.path().join("tsig.secret"));
+    let path = lab.write_config(&config_with_dns(
+        "type = \"rfc2136\"\nserver = \"127.0.0.1:53\"\nzone = \"other.test.\"\ntsig_key_name = \"quorate\"\ntsig_secret_file = \"tsig.secret\"\n",
+    ));
+    let err = coordinator::config::load(&path).unwrap_err().to_string();
+    assert!(err.starts_with(&path.display().to_string()), "{err}");
+    assert!(err.contains("service \"web\".zone"), "{err}");
+    assert!(
+        err.contains("\"example.test.\"") && err.contains("\"other.test.\""),
+        "{err}"
+    );
+    // The same zone written differently (case, trailing dot) is the same zone.
+    let ok = config_with_dns(
+        "type = \"rfc2136\"\nserver = \"127.0.0.1:53\"\nzone = \"Example.Test\"\ntsig_key_name = \"quorate\"\ntsig_secret_file = \"tsig.secret\"\n",
+    );
+    assert_eq!(lab.config(&ok).services[0].zone, "example.test.");
+}
+
+/// Regression: a probe key that does not belong to the probe's kind (`query_name` on an
+/// http probe, `expect_status` on a tcp probe) was silently ignored; now it is refused, by name.
+#[test]
+fn a_probe_key_of_another_kind_fails_check() {
+    let lab = common::Lab::new();
+    let text = config_with_dns("type = \"dryrun\"\n");
+    let cases = [
+        (
+            "path = \"/health\"",
+            "path = \"/health\", query_name = \"www.example.test\"",
+            "query_name",
+        ),
+        ("kind = \"http\"", "kind = \"tcp\"", "expect_status"),
+        ("kind = \"http\"", "kind = \"ftp\"", "ftp"),
+    ];
+    for (from, to, key) in cases {
+        assert!(text.contains(from), "{from}");
+        let path = lab.write_config(&text.replacen(from, to, 1));
+        let err = coordinator::config::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(err.contains(&format!("`{key}`")), "{to}: {err}");
+    }
+    // Each kind still takes its own keys.
+    let tcp = text.replacen(
+        "kind = \"http\", port = 80, path = \"/health\", expect_status = [200],",
+        "kind = \"tcp\", port = 80,",
+        1,
+    );
+    assert!(tcp.contains("kind = \"tcp\""), "{tcp}");
+    let config = lab.config(&tcp);
+    assert!(matches!(
+        config.services[0].primary_probe,
+        shared::probe::ProbeSpec::Tcp(_)
+    ));
+}
+
+/// Errors about a service name it by name, not by its position in the file.
+#[test]
+fn service_errors_name_the_service() {
+    let lab = common::Lab::new();
+    let text = config_with_dns("type = \"dryrun\"\n").replacen("quorum = 1", "quorum = 3", 1);
+    let path = lab.write_config(&text);
+    let err = coordinator::config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("service \"web\".quorum: expected between 1"),
+        "{err}"
+    );
+}
+
+/// Regression: the backend's secret file was read twice (validation built the backend, then
+/// start built it again). Now validation reads it once and the composition root starts the
+/// backend built from it: removing the file after `load` changes nothing.
+#[tokio::test]
+async fn the_backend_secret_is_read_once() {
+    let lab = common::Lab::new();
+    let secret = lab.path().join("tsig.secret");
+    write_tsig_secret(&secret);
+    let config = lab.config(&config_with_dns(
+        "type = \"rfc2136\"\nserver = \"127.0.0.1:53\"\nzone = \"example.test.\"\ntsig_key_name = \"quorate\"\ntsig_secret_file = \"tsig.secret\"\n",
+    ));
+    std::fs::remove_file(&secret).unwrap();
+    let store = coordinator::store::Store::open(&config.database).unwrap();
+    let sup = coordinator::supervise::Supervisor::new(
+        tokio_util::task::TaskTracker::new(),
+        std::sync::Arc::new(coordinator::metrics::Metrics::new()),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let backend = coordinator::compose::start_backend(&config, &store, &sup)
+        .await
+        .unwrap();
+    assert_eq!(backend.kind(), "rfc2136");
 }

@@ -3,11 +3,13 @@
 //! both run, and the daemons' shared shutdown handling.
 //!
 //! `protocol`, `probe::spec` and `hostname` are pure (no I/O, no clock: callers pass `now`);
-//! `keys` reads and writes key files; `probe::runner` talks to the network; `tls` builds
+//! `config` is the config kit both binaries use (diagnostics, durations, paths); `keys`
+//! reads and writes key files; `probe::runner` talks to the network; `tls` builds
 //! rustls configs and certificates; `shutdown` holds the signal handler and the grace period.
 //! Imports between them never form a cycle: `protocol` → `probe::spec` → `hostname`;
 //! `probe::runner` → `probe::spec`, `tls`; `tls` → `hostname`.
 
+pub mod config;
 pub mod hostname;
 pub mod keys;
 pub mod probe;

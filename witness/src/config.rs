@@ -2,7 +2,8 @@
 //! into a typed [`Config`] (loaded keys, parsed networks, durations) before anything binds.
 //! Every error names the file, the key and what was expected.
 //!
-//! Relative paths in the file are resolved against the directory that holds the file.
+//! Relative paths in the file are resolved against the directory that holds the file. Errors
+//! are the config kit's [`shared::config::Diagnostics`], like the coordinator's.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +14,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use ipnet::IpNet;
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
+use shared::config::{Diagnostics, Invalid, resolve};
 use shared::protocol::KeyId;
 
 /// Default accepted clock difference between coordinator and witness.
@@ -72,23 +74,8 @@ pub struct RawLimits {
     pub read_timeout: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {message}")]
-    Syntax { file: PathBuf, message: String },
-    #[error("{file}: {key}: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
-}
+/// What is wrong with a config file: `FILE: KEY: message` per problem.
+pub type ConfigError = Diagnostics;
 
 /// A coordinator this witness answers.
 #[derive(Clone, Debug)]
@@ -131,14 +118,14 @@ impl Allowlist {
 }
 
 /// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (one host).
-pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+pub fn parse_cidr(text: &str) -> Result<IpNet, Invalid> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net.trunc());
     }
-    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        format!("expected a network like \"10.0.0.0/8\" or an IP address, got {text:?}")
-    })
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| Invalid::new("a network like \"10.0.0.0/8\" or an IP address", text))
 }
 
 /// Resource bounds of the vote endpoint.
@@ -174,12 +161,12 @@ pub enum LogFormat {
 }
 
 impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<LogFormat, String> {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<LogFormat, Invalid> {
         match s {
             "human" => Ok(LogFormat::Human),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("expected \"human\" or \"json\", got {other:?}")),
+            other => Err(Invalid::new("\"human\" or \"json\"", other)),
         }
     }
 }
@@ -276,32 +263,21 @@ impl Config {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: path.to_owned(),
-        source,
-    })?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-        file: path.to_owned(),
-        message: e.to_string().trim_end().to_string(),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostics::whole_file(path, format!("cannot read: {e}")))?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| Diagnostics::whole_file(path, e))?;
     validate(path, raw)
 }
 
 /// Turns the raw file into a typed config, loading the files it names.
 pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        file: path.to_owned(),
-        key: key.to_string(),
-        message,
+    let invalid = |key: &str, message: String| {
+        let mut d = Diagnostics::new(path);
+        d.push(key, message);
+        d
     };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &Path| -> PathBuf {
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
-        }
-    };
+    let base = shared::config::base_dir(path);
+    let resolve = |p: &Path| -> PathBuf { resolve(base, p) };
 
     let listen: SocketAddr = raw.listen.parse().map_err(|_| {
         invalid(
@@ -315,7 +291,10 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let max_skew = match &raw.max_skew {
         None => DEFAULT_MAX_SKEW,
-        Some(s) => parse_duration(s).map_err(|m| invalid("max_skew", m))?,
+        Some(s) => s
+            .parse::<shared::config::Duration>()
+            .map_err(|m| invalid("max_skew", m.to_string()))?
+            .get(),
     };
     if max_skew < Duration::from_secs(1) || max_skew > Duration::from_secs(600) {
         return Err(invalid(
@@ -329,7 +308,9 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let log_format = match &raw.log_format {
         None => LogFormat::Human,
-        Some(s) => s.parse().map_err(|m| invalid("log_format", m))?,
+        Some(s) => s
+            .parse()
+            .map_err(|m: Invalid| invalid("log_format", m.to_string()))?,
     };
 
     if raw.coordinator.is_empty() {
@@ -370,7 +351,8 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let mut rules = Vec::new();
     for (i, a) in raw.allow.iter().enumerate() {
-        let net = parse_cidr(&a.cidr).map_err(|m| invalid(&format!("allow[{i}].cidr"), m))?;
+        let net =
+            parse_cidr(&a.cidr).map_err(|m| invalid(&format!("allow[{i}].cidr"), m.to_string()))?;
         if a.ports.is_empty() {
             return Err(invalid(
                 &format!("allow[{i}].ports"),
@@ -390,8 +372,10 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         rules.push(AllowRule { net, ports });
     }
 
-    let limits =
-        validate_limits(&raw.limits).map_err(|(k, m)| invalid(&format!("limits.{k}"), m))?;
+    let mut limit_problems = Diagnostics::new(path);
+    let Some(limits) = validate_limits(&raw.limits, &mut limit_problems) else {
+        return Err(limit_problems);
+    };
 
     let key_path = resolve(&raw.key_file);
     let signing_key = shared::keys::load_signing_key(&key_path)
@@ -433,51 +417,59 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("expected a duration like \"30s\" or \"2m\", got {s:?} ({e})"))
-}
-
-fn validate_limits(raw: &RawLimits) -> Result<Limits, (&'static str, String)> {
-    let d = Limits::default();
+/// The `[limits]` table; problems are recorded under `limits.KEY`.
+fn validate_limits(raw: &RawLimits, d: &mut Diagnostics) -> Option<Limits> {
+    let before = d.len();
+    let def = Limits::default();
     let max_body_bytes = match raw.max_body_bytes {
-        None => d.max_body_bytes,
+        None => def.max_body_bytes,
         Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
         Some(n) => {
-            return Err((
-                "max_body_bytes",
+            d.push(
+                "limits.max_body_bytes",
                 format!("expected 1024..=1048576 bytes, got {n}"),
-            ));
+            );
+            def.max_body_bytes
         }
     };
     let max_concurrent = match raw.max_concurrent {
-        None => d.max_concurrent,
+        None => def.max_concurrent,
         Some(n) if (1..=10_000).contains(&n) => n as usize,
-        Some(n) => return Err(("max_concurrent", format!("expected 1..=10000, got {n}"))),
+        Some(n) => {
+            d.push(
+                "limits.max_concurrent",
+                format!("expected 1..=10000, got {n}"),
+            );
+            def.max_concurrent
+        }
     };
     let rate_per_coordinator = match raw.rate_per_coordinator {
-        None => d.rate_per_coordinator,
+        None => def.rate_per_coordinator,
         Some(n) if (1..=10_000).contains(&n) => n,
         Some(n) => {
-            return Err((
-                "rate_per_coordinator",
+            d.push(
+                "limits.rate_per_coordinator",
                 format!("expected 1..=10000 requests per second, got {n}"),
-            ));
+            );
+            def.rate_per_coordinator
         }
     };
     let burst = match raw.burst {
         None => rate_per_coordinator,
         Some(n) if (1..=100_000).contains(&n) => n,
-        Some(n) => return Err(("burst", format!("expected 1..=100000, got {n}"))),
+        Some(n) => {
+            d.push("limits.burst", format!("expected 1..=100000, got {n}"));
+            rate_per_coordinator
+        }
     };
     let read_timeout = match &raw.read_timeout {
-        None => d.read_timeout,
-        Some(s) => parse_duration(s).map_err(|m| ("read_timeout", m))?,
+        None => def.read_timeout,
+        Some(s) => d.duration("limits.read_timeout", s)?,
     };
     if read_timeout < Duration::from_millis(100) || read_timeout > Duration::from_secs(300) {
-        return Err(("read_timeout", "expected between 100ms and 5m".into()));
+        d.push("limits.read_timeout", "expected between 100ms and 5m");
     }
-    Ok(Limits {
+    (d.len() == before).then_some(Limits {
         max_body_bytes,
         max_concurrent,
         rate_per_coordinator,
@@ -513,6 +505,7 @@ mod tests {
         assert!(
             parse_cidr("example.com")
                 .unwrap_err()
+                .to_string()
                 .contains("10.0.0.0/8")
         );
     }

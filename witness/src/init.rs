@@ -70,7 +70,7 @@ pub fn parse_allow_flag(text: &str) -> Result<AllowRule, String> {
     let (cidr, ports) = text
         .split_once('=')
         .ok_or("expected CIDR=PORTS, e.g. 203.0.113.10/32=80,443")?;
-    let net = parse_cidr(cidr)?;
+    let net = parse_cidr(cidr).map_err(|e| e.to_string())?;
     let ports = ports
         .split(',')
         .map(|p| {

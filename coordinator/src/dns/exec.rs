@@ -28,7 +28,8 @@ const STDOUT_KEEP: usize = 1 << 20;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `["/usr/local/bin/update-dns", "--zone", "example.com"]`: absolute path, then arguments.
+    /// `["/usr/local/bin/update-dns", "--zone", "example.com"]`: a path (absolute, or relative
+    /// to the config file's folder, e.g. `"./update-dns"`), then arguments.
     pub command: Vec<String>,
     /// Optional reader: prints the served RRsets as JSON.
     #[serde(default)]
@@ -36,7 +37,7 @@ pub struct Config {
     /// Time allowed per run, e.g. `"30s"` (default).
     #[serde(
         default = "default_timeout",
-        deserialize_with = "super::duration_str::deserialize"
+        deserialize_with = "shared::config::positive_duration"
     )]
     pub timeout: Duration,
     /// With a `current_command`: skip the conflict check before applying.

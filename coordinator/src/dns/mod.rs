@@ -6,7 +6,9 @@
 //! [`DnsError`] whose variant tells the driver what to do next.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -150,7 +152,6 @@ pub trait DnsBackend: Send + Sync {
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>>;
 }
 
-pub mod config;
 pub mod dryrun;
 pub mod exec;
 pub mod http;
@@ -172,22 +173,150 @@ pub enum BackendConfig {
     Dryrun(dryrun::Config),
 }
 
-/// Builds the backend a config describes: reads its secret files and checks its values.
-/// Errors name the key and what was expected.
-pub fn build_backend(config: &BackendConfig) -> Result<std::sync::Arc<dyn DnsBackend>, String> {
-    Ok(match config {
+impl BackendConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Builtin(_) => "builtin",
+            BackendConfig::Rfc2136(_) => "rfc2136",
+            BackendConfig::Powerdns(_) => "powerdns",
+            BackendConfig::Virtualmin(_) => "virtualmin",
+            BackendConfig::Exec(_) => "exec",
+            BackendConfig::Dryrun(_) => "dryrun",
+        }
+    }
+
+    /// The zone the backend writes (as configured), where it has one: a service's zone must
+    /// be this one, since every backend refuses a change for another zone.
+    pub fn zone(&self) -> Option<&str> {
+        match self {
+            BackendConfig::Builtin(c) => Some(&c.zone),
+            BackendConfig::Rfc2136(c) => Some(&c.zone),
+            BackendConfig::Powerdns(c) => Some(&c.zone),
+            BackendConfig::Virtualmin(c) => Some(&c.zone),
+            BackendConfig::Exec(_) | BackendConfig::Dryrun(_) => None,
+        }
+    }
+
+    /// The server the backend itself talks DNS to, where it has one: where changes are
+    /// verified when `[dns.verify] servers` is not set. The built-in server answers from
+    /// memory: nothing to wait for.
+    pub fn own_server(&self) -> Option<SocketAddr> {
+        match self {
+            BackendConfig::Rfc2136(c) => Some(c.server),
+            _ => None,
+        }
+    }
+
+    /// Makes every file the backend names (`tsig_secret_file`, `api_key_file`,
+    /// `password_file`, `ca_file`, and `command`/`current_command` when their first element
+    /// is a path, i.e. contains a `/`) relative to `base_dir`, the config file's folder, not
+    /// to the working directory.
+    pub fn resolve_paths(&mut self, base_dir: &Path) {
+        let file = |p: &mut PathBuf| *p = shared::config::resolve(base_dir, p);
+        let command = |cmd: &mut Vec<String>| {
+            if let Some(first) = cmd.first_mut()
+                && first.contains('/')
+            {
+                *first = shared::config::resolve(base_dir, Path::new(first.as_str()))
+                    .display()
+                    .to_string();
+            }
+        };
+        match self {
+            BackendConfig::Rfc2136(c) => file(&mut c.tsig_secret_file),
+            BackendConfig::Powerdns(c) => {
+                file(&mut c.api_key_file);
+                c.ca_file.iter_mut().for_each(file);
+            }
+            BackendConfig::Virtualmin(c) => {
+                file(&mut c.password_file);
+                c.ca_file.iter_mut().for_each(file);
+            }
+            BackendConfig::Exec(c) => {
+                command(&mut c.command);
+                c.current_command.iter_mut().for_each(command);
+            }
+            BackendConfig::Builtin(_) | BackendConfig::Dryrun(_) => {}
+        }
+    }
+}
+
+/// A backend config with its secret file read (once): what [`build_backend`] takes. Its
+/// `Debug` never prints the secret.
+#[derive(Clone)]
+pub struct LoadedBackend {
+    pub config: BackendConfig,
+    secret: Option<String>,
+}
+
+impl fmt::Debug for LoadedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedBackend")
+            .field("config", &self.config)
+            .field("secret_loaded", &self.secret.is_some())
+            .finish()
+    }
+}
+
+impl LoadedBackend {
+    /// Reads the backend's secret file, if it has one (paths as given: resolve them first
+    /// with [`BackendConfig::resolve_paths`]). Errors start with the key: `api_key_file: …`.
+    pub fn load(config: BackendConfig) -> Result<LoadedBackend, String> {
+        let file = match &config {
+            BackendConfig::Rfc2136(c) => Some(("tsig_secret_file", &c.tsig_secret_file)),
+            BackendConfig::Powerdns(c) => Some(("api_key_file", &c.api_key_file)),
+            BackendConfig::Virtualmin(c) => Some(("password_file", &c.password_file)),
+            _ => None,
+        };
+        let secret = match file {
+            Some((key, path)) => {
+                Some(shared::keys::read_secret_file(path).map_err(|e| format!("{key}: {e}"))?)
+            }
+            None => None,
+        };
+        Ok(LoadedBackend { config, secret })
+    }
+
+    fn secret(&self) -> String {
+        self.secret.clone().unwrap_or_default()
+    }
+}
+
+/// A built backend: ready to use, or, for the built-in server, its checked settings (the
+/// server itself is made at start, from the records of each service's stored side).
+#[derive(Clone)]
+pub enum BuiltBackend {
+    Ready(Arc<dyn DnsBackend>),
+    Builtin(Box<builtin::BuiltinConfig>),
+}
+
+impl fmt::Debug for BuiltBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuiltBackend::Ready(b) => write!(f, "Ready({})", b.kind()),
+            BuiltBackend::Builtin(c) => f.debug_tuple("Builtin").field(c).finish(),
+        }
+    }
+}
+
+/// Builds the backend a loaded config describes, without reading any secret file again, and
+/// checks its values. Errors name the key and what was expected.
+pub fn build_backend(loaded: &LoadedBackend) -> Result<BuiltBackend, String> {
+    Ok(BuiltBackend::Ready(match &loaded.config {
         BackendConfig::Builtin(c) => {
             let built = c.build().map_err(|e| e.to_string())?;
-            std::sync::Arc::new(
-                builtin::Builtin::new(built, Vec::new(), 1).map_err(|e| e.to_string())?,
-            )
+            // The zone data is checked now (nothing is served yet), not at the first start.
+            builtin::Builtin::new(built.clone(), Vec::new(), 1).map_err(|e| e.to_string())?;
+            return Ok(BuiltBackend::Builtin(Box::new(built)));
         }
-        BackendConfig::Rfc2136(c) => std::sync::Arc::new(rfc2136::build(c)?),
-        BackendConfig::Powerdns(c) => std::sync::Arc::new(powerdns::build(c)?),
-        BackendConfig::Virtualmin(c) => std::sync::Arc::new(virtualmin::build(c)?),
-        BackendConfig::Exec(c) => std::sync::Arc::new(exec::build(c)?),
-        BackendConfig::Dryrun(c) => std::sync::Arc::new(dryrun::build(c)?),
-    })
+        BackendConfig::Rfc2136(c) => Arc::new(rfc2136::build_with_secret(c, &loaded.secret())?),
+        BackendConfig::Powerdns(c) => Arc::new(powerdns::build_with_secret(c, loaded.secret())?),
+        BackendConfig::Virtualmin(c) => {
+            Arc::new(virtualmin::build_with_secret(c, loaded.secret())?)
+        }
+        BackendConfig::Exec(c) => Arc::new(exec::build(c)?),
+        BackendConfig::Dryrun(c) => Arc::new(dryrun::build(c)?),
+    }))
 }
 
 /// Lower-case, with exactly one trailing dot: the form names are compared in.
@@ -387,26 +516,6 @@ impl Change {
             }
         }
         Ok(())
-    }
-}
-
-/// `timeout = "5s"`-style durations in backend configs (humantime syntax).
-pub mod duration_str {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        let dur = humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "expected a duration like \"5s\" or \"500ms\", got {text:?} ({e})"
-            ))
-        })?;
-        if dur.is_zero() {
-            return Err(serde::de::Error::custom("expected a duration above zero"));
-        }
-        Ok(dur)
     }
 }
 

@@ -39,7 +39,7 @@ pub struct Config {
     /// Time allowed per request, e.g. `"10s"` (default).
     #[serde(
         default = "default_timeout",
-        deserialize_with = "super::duration_str::deserialize"
+        deserialize_with = "shared::config::positive_duration"
     )]
     pub timeout: Duration,
     /// Skip the conflict check and overwrite whatever is there (default false).
@@ -73,7 +73,17 @@ impl fmt::Debug for PowerDns {
     }
 }
 
+/// Reads `api_key_file` (as given: the caller resolves relative paths) and builds the backend.
 pub fn build(config: &Config) -> Result<PowerDns, String> {
+    let api_key = shared::keys::read_secret_file(&config.api_key_file)
+        .map_err(|e| format!("api_key_file: {e}"))?;
+    build_with_secret(config, api_key)
+}
+
+/// Builds the backend from the API key already read from `api_key_file` (the config's
+/// validation reads it once) and checks the config.
+pub fn build_with_secret(config: &Config, api_key: String) -> Result<PowerDns, String> {
+    shared::install_crypto_provider();
     let url = reqwest::Url::parse(&config.url).map_err(|e| {
         format!(
             "url: expected a URL like \"http://127.0.0.1:8081\", got {:?} ({e})",
@@ -102,8 +112,6 @@ pub fn build(config: &Config) -> Result<PowerDns, String> {
             config.zone
         ));
     }
-    let api_key = shared::keys::read_secret_file(&config.api_key_file)
-        .map_err(|e| format!("api_key_file: {e}"))?;
     let trust = Trust::from_keys(config.ca_file.as_deref(), None)?;
     let client = http::client(config.timeout, &trust)?;
     let base = config.url.trim_end_matches('/');

@@ -87,7 +87,7 @@ pub struct Config {
     /// How long to wait for the server, e.g. `"5s"` (default).
     #[serde(
         default = "default_timeout",
-        deserialize_with = "super::duration_str::deserialize"
+        deserialize_with = "shared::config::positive_duration"
     )]
     pub timeout: Duration,
     /// Skip the prerequisites and overwrite whatever is there (default false).
@@ -128,8 +128,17 @@ impl fmt::Debug for Rfc2136 {
     }
 }
 
-/// Reads the secret file and checks the config.
+/// Reads the secret file (`tsig_secret_file` as given: the caller resolves relative paths)
+/// and builds the backend.
 pub fn build(config: &Config) -> Result<Rfc2136, String> {
+    let secret_b64 = shared::keys::read_secret_file(&config.tsig_secret_file)
+        .map_err(|e| format!("tsig_secret_file: {e}"))?;
+    build_with_secret(config, &secret_b64)
+}
+
+/// Builds the backend from the secret already read from `tsig_secret_file` (the config's
+/// validation reads it once) and checks the config.
+pub fn build_with_secret(config: &Config, secret_b64: &str) -> Result<Rfc2136, String> {
     let zone = normalize_name(&config.zone);
     let zone_name = Name::from_ascii(&zone).map_err(|e| {
         format!(
@@ -143,8 +152,6 @@ pub fn build(config: &Config) -> Result<Rfc2136, String> {
             config.tsig_key_name
         )
     })?;
-    let secret_b64 = shared::keys::read_secret_file(&config.tsig_secret_file)
-        .map_err(|e| format!("tsig_secret_file: {e}"))?;
     let secret = base64::engine::general_purpose::STANDARD
         .decode(secret_b64.as_bytes())
         .map_err(|e| {

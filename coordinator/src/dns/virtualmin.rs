@@ -55,7 +55,7 @@ pub struct Config {
     /// Time allowed per request, e.g. `"30s"` (default; Virtualmin reloads BIND in the request).
     #[serde(
         default = "default_timeout",
-        deserialize_with = "super::duration_str::deserialize"
+        deserialize_with = "shared::config::positive_duration"
     )]
     pub timeout: Duration,
     /// Skip the conflict check and overwrite whatever is there (default false).
@@ -104,7 +104,17 @@ impl fmt::Debug for Virtualmin {
     }
 }
 
+/// Reads `password_file` (as given: the caller resolves relative paths) and builds the backend.
 pub fn build(config: &Config) -> Result<Virtualmin, String> {
+    let password = shared::keys::read_secret_file(&config.password_file)
+        .map_err(|e| format!("password_file: {e}"))?;
+    build_with_secret(config, password)
+}
+
+/// Builds the backend from the password already read from `password_file` (the config's
+/// validation reads it once) and checks the config.
+pub fn build_with_secret(config: &Config, password: String) -> Result<Virtualmin, String> {
+    shared::install_crypto_provider();
     let url = reqwest::Url::parse(&config.url).map_err(|e| {
         format!(
             "url: expected a URL like \"https://panel.example.com:10000\", got {:?} ({e})",
@@ -127,8 +137,6 @@ pub fn build(config: &Config) -> Result<Virtualmin, String> {
     if config.user.is_empty() {
         return Err("user: expected the Virtualmin user name".into());
     }
-    let password = shared::keys::read_secret_file(&config.password_file)
-        .map_err(|e| format!("password_file: {e}"))?;
     let trust = Trust::from_keys(config.ca_file.as_deref(), config.cert_sha256.as_deref())?;
     let client = http::client(config.timeout, &trust)?;
     Ok(Virtualmin {

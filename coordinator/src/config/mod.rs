@@ -1,0 +1,128 @@
+//! Coordinator configuration: the raw TOML shape (`deny_unknown_fields`) and its validation
+//! into a typed [`Config`], done once, before anything binds. Every error names the file,
+//! the key and what was expected; `check` prints them all.
+//!
+//! One file per section: `coordinator` (`[coordinator]`, `[api]`), `witness` (`[[witness]]`),
+//! `dns` (`[dns]`), `notify` (`[[notify.webhook]]`), `service` (`[[service]]`) and `probe`
+//! (a service's `probe`). Relative paths are relative to the config file's folder
+//! ([`shared::config::resolve`]); errors are the kit's [`Diagnostics`].
+
+mod coordinator;
+mod dns;
+mod notify;
+mod probe;
+mod service;
+#[cfg(test)]
+mod tests;
+mod witness;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use serde::Deserialize;
+pub use shared::config::Diagnostics;
+use shared::protocol::KeyId;
+
+pub use self::coordinator::{RawApi, RawCoordinator};
+pub use self::dns::{DnsConfig, RawDns, RawVerify};
+pub use self::notify::{RawNotify, RawWebhook, WebhookConfig, WebhookFormat};
+pub use self::probe::{RawDnsProbe, RawHttpProbe, RawProbe, RawTcpProbe};
+pub use self::service::{
+    HooksConfig, RawHooks, RawService, RawSide, ServiceConfig, normalize_zone, qualify,
+};
+pub use self::witness::{RawWitness, WITNESS_TIMEOUT_MARGIN, WitnessConfig};
+
+/// The example printed by `quorate-coordinator example-config` and parsed by the tests.
+pub const EXAMPLE: &str = include_str!("../../../deploy/examples/coordinator.toml");
+
+/// Every problem found in a config file, one per line (`FILE: KEY: message`).
+pub type ConfigError = Diagnostics;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub coordinator: RawCoordinator,
+    pub api: RawApi,
+    #[serde(default)]
+    pub witness: Vec<RawWitness>,
+    pub dns: RawDns,
+    #[serde(default)]
+    pub notify: RawNotify,
+    #[serde(default)]
+    pub service: Vec<RawService>,
+}
+
+/// The validated configuration.
+pub struct Config {
+    pub path: PathBuf,
+    pub signing_key: SigningKey,
+    pub key_id: KeyId,
+    pub database: PathBuf,
+    pub retention: Duration,
+    pub probe_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub api_listen: SocketAddr,
+    pub api_token: String,
+    pub witnesses: Vec<WitnessConfig>,
+    pub dns: DnsConfig,
+    pub webhooks: Vec<WebhookConfig>,
+    pub services: Vec<ServiceConfig>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("key_id", &self.key_id)
+            .field("services", &self.services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads, parses and validates the file at `path`; relative paths in it are relative to its
+/// folder.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostics::whole_file(path, format!("cannot read: {e}")))?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| Diagnostics::whole_file(path, e))?;
+    let base = shared::config::base_dir(path);
+    // Absolute, so that a resolved `command = ["./update-dns"]` is an absolute path too.
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+    validate(raw, path, &base)
+}
+
+/// Turns the raw shape into the typed config, reading keys and secrets (relative paths are
+/// relative to `base`, the config file's folder). Every file is read once, here: the DNS
+/// backend comes out built, from the secret read here.
+pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+    let mut e = Diagnostics::new(path);
+
+    let top = coordinator::validate(&raw.coordinator, &raw.api, base, &mut e);
+    let mut witnesses = witness::validate(&raw.witness, &mut e);
+    let dns = dns::validate(&raw.dns, base, &mut e);
+    let webhooks = notify::validate(&raw.notify, base, &mut e);
+    let services = service::validate_all(&raw.service, &raw.witness, top.interval, &mut e);
+    if let Some(dns) = &dns {
+        dns::check_zones(&dns.backend, &raw.service, &mut e);
+    }
+    witness::default_timeouts(&mut witnesses, &raw.witness, &services, &mut e);
+
+    e.finish(|| {
+        let signing_key = top.signing_key?;
+        Some(Config {
+            path: path.to_owned(),
+            key_id: KeyId::of(&signing_key.verifying_key()),
+            signing_key,
+            database: top.database,
+            retention: top.retention?,
+            probe_roots: top.probe_roots,
+            api_listen: top.api_listen?,
+            api_token: top.api_token?,
+            witnesses,
+            dns: dns?,
+            webhooks,
+            services,
+        })
+    })
+}

@@ -1,0 +1,66 @@
+//! Unit tests of the config's pieces that need no files: how backend errors become key paths,
+//! and the service-zone check against the backend's zone.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use super::dns::{check_zones, push_backend_error};
+use super::service::RawService;
+use crate::dns::BackendConfig;
+use shared::config::Diagnostics;
+
+fn service(name: &str, zone: &str) -> RawService {
+    toml::from_str(&format!(
+        r#"name = "{name}"
+zone = "{zone}"
+names = ["www"]
+primary = {{ addresses = ["192.0.2.1"] }}
+backup = {{ addresses = ["192.0.2.2"] }}
+probe = {{ kind = "tcp", port = 80 }}
+"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn backend_errors_get_a_key_path_under_dns() {
+    let mut d = Diagnostics::new(Path::new("c.toml"));
+    push_backend_error(
+        &mut d,
+        "url: expected a URL like \"http://127.0.0.1:8081\", got \"x\"",
+    );
+    push_backend_error(&mut d, "records[2].value: expected an IPv4 address");
+    push_backend_error(&mut d, "failover records: www is not inside the zone");
+    let keys: Vec<&str> = d.iter().map(|x| x.key.as_str()).collect();
+    assert_eq!(keys, ["dns.url", "dns.records[2].value", "dns"]);
+    assert_eq!(
+        d.iter().next().unwrap().to_string(),
+        "c.toml: dns.url: expected a URL like \"http://127.0.0.1:8081\", got \"x\""
+    );
+}
+
+#[test]
+fn service_zones_must_be_the_backends_zone() {
+    let rfc2136: BackendConfig = toml::from_str(
+        "type = \"rfc2136\"\nserver = \"192.0.2.53:53\"\nzone = \"Example.COM\"\ntsig_key_name = \"k\"\ntsig_secret_file = \"s\"\n",
+    )
+    .unwrap();
+    let services = [
+        service("www", "example.com."),
+        service("shop", "shop.example.com"),
+    ];
+    let mut d = Diagnostics::new(Path::new("c.toml"));
+    check_zones(&rfc2136, &services, &mut d);
+    let lines: Vec<String> = d.iter().map(|x| x.to_string()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("c.toml: service \"shop\".zone: \"shop.example.com.\" is not the zone of the rfc2136 backend (\"example.com.\""),
+        "{}",
+        lines[0]
+    );
+    // A backend without a zone of its own (exec, dryrun) takes any.
+    let exec: BackendConfig = toml::from_str("type = \"dryrun\"\n").unwrap();
+    let mut d = Diagnostics::new(Path::new("c.toml"));
+    check_zones(&exec, &services, &mut d);
+    assert!(d.is_empty());
+}
