@@ -377,7 +377,7 @@ async fn one_round(
     let votes: Vec<VoteView> = votes
         .into_iter()
         .map(|v| VoteView {
-            reverified: crate::verify::reverify(&v, &round.round.service, &st.witnesses),
+            reverified: crate::audit::reverify_vote(&v, &round.round.service, &st.witnesses),
             vote: v,
         })
         .collect();

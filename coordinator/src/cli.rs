@@ -207,7 +207,7 @@ pub fn render_timeline(service: &str, lines: &[TimelineLine]) -> String {
 /// configured witness keys; unsuccessful when any vote does not check out.
 pub fn verify_history(config: &Config, service: Option<&str>) -> anyhow::Result<Output> {
     let store = Store::open_read_only(&config.database)?;
-    let rep = crate::verify::verify_history(&store, service, &config.witnesses)?;
+    let rep = crate::audit::audit_history(&store, service, &config.witnesses)?;
     let mut text = format!(
         "rounds {}  votes {}  valid and verified {}  invalid as recorded {}  no answer {}\n",
         rep.rounds, rep.votes, rep.valid_ok, rep.invalid_confirmed, rep.no_answer

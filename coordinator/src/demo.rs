@@ -306,7 +306,7 @@ async fn wait_answer(server: SocketAddr, want: IpAddr, within: Duration) -> Opti
     let mut last = None;
     while Instant::now() < deadline {
         if let Ok(set) =
-            crate::dns::verify::query_rrset(server, NAME, RecordType::A, Duration::from_millis(300))
+            crate::dns::served::query_rrset(server, NAME, RecordType::A, Duration::from_millis(300))
                 .await
         {
             let hit = set.addrs.contains(&want);

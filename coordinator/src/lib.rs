@@ -6,6 +6,7 @@
 //! [`run`]. Tests and the demo call [`start`] in-process.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod compose;
@@ -20,7 +21,6 @@ pub mod service;
 pub mod store;
 pub mod subprocess;
 pub mod supervise;
-pub mod verify;
 pub mod witnesses;
 
 use std::collections::HashMap;

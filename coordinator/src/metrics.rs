@@ -33,7 +33,7 @@ pub struct InvalidLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerifyLabel {
+pub struct ServedLabel {
     pub server: String,
     /// `served` or `lagging`.
     pub result: String,
@@ -74,8 +74,8 @@ pub struct Metrics {
     pub invalid_votes: Family<InvalidLabel, Counter>,
     pub dns_changes: Family<DnsLabel, Counter>,
     pub dns_change_seconds: Family<DnsLabel, Histogram>,
-    pub dns_verify: Family<VerifyLabel, Counter>,
-    pub dns_verify_seconds: Family<VerifyLabel, Histogram>,
+    pub dns_verify: Family<ServedLabel, Counter>,
+    pub dns_verify_seconds: Family<ServedLabel, Histogram>,
     pub history_write_failures: Family<WriteLabel, Counter>,
     pub task_exits: Family<TaskLabel, Counter>,
 }

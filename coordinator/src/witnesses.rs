@@ -113,7 +113,7 @@ impl WitnessClient {
                 None
             }
             Ok(raw) => {
-                let checked = verify_raw(&raw, &self.config, hash, service, round);
+                let checked = open_raw_vote(&raw, &self.config, hash, service, round);
                 record.vote_envelope = Some(raw);
                 match checked {
                     Ok(v) => {
@@ -141,7 +141,7 @@ impl WitnessClient {
 
 /// Checks raw answer bytes: envelope shape, signature by the pinned key, bound to `hash`.
 /// Also what `verify-history` runs on stored votes.
-pub fn verify_raw(
+pub fn open_raw_vote(
     raw: &[u8],
     witness: &WitnessConfig,
     hash: &RequestHash,

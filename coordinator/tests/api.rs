@@ -639,7 +639,7 @@ async fn a_round_shows_its_votes_and_reverifies_them() {
         .lab
         .config(&std::fs::read_to_string(api.lab.path().join("coordinator.toml")).unwrap());
     let report = store
-        .call(move |s| coordinator::verify::verify_history(s, Some("alpha"), &cfg.witnesses))
+        .call(move |s| coordinator::audit::audit_history(s, Some("alpha"), &cfg.witnesses))
         .await
         .unwrap();
     assert_eq!(report.valid_ok, 1);

@@ -303,7 +303,7 @@ async fn failover_then_failback_after_hold_down_then_isolated_coordinator_does_n
     let report = rig
         .coord()
         .store
-        .call(move |s| coordinator::verify::verify_history(s, Some(SERVICE), &witnesses))
+        .call(move |s| coordinator::audit::audit_history(s, Some(SERVICE), &witnesses))
         .await
         .unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use coordinator::dns::powerdns::{self, Config};
-use coordinator::dns::verify::verify_served;
+use coordinator::dns::served::wait_until_served;
 use coordinator::dns::{DnsBackend, DnsError, RecordType};
 use tests::fixtures::{
     SecretFile, ZONE, assert_current, change, secret_file, set, www_backup, www_primary,
@@ -51,7 +51,7 @@ async fn switch_and_back() {
         .await
         .unwrap();
     assert_current(&backend, &www_backup()).await;
-    let checks = verify_served(
+    let checks = wait_until_served(
         &[pdns.dns_addr()],
         &www_backup(),
         Duration::from_secs(10),
@@ -65,7 +65,7 @@ async fn switch_and_back() {
         .await
         .unwrap();
     assert_current(&backend, &www_primary()).await;
-    let checks = verify_served(
+    let checks = wait_until_served(
         &[pdns.dns_addr()],
         &www_primary(),
         Duration::from_secs(10),

@@ -1,13 +1,13 @@
 //! The RFC 2136 backend and DNS verification against a real BIND 9 started by each test:
 //! switch and back (A and AAAA, several names, one UPDATE), prerequisite conflicts after a
 //! change made with the real `nsupdate`, `force`, bad TSIG secrets and key names, hmac-sha512,
-//! a stopped server, TCP for large updates, and `verify_served`.
+//! a stopped server, TCP for large updates, and `wait_until_served`.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use coordinator::dns::rfc2136::{self, Config, Transport, TsigAlg};
-use coordinator::dns::verify::verify_served;
+use coordinator::dns::served::wait_until_served;
 use coordinator::dns::{DnsBackend, DnsError, RecordSet, RecordType};
 use tests::bind::Bind;
 use tests::fixtures::{SecretFile, assert_current, change, secret_file, set};
@@ -98,7 +98,7 @@ async fn switch_and_back_in_one_update_each() {
     assert_current(&backend, &backup()).await;
     // All four RRsets (two names, v4 and v6) changed with a single UPDATE message.
     assert_eq!(serial(&bind), serial0 + 1, "one change must be one UPDATE");
-    let checks = verify_served(
+    let checks = wait_until_served(
         &[bind.addr()],
         &backup(),
         Duration::from_secs(5),
@@ -111,7 +111,7 @@ async fn switch_and_back_in_one_update_each() {
     backend.apply(&change(backup(), primary())).await.unwrap();
     assert_current(&backend, &primary()).await;
     assert_eq!(serial(&bind), serial0 + 2);
-    let checks = verify_served(
+    let checks = wait_until_served(
         &[bind.addr()],
         &primary(),
         Duration::from_secs(5),
@@ -294,7 +294,7 @@ async fn large_updates_go_over_tcp_and_tcp_can_be_forced() {
         .unwrap();
     // The answer is too big for plain UDP: the check falls back to TCP as well.
     assert_current(&backend, &to).await;
-    let checks = verify_served(
+    let checks = wait_until_served(
         &[bind.addr()],
         &to,
         Duration::from_secs(5),
@@ -313,7 +313,7 @@ async fn large_updates_go_over_tcp_and_tcp_can_be_forced() {
 #[tokio::test]
 async fn verify_served_reports_a_server_that_does_not_change() {
     let (bind, _secret, _) = setup();
-    let checks = verify_served(
+    let checks = wait_until_served(
         &[bind.addr()],
         &backup(),
         Duration::from_millis(300),
@@ -328,7 +328,7 @@ async fn verify_served_reports_a_server_that_does_not_change() {
     // A TTL that differs is not the expected answer either.
     let mut ttl_only = primary();
     ttl_only[0].ttl = 60;
-    let checks = verify_served(
+    let checks = wait_until_served(
         &[bind.addr()],
         &ttl_only,
         Duration::from_millis(200),

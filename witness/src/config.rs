@@ -74,9 +74,6 @@ pub struct RawLimits {
     pub read_timeout: Option<String>,
 }
 
-/// What is wrong with a config file: `FILE: KEY: message` per problem.
-pub type ConfigError = Diagnostics;
-
 /// A coordinator this witness answers.
 #[derive(Clone, Debug)]
 pub struct TrustedCoordinator {
@@ -262,7 +259,7 @@ impl Config {
 }
 
 /// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Diagnostics::whole_file(path, format!("cannot read: {e}")))?;
     let raw: RawConfig = toml::from_str(&text).map_err(|e| Diagnostics::whole_file(path, e))?;
@@ -270,7 +267,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Turns the raw file into a typed config, loading the files it names.
-pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Diagnostics> {
     let invalid = |key: &str, message: String| {
         let mut d = Diagnostics::new(path);
         d.push(key, message);

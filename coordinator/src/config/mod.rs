@@ -37,9 +37,6 @@ pub use self::witness::{RawWitness, WITNESS_TIMEOUT_MARGIN, WitnessConfig};
 /// The example printed by `quorate-coordinator example-config` and parsed by the tests.
 pub const EXAMPLE: &str = include_str!("../../../deploy/examples/coordinator.toml");
 
-/// Every problem found in a config file, one per line (`FILE: KEY: message`).
-pub type ConfigError = Diagnostics;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -82,7 +79,7 @@ impl std::fmt::Debug for Config {
 
 /// Reads, parses and validates the file at `path`; relative paths in it are relative to its
 /// folder.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Diagnostics::whole_file(path, format!("cannot read: {e}")))?;
     let raw: RawConfig = toml::from_str(&text).map_err(|e| Diagnostics::whole_file(path, e))?;
@@ -95,7 +92,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Turns the raw shape into the typed config, reading keys and secrets (relative paths are
 /// relative to `base`, the config file's folder). Every file is read once, here: the DNS
 /// backend comes out built, from the secret read here.
-pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diagnostics> {
     let mut e = Diagnostics::new(path);
 
     let top = coordinator::validate(&raw.coordinator, &raw.api, base, &mut e);

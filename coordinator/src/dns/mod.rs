@@ -157,7 +157,7 @@ pub mod exec;
 pub mod http;
 pub mod powerdns;
 pub mod rfc2136;
-pub mod verify;
+pub mod served;
 pub mod virtualmin;
 
 /// The `[dns]` table of the coordinator's config: `type` picks the backend, the other keys

@@ -27,7 +27,7 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as HRecordType, TSigner};
 use serde::Deserialize;
 
-use super::verify::{QueryError, proto_type, query_all};
+use super::served::{QueryError, proto_type, query_all};
 use super::{
     Change, DnsBackend, DnsError, RecordSet, Ttl, describe_sets, normalize_name, same_records,
 };

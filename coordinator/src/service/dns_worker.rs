@@ -114,7 +114,7 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                         .get_or_create(&lbl)
                         .observe(started.elapsed().as_secs_f64());
                     info!(to = %job.to, id = job.id, elapsed_ms = started.elapsed().as_millis() as u64, "DNS change applied");
-                    w.verify(&job).await;
+                    w.confirm_served(&job).await;
                     let post = match job.to {
                         Side::Backup => hooks.post_failover.as_ref(),
                         Side::Primary => hooks.post_failback.as_ref(),
@@ -224,11 +224,11 @@ impl Worker {
             .send(Notice::new(&self.service, kind.as_str(), msg, now_ms()));
     }
 
-    async fn verify(&self, job: &Job) {
+    async fn confirm_served(&self, job: &Job) {
         if self.verify_servers.is_empty() {
             return;
         }
-        let checks = crate::dns::verify::verify_served(
+        let checks = crate::dns::served::wait_until_served(
             &self.verify_servers,
             &job.change.to,
             self.verify_timeout,
@@ -237,7 +237,7 @@ impl Worker {
         .await;
         let all_ok = checks.iter().all(|c| c.ok);
         for c in &checks {
-            let label = crate::metrics::VerifyLabel {
+            let label = crate::metrics::ServedLabel {
                 server: c.server.to_string(),
                 result: if c.ok { "served" } else { "lagging" }.into(),
             };

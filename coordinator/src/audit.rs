@@ -1,6 +1,6 @@
-//! Offline re-verification of the history: every stored vote is checked again, byte for byte,
-//! against the witnesses' public keys and the request it answered (also stored). Used by
-//! `quorate-coordinator verify-history` and the API's `reverified` field.
+//! The audit: offline re-verification of the history. Every stored vote is checked again,
+//! byte for byte, against the witnesses' public keys and the request it answered (also
+//! stored). Used by `quorate-coordinator verify-history` and the API's `reverified` field.
 
 use shared::protocol::Envelope;
 
@@ -9,7 +9,7 @@ use crate::store::{Store, StoreError, VoteRecord};
 
 /// `ok`, or why the stored vote does not verify now. A vote that was stored as missing (no
 /// answer) is reported as `no-answer`.
-pub fn reverify(v: &VoteRecord, service: &str, witnesses: &[WitnessConfig]) -> String {
+pub fn reverify_vote(v: &VoteRecord, service: &str, witnesses: &[WitnessConfig]) -> String {
     let Some(raw) = &v.vote_envelope else {
         return "no-answer".into();
     };
@@ -31,7 +31,7 @@ pub fn reverify(v: &VoteRecord, service: &str, witnesses: &[WitnessConfig]) -> S
         Some(r) => r,
         None => return "stored request unreadable: no round".into(),
     };
-    match crate::witnesses::verify_raw(raw, w, &hash, service, round) {
+    match crate::witnesses::open_raw_vote(raw, w, &hash, service, round) {
         Ok(_) => "ok".into(),
         Err(e) => format!("{}: {e}", e.code()),
     }
@@ -68,7 +68,7 @@ impl Report {
 }
 
 /// Re-verifies every stored vote (optionally of one service).
-pub fn verify_history(
+pub fn audit_history(
     store: &Store,
     service: Option<&str>,
     witnesses: &[WitnessConfig],
@@ -78,7 +78,7 @@ pub fn verify_history(
         rep.rounds += 1;
         for v in votes {
             rep.votes += 1;
-            let now = reverify(v, &round.round.service, witnesses);
+            let now = reverify_vote(v, &round.round.service, witnesses);
             match (v.valid, now.as_str()) {
                 (_, "no-answer") => rep.no_answer += 1,
                 (true, "ok") => rep.valid_ok += 1,
@@ -203,7 +203,7 @@ mod tests {
         let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
         let (ckey, wkey) = (shared::keys::generate(), shared::keys::generate());
         store_round(&store, vec![signed_vote(&ckey, &wkey, 1000)], 1000);
-        let rep = verify_history(&store, None, &[witness(&wkey)]).unwrap();
+        let rep = audit_history(&store, None, &[witness(&wkey)]).unwrap();
         assert!(rep.is_clean(), "{:?}", rep.problems);
         assert_eq!((rep.rounds, rep.votes, rep.valid_ok), (1, 1, 1));
 
@@ -222,7 +222,7 @@ mod tests {
         };
         forged.vote_envelope = Some(env.to_json());
         store_round(&store, vec![forged], 2000);
-        let rep = verify_history(&store, None, &[witness(&wkey)]).unwrap();
+        let rep = audit_history(&store, None, &[witness(&wkey)]).unwrap();
         assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
         assert!(
             rep.problems[0].contains("round 2") && rep.problems[0].contains("bad_signature"),
@@ -232,7 +232,7 @@ mod tests {
 
         // Without the witness's key, nothing can be called verified.
         let other = shared::keys::generate();
-        let rep = verify_history(&store, None, &[witness(&other)]).unwrap();
+        let rep = audit_history(&store, None, &[witness(&other)]).unwrap();
         assert_eq!(rep.valid_ok, 0);
         assert_eq!(rep.problems.len(), 2);
     }

@@ -265,7 +265,7 @@ pub struct ServerCheck {
 
 /// Polls every server (concurrently) until it serves exactly `expected` (addresses and TTL),
 /// or `deadline` has passed since the start. One result per server, in the given order.
-pub async fn verify_served(
+pub async fn wait_until_served(
     servers: &[SocketAddr],
     expected: &[RecordSet],
     deadline: Duration,
@@ -273,11 +273,11 @@ pub async fn verify_served(
 ) -> Vec<ServerCheck> {
     let checks = servers
         .iter()
-        .map(|&server| verify_one(server, expected, deadline, poll));
+        .map(|&server| wait_one_served(server, expected, deadline, poll));
     futures::future::join_all(checks).await
 }
 
-async fn verify_one(
+async fn wait_one_served(
     server: SocketAddr,
     expected: &[RecordSet],
     deadline: Duration,
