@@ -1128,7 +1128,7 @@ flap_window = "{flap_window}"
             &[&bin, "run", "--config", &config],
             &[(
                 "QUORATE_LOG",
-                "info,coordinator::driver=debug,hyper=warn,reqwest=warn,rustls=warn",
+                "info,coordinator::service=debug,hyper=warn,reqwest=warn,rustls=warn",
             )],
         );
     }
