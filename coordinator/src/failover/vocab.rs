@@ -38,12 +38,6 @@ impl Side {
     }
 }
 
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
 /// Maintenance mode of one service, set by an operator through the API or CLI.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -334,12 +328,6 @@ impl Trigger {
     }
 }
 
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
 /// How a round ended. Stored in the history as [`Outcome::as_str`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -412,12 +400,6 @@ impl Outcome {
     /// The inverse of [`Outcome::as_str`], for reading the history back.
     pub fn parse(s: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.as_str() == s)
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
     }
 }
 
@@ -524,10 +506,16 @@ impl Trigger {
     }
 }
 
-/// Compares a typed value with its stored spelling (`round.outcome == "failover"`), so code
-/// and tests that read the history keep reading naturally.
-macro_rules! eq_spelling {
+/// For an enum with one stored spelling (`as_str`): `Display` writes it (padded, so tables
+/// line up), and the value compares with it (`round.outcome == "failover"`), so code and tests
+/// that read the history keep reading naturally. Used here and by `store`'s own enums.
+macro_rules! spelled {
     ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
         impl PartialEq<str> for $t {
             fn eq(&self, other: &str) -> bool {
                 self.as_str() == other
@@ -540,5 +528,6 @@ macro_rules! eq_spelling {
         }
     )*};
 }
+pub(crate) use spelled;
 
-eq_spelling!(Side, Trigger, Outcome);
+spelled!(Side, Trigger, Outcome);

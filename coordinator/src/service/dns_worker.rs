@@ -74,15 +74,7 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
             if gate {
                 let msg = format!("pre_failback hook failed, failback not done: {why}");
                 error!(%msg);
-                w.finish(
-                    job.id,
-                    ChangeStatus::Failed,
-                    Some(&msg),
-                    EventKind::DnsFailed,
-                )
-                .await;
-                w.pending_flag.set(false);
-                let _ = w.failed.send((job.to, msg)).await;
+                w.fail(&job, msg).await;
                 continue;
             }
             warn!(reason = %why, "pre_failover hook failed; failing over anyway");
@@ -147,14 +139,6 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                     let msg = describe_permanent(&e);
                     error!(id = job.id, error = %msg, "DNS change failed permanently");
                     w.attempt(job.id, Some(msg.clone())).await;
-                    w.finish(
-                        job.id,
-                        ChangeStatus::Failed,
-                        Some(&msg),
-                        EventKind::DnsFailed,
-                    )
-                    .await;
-                    w.pending_flag.set(false);
                     w.metrics
                         .dns_changes
                         .get_or_create(&DnsLabel {
@@ -162,7 +146,7 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                             result: e.kind().into(),
                         })
                         .inc();
-                    let _ = w.failed.send((job.to, msg)).await;
+                    w.fail(&job, msg).await;
                     break;
                 }
             }
@@ -206,6 +190,21 @@ impl Worker {
     }
 
     /// Records the change's result with its event, and notifies.
+    /// A change that will not be applied (a failed failback gate, a permanent DNS error):
+    /// recorded as failed, no longer pending, and reported to the service task, which blocks
+    /// automatic switching until an operator steps in.
+    async fn fail(&self, job: &Job, msg: String) {
+        self.finish(
+            job.id,
+            ChangeStatus::Failed,
+            Some(&msg),
+            EventKind::DnsFailed,
+        )
+        .await;
+        self.pending_flag.set(false);
+        let _ = self.failed.send((job.to, msg)).await;
+    }
+
     async fn finish(&self, id: i64, status: ChangeStatus, error: Option<&str>, kind: EventKind) {
         let msg = match error {
             Some(e) => format!("change {id} {status}: {e}"),

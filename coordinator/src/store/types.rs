@@ -152,26 +152,7 @@ impl ChangeStatus {
     }
 }
 
-macro_rules! spelled {
-    ($($t:ty),*) => {$(
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
-        impl PartialEq<str> for $t {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-        impl PartialEq<&str> for $t {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-    )*};
-}
-spelled!(EventKind, ChangeStatus);
+crate::failover::spelled!(EventKind, ChangeStatus);
 
 /// A stored spelling this build does not know (the column and row are added by the reader).
 #[derive(Debug, thiserror::Error)]
