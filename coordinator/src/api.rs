@@ -1,6 +1,7 @@
 //! The HTTP API (axum): service status, rounds and votes (filtered, paged), events, DNS
 //! changes, overrides and manual failback. JSON; bearer-token auth on everything under
-//! `/v1`; `/healthz` and `/metrics` are open. Documented in `docs/api.md`.
+//! `/v1`; `/healthz` is open, and so is `/metrics` unless `[api] metrics_token_file` is set,
+//! in which case it needs that token (or the API's). Documented in `docs/api.md`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct ApiState {
     pub witnesses: Vec<WitnessConfig>,
     pub metrics: Arc<Metrics>,
     pub token: String,
+    /// The token `/metrics` asks for (the API token is accepted too); `None`: `/metrics` is
+    /// open.
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -124,22 +128,28 @@ fn token_matches(given: &[u8], want: &[u8]) -> bool {
         == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 7235).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
+}
+
 async fn auth(
     State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     req: Request,
     next: Next,
 ) -> Response {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            // The scheme is case-insensitive (RFC 7235).
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token)
-        });
-    match given {
-        Some(t) if token_matches(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
+    match bearer(&headers) {
+        Some(t) if token_matches(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
         Some(_) => unauthorized("the bearer token is wrong"),
         None => unauthorized("missing \"Authorization: Bearer <token>\" header"),
     }
@@ -154,7 +164,24 @@ fn unauthorized(reason: &str) -> Response {
         .into_response()
 }
 
-async fn metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
+async fn metrics(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Some(want) = &st.metrics_token {
+        match bearer(&headers) {
+            Some(t)
+                if token_matches(t.as_bytes(), want.as_bytes())
+                    || token_matches(t.as_bytes(), st.token.as_bytes()) => {}
+            Some(_) => {
+                return unauthorized(
+                    "the bearer token is wrong; /metrics takes the token of [api] metrics_token_file",
+                );
+            }
+            None => {
+                return unauthorized(
+                    "missing \"Authorization: Bearer <token>\" header; /metrics takes the token of [api] metrics_token_file",
+                );
+            }
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -162,6 +189,7 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
         )],
         st.metrics.encode(),
     )
+        .into_response()
 }
 
 async fn list_services(State(st): State<Arc<ApiState>>) -> Json<serde_json::Value> {
@@ -419,4 +447,86 @@ async fn list_dns_changes(
         Store::list_dns_changes,
     )
     .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    const API_TOKEN: &str = "api-token-0123456789";
+    const METRICS_TOKEN: &str = "metrics-token-0123456789";
+
+    fn app(dir: &tempfile::TempDir, metrics_token: Option<&str>) -> Router {
+        router(Arc::new(ApiState {
+            store: Store::open(&dir.path().join("h.db")).unwrap(),
+            services: HashMap::new(),
+            witnesses: Vec::new(),
+            metrics: Arc::new(Metrics::new()),
+            token: API_TOKEN.into(),
+            metrics_token: metrics_token.map(String::from),
+        }))
+    }
+
+    /// The status of `GET /metrics` with `token` as bearer token, if any.
+    async fn get_metrics(app: &Router, token: Option<&str>) -> StatusCode {
+        let mut req = Request::builder().uri("/metrics");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let res = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        res.status()
+    }
+
+    #[tokio::test]
+    async fn metrics_are_open_when_no_metrics_token_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(&dir, None);
+        assert_eq!(get_metrics(&app, None).await, StatusCode::OK);
+        assert_eq!(get_metrics(&app, Some("anything")).await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_need_the_metrics_token_or_the_api_token_when_one_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(&dir, Some(METRICS_TOKEN));
+        assert_eq!(get_metrics(&app, None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            get_metrics(&app, Some("wrong-token-0123456789")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(get_metrics(&app, Some(METRICS_TOKEN)).await, StatusCode::OK);
+        assert_eq!(get_metrics(&app, Some(API_TOKEN)).await, StatusCode::OK);
+        // The metrics token grants /metrics only, never the API.
+        let res = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/v1/services")
+                    .header(header::AUTHORIZATION, format!("Bearer {METRICS_TOKEN}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        // /healthz stays open.
+        let res = app
+            .oneshot(
+                Request::builder()
+                    .uri("/healthz")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 }

@@ -45,8 +45,9 @@ pub fn check_summary(path: &Path, config: &Config) -> String {
     )
 }
 
-/// `keygen`: creates the coordinator's signing key at `out` (mode 0600) and returns what to
-/// tell the operator: the key id and the `[[coordinator]]` block each witness needs.
+/// `keygen`: creates the coordinator's signing key at `out` (mode 0600, PKCS#8 v1 PEM as
+/// OpenSSL writes it) and returns what to tell the operator: the key id and the
+/// `[[coordinator]]` block each witness needs.
 pub fn keygen(out: &Path) -> anyhow::Result<String> {
     let key = shared::keys::generate();
     shared::keys::write_signing_key(out, &key)?;
@@ -378,6 +379,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // PKCS#8 v1 as OpenSSL writes it (RFC 8410: 302e020100300506032b657004220420 ‖ seed).
+        let pem = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            pem.starts_with("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI"),
+            "{pem}"
+        );
     }
 
     #[test]

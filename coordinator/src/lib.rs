@@ -137,6 +137,7 @@ pub async fn start(
         witnesses: config.witnesses.clone(),
         metrics: metrics.clone(),
         token: config.api_token.clone(),
+        metrics_token: config.metrics_token.clone(),
     });
     let app = api::router(state);
     let sd = shutdown.clone();

@@ -89,6 +89,7 @@ impl Api {
             witnesses,
             metrics: coord.metrics.clone(),
             token,
+            metrics_token: None,
         });
         let base_ms = (shared::unix_ms(std::time::SystemTime::now()) - 3_600_000) / 1000 * 1000;
         Api {

@@ -1,15 +1,21 @@
 //! Key files: ed25519 signing keys (PKCS#8 PEM, as `openssl genpkey -algorithm ed25519`
 //! writes them), public keys as `ed25519:<base64>` strings, and secret files (TSIG keys, API
-//! tokens) that must not be readable by group or others, like ssh refuses such keys.
+//! tokens) that must not be readable by group or others nor owned by another user, like ssh
+//! refuses such keys.
+//!
+//! A signing key is written in the PKCS#8 v1 form of RFC 8410 (`PrivateKeyInfo` with the
+//! 32-byte seed and no public key: 48 bytes of DER), the form OpenSSL writes and every
+//! library reads. Reading also accepts the v2 form (`OneAsymmetricKey` with the public key)
+//! that earlier versions wrote; its public key must match the seed.
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, KeypairBytes};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 pub use crate::protocol::KeyId;
@@ -29,6 +35,14 @@ pub enum KeyError {
         "{path}: permissions {mode:04o} are too open; a secret must not be readable by group or others (run: chmod 600 {path})"
     )]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error(
+        "{path}: owned by uid {owner}; a secret must be owned by the user this runs as (uid {euid}) or by root, or another user could change it (run: chown {euid} {path})"
+    )]
+    WrongOwner {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
     #[error("{path}: not an ed25519 private key in PKCS#8 PEM form ({reason})")]
     BadPrivateKey { path: PathBuf, reason: String },
     #[error("{path}: file is empty; expected a secret")]
@@ -45,7 +59,8 @@ pub fn generate() -> SigningKey {
     SigningKey::from_bytes(&seed)
 }
 
-/// Refuses a secret file that group or others can read or write.
+/// Refuses a secret file that group or others can read or write, or that is owned by a user
+/// other than the one this process runs as (its effective uid) and root.
 pub fn check_private_mode(path: &Path) -> Result<(), KeyError> {
     let meta = fs::metadata(path).map_err(|source| KeyError::Io {
         path: path.to_owned(),
@@ -58,7 +73,42 @@ pub fn check_private_mode(path: &Path) -> Result<(), KeyError> {
             mode,
         });
     }
+    let owner = meta.uid();
+    if owner != 0 {
+        let euid = effective_uid()?;
+        if owner != euid {
+            return Err(KeyError::WrongOwner {
+                path: path.to_owned(),
+                owner,
+                euid,
+            });
+        }
+    }
     Ok(())
+}
+
+/// Where the process's uids are read: `std` has no safe `geteuid`, and `unsafe` is forbidden.
+const PROC_STATUS: &str = "/proc/self/status";
+
+/// The effective uid of this process: the second field of the `Uid:` line of
+/// `/proc/self/status` (real, effective, saved, filesystem).
+fn effective_uid() -> Result<u32, KeyError> {
+    let io = |source| KeyError::Io {
+        path: PathBuf::from(PROC_STATUS),
+        source,
+    };
+    let status = fs::read_to_string(PROC_STATUS).map_err(io)?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().nth(1))
+        .and_then(|euid| euid.parse().ok())
+        .ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "expected a line \"Uid:\tREAL\tEFFECTIVE\tSAVED\tFS\"",
+            ))
+        })
 }
 
 /// Writes `contents` to a new file with mode 0600; never overwrites.
@@ -88,9 +138,9 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> 
         })
 }
 
-/// Writes a signing key as PKCS#8 PEM, mode 0600.
+/// Writes a signing key as PKCS#8 v1 PEM (RFC 8410, the form OpenSSL writes), mode 0600.
 pub fn write_signing_key(path: &Path, key: &SigningKey) -> Result<(), KeyError> {
-    let pem = key
+    let pem = signing_key_v1(key)
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| KeyError::BadPrivateKey {
             path: path.to_owned(),
@@ -99,7 +149,17 @@ pub fn write_signing_key(path: &Path, key: &SigningKey) -> Result<(), KeyError> 
     write_private_file(path, pem.as_bytes())
 }
 
-/// Loads a signing key, refusing a file that group or others can read.
+/// The key as PKCS#8 v1: the seed alone, without the optional public key of v2, which
+/// OpenSSL 3.0 and Python's `cryptography` refuse.
+fn signing_key_v1(key: &SigningKey) -> KeypairBytes {
+    KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+}
+
+/// Loads a signing key (PKCS#8 v1 or v2 PEM), refusing a file that group or others can read
+/// or that another user owns.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     let text = read_secret_file(path)?;
     SigningKey::from_pkcs8_pem(&text).map_err(|e| KeyError::BadPrivateKey {
@@ -162,6 +222,82 @@ mod tests {
             write_signing_key(&path, &key),
             Err(KeyError::Exists { .. })
         ));
+    }
+
+    /// The RFC 8410 v1 `PrivateKeyInfo` header OpenSSL writes before the 32-byte seed.
+    const V1_PREFIX: &str = "302e020100300506032b657004220420";
+
+    fn pem_der(pem: &str) -> Vec<u8> {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        B64.decode(body).unwrap()
+    }
+
+    #[test]
+    fn signing_key_is_written_in_the_v1_form_openssl_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        write_signing_key(&path, &key).unwrap();
+        let pem = fs::read_to_string(&path).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        assert_eq!(
+            hex::encode(pem_der(&pem)),
+            format!("{V1_PREFIX}{}", hex::encode([7u8; 32]))
+        );
+    }
+
+    #[test]
+    fn a_v2_key_file_written_by_earlier_versions_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let key = generate();
+        // What `write_signing_key` wrote before: v2, with the public key.
+        let v2 = key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap();
+        let der = pem_der(&v2);
+        assert_eq!(der[4], 1, "version 1 means v2 (OneAsymmetricKey)");
+        assert_eq!(der.len(), 83, "v2 carries the public key");
+        write_private_file(&path, v2.as_bytes()).unwrap();
+        assert_eq!(load_signing_key(&path).unwrap().to_bytes(), key.to_bytes());
+    }
+
+    #[test]
+    fn a_secret_owned_by_another_user_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        write_signing_key(&path, &generate()).unwrap();
+        // Tests run as root (tests/run.sh): the file is root's, which is accepted.
+        load_signing_key(&path).unwrap();
+        std::os::unix::fs::chown(&path, Some(12345), None).unwrap();
+        let err = load_signing_key(&path).unwrap_err();
+        assert!(
+            matches!(err, KeyError::WrongOwner { owner: 12345, .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("{}: owned by uid 12345;", path.display()))
+                && text.contains(&format!(
+                    "(run: chown {} {})",
+                    effective_uid().unwrap(),
+                    path.display()
+                )),
+            "{text}"
+        );
+        // The same holds for any secret, not only keys.
+        assert!(matches!(
+            read_secret_file(&path),
+            Err(KeyError::WrongOwner { .. })
+        ));
+    }
+
+    #[test]
+    fn effective_uid_owns_the_files_this_process_creates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_private_file(&path, b"x").unwrap();
+        assert_eq!(effective_uid().unwrap(), fs::metadata(&path).unwrap().uid());
     }
 
     #[test]

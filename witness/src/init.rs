@@ -1,4 +1,5 @@
-//! `quorate-witness init`: a first-start directory with a signing key, a self-signed TLS
+//! `quorate-witness init`: a first-start directory with a signing key (PKCS#8 v1 PEM, as
+//! OpenSSL writes it: `openssl pkey` and Python's `cryptography` read it), a self-signed TLS
 //! certificate and a commented config, and the identity block a coordinator pastes into its
 //! own config. Never overwrites anything.
 
@@ -206,7 +207,8 @@ fn config_text(
          # Relative paths are resolved against the directory of this file.\n\n\
          # Address and port the HTTPS API listens on.\n\
          listen = {}\n\n\
-         # ed25519 signing key (PKCS#8 PEM, mode 0600). Votes are signed with it.\n\
+         # ed25519 signing key (PKCS#8 PEM as OpenSSL writes it, mode 0600, owned by the user the\n\
+         # witness runs as or root). Votes are signed with it.\n\
          key_file = \"{KEY_FILE}\"\n\n\
          # TLS certificate and key (key mode 0600). Coordinators pin the certificate's SHA-256.\n\
          tls_cert_file = \"{CERT_FILE}\"\n\

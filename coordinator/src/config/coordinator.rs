@@ -1,5 +1,6 @@
 //! The `[coordinator]` and `[api]` tables: the signing key, the history file, the default
-//! interval, retention, extra probe CAs, the API's address and its bearer token.
+//! interval, retention, extra probe CAs, the API's address, its bearer token and the optional
+//! token that `/metrics` asks for.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,10 @@ pub struct RawApi {
     pub listen: String,
     /// File holding the bearer token (mode 0600).
     pub token_file: PathBuf,
+    /// File holding a token that grants `/metrics` only (mode 0600), for a Prometheus
+    /// scraper that must not hold the API token. Unset: `/metrics` is open, as before.
+    #[serde(default)]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 fn default_interval() -> String {
@@ -51,6 +56,8 @@ pub(super) struct Top {
     pub probe_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub api_listen: Option<SocketAddr>,
     pub api_token: Option<String>,
+    /// `Some(None)`: `/metrics` is open; `None`: the metrics token file was wrong (recorded).
+    pub metrics_token: Option<Option<String>>,
 }
 
 /// Minimum length of the API's bearer token.
@@ -82,16 +89,10 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
             &api.listen,
         );
     }
-    let api_token = match shared::keys::read_secret_file(&resolve(base, &api.token_file)) {
-        Ok(t) if t.len() >= MIN_TOKEN_LEN => Some(t),
-        Ok(_) => {
-            e.push("api.token_file", "the token must be at least 16 characters");
-            None
-        }
-        Err(err) => {
-            e.push("api.token_file", err);
-            None
-        }
+    let api_token = read_token(&resolve(base, &api.token_file), "api.token_file", e);
+    let metrics_token = match &api.metrics_token_file {
+        None => Some(None),
+        Some(f) => read_token(&resolve(base, f), "api.metrics_token_file", e).map(Some),
     };
     Top {
         signing_key,
@@ -101,5 +102,88 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
         probe_roots,
         api_listen,
         api_token,
+        metrics_token,
+    }
+}
+
+/// A bearer token from a secret file; `None` (recorded at `key`) unless it is long enough.
+fn read_token(path: &Path, key: &str, e: &mut Diagnostics) -> Option<String> {
+    match shared::keys::read_secret_file(path) {
+        Ok(t) if t.len() >= MIN_TOKEN_LEN => Some(t),
+        Ok(_) => {
+            e.push(key, "the token must be at least 16 characters");
+            None
+        }
+        Err(err) => {
+            e.push(key, err);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Validates `[api]` with the given extra line, in a folder with a key and an API token.
+    fn api(extra: &str, files: &[(&str, &str)]) -> (Top, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        shared::keys::write_signing_key(&dir.path().join("c.key"), &shared::keys::generate())
+            .unwrap();
+        for (name, text) in [("api.token", "api-token-0123456789")].iter().chain(files) {
+            shared::keys::write_private_file(&dir.path().join(name), text.as_bytes()).unwrap();
+        }
+        let c: RawCoordinator =
+            toml::from_str("key_file = \"c.key\"\ndatabase = \"h.db\"\n").unwrap();
+        let a: RawApi = toml::from_str(&format!(
+            "listen = \"127.0.0.1:8080\"\ntoken_file = \"api.token\"\n{extra}"
+        ))
+        .unwrap();
+        let mut d = Diagnostics::new(Path::new("c.toml"));
+        let top = validate(&c, &a, dir.path(), &mut d);
+        (
+            top,
+            d.iter()
+                .map(|x| format!("{}: {}", x.key, x.message))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn metrics_stay_open_unless_a_metrics_token_file_is_set() {
+        let (top, errors) = api("", &[]);
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(top.metrics_token, Some(None));
+        let (top, errors) = api(
+            "metrics_token_file = \"metrics.token\"\n",
+            &[("metrics.token", "metrics-token-0123456789\n")],
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(
+            top.metrics_token,
+            Some(Some("metrics-token-0123456789".into()))
+        );
+    }
+
+    #[test]
+    fn a_metrics_token_file_is_checked_like_the_api_token() {
+        let (top, errors) = api(
+            "metrics_token_file = \"metrics.token\"\n",
+            &[("metrics.token", "short")],
+        );
+        assert_eq!(top.metrics_token, None);
+        assert_eq!(
+            errors,
+            ["api.metrics_token_file: the token must be at least 16 characters"]
+        );
+        let (top, errors) = api("metrics_token_file = \"missing.token\"\n", &[]);
+        assert_eq!(top.metrics_token, None);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("api.metrics_token_file: ")
+                && errors[0].contains("missing.token"),
+            "{errors:?}"
+        );
     }
 }

@@ -61,6 +61,8 @@ pub struct Config {
     pub probe_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub api_listen: SocketAddr,
     pub api_token: String,
+    /// The token `/metrics` asks for; `None`: `/metrics` is open.
+    pub metrics_token: Option<String>,
     pub witnesses: Vec<WitnessConfig>,
     pub dns: DnsConfig,
     pub webhooks: Vec<WebhookConfig>,
@@ -116,6 +118,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             probe_roots: top.probe_roots,
             api_listen: top.api_listen?,
             api_token: top.api_token?,
+            metrics_token: top.metrics_token?,
             witnesses,
             dns: dns?,
             webhooks,

@@ -57,7 +57,16 @@ pub(super) fn validate(raw: &[RawWitness], e: &mut Diagnostics) -> Vec<WitnessCo
                 format!("duplicate witness name {:?}", w.name),
             );
         }
-        if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+        if let Some(rest) = w.url.strip_prefix("http://") {
+            // SPEC §4.4: votes travel over HTTPS only, and a witness serves nothing else.
+            e.push(
+                format!("{key}.url"),
+                format!(
+                    "witness {:?}: {:?} is plain HTTP; witnesses are asked over HTTPS only (SPEC §4.4); expected an https:// URL (use \"https://{rest}\")",
+                    w.name, w.url
+                ),
+            );
+        } else if !w.url.starts_with("https://") {
             e.expected(format!("{key}.url"), "an https:// URL", &w.url);
         }
         let pk = shared::keys::parse_public_key(&w.public_key)
@@ -135,5 +144,44 @@ pub(super) fn default_timeouts(
             ),
             Some(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const KEY: &str = "ed25519:gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=";
+
+    fn urls(url: &str) -> Vec<String> {
+        let raw: RawWitness = toml::from_str(&format!(
+            "name = \"w1\"\nurl = \"{url}\"\npublic_key = \"{KEY}\"\n"
+        ))
+        .unwrap();
+        let mut d = Diagnostics::new(Path::new("c.toml"));
+        validate(&[raw], &mut d);
+        d.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn a_plain_http_witness_url_is_refused_naming_the_witness_and_the_fix() {
+        assert_eq!(
+            urls("http://192.0.2.7:8443"),
+            [
+                "c.toml: witness[0].url: witness \"w1\": \"http://192.0.2.7:8443\" is plain HTTP; witnesses are asked over HTTPS only (SPEC §4.4); expected an https:// URL (use \"https://192.0.2.7:8443\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_https_witness_url_is_accepted_and_anything_else_expected_to_be_one() {
+        assert_eq!(urls("https://192.0.2.7:8443"), Vec::<String>::new());
+        assert_eq!(
+            urls("192.0.2.7:8443"),
+            ["c.toml: witness[0].url: expected an https:// URL, got \"192.0.2.7:8443\""]
+        );
     }
 }
