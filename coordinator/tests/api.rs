@@ -833,3 +833,23 @@ async fn stored_votes_sent_as_arrays_reverify_as_malformed() {
     );
     api.stop().await;
 }
+
+/// Keeps the rule true for new endpoints: `api.rs` uses axum's `Json` only for answers
+/// (`Json<serde_json::Value>`); a body is read by `JsonObject`, never by `Json<T>`.
+#[test]
+fn request_bodies_are_read_only_through_json_object() {
+    let source = include_str!("../src/api.rs");
+    for (i, line) in source.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("Json<") {
+            let after = &rest[at + "Json<".len()..];
+            assert!(
+                after.starts_with("serde_json::Value>"),
+                "coordinator/src/api.rs:{}: a body read with axum's Json; use JsonObject: {line}",
+                i + 1
+            );
+            rest = after;
+        }
+    }
+    assert!(source.contains("Result<JsonObject<OverrideBody>, ApiError>"));
+}

@@ -1733,4 +1733,21 @@ mod tests {
         let e = from_json_object::<Vec<Envelope>>(br#"[["",""]]"#).unwrap_err();
         assert!(e.to_string().contains("`[0]` must be a JSON object"), "{e}");
     }
+
+    /// Keeps the rule true for new code: outside the tests, this file reads JSON only inside
+    /// `from_json_object` (its two reads), so no message type can skip the object check.
+    #[test]
+    fn protocol_json_is_read_only_through_from_json_object() {
+        let source = include_str!("protocol.rs");
+        let production = &source[..source.find("#[cfg(test)]").unwrap()];
+        let reads: Vec<_> = production
+            .lines()
+            .filter(|l| l.contains("serde_json::from_") || l.contains("Deserialize::deserialize"))
+            .collect();
+        assert_eq!(reads.len(), 2, "{reads:#?}");
+        assert!(
+            reads.iter().all(|l| l.contains("JsonInputError")),
+            "{reads:#?}"
+        );
+    }
 }
