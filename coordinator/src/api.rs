@@ -2,17 +2,21 @@
 //! changes, overrides and manual failback. JSON; bearer-token auth on everything under
 //! `/v1`; `/healthz` is open, and so is `/metrics` unless `[api] metrics_token_file` is set,
 //! in which case it needs that token (or the API's). Documented in `docs/api.md`.
+//!
+//! Every request body is read by [`JsonObject`]: `application/json`, within the body limit, and
+//! a JSON object wherever the body type is one (`["pin-primary"]` is a 400, not an override).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -75,6 +79,61 @@ impl ApiError {
             reason: reason.into(),
         }
     }
+}
+
+impl ApiError {
+    /// The same error, its reason prefixed with what the endpoint expects.
+    fn expected(mut self, what: &str) -> ApiError {
+        self.reason = format!("expected {what}: {}", self.reason);
+        self
+    }
+}
+
+/// A JSON request body: `Content-Type: application/json` (or `application/*+json`), at most
+/// the router's body limit, read by `shared::protocol::from_json_object` so that wherever `T`
+/// is an object the body must be one, at every level. Every handler that reads a body takes
+/// it through this extractor; a refusal is `400 bad_request` naming what was wrong.
+#[derive(Debug)]
+pub struct JsonObject<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonObject<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Serialize,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::bad(
+                "the body must be sent with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad(e.body_text()))?;
+        shared::protocol::from_json_object(&bytes)
+            .map(JsonObject)
+            .map_err(|e| ApiError::bad(format!("body: {e}")))
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, parameters (`; charset=utf-8`) allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl IntoResponse for ApiError {
@@ -211,7 +270,7 @@ async fn one_service(
     Ok(Json(json!(service(&st, &name)?.current())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct OverrideBody {
     /// `auto`, `pin-primary` or `pin-backup`.
@@ -221,13 +280,10 @@ struct OverrideBody {
 async fn set_override(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    body: Result<Json<OverrideBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonObject<OverrideBody>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::bad(format!(
-            "expected {{\"mode\": \"auto\" | \"pin-primary\" | \"pin-backup\"}}: {e}"
-        ))
-    })?;
+    let JsonObject(body) =
+        body.map_err(|e| e.expected(r#"{"mode": "auto" | "pin-primary" | "pin-backup"}"#))?;
     let mode = match body.mode.as_str() {
         "auto" => Override::Auto,
         "pin-primary" => Override::PinPrimary,

@@ -183,3 +183,67 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
     }
     msg
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The parsing path of a vote against the committed protocol vectors: the vote is
+    //! accepted, every vote refusal vector (an array where the protocol says object) is
+    //! `malformed` and so never counts.
+
+    use super::*;
+
+    macro_rules! vector {
+        ($name:literal) => {
+            include_str!(concat!("../../tests/data/protocol-v1/", $name))
+        };
+    }
+
+    fn vector_witness() -> WitnessConfig {
+        let seed: [u8; 32] = hex::decode(vector!("witness.seed.hex").trim())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+        WitnessConfig {
+            name: "w1".into(),
+            url: "https://127.0.0.1:1".into(),
+            key,
+            key_id: shared::protocol::KeyId::of(&key),
+            cert_sha256: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn open(raw: &str) -> Result<Vote, shared::protocol::ProtocolError> {
+        let hash: [u8; 32] = hex::decode(vector!("request.hash.hex").trim())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        open_raw_vote(
+            raw.as_bytes(),
+            &vector_witness(),
+            &RequestHash(hash),
+            "www",
+            7,
+        )
+    }
+
+    #[test]
+    fn the_vote_vector_opens_and_every_vote_refusal_vector_is_malformed() {
+        open(vector!("vote.envelope.json")).unwrap();
+        for raw in [
+            vector!("refused/vote-envelope-array.envelope.json"),
+            vector!("refused/vote-payload-array.envelope.json"),
+            vector!("refused/vote-evidence-array.envelope.json"),
+        ] {
+            let e = open(raw).unwrap_err();
+            assert_eq!(e.code(), "malformed", "{e}");
+            assert!(
+                e.to_string()
+                    .contains("must be a JSON object, got an array"),
+                "{e}"
+            );
+        }
+    }
+}

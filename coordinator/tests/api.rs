@@ -653,3 +653,204 @@ async fn a_round_shows_its_votes_and_reverifies_them() {
     );
     api.stop().await;
 }
+
+/// Request bodies are JSON objects: an override sent as an array (which serde's derive alone
+/// reads as `{"mode": "pin-primary"}`) or as any other non-object is a 400 and pins nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn override_bodies_that_are_not_objects_are_400_and_change_nothing() {
+    let api = Api::start().await;
+    for body in [
+        r#"["pin-primary"]"#,
+        r#"[{"mode":"pin-primary"}]"#,
+        r#""pin-primary""#,
+        "7",
+        "null",
+    ] {
+        let (s, j) = api
+            .post("/v1/services/web/override", "application/json", body)
+            .await;
+        assert_bad(s, &j, body, "mode");
+    }
+    let (s, j) = api
+        .post(
+            "/v1/services/web/override",
+            "application/json",
+            r#"["pin-primary"]"#,
+        )
+        .await;
+    assert_bad(
+        s,
+        &j,
+        "override as an array",
+        "the message must be a JSON object, got an array",
+    );
+    assert_eq!(api.get_ok("/v1/services/web").await["override"], "auto");
+    // `application/<x>+json` and parameters are JSON too; the object is taken.
+    let (s, j) = api
+        .post(
+            "/v1/services/web/override",
+            "application/merge-patch+json; charset=utf-8",
+            r#"{"mode":"pin-backup"}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(
+        api.get_ok("/v1/services/web").await["override"],
+        "pin-backup"
+    );
+    api.stop().await;
+}
+
+/// Votes stored by a build that took arrays (an envelope `[payload, signature]`, a payload or
+/// its evidence as an array, all correctly signed) re-verify as `malformed` now, in the API's
+/// `reverified` field and in the offline audit, which reports each as a problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_votes_sent_as_arrays_reverify_as_malformed() {
+    use ed25519_dalek::Signer as _;
+    let api = Api::start().await;
+    let round_no = api.base_ms + 200_000;
+    let request = VoteRequest {
+        version: PROTOCOL_VERSION,
+        coordinator: KeyId::of(&api.lab.key.verifying_key()),
+        service: "alpha".into(),
+        round: round_no,
+        nonce: "00112233445566778899aabbccddeeff".into(),
+        issued_at_ms: round_no,
+        target: ProbeSpec::Tcp(TcpProbe {
+            address: "127.0.0.2:443".parse().unwrap(),
+            timeout_ms: 500,
+        }),
+    };
+    let (req_env, hash) = request.sign(&api.lab.key);
+    let request_json = String::from_utf8(req_env.to_json()).unwrap();
+    let vote = Vote {
+        version: PROTOCOL_VERSION,
+        witness: KeyId::of(&api.w1.verifying_key()),
+        service: "alpha".into(),
+        round: round_no,
+        request_hash: hash.hex(),
+        verdict: Verdict::Down,
+        evidence: Evidence {
+            probe: "tcp".into(),
+            latency_us: 1200,
+            status: None,
+            error: Some(ProbeError::Refused),
+            detail: Some("connection refused".into()),
+        },
+        probed_at_ms: round_no + 3,
+    };
+    let sealed = |payload: String| {
+        let mut signed = shared::protocol::VOTE_DOMAIN.to_vec();
+        signed.extend_from_slice(payload.as_bytes());
+        serde_json::to_vec(&serde_json::json!({
+            "payload": B64.encode(&payload),
+            "signature": B64.encode(api.w1.sign(&signed).to_bytes()),
+        }))
+        .unwrap()
+    };
+    let good = vote.sign(&api.w1);
+    let envelope_array = serde_json::to_vec(&(&good.payload, &good.signature)).unwrap();
+    let e = &vote.evidence;
+    let evidence_array = serde_json::json!([e.probe, e.latency_us, e.status, e.error, e.detail]);
+    let payload_array = serde_json::json!([
+        vote.version,
+        vote.witness,
+        vote.service,
+        vote.round,
+        vote.request_hash,
+        vote.verdict,
+        vote.evidence,
+        vote.probed_at_ms
+    ])
+    .to_string();
+    let mut with_evidence_array = serde_json::to_value(&vote).unwrap();
+    with_evidence_array["evidence"] = evidence_array;
+    let evidence_as_array = sealed(with_evidence_array.to_string());
+    // serde's derive alone reads every one of them as the vote itself.
+    for raw in [
+        &envelope_array,
+        &sealed(payload_array.clone()),
+        &evidence_as_array,
+    ] {
+        let env: shared::protocol::Envelope = serde_json::from_slice(raw).unwrap();
+        let payload: Vote = serde_json::from_slice(&B64.decode(env.payload).unwrap()).unwrap();
+        assert_eq!(payload, vote);
+    }
+    let record = |envelope: Vec<u8>| VoteRecord {
+        witness: "w1".into(),
+        witness_key_id: KeyId::of(&api.w1.verifying_key()).0,
+        request_envelope: request_json.clone(),
+        // As a build that took arrays stored them.
+        valid: true,
+        verdict: Some("down".into()),
+        error: None,
+        vote_envelope: Some(envelope),
+        latency_ms: Some(3.0),
+    };
+    let votes = vec![
+        record(good.to_json()),
+        record(envelope_array),
+        record(sealed(payload_array)),
+        record(evidence_as_array),
+    ];
+    let id = api
+        .record(decision("alpha", round_no, "failover", votes))
+        .await;
+
+    let body = api.get_ok(&format!("/v1/rounds/{id}")).await;
+    let v = body["votes"].as_array().unwrap();
+    assert_eq!(v.len(), 4);
+    assert_eq!(v[0]["reverified"], "ok");
+    for (i, mentions) in [
+        (
+            1,
+            "envelope: the message must be a JSON object, got an array",
+        ),
+        (2, "vote: the message must be a JSON object, got an array"),
+        (3, "vote: `evidence` must be a JSON object, got an array"),
+    ] {
+        let r = v[i]["reverified"].as_str().unwrap();
+        assert!(r.starts_with("malformed: "), "vote {i}: {r}");
+        assert!(r.contains(mentions), "vote {i}: {r}");
+    }
+
+    let store = api.coord.as_ref().unwrap().store.clone();
+    let cfg = api
+        .lab
+        .config(&std::fs::read_to_string(api.lab.path().join("coordinator.toml")).unwrap());
+    let report = store
+        .call(move |s| coordinator::audit::audit_history(s, Some("alpha"), &cfg.witnesses))
+        .await
+        .unwrap();
+    assert_eq!(report.valid_ok, 1, "{:?}", report.problems);
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.contains("stored as valid but now fails: malformed")),
+        "{:?}",
+        report.problems
+    );
+    api.stop().await;
+}
+
+/// Keeps the rule true for new endpoints: `api.rs` uses axum's `Json` only for answers
+/// (`Json<serde_json::Value>`); a body is read by `JsonObject`, never by `Json<T>`.
+#[test]
+fn request_bodies_are_read_only_through_json_object() {
+    let source = include_str!("../src/api.rs");
+    for (i, line) in source.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("Json<") {
+            let after = &rest[at + "Json<".len()..];
+            assert!(
+                after.starts_with("serde_json::Value>"),
+                "coordinator/src/api.rs:{}: a body read with axum's Json; use JsonObject: {line}",
+                i + 1
+            );
+            rest = after;
+        }
+    }
+    assert!(source.contains("Result<JsonObject<OverrideBody>, ApiError>"));
+}

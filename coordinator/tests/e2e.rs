@@ -4,7 +4,8 @@
 //! the primary stops → exactly one failover round backed by signed votes, DNS moves to the
 //! backup; the primary comes back → failback only after the hold-down; every witness gone →
 //! `coordinator-isolated`, no failover; one witness still reaching the primary → `disputed`,
-//! no failover; the history refusing writes → nothing acted on, counted, retried.
+//! no failover; the history refusing writes → nothing acted on, counted, retried; witnesses
+//! answering with arrays where the protocol says object → every vote invalid, none counted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -639,5 +640,192 @@ async fn a_refused_history_write_is_counted_not_acted_on_and_retried() {
         events.to_string().contains("dns-applied"),
         "the dns-applied event came with the result: {events}"
     );
+    rig.stop().await;
+}
+
+/// How a rogue witness shapes its (correctly signed) "down" vote.
+#[derive(Clone, Copy, Debug)]
+enum ArrayShape {
+    /// `[payload, signature]` instead of `{"payload": .., "signature": ..}`.
+    Envelope,
+    /// The vote payload as the array of its field values.
+    Payload,
+    /// The vote's `evidence` as the array of its field values.
+    Evidence,
+}
+
+/// An HTTPS witness with a key the coordinator pins, which answers every request with a vote
+/// "down" for exactly that request, signed by its key, but sent with an array where the
+/// protocol says object. serde's derive alone would read each answer as a valid vote.
+struct RogueWitness {
+    block: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RogueWitness {
+    fn start(name: &str, shape: ArrayShape) -> RogueWitness {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD as B64;
+        use ed25519_dalek::Signer as _;
+        use shared::probe::{Evidence, ProbeError};
+        use shared::protocol::{Envelope, KeyId, VOTE_DOMAIN, Verdict, Vote, VoteRequest};
+
+        shared::install_crypto_provider();
+        let key = shared::keys::generate();
+        let (cert, tls_key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        let config = witness::Config::from_parts(
+            key.clone(),
+            vec![],
+            witness::Allowlist(vec![]),
+            cert,
+            tls_key,
+        )
+        .unwrap();
+        let tls = witness::server_tls_config(&config).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let block = common::witness_block(
+            name,
+            &format!("https://{addr}"),
+            &key.verifying_key(),
+            Some(&config.tls.cert_sha256),
+        );
+        let answer = move |body: bytes::Bytes| {
+            let request = Envelope::from_json(&body).unwrap();
+            let request_hash = request.request_hash().unwrap().hex();
+            let r: VoteRequest =
+                serde_json::from_slice(&B64.decode(&request.payload).unwrap()).unwrap();
+            let vote = Vote {
+                version: r.version,
+                witness: KeyId::of(&key.verifying_key()),
+                service: r.service,
+                round: r.round,
+                request_hash,
+                verdict: Verdict::Down,
+                evidence: Evidence {
+                    probe: "http".into(),
+                    latency_us: 150,
+                    status: None,
+                    error: Some(ProbeError::Refused),
+                    detail: Some("connection refused".into()),
+                },
+                probed_at_ms: r.issued_at_ms,
+            };
+            let e = &vote.evidence;
+            let payload = match shape {
+                ArrayShape::Envelope => serde_json::to_string(&vote).unwrap(),
+                ArrayShape::Payload => serde_json::json!([
+                    vote.version,
+                    vote.witness,
+                    vote.service,
+                    vote.round,
+                    vote.request_hash,
+                    vote.verdict,
+                    vote.evidence,
+                    vote.probed_at_ms
+                ])
+                .to_string(),
+                ArrayShape::Evidence => {
+                    let mut v = serde_json::to_value(&vote).unwrap();
+                    v["evidence"] =
+                        serde_json::json!([e.probe, e.latency_us, e.status, e.error, e.detail]);
+                    v.to_string()
+                }
+            };
+            let mut signed = VOTE_DOMAIN.to_vec();
+            signed.extend_from_slice(payload.as_bytes());
+            let (payload, signature) = (
+                B64.encode(payload.as_bytes()),
+                B64.encode(key.sign(&signed).to_bytes()),
+            );
+            let wire = match shape {
+                ArrayShape::Envelope => serde_json::json!([payload, signature]),
+                _ => serde_json::json!({"payload": payload, "signature": signature}),
+            };
+            // What serde's derive alone makes of the answer: this very vote.
+            let lenient: Envelope = serde_json::from_value(wire.clone()).unwrap();
+            let lenient: Vote =
+                serde_json::from_slice(&B64.decode(lenient.payload).unwrap()).unwrap();
+            assert_eq!(lenient, vote);
+            wire.to_string()
+        };
+        let app = axum::Router::new().route(
+            "/v1/vote",
+            axum::routing::post(move |body: bytes::Bytes| {
+                let answer = answer.clone();
+                async move { answer(body) }
+            }),
+        );
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
+            axum_server::tls_rustls::RustlsConfig::from_config(tls),
+        );
+        let server = axum_server::from_tcp(listener).unwrap().acceptor(acceptor);
+        let task = tokio::spawn(async move {
+            server.serve(app.into_make_service()).await.unwrap();
+        });
+        RogueWitness { block, task }
+    }
+}
+
+impl Drop for RogueWitness {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Three witnesses whose signed "down" votes come with an array where the protocol says
+/// object (the envelope, the payload, the evidence): with the primary down, every vote is
+/// stored `invalid` as `malformed`, re-verifies as `malformed`, and none is counted: no
+/// failover, DNS stays on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_sent_as_arrays_are_invalid_and_never_counted() {
+    let lab = Lab::new();
+    let (p_addr, b_addr) = common::two_sites_port();
+    let rogues = [
+        RogueWitness::start("w1", ArrayShape::Envelope),
+        RogueWitness::start("w2", ArrayShape::Payload),
+        RogueWitness::start("w3", ArrayShape::Evidence),
+    ];
+    let opts = Opts::new(
+        rogues.iter().map(|r| r.block.clone()).collect(),
+        p_addr.ip(),
+        b_addr.ip(),
+        p_addr.port(),
+    );
+    let mut rig = Rig::assemble(lab, Site::http(p_addr), Site::http(b_addr), vec![], opts).await;
+    rig.primary.stop().await;
+    let rounds = eventually("three rounds with the primary down", DEADLINE, || async {
+        let r = rig.rounds().await;
+        (r.len() >= 3).then_some(r)
+    })
+    .await;
+    for r in &rounds {
+        assert_eq!(r.round.trigger, "primary-down", "{r:?}");
+        assert_eq!(r.round.votes_invalid, 3, "{r:?}");
+        assert_eq!(r.round.votes_up + r.round.votes_down, 0, "{r:?}");
+        assert_ne!(r.round.outcome, "failover", "{r:?}");
+        assert!(!r.round.changed_dns, "{r:?}");
+    }
+    let votes = round_votes(&rig, rounds[0].id).await;
+    assert_eq!(votes.len(), 3);
+    for v in &votes {
+        assert_eq!(v["valid"], false, "{v}");
+        assert!(v["vote_envelope"].is_string(), "stored as received: {v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("invalid: malformed message:")
+                && error.contains("must be a JSON object, got an array"),
+            "{v}"
+        );
+        assert!(
+            v["reverified"].as_str().unwrap().starts_with("malformed: "),
+            "{v}"
+        );
+    }
+    assert!(rig.rounds_with("failover").await.is_empty());
+    assert!(rig.changes().await.is_empty(), "no DNS change");
+    assert!(rig.serves(Side::Primary).await);
+    assert_eq!(rig.status().active, Side::Primary);
     rig.stop().await;
 }

@@ -6,6 +6,11 @@
 //! `DOMAIN || payload` where `DOMAIN` separates requests from votes. Verifiers check the bytes
 //! they received and never re-serialise, so there is no canonicalisation to get wrong, and a
 //! stored envelope can be re-verified byte for byte years later. See `docs/protocol.md`.
+//!
+//! Every piece of JSON that arrives from the network (an envelope, a request or vote payload,
+//! an API body) is read by [`from_json_object`]: where a type is an object, the JSON must be an
+//! object, at every level. serde's derived structs would also take an array of the field values
+//! in order (`["<payload>","<signature>"]`), which a verifier written from the docs refuses.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -13,7 +18,9 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::probe::spec::{Evidence, ProbeSpec};
@@ -182,6 +189,77 @@ impl ProtocolError {
     }
 }
 
+/// Why JSON from the network was not read: not JSON, not the type's fields, or an array (or
+/// other value) where the type is an object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct JsonInputError(String);
+
+/// The one way JSON from the network becomes a typed value: `T` as serde reads it, and in
+/// addition a JSON object wherever `T` is one, at every level. A derived struct alone would
+/// also accept an array of its field values; this refuses it, naming where (`` `target` ``).
+///
+/// How: the bytes are read as `T` (so serde's own errors, unknown and duplicate fields, stay
+/// as they are) and as a plain JSON value; wherever `T` serialises to an object, the value sent
+/// must be an object too. Works for any new type without an annotation to forget.
+pub fn from_json_object<T: DeserializeOwned + Serialize>(
+    bytes: &[u8],
+) -> Result<T, JsonInputError> {
+    let typed: T = serde_json::from_slice(bytes).map_err(|e| JsonInputError(e.to_string()))?;
+    let sent: Value = serde_json::from_slice(bytes).map_err(|e| JsonInputError(e.to_string()))?;
+    let shape = serde_json::to_value(&typed).map_err(|e| JsonInputError(e.to_string()))?;
+    objects_where_objects(&sent, &shape, "")?;
+    Ok(typed)
+}
+
+/// Walks `shape` (what the typed value serialises to) and `sent` side by side.
+fn objects_where_objects(sent: &Value, shape: &Value, path: &str) -> Result<(), JsonInputError> {
+    match (shape, sent) {
+        (Value::Object(fields), Value::Object(got)) => {
+            for (key, inner) in fields {
+                if let Some(g) = got.get(key) {
+                    let p = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    objects_where_objects(g, inner, &p)?;
+                }
+            }
+            Ok(())
+        }
+        (Value::Object(_), other) => {
+            let what = if path.is_empty() {
+                "the message".to_string()
+            } else {
+                format!("`{path}`")
+            };
+            Err(JsonInputError(format!(
+                "{what} must be a JSON object, got {}; send the fields by name: {{\"name\": value, ..}}",
+                json_kind(other)
+            )))
+        }
+        (Value::Array(items), Value::Array(got)) => {
+            for (i, (inner, g)) in items.iter().zip(got).enumerate() {
+                objects_where_objects(g, inner, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn signed_bytes(domain: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(domain.len() + payload.len());
     m.extend_from_slice(domain);
@@ -206,8 +284,7 @@ impl Envelope {
                 bytes.len()
             )));
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| ProtocolError::Malformed(format!("envelope: {e}")))
+        from_json_object(bytes).map_err(|e| ProtocolError::Malformed(format!("envelope: {e}")))
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -250,11 +327,12 @@ fn check_version(v: u32) -> Result<(), ProtocolError> {
 /// Reads only `version`, so a payload from another protocol version (which may carry fields
 /// this build does not know) is refused as `UnsupportedVersion` rather than as malformed.
 fn check_payload_version(payload: &[u8]) -> Result<(), ProtocolError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     struct Versioned {
         version: u32,
     }
-    match serde_json::from_slice::<Versioned>(payload) {
+    // Strict too: an array payload is malformed, whatever its first element says.
+    match from_json_object::<Versioned>(payload) {
         Ok(v) => check_version(v.version),
         // The full parse that follows names what is wrong.
         Err(_) => Ok(()),
@@ -328,7 +406,7 @@ pub fn open_request(
 ) -> Result<OpenedRequest, ProtocolError> {
     let (payload, sig) = envelope.open()?;
     check_payload_version(&payload)?;
-    let request: VoteRequest = serde_json::from_slice(&payload)
+    let request: VoteRequest = from_json_object(&payload)
         .map_err(|e| ProtocolError::Malformed(format!("vote request: {e}")))?;
     check_version(request.version)?;
     let key = trusted(&request.coordinator)
@@ -381,8 +459,8 @@ pub struct Expected<'a> {
 pub fn open_vote(envelope: &Envelope, expected: &Expected<'_>) -> Result<Vote, ProtocolError> {
     let (payload, sig) = envelope.open()?;
     check_payload_version(&payload)?;
-    let vote: Vote = serde_json::from_slice(&payload)
-        .map_err(|e| ProtocolError::Malformed(format!("vote: {e}")))?;
+    let vote: Vote =
+        from_json_object(&payload).map_err(|e| ProtocolError::Malformed(format!("vote: {e}")))?;
     check_version(vote.version)?;
     let expected_id = KeyId::of(expected.witness_key);
     if vote.witness != expected_id {
@@ -1213,5 +1291,463 @@ mod tests {
                 "docs/protocol.md does not quote {quoted}"
             );
         }
+    }
+
+    // ---- objects where the protocol says object ----
+
+    /// The request, vote and envelope as arrays of their field values, in field order: what
+    /// serde's derived structs accepted before [`from_json_object`]. Built here from the
+    /// vector messages; the committed files in `refused/` are compared against these bytes.
+    fn array_forms() -> Vec<(&'static str, Vec<u8>)> {
+        let j = |v: &dyn erased::Json| v.json();
+        let r = vector_request();
+        let ProbeSpec::Http(h) = &r.target else {
+            panic!("the vector request probes HTTP")
+        };
+        let target_array = format!(
+            "[\"http\",{},{},{},{},{},{},{},{},{}]",
+            j(&h.address),
+            j(&h.tls),
+            j(&h.host),
+            j(&h.path),
+            j(&h.method),
+            j(&h.expect_status),
+            j(&h.body_contains),
+            j(&h.tls_verify),
+            j(&h.timeout_ms)
+        );
+        let request_fields = |target: &str| {
+            format!(
+                "{},{},{},{},{},{},{target}",
+                j(&r.version),
+                j(&r.coordinator),
+                j(&r.service),
+                j(&r.round),
+                j(&r.nonce),
+                j(&r.issued_at_ms)
+            )
+        };
+        let request_array = format!("[{}]", request_fields(&j(&r.target)));
+        let mut target_as_array = j(&r).into_bytes();
+        let target_object = j(&r.target);
+        let text = String::from_utf8(target_as_array).unwrap();
+        assert!(text.contains(&target_object));
+        target_as_array = text.replacen(&target_object, &target_array, 1).into_bytes();
+
+        let v = vector_vote(&vector_hash());
+        let e = &v.evidence;
+        let evidence_array = format!(
+            "[{},{},{},{},{}]",
+            j(&e.probe),
+            j(&e.latency_us),
+            j(&e.status),
+            j(&e.error),
+            j(&e.detail)
+        );
+        let vote_array = format!(
+            "[{},{},{},{},{},{},{},{}]",
+            j(&v.version),
+            j(&v.witness),
+            j(&v.service),
+            j(&v.round),
+            j(&v.request_hash),
+            j(&v.verdict),
+            j(&v.evidence),
+            j(&v.probed_at_ms)
+        );
+        let vote_text = j(&v);
+        let evidence_object = j(&v.evidence);
+        assert!(vote_text.contains(&evidence_object));
+        let evidence_as_array = vote_text.replacen(&evidence_object, &evidence_array, 1);
+        vec![
+            ("request-payload-array", request_array.into_bytes()),
+            ("request-target-array", target_as_array),
+            ("vote-payload-array", vote_array.into_bytes()),
+            ("vote-evidence-array", evidence_as_array.into_bytes()),
+        ]
+    }
+
+    mod erased {
+        /// Compact JSON of any serialisable value (field order as declared).
+        pub trait Json {
+            fn json(&self) -> String;
+        }
+        impl<T: serde::Serialize> Json for T {
+            fn json(&self) -> String {
+                serde_json::to_string(self).unwrap()
+            }
+        }
+    }
+
+    /// The vote request payload for a target of each kind, votes, and an envelope.
+    fn messages_of_every_shape() -> Vec<(&'static str, Vec<u8>)> {
+        use crate::probe::spec::{DnsProbe, TcpProbe};
+        let with_target = |t: ProbeSpec| {
+            let mut r = vector_request();
+            r.target = t;
+            serde_json::to_vec(&r).unwrap()
+        };
+        // Every evidence field present, so its array form can be read by position.
+        let mut full = vector_vote(&vector_hash());
+        full.evidence.status = Some(503);
+        full.evidence.error = Some(ProbeError::Status);
+        full.evidence.detail = Some("status 503".into());
+        vec![
+            ("request", serde_json::to_vec(&vector_request()).unwrap()),
+            (
+                "request",
+                with_target(ProbeSpec::Tcp(TcpProbe {
+                    address: "192.0.2.10:443".parse().unwrap(),
+                    timeout_ms: 1000,
+                })),
+            ),
+            (
+                "request",
+                with_target(ProbeSpec::Dns(DnsProbe {
+                    server: "192.0.2.53:53".parse().unwrap(),
+                    name: "www.example.test.".into(),
+                    rtype: "AAAA".into(),
+                    timeout_ms: 1000,
+                })),
+            ),
+            (
+                "vote",
+                serde_json::to_vec(&vector_vote(&vector_hash())).unwrap(),
+            ),
+            ("vote", serde_json::to_vec(&full).unwrap()),
+            (
+                "envelope",
+                vector!("request.envelope.json").as_bytes().to_vec(),
+            ),
+        ]
+    }
+
+    /// JSON that keeps the order of object members (serde_json's `Value` sorts them), so an
+    /// object can be turned into the array of its values in field order.
+    #[derive(Clone, Debug)]
+    enum Ordered {
+        Object(Vec<(String, Ordered)>),
+        Array(Vec<Ordered>),
+        Leaf(Value),
+    }
+
+    impl<'de> Deserialize<'de> for Ordered {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Ordered;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("any JSON")
+                }
+                fn visit_bool<E>(self, v: bool) -> Result<Ordered, E> {
+                    Ok(Ordered::Leaf(v.into()))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Ordered, E> {
+                    Ok(Ordered::Leaf(v.into()))
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Ordered, E> {
+                    Ok(Ordered::Leaf(v.into()))
+                }
+                fn visit_f64<E>(self, v: f64) -> Result<Ordered, E> {
+                    Ok(Ordered::Leaf(v.into()))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Ordered, E> {
+                    Ok(Ordered::Leaf(v.into()))
+                }
+                fn visit_unit<E>(self) -> Result<Ordered, E> {
+                    Ok(Ordered::Leaf(Value::Null))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Ordered, A::Error> {
+                    let mut items = Vec::new();
+                    while let Some(i) = a.next_element()? {
+                        items.push(i);
+                    }
+                    Ok(Ordered::Array(items))
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Ordered, A::Error> {
+                    let mut members = Vec::new();
+                    while let Some(m) = a.next_entry()? {
+                        members.push(m);
+                    }
+                    Ok(Ordered::Object(members))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl Serialize for Ordered {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{SerializeMap as _, SerializeSeq as _};
+            match self {
+                Ordered::Object(members) => {
+                    let mut m = s.serialize_map(Some(members.len()))?;
+                    for (k, v) in members {
+                        m.serialize_entry(k, v)?;
+                    }
+                    m.end()
+                }
+                Ordered::Array(items) => {
+                    let mut q = s.serialize_seq(Some(items.len()))?;
+                    for i in items {
+                        q.serialize_element(i)?;
+                    }
+                    q.end()
+                }
+                Ordered::Leaf(v) => v.serialize(s),
+            }
+        }
+    }
+
+    /// Every object in `o` turned, one at a time, into the array of its values: the copy and
+    /// the object's path as the refusal names it.
+    fn each_object_as_array(o: &Ordered, path: &str, out: &mut Vec<(String, Ordered)>) {
+        let child = |key: &str| {
+            if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match o {
+            Ordered::Object(members) => {
+                let values = members.iter().map(|(_, v)| v.clone()).collect();
+                out.push((path.to_string(), Ordered::Array(values)));
+                for (i, (k, v)) in members.iter().enumerate() {
+                    let mut inner = Vec::new();
+                    each_object_as_array(v, &child(k), &mut inner);
+                    for (p, edited) in inner {
+                        let mut copy = members.clone();
+                        copy[i].1 = edited;
+                        out.push((p, Ordered::Object(copy)));
+                    }
+                }
+            }
+            Ordered::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    let mut inner = Vec::new();
+                    each_object_as_array(v, &format!("{path}[{i}]"), &mut inner);
+                    for (p, edited) in inner {
+                        let mut copy = items.clone();
+                        copy[i] = edited;
+                        out.push((p, Ordered::Array(copy)));
+                    }
+                }
+            }
+            Ordered::Leaf(_) => {}
+        }
+    }
+
+    /// The unit test that walks each type: every object of every message (envelope, request
+    /// with each kind of target, vote with its evidence), sent as the array of its values in
+    /// field order, is read by serde's derived types as if it were the object, and refused by
+    /// `from_json_object` (so by the witness and the coordinator) as malformed, naming where.
+    #[test]
+    fn every_object_of_every_message_sent_as_an_array_is_malformed() {
+        let mut checked = std::collections::BTreeSet::new();
+        for (kind, bytes) in messages_of_every_shape() {
+            let original: Ordered = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(serde_json::to_vec(&original).unwrap(), bytes, "order kept");
+            let mut cases = Vec::new();
+            each_object_as_array(&original, "", &mut cases);
+            assert!(!cases.is_empty());
+            for (path, edited) in cases {
+                let sent = serde_json::to_vec(&edited).unwrap();
+                let text = String::from_utf8(sent.clone()).unwrap();
+                let mentions = if path.is_empty() {
+                    "the message must be a JSON object, got an array".to_string()
+                } else {
+                    format!("`{path}` must be a JSON object")
+                };
+                // What serde's derive alone makes of it: when it reads the array at all (an
+                // object whose empty fields are left out cannot be read by position), it reads
+                // the very same message.
+                let (lenient, result) = match kind {
+                    "request" => {
+                        let lenient = serde_json::from_slice::<VoteRequest>(&sent).ok();
+                        let same = lenient.map(|l| l == serde_json::from_slice(&bytes).unwrap());
+                        let env = seal(REQUEST_DOMAIN, &coordinator_key(), sent.clone());
+                        (same, open_req(&env, ISSUED_AT_MS).map(|_| ()))
+                    }
+                    "vote" => {
+                        let lenient = serde_json::from_slice::<Vote>(&sent).ok();
+                        let same = lenient.map(|l| l == serde_json::from_slice(&bytes).unwrap());
+                        let env = seal(VOTE_DOMAIN, &witness_key(), sent.clone());
+                        (same, open_v(&env, &vector_hash()).map(|_| ()))
+                    }
+                    _ => {
+                        let lenient = serde_json::from_slice::<Envelope>(&sent).ok();
+                        let same = lenient.map(|l| l == serde_json::from_slice(&bytes).unwrap());
+                        (same, Envelope::from_json(&sent).map(|_| ()))
+                    }
+                };
+                assert_ne!(lenient, Some(false), "{text}: derive read another message");
+                match result {
+                    Err(ProtocolError::Malformed(m)) if lenient.is_some() => {
+                        assert!(m.contains(&mentions), "{text}: {m:?} lacks {mentions:?}")
+                    }
+                    Err(ProtocolError::Malformed(_)) => continue,
+                    other => panic!("{text}: expected malformed, got {other:?}"),
+                }
+                checked.insert(format!("{kind} {path}"));
+            }
+        }
+        // Every level the protocol has was reached by an array the derive reads as the object.
+        for want in [
+            "envelope ",
+            "request ",
+            "request target",
+            "vote ",
+            "vote evidence",
+        ] {
+            assert!(checked.contains(want), "{want:?} not walked: {checked:?}");
+        }
+    }
+
+    /// The committed refusal vectors in `tests/data/protocol-v1/refused/`: each is signed
+    /// correctly by the vector keys (a verifier that only checks signatures and reads fields
+    /// positionally accepts it), and each is refused as `malformed`.
+    #[test]
+    fn refusal_vectors_are_signed_yet_refused_as_malformed() {
+        let built: HashMap<&str, Vec<u8>> = array_forms().into_iter().collect();
+        let signed = [
+            (
+                "request-payload-array",
+                vector!("refused/request-payload-array.payload.json"),
+                vector!("refused/request-payload-array.envelope.json"),
+                "vote request: the message must be a JSON object, got an array",
+            ),
+            (
+                "request-target-array",
+                vector!("refused/request-target-array.payload.json"),
+                vector!("refused/request-target-array.envelope.json"),
+                "vote request: `target` must be a JSON object, got an array",
+            ),
+            (
+                "vote-payload-array",
+                vector!("refused/vote-payload-array.payload.json"),
+                vector!("refused/vote-payload-array.envelope.json"),
+                "vote: the message must be a JSON object, got an array",
+            ),
+            (
+                "vote-evidence-array",
+                vector!("refused/vote-evidence-array.payload.json"),
+                vector!("refused/vote-evidence-array.envelope.json"),
+                "vote: `evidence` must be a JSON object, got an array",
+            ),
+        ];
+        assert_eq!(built.len(), signed.len());
+        for (name, payload, envelope, mentions) in signed {
+            assert_eq!(payload.as_bytes(), built[name].as_slice(), "{name}");
+            let env = Envelope::from_json(envelope.as_bytes()).unwrap();
+            let (bytes, sig) = env.open().unwrap();
+            assert_eq!(bytes, payload.as_bytes(), "{name}");
+            let is_request = name.starts_with("request");
+            let (domain, key) = if is_request {
+                (REQUEST_DOMAIN, coordinator_key())
+            } else {
+                (VOTE_DOMAIN, witness_key())
+            };
+            // The signature is good: only the shape is wrong.
+            verify(domain, &key.verifying_key(), &id(&key), &bytes, &sig).unwrap();
+            assert_eq!(
+                seal(domain, &key, bytes.clone()).to_json(),
+                envelope.as_bytes(),
+                "{name}"
+            );
+            let refused = if is_request {
+                // serde's derive alone reads it as the committed request.
+                let lenient: VoteRequest = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(lenient, vector_request());
+                open_req(&env, ISSUED_AT_MS).map(|_| ())
+            } else {
+                let lenient: Vote = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(lenient, vector_vote(&vector_hash()));
+                open_v(&env, &vector_hash()).map(|_| ())
+            };
+            malformed(refused, mentions);
+        }
+        for (wire, committed) in [
+            (
+                vector!("refused/request-envelope-array.envelope.json"),
+                vector!("request.envelope.json"),
+            ),
+            (
+                vector!("refused/vote-envelope-array.envelope.json"),
+                vector!("vote.envelope.json"),
+            ),
+        ] {
+            let committed = Envelope::from_json(committed.as_bytes()).unwrap();
+            assert_eq!(
+                wire,
+                format!(
+                    "[{},{}]",
+                    serde_json::to_string(&committed.payload).unwrap(),
+                    serde_json::to_string(&committed.signature).unwrap()
+                )
+            );
+            let lenient: Envelope = serde_json::from_str(wire).unwrap();
+            assert_eq!(lenient, committed);
+            malformed(
+                Envelope::from_json(wire.as_bytes()),
+                "envelope: the message must be a JSON object, got an array",
+            );
+        }
+    }
+
+    #[test]
+    fn from_json_object_keeps_serde_errors_and_names_the_other_kinds() {
+        // serde's own refusals are unchanged (the typed read comes first).
+        let dup = br#"{"payload":"","payload":"","signature":""}"#;
+        malformed(Envelope::from_json(dup), "duplicate field `payload`");
+        // Not only arrays: any non-object where an object belongs.
+        for (sent, kind) in [
+            (&b"\"text\""[..], "a string"),
+            (b"7", "a number"),
+            (b"null", "null"),
+        ] {
+            let e = from_json_object::<HashMap<String, u8>>(sent).unwrap_err();
+            assert!(e.to_string().contains("invalid type"), "{e}");
+            let e = objects_where_objects(
+                &serde_json::from_slice(sent).unwrap(),
+                &serde_json::json!({}),
+                "x",
+            )
+            .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "`x` must be a JSON object, got {kind}; send the fields by name: {{\"name\": value, ..}}"
+                )
+            );
+        }
+        // Arrays where the type has a list are fine, and objects inside them are checked.
+        let ok: Vec<Envelope> = from_json_object(br#"[{"payload":"","signature":""}]"#).unwrap();
+        assert_eq!(ok.len(), 1);
+        let e = from_json_object::<Vec<Envelope>>(br#"[["",""]]"#).unwrap_err();
+        assert!(e.to_string().contains("`[0]` must be a JSON object"), "{e}");
+    }
+
+    /// Keeps the rule true for new code: outside the tests, this file reads JSON only inside
+    /// `from_json_object` (its two reads), so no message type can skip the object check.
+    #[test]
+    fn protocol_json_is_read_only_through_from_json_object() {
+        let source = include_str!("protocol.rs");
+        let production = &source[..source.find("#[cfg(test)]").unwrap()];
+        let reads: Vec<_> = production
+            .lines()
+            .filter(|l| l.contains("serde_json::from_") || l.contains("Deserialize::deserialize"))
+            .collect();
+        assert_eq!(reads.len(), 2, "{reads:#?}");
+        assert!(
+            reads.iter().all(|l| l.contains("JsonInputError")),
+            "{reads:#?}"
+        );
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! | status | code | when |
 //! |---|---|---|
-//! | 400 | `malformed` | not JSON, not an envelope, bad base64, bad fields, target out of bounds |
+//! | 400 | `malformed` | not JSON, not an envelope, an array (or any non-object) where the protocol says object, bad base64, bad fields, target out of bounds |
 //! | 400 | `unsupported_version` | payload `version` is not 1 |
 //! | 400 | `stale` | `issued_at_ms` further than `max_skew` from the witness's clock (a clock problem, not a conflict) |
 //! | 401 | `bad_signature` | the signature does not verify with the named coordinator's key (authentication failed) |

@@ -575,3 +575,106 @@ async fn a_body_that_never_finishes_times_out_with_408() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Objects where the protocol says object: an envelope `[payload, signature]`, a payload or a
+/// target sent as an array (each one that serde's derive alone reads as the real request, all
+/// correctly signed by the trusted coordinator) is `400 malformed`, and nothing is probed.
+#[tokio::test]
+async fn arrays_where_objects_belong_are_malformed_and_never_probed() {
+    use ed25519_dalek::Signer as _;
+    let (addr, count) = counting_server().await;
+    let h = harness(
+        vec![allow("127.0.0.1/32", &[addr.port()])],
+        Limits::default(),
+    );
+    let sealed = |payload: &str| {
+        let mut signed = shared::protocol::REQUEST_DOMAIN.to_vec();
+        signed.extend_from_slice(payload.as_bytes());
+        Envelope {
+            payload: B64.encode(payload),
+            signature: B64.encode(h.coordinator.sign(&signed).to_bytes()),
+        }
+        .to_json()
+    };
+    let request = request_for(&h.coordinator, tcp(addr));
+    let (good, _) = request.sign(&h.coordinator);
+    let envelope_array = serde_json::to_vec(&(&good.payload, &good.signature)).unwrap();
+
+    let r = request_for(&h.coordinator, tcp(addr));
+    let payload_array = serde_json::json!([
+        r.version,
+        r.coordinator,
+        r.service,
+        r.round,
+        r.nonce,
+        r.issued_at_ms,
+        r.target
+    ])
+    .to_string();
+    let t = request_for(&h.coordinator, tcp(addr));
+    let mut target_array = serde_json::to_value(&t).unwrap();
+    target_array["target"] = serde_json::json!(["tcp", addr, 2000]);
+    let target_array = target_array.to_string();
+
+    let cases = [
+        (
+            envelope_array,
+            request.clone(),
+            "envelope: the message must be a JSON object, got an array",
+        ),
+        (
+            sealed(&payload_array),
+            r,
+            "vote request: the message must be a JSON object, got an array",
+        ),
+        (
+            sealed(&target_array),
+            t,
+            "vote request: `target` must be a JSON object, got an array",
+        ),
+    ];
+    for (body, meant, mentions) in cases {
+        // What the derive alone makes of the body: the request it stands for.
+        let env: Envelope = serde_json::from_slice(&body).unwrap();
+        let read: VoteRequest = serde_json::from_slice(&B64.decode(&env.payload).unwrap()).unwrap();
+        assert_eq!(read, meant);
+        let got = post(&h.app, body).await;
+        assert_refused(got.clone(), StatusCode::BAD_REQUEST, "malformed");
+        let reason = got.1["reason"].as_str().unwrap();
+        assert!(reason.contains(mentions), "{reason:?} lacks {mentions:?}");
+    }
+    // As in the allowlist test: exactly one connection (our own sentinel) means no probe.
+    let _sentinel = tokio::net::TcpStream::connect(addr).await.unwrap();
+    wait_for_count(&count, 1).await;
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "the witness probed for a refused request"
+    );
+}
+
+/// The committed refusal vectors for requests are `400 malformed` here too: the shape is
+/// checked before the coordinator's key or the clock, so even this witness (which trusts
+/// neither the vector key nor lives in 2023) names the shape as the reason.
+#[tokio::test]
+async fn the_request_refusal_vectors_are_malformed() {
+    let h = harness(vec![allow("192.0.2.0/24", &[80])], Limits::default());
+    for body in [
+        &include_bytes!(
+            "../../tests/data/protocol-v1/refused/request-envelope-array.envelope.json"
+        )[..],
+        include_bytes!("../../tests/data/protocol-v1/refused/request-payload-array.envelope.json"),
+        include_bytes!("../../tests/data/protocol-v1/refused/request-target-array.envelope.json"),
+    ] {
+        let got = post(&h.app, body.to_vec()).await;
+        assert_refused(got.clone(), StatusCode::BAD_REQUEST, "malformed");
+        assert!(
+            got.1["reason"]
+                .as_str()
+                .unwrap()
+                .contains("must be a JSON object, got an array"),
+            "{}",
+            got.1
+        );
+    }
+}
