@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType as WireType};
 
-use super::config::{MAX_TTL, SoaFields, parse_name};
+use super::config::{MAX_TTL, SoaFields, ValueError, parse_name};
 use crate::dns::{RecordSet, RecordType};
 
 /// Everything the server answers from. Immutable once inside a [`ZoneSnapshot`].
@@ -59,7 +59,7 @@ pub struct ZoneSnapshot {
 
 impl ZoneSnapshot {
     /// Indexes `data`. Checks the failover sets against the rest (see [`check_failover`]).
-    pub fn new(data: ZoneData) -> Result<ZoneSnapshot, String> {
+    pub fn new(data: ZoneData) -> Result<ZoneSnapshot, FailoverError> {
         check_failover(&data, &data.failover)?;
         let mut nodes: HashMap<Name, Node> = HashMap::new();
         let apex_node = nodes.entry(data.apex.clone()).or_default();
@@ -155,37 +155,67 @@ fn soa_record(data: &ZoneData) -> Record {
 }
 
 /// The stored form of a failover set: lowercase fully qualified name, sorted addresses.
-pub(super) fn normalize(set: &RecordSet) -> Result<RecordSet, String> {
+pub(super) fn normalize(set: &RecordSet) -> Result<RecordSet, FailoverError> {
     let name = failover_name(&set.name)?.to_ascii();
     Ok(RecordSet::new(name, set.rtype, set.ttl, set.addrs.clone()))
 }
 
-pub(super) fn failover_name(raw: &str) -> Result<Name, String> {
+pub(super) fn failover_name(raw: &str) -> Result<Name, FailoverError> {
     let raw = if raw.ends_with('.') {
         raw.to_string()
     } else {
         format!("{raw}.")
     };
-    parse_name(&raw).map_err(|m| format!("failover record name: {m}"))
+    parse_name(&raw).map_err(FailoverError::Name)
+}
+
+/// A failover record set the zone cannot serve (see [`check_failover`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FailoverError {
+    #[error("failover record name: {0}")]
+    Name(ValueError),
+    #[error("{name} is not inside the zone {apex}")]
+    OutsideZone { name: String, apex: Name },
+    #[error("{name}: ttl {ttl} is above {MAX_TTL}")]
+    Ttl { name: String, ttl: u32 },
+    #[error("{name} {rtype}: address {addr} is not of type {rtype}")]
+    WrongType {
+        name: String,
+        rtype: RecordType,
+        addr: IpAddr,
+    },
+    #[error("{name} {rtype} is both a static record and a failover record")]
+    Static { name: String, rtype: RecordType },
+    #[error("{name} has a static CNAME, so it cannot have failover records")]
+    Cname { name: String },
+    #[error("{name} {rtype} is listed twice")]
+    Twice { name: String, rtype: RecordType },
 }
 
 /// A failover set must be inside the zone, carry addresses of its own type, a sane TTL, and
 /// not collide with a static A/AAAA of the same name or with a CNAME (or be at a name a
 /// static CNAME points from). Keys must be unique.
-pub fn check_failover(data: &ZoneData, sets: &[RecordSet]) -> Result<(), String> {
+pub fn check_failover(data: &ZoneData, sets: &[RecordSet]) -> Result<(), FailoverError> {
     for (i, set) in sets.iter().enumerate() {
         let name = failover_name(&set.name)?;
         if !data.apex.zone_of(&name) {
-            return Err(format!("{} is not inside the zone {}", set.name, data.apex));
+            return Err(FailoverError::OutsideZone {
+                name: set.name.clone(),
+                apex: data.apex.clone(),
+            });
         }
         if set.ttl > MAX_TTL {
-            return Err(format!("{}: ttl {} is above {MAX_TTL}", set.name, set.ttl));
+            return Err(FailoverError::Ttl {
+                name: set.name.clone(),
+                ttl: set.ttl,
+            });
         }
         if let Some(bad) = set.addrs.iter().find(|a| RecordType::of(a) != set.rtype) {
-            return Err(format!(
-                "{} {}: address {bad} is not of type {}",
-                set.name, set.rtype, set.rtype
-            ));
+            return Err(FailoverError::WrongType {
+                name: set.name.clone(),
+                rtype: set.rtype,
+                addr: *bad,
+            });
         }
         let wire = match set.rtype {
             RecordType::A => WireType::A,
@@ -196,20 +226,22 @@ pub fn check_failover(data: &ZoneData, sets: &[RecordSet]) -> Result<(), String>
                 continue;
             }
             if record.record_type() == wire {
-                return Err(format!(
-                    "{} {} is both a static record and a failover record",
-                    set.name, set.rtype
-                ));
+                return Err(FailoverError::Static {
+                    name: set.name.clone(),
+                    rtype: set.rtype,
+                });
             }
             if record.record_type() == WireType::CNAME {
-                return Err(format!(
-                    "{} has a static CNAME, so it cannot have failover records",
-                    set.name
-                ));
+                return Err(FailoverError::Cname {
+                    name: set.name.clone(),
+                });
             }
         }
         if sets[..i].iter().any(|other| other.same_key(set)) {
-            return Err(format!("{} {} is listed twice", set.name, set.rtype));
+            return Err(FailoverError::Twice {
+                name: set.name.clone(),
+                rtype: set.rtype,
+            });
         }
     }
     Ok(())
