@@ -37,7 +37,7 @@ pub async fn start_backend(
         .unwrap_or(0);
     let listen = built.listen.clone();
     let server = Arc::new(
-        builtin::Builtin::new(built, sets, builtin::resume_serial(None, now))
+        builtin::Builtin::new(built, sets, builtin::initial_serial(now))
             .map_err(|e| e.to_string())?,
     );
     let (udp, tcp) = builtin::bind(&listen)

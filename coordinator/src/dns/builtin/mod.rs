@@ -52,7 +52,7 @@ pub use answer::{
 };
 pub use config::{BuiltinConfig, Config, MAX_TTL, RecordConfig, SoaConfig, SoaFields, ValueError};
 pub use server::{Limits, QueryStats, bind, rcode_label};
-pub use zone::{FailoverError, ZoneData, ZoneSnapshot, check_failover, resume_serial};
+pub use zone::{FailoverError, ZoneData, ZoneSnapshot, check_failover, initial_serial};
 
 use server::Counters;
 use zone::{normalize, zone_matches};
@@ -67,11 +67,11 @@ pub struct Builtin {
 
 impl Builtin {
     /// `failover`: the failover RRsets to serve at start (from the coordinator's state);
-    /// `initial_serial`: see [`resume_serial`].
+    /// `serial`: the SOA serial to start from, see [`initial_serial`].
     pub fn new(
         config: BuiltinConfig,
         failover: Vec<RecordSet>,
-        initial_serial: u32,
+        serial: u32,
     ) -> Result<Builtin, SettingError> {
         let failover = failover
             .iter()
@@ -83,7 +83,7 @@ impl Builtin {
             apex: config.apex,
             ttl: config.ttl,
             soa: config.soa,
-            serial: initial_serial,
+            serial,
             ns: config.ns,
             records: config.records,
             failover,
@@ -110,7 +110,7 @@ impl Builtin {
             .clone()
     }
 
-    /// The SOA serial served now; persist it after a change and pass it to [`resume_serial`].
+    /// The SOA serial served now (not persisted: a start begins at [`initial_serial`]).
     pub fn serial(&self) -> u32 {
         self.snapshot().serial()
     }

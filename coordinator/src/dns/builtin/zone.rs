@@ -247,22 +247,11 @@ pub fn check_failover(data: &ZoneData, sets: &[RecordSet]) -> Result<(), Failove
     Ok(())
 }
 
-/// A starting serial that moves forward across restarts: the current unix time, or one more
-/// than the stored serial if that is ahead (RFC 1982 comparison).
-pub fn resume_serial(stored: Option<u32>, unix_now_secs: u64) -> u32 {
-    let now = u32::try_from(unix_now_secs).unwrap_or(u32::MAX);
-    match stored {
-        Some(stored) => {
-            let next = stored.wrapping_add(1);
-            if serial_gt(now, next) { now } else { next }
-        }
-        None => now,
-    }
-}
-
-/// RFC 1982 "a > b" for 32-bit serials.
-fn serial_gt(a: u32, b: u32) -> bool {
-    a != b && a.wrapping_sub(b) < (1 << 31)
+/// The SOA serial a start serves: the current unix time in seconds (saturating at
+/// `u32::MAX`). The serial is not persisted, so this is what makes it move forward across
+/// restarts (as long as the clock does); each change then bumps it by one.
+pub fn initial_serial(unix_now_secs: u64) -> u32 {
+    u32::try_from(unix_now_secs).unwrap_or(u32::MAX)
 }
 
 pub(super) fn zone_matches(apex: &Name, zone: &str) -> bool {
@@ -331,23 +320,13 @@ mod tests {
     }
 
     #[test]
-    fn serial_resumes_forward() {
-        assert_eq!(resume_serial(None, 1_700_000_000), 1_700_000_000);
-        assert_eq!(resume_serial(Some(5), 1_700_000_000), 1_700_000_000);
-        assert_eq!(
-            resume_serial(Some(1_700_000_000), 1_700_000_000),
-            1_700_000_001
-        );
-        assert_eq!(
-            resume_serial(Some(1_800_000_000), 1_700_000_000),
-            1_800_000_001
-        );
-        // Serial arithmetic wraps: after u32::MAX comes 0, and 5 is ahead of 0.
-        assert_eq!(resume_serial(Some(u32::MAX), 5), 5);
-        assert_eq!(resume_serial(Some(u32::MAX), 0), 0);
-        assert_eq!(
-            resume_serial(Some(3_000_000_000), 1_700_000_000),
-            3_000_000_001
-        );
+    fn initial_serial_is_the_clock() {
+        assert_eq!(initial_serial(1_700_000_000), 1_700_000_000);
+        // A later start serves a greater serial.
+        assert!(initial_serial(1_700_000_060) > initial_serial(1_700_000_000));
+        // Past 2106 the seconds no longer fit: the serial stays at the largest one.
+        assert_eq!(initial_serial(u64::from(u32::MAX)), u32::MAX);
+        assert_eq!(initial_serial(u64::from(u32::MAX) + 1), u32::MAX);
+        assert_eq!(initial_serial(u64::MAX), u32::MAX);
     }
 }
