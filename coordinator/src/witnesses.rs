@@ -25,6 +25,30 @@ impl std::fmt::Debug for WitnessClient {
     }
 }
 
+/// The HTTPS client for a witness could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("witness {witness}: cannot build HTTPS client: {source}")]
+pub struct ClientError {
+    pub witness: String,
+    #[source]
+    pub source: reqwest::Error,
+}
+
+/// Why a witness gave no answer to look at (recorded in the vote's history as `no answer: …`).
+#[derive(Debug, thiserror::Error)]
+enum NoAnswer {
+    /// Timeout, no connection, TLS refused: what [`describe_reqwest`] says.
+    #[error("{0}")]
+    Request(String),
+    #[error("answer larger than {MAX_ENVELOPE_BYTES} bytes")]
+    TooLarge,
+    #[error("witness refused the request: HTTP {status}: {text}")]
+    Refused {
+        status: reqwest::StatusCode,
+        text: String,
+    },
+}
+
 /// What asking one witness produced, already verified.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -37,7 +61,7 @@ pub struct Answer {
 }
 
 impl WitnessClient {
-    pub fn new(config: WitnessConfig) -> Result<WitnessClient, String> {
+    pub fn new(config: WitnessConfig) -> Result<WitnessClient, ClientError> {
         let tls = shared::tls::pinned_client_config(config.cert_sha256);
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -49,7 +73,10 @@ impl WitnessClient {
             // A witness answers on /v1/vote or not at all: never follow it elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("witness {}: cannot build HTTPS client: {e}", config.name))?;
+            .map_err(|source| ClientError {
+                witness: config.name.clone(),
+                source,
+            })?;
         Ok(WitnessClient {
             vote_url: format!("{}/v1/vote", config.url),
             config,
@@ -58,7 +85,7 @@ impl WitnessClient {
     }
 
     /// Sends the signed request; returns the raw answer bytes (bounded) or why there are none.
-    async fn post(&self, body: Bytes) -> Result<Vec<u8>, String> {
+    async fn post(&self, body: Bytes) -> Result<Vec<u8>, NoAnswer> {
         let mut resp = self
             .http
             .post(&self.vote_url)
@@ -66,20 +93,22 @@ impl WitnessClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| describe_reqwest(&e))?;
+            .map_err(|e| NoAnswer::Request(describe_reqwest(&e)))?;
         let status = resp.status();
         let mut buf = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| describe_reqwest(&e))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| NoAnswer::Request(describe_reqwest(&e)))?
+        {
             if buf.len() + chunk.len() > MAX_ENVELOPE_BYTES {
-                return Err(format!("answer larger than {MAX_ENVELOPE_BYTES} bytes"));
+                return Err(NoAnswer::TooLarge);
             }
             buf.extend_from_slice(&chunk);
         }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&buf[..buf.len().min(300)]).into_owned();
-            return Err(format!(
-                "witness refused the request: HTTP {status}: {text}"
-            ));
+            return Err(NoAnswer::Refused { status, text });
         }
         Ok(buf)
     }

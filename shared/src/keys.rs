@@ -190,18 +190,30 @@ pub fn format_public_key(key: &VerifyingKey) -> String {
     format!("{PUBLIC_KEY_PREFIX}{}", B64.encode(key.as_bytes()))
 }
 
+/// A public-key text that is not `ed25519:<base64 of 32 bytes>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublicKeyError {
+    #[error("expected a public key of the form \"{PUBLIC_KEY_PREFIX}<base64>\"")]
+    Prefix,
+    #[error("public key is not valid base64: {0}")]
+    Base64(base64::DecodeError),
+    #[error("public key is {0} bytes, expected 32")]
+    Length(usize),
+    #[error("public key is not a valid ed25519 point")]
+    Point,
+}
+
 /// Parses `ed25519:<base64>`; the error says what was expected.
-pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
-    let b64 = text.trim().strip_prefix(PUBLIC_KEY_PREFIX).ok_or_else(|| {
-        format!("expected a public key of the form \"{PUBLIC_KEY_PREFIX}<base64>\"")
-    })?;
-    let bytes = B64
-        .decode(b64)
-        .map_err(|e| format!("public key is not valid base64: {e}"))?;
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, PublicKeyError> {
+    let b64 = text
+        .trim()
+        .strip_prefix(PUBLIC_KEY_PREFIX)
+        .ok_or(PublicKeyError::Prefix)?;
+    let bytes = B64.decode(b64).map_err(PublicKeyError::Base64)?;
     let bytes: [u8; 32] = bytes
         .try_into()
-        .map_err(|b: Vec<u8>| format!("public key is {} bytes, expected 32", b.len()))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| "public key is not a valid ed25519 point".into())
+        .map_err(|b: Vec<u8>| PublicKeyError::Length(b.len()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyError::Point)
 }
 
 #[cfg(test)]
@@ -315,17 +327,10 @@ mod tests {
         let key = generate().verifying_key();
         let text = format_public_key(&key);
         assert_eq!(parse_public_key(&text).unwrap(), key);
-        assert!(parse_public_key("AAAA").unwrap_err().contains("ed25519:"));
-        assert!(
-            parse_public_key("ed25519:AAAA")
-                .unwrap_err()
-                .contains("expected 32")
-        );
-        assert!(
-            parse_public_key("ed25519:!!")
-                .unwrap_err()
-                .contains("base64")
-        );
+        let error = |text: &str| parse_public_key(text).unwrap_err().to_string();
+        assert!(error("AAAA").contains("ed25519:"));
+        assert!(error("ed25519:AAAA").contains("expected 32"));
+        assert!(error("ed25519:!!").contains("base64"));
     }
 
     #[test]

@@ -221,11 +221,26 @@ async fn current_command_reads_back_and_guards_against_conflicts() {
 fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(Path::new("relative.sh"), Duration::from_secs(1));
-    assert!(exec::build(&cfg).unwrap_err().starts_with("command:"));
+    assert!(
+        exec::build(&cfg)
+            .unwrap_err()
+            .to_string()
+            .starts_with("command:")
+    );
     cfg.command = vec![];
-    assert!(exec::build(&cfg).unwrap_err().starts_with("command:"));
+    assert!(
+        exec::build(&cfg)
+            .unwrap_err()
+            .to_string()
+            .starts_with("command:")
+    );
     let not_exec = dir.path().join("plain");
     std::fs::write(&not_exec, "x").unwrap();
     cfg.command = vec![not_exec.display().to_string()];
-    assert!(exec::build(&cfg).unwrap_err().contains("executable"));
+    assert!(
+        exec::build(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("executable")
+    );
 }

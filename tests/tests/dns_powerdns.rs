@@ -189,12 +189,18 @@ fn config_errors_name_the_key() {
         timeout: Duration::from_secs(1),
         force: false,
     };
-    assert!(powerdns::build(&cfg).unwrap_err().starts_with("url:"));
+    assert!(
+        powerdns::build(&cfg)
+            .unwrap_err()
+            .to_string()
+            .starts_with("url:")
+    );
     cfg.url = "http://127.0.0.1:1".into();
     cfg.api_key_file = "/nonexistent/key".into();
     assert!(
         powerdns::build(&cfg)
             .unwrap_err()
+            .to_string()
             .starts_with("api_key_file:")
     );
 }

@@ -351,13 +351,15 @@ async fn bad_secret_files_are_refused_with_the_key_named() {
         &secret_file("tsig.secret", "x"),
     );
     cfg.tsig_secret_file = open;
-    let err = rfc2136::build(&cfg).unwrap_err();
+    let err = rfc2136::build(&cfg).unwrap_err().to_string();
     assert!(
         err.starts_with("tsig_secret_file:") && err.contains("chmod 600"),
         "{err}"
     );
     let not_b64 = secret_file("tsig.secret", "not base64 at all!");
-    let err = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &not_b64)).unwrap_err();
+    let err = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &not_b64))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("tsig_secret_file:") && err.contains("base64"),
         "{err}"

@@ -269,12 +269,18 @@ async fn config_errors_name_the_key() {
     let files = Files::new();
     let mut cfg = config(&vm, &files);
     cfg.url = vm.url().replace("https://", "http://");
-    assert!(virtualmin::build(&cfg).unwrap_err().starts_with("url:"));
+    assert!(
+        virtualmin::build(&cfg)
+            .unwrap_err()
+            .to_string()
+            .starts_with("url:")
+    );
     let mut cfg = config(&vm, &files);
     cfg.cert_sha256 = Some("abcd".into());
     assert!(
         virtualmin::build(&cfg)
             .unwrap_err()
+            .to_string()
             .starts_with("cert_sha256:")
     );
     let mut cfg = config(&vm, &files);
@@ -282,6 +288,7 @@ async fn config_errors_name_the_key() {
     assert!(
         virtualmin::build(&cfg)
             .unwrap_err()
+            .to_string()
             .starts_with("password_file:")
     );
     // Debug of the config and the backend never shows the password.

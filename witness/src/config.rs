@@ -326,7 +326,7 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Diagnostics> {
             ));
         }
         let key = shared::keys::parse_public_key(&c.public_key)
-            .map_err(|m| invalid(&format!("{key_name}.public_key"), m))?;
+            .map_err(|m| invalid(&format!("{key_name}.public_key"), m.to_string()))?;
         let tc = TrustedCoordinator::new(c.name.clone(), key);
         if let Some(dup) = coordinators
             .iter()

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
+use shared::config::Invalid;
+
 use crate::config::{AllowRule, parse_cidr};
 
 pub const KEY_FILE: &str = "witness.key";
@@ -29,12 +31,29 @@ pub enum InitError {
     BadFlag {
         flag: &'static str,
         value: String,
-        message: String,
+        message: FlagError,
     },
     #[error(transparent)]
     Key(#[from] shared::keys::KeyError),
     #[error(transparent)]
     Tls(#[from] shared::tls::TlsError),
+}
+
+/// An `--allow` or `--coordinator` value that is not what the flag takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    #[error("expected CIDR=PORTS, e.g. 203.0.113.10/32=80,443")]
+    AllowShape,
+    #[error(transparent)]
+    Network(#[from] Invalid),
+    #[error("expected ports 1..=65535 separated by commas, got {0:?}")]
+    Port(String),
+    #[error("expected NAME=ed25519:KEY")]
+    CoordinatorShape,
+    #[error("expected a name of 1..=64 characters before '='")]
+    CoordinatorName,
+    #[error(transparent)]
+    Key(#[from] shared::keys::PublicKeyError),
 }
 
 /// What `init` is asked to do.
@@ -67,11 +86,9 @@ pub struct InitOutput {
 }
 
 /// Parses `CIDR=PORT,PORT`.
-pub fn parse_allow_flag(text: &str) -> Result<AllowRule, String> {
-    let (cidr, ports) = text
-        .split_once('=')
-        .ok_or("expected CIDR=PORTS, e.g. 203.0.113.10/32=80,443")?;
-    let net = parse_cidr(cidr).map_err(|e| e.to_string())?;
+pub fn parse_allow_flag(text: &str) -> Result<AllowRule, FlagError> {
+    let (cidr, ports) = text.split_once('=').ok_or(FlagError::AllowShape)?;
+    let net = parse_cidr(cidr)?;
     let ports = ports
         .split(',')
         .map(|p| {
@@ -79,17 +96,17 @@ pub fn parse_allow_flag(text: &str) -> Result<AllowRule, String> {
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| format!("expected ports 1..=65535 separated by commas, got {p:?}"))
+                .ok_or_else(|| FlagError::Port(p.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AllowRule { net, ports })
 }
 
 /// Parses `NAME=ed25519:KEY`.
-fn parse_coordinator_flag(text: &str) -> Result<(String, String), String> {
-    let (name, key) = text.split_once('=').ok_or("expected NAME=ed25519:KEY")?;
+fn parse_coordinator_flag(text: &str) -> Result<(String, String), FlagError> {
+    let (name, key) = text.split_once('=').ok_or(FlagError::CoordinatorShape)?;
     if name.trim().is_empty() || name.len() > 64 {
-        return Err("expected a name of 1..=64 characters before '='".into());
+        return Err(FlagError::CoordinatorName);
     }
     let key = shared::keys::parse_public_key(key)?;
     Ok((
@@ -330,5 +347,42 @@ impl InitOutput {
             self.config_file.display()
         ));
         s
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_errors_say_what_was_expected() {
+        let allow = |text: &str| parse_allow_flag(text).unwrap_err().to_string();
+        assert_eq!(
+            allow("10.0.0.0/8"),
+            "expected CIDR=PORTS, e.g. 203.0.113.10/32=80,443"
+        );
+        assert_eq!(
+            allow("10.0.0.0/8=80,http"),
+            "expected ports 1..=65535 separated by commas, got \"http\""
+        );
+        assert_eq!(
+            allow("10.0.0.0/8=0"),
+            "expected ports 1..=65535 separated by commas, got \"0\""
+        );
+        assert!(allow("nowhere=80").contains("a network like"));
+        let rule = parse_allow_flag("10.1.2.3/8=80, 443").unwrap();
+        assert_eq!(rule.ports, [80, 443]);
+
+        let coordinator = |text: &str| parse_coordinator_flag(text).unwrap_err().to_string();
+        assert_eq!(coordinator("backup"), "expected NAME=ed25519:KEY");
+        assert_eq!(
+            coordinator(" =ed25519:AAAA"),
+            "expected a name of 1..=64 characters before '='"
+        );
+        assert!(coordinator("backup=AAAA").contains("ed25519:"));
+        let key = shared::keys::format_public_key(&shared::keys::generate().verifying_key());
+        let (name, text) = parse_coordinator_flag(&format!("backup={key}")).unwrap();
+        assert_eq!((name.as_str(), text), ("backup", key));
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use shared::config::Diagnostics;
 
 use super::service::{RawService, service_key};
-use crate::dns::{BackendConfig, BuiltBackend, LoadedBackend};
+use crate::dns::{BackendConfig, BuiltBackend, LoadedBackend, SettingError};
 
 /// The raw table, split by hand: `type` picks the backend, `verify` is common, and every
 /// other key belongs to the backend.
@@ -84,14 +84,9 @@ impl DnsConfig {
     }
 }
 
-/// Splits a backend error (`"url: expected …"`) into its key (under `dns.`) and message.
-pub(super) fn push_backend_error(e: &mut Diagnostics, message: &str) {
-    match message.split_once(": ") {
-        Some((key, rest)) if !key.is_empty() && !key.contains(' ') => {
-            e.push(format!("dns.{key}"), rest)
-        }
-        _ => e.push("dns", message),
-    }
+/// Records a backend's setting error at its key under `dns.` (`dns.url`, `dns.records[2].value`).
+pub(super) fn push_setting_error(e: &mut Diagnostics, error: &SettingError) {
+    e.push(format!("dns.{}", error.key), &error.message);
 }
 
 pub(super) fn validate(raw: &RawDns, base: &Path, e: &mut Diagnostics) -> Option<DnsConfig> {
@@ -123,7 +118,7 @@ pub(super) fn validate(raw: &RawDns, base: &Path, e: &mut Diagnostics) -> Option
     backend.resolve_paths(base);
     let built = LoadedBackend::load(backend.clone())
         .and_then(|loaded| crate::dns::build_backend(&loaded))
-        .map_err(|m| push_backend_error(e, &m))
+        .map_err(|m| push_setting_error(e, &m))
         .ok();
     if e.len() != before {
         return None;

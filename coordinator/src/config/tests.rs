@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use super::dns::{check_zones, push_backend_error};
+use super::dns::{check_zones, push_setting_error};
 use super::service::RawService;
-use crate::dns::BackendConfig;
+use crate::dns::{BackendConfig, SettingError, exec};
 use shared::config::Diagnostics;
 
 fn service(name: &str, zone: &str) -> RawService {
@@ -25,14 +25,21 @@ probe = {{ kind = "tcp", port = 80 }}
 #[test]
 fn backend_errors_get_a_key_path_under_dns() {
     let mut d = Diagnostics::new(Path::new("c.toml"));
-    push_backend_error(
+    push_setting_error(
         &mut d,
-        "url: expected a URL like \"http://127.0.0.1:8081\", got \"x\"",
+        &SettingError::new(
+            "url",
+            "expected a URL like \"http://127.0.0.1:8081\", got \"x\"",
+        ),
     );
-    push_backend_error(&mut d, "records[2].value: expected an IPv4 address");
-    push_backend_error(&mut d, "failover records: www is not inside the zone");
+    push_setting_error(
+        &mut d,
+        &SettingError::new("records[2].value", "expected an IPv4 address"),
+    );
+    let empty: exec::Config = toml::from_str("command = []").unwrap();
+    push_setting_error(&mut d, &exec::build(&empty).unwrap_err());
     let keys: Vec<&str> = d.iter().map(|x| x.key.as_str()).collect();
-    assert_eq!(keys, ["dns.url", "dns.records[2].value", "dns"]);
+    assert_eq!(keys, ["dns.url", "dns.records[2].value", "dns.command"]);
     assert_eq!(
         d.iter().next().unwrap().to_string(),
         "c.toml: dns.url: expected a URL like \"http://127.0.0.1:8081\", got \"x\""

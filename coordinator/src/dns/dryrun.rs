@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Change, DnsBackend, DnsError, Precheck, RecordSet, describe_sets, precheck};
+use super::{
+    Change, DnsBackend, DnsError, Precheck, RecordSet, SettingError, describe_sets, precheck,
+};
 
 /// `[dns] type = "dryrun"` (no settings).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -20,7 +22,7 @@ pub struct DryRun {
     records: Mutex<Vec<RecordSet>>,
 }
 
-pub fn build(_config: &Config) -> Result<DryRun, String> {
+pub fn build(_config: &Config) -> Result<DryRun, SettingError> {
     Ok(DryRun::default())
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Change, Checked, DnsBackend, DnsError, RecordSet};
+use super::{Change, Checked, DnsBackend, DnsError, RecordSet, SettingError};
 use crate::subprocess::{self, Finished, Keep, RunError};
 
 /// Exit status meaning "temporary failure, retry" (sysexits.h EX_TEMPFAIL).
@@ -67,27 +67,33 @@ impl fmt::Debug for Exec {
     }
 }
 
-fn check_command(key: &str, cmd: &[String]) -> Result<(), String> {
+fn check_command(key: &str, cmd: &[String]) -> Result<(), SettingError> {
     let Some(first) = cmd.first() else {
-        return Err(format!(
-            "{key}: expected a non-empty array like [\"/usr/local/bin/update-dns\", \"arg\"]"
+        return Err(SettingError::new(
+            key,
+            "expected a non-empty array like [\"/usr/local/bin/update-dns\", \"arg\"]",
         ));
     };
     let path = Path::new(first);
     if !path.is_absolute() {
-        return Err(format!(
-            "{key}: expected an absolute path as the first element, got {first:?}"
+        return Err(SettingError::new(
+            key,
+            format!("expected an absolute path as the first element, got {first:?}"),
         ));
     }
-    let meta = std::fs::metadata(path).map_err(|e| format!("{key}: {first}: {e}"))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| SettingError::new(key, format!("{first}: {e}")))?;
     use std::os::unix::fs::PermissionsExt as _;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("{key}: {first}: expected an executable file"));
+        return Err(SettingError::new(
+            key,
+            format!("{first}: expected an executable file"),
+        ));
     }
     Ok(())
 }
 
-pub fn build(config: &Config) -> Result<Exec, String> {
+pub fn build(config: &Config) -> Result<Exec, SettingError> {
     check_command("command", &config.command)?;
     if let Some(c) = &config.current_command {
         check_command("current_command", c)?;

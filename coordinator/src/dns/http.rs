@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::DnsError;
+use super::{DnsError, SettingError};
 
 /// Largest body read from a DNS API answer. A PowerDNS zone answer is the whole zone as JSON
 /// (roughly 150 bytes a record): 16 MiB holds about 100,000 records, far more than a zone a
@@ -31,16 +31,23 @@ pub enum Trust {
 
 impl Trust {
     /// From a backend's `ca_file` / `cert_sha256` keys; errors name the key and the fix.
-    pub fn from_keys(ca_file: Option<&Path>, cert_sha256: Option<&str>) -> Result<Trust, String> {
+    pub fn from_keys(
+        ca_file: Option<&Path>,
+        cert_sha256: Option<&str>,
+    ) -> Result<Trust, SettingError> {
         match (ca_file, cert_sha256) {
-            (Some(_), Some(_)) => {
-                Err("cert_sha256: give either ca_file or cert_sha256, not both".into())
-            }
+            (Some(_), Some(_)) => Err(SettingError::new(
+                "cert_sha256",
+                "give either ca_file or cert_sha256, not both",
+            )),
             (Some(ca), None) => Ok(Trust::CaFile(ca.to_path_buf())),
             (None, Some(fp)) => shared::tls::parse_fingerprint(fp)
                 .map(Trust::Pin)
                 .map_err(|e| {
-                    format!("cert_sha256: expected 64 hex digits (colons allowed), got {fp:?}: {e}")
+                    SettingError::new(
+                        "cert_sha256",
+                        format!("expected 64 hex digits (colons allowed), got {fp:?}: {e}"),
+                    )
                 }),
             (None, None) => Ok(Trust::System),
         }
@@ -49,7 +56,7 @@ impl Trust {
 
 /// A client with `timeout` for connecting and for each whole request, no redirects (a
 /// redirect would carry the credentials elsewhere), and `trust`. Errors name the key.
-pub fn client(timeout: Duration, trust: &Trust) -> Result<reqwest::Client, String> {
+pub fn client(timeout: Duration, trust: &Trust) -> Result<reqwest::Client, SettingError> {
     shared::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
@@ -58,14 +65,18 @@ pub fn client(timeout: Duration, trust: &Trust) -> Result<reqwest::Client, Strin
     match trust {
         Trust::System => {}
         Trust::CaFile(ca) => {
-            let pem = std::fs::read(ca).map_err(|e| format!("ca_file: {}: {e}", ca.display()))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| SettingError::new("ca_file", format!("{}: {e}", ca.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!("ca_file: {}: expected PEM certificates ({e})", ca.display())
+                SettingError::new(
+                    "ca_file",
+                    format!("{}: expected PEM certificates ({e})", ca.display()),
+                )
             })?;
             if certs.is_empty() {
-                return Err(format!(
-                    "ca_file: {}: no certificate in the file",
-                    ca.display()
+                return Err(SettingError::new(
+                    "ca_file",
+                    format!("{}: no certificate in the file", ca.display()),
                 ));
             }
             builder = builder.tls_certs_only(certs);
@@ -74,7 +85,7 @@ pub fn client(timeout: Duration, trust: &Trust) -> Result<reqwest::Client, Strin
             let verifier = shared::tls::PinnedVerifier::new(Some(*pin));
             let tls = rustls::ClientConfig::builder_with_provider(shared::tls::ring_provider())
                 .with_safe_default_protocol_versions()
-                .map_err(|e| format!("cert_sha256: cannot set up TLS ({e})"))?
+                .map_err(|e| SettingError::new("cert_sha256", format!("cannot set up TLS ({e})")))?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_no_client_auth();
@@ -83,7 +94,7 @@ pub fn client(timeout: Duration, trust: &Trust) -> Result<reqwest::Client, Strin
     }
     builder
         .build()
-        .map_err(|e| format!("url: cannot set up an HTTP client ({e})"))
+        .map_err(|e| SettingError::new("url", format!("cannot set up an HTTP client ({e})")))
 }
 
 /// A body read with a bound.
@@ -208,10 +219,12 @@ mod tests {
             Trust::Pin(_)
         ));
         for bad in ["abcd", "zz"] {
-            let e = Trust::from_keys(None, Some(bad)).unwrap_err();
+            let e = Trust::from_keys(None, Some(bad)).unwrap_err().to_string();
             assert!(e.starts_with("cert_sha256: expected 64 hex digits"), "{e}");
         }
-        let e = Trust::from_keys(Some(Path::new("/ca.pem")), Some(&"ab".repeat(32))).unwrap_err();
+        let e = Trust::from_keys(Some(Path::new("/ca.pem")), Some(&"ab".repeat(32)))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not both"), "{e}");
     }
 

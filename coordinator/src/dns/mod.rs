@@ -135,6 +135,26 @@ impl DnsError {
     }
 }
 
+/// A backend setting that is not what its key takes, found while building the backend: the
+/// key as written in the `[dns]` table (`url`, `records[2].value`, `tsig_secret_file`) and
+/// what was wrong, expected and how to fix it. Displays as `KEY: message`; the config's
+/// validation records it at `dns.KEY`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct SettingError {
+    pub key: String,
+    pub message: String,
+}
+
+impl SettingError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> SettingError {
+        SettingError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A place where a zone's records live.
 pub trait DnsBackend: Send + Sync {
     /// Short name for logs and history (`rfc2136`, `powerdns`, …).
@@ -260,8 +280,8 @@ impl fmt::Debug for LoadedBackend {
 
 impl LoadedBackend {
     /// Reads the backend's secret file, if it has one (paths as given: resolve them first
-    /// with [`BackendConfig::resolve_paths`]). Errors start with the key: `api_key_file: …`.
-    pub fn load(config: BackendConfig) -> Result<LoadedBackend, String> {
+    /// with [`BackendConfig::resolve_paths`]). Errors name the key: `api_key_file`.
+    pub fn load(config: BackendConfig) -> Result<LoadedBackend, SettingError> {
         let file = match &config {
             BackendConfig::Rfc2136(c) => Some(("tsig_secret_file", &c.tsig_secret_file)),
             BackendConfig::Powerdns(c) => Some(("api_key_file", &c.api_key_file)),
@@ -269,9 +289,10 @@ impl LoadedBackend {
             _ => None,
         };
         let secret = match file {
-            Some((key, path)) => {
-                Some(shared::keys::read_secret_file(path).map_err(|e| format!("{key}: {e}"))?)
-            }
+            Some((key, path)) => Some(
+                shared::keys::read_secret_file(path)
+                    .map_err(|e| SettingError::new(key, e.to_string()))?,
+            ),
             None => None,
         };
         Ok(LoadedBackend { config, secret })
@@ -301,12 +322,12 @@ impl fmt::Debug for BuiltBackend {
 
 /// Builds the backend a loaded config describes, without reading any secret file again, and
 /// checks its values. Errors name the key and what was expected.
-pub fn build_backend(loaded: &LoadedBackend) -> Result<BuiltBackend, String> {
+pub fn build_backend(loaded: &LoadedBackend) -> Result<BuiltBackend, SettingError> {
     Ok(BuiltBackend::Ready(match &loaded.config {
         BackendConfig::Builtin(c) => {
-            let built = c.build().map_err(|e| e.to_string())?;
+            let built = c.build()?;
             // The zone data is checked now (nothing is served yet), not at the first start.
-            builtin::Builtin::new(built.clone(), Vec::new(), 1).map_err(|e| e.to_string())?;
+            builtin::Builtin::new(built.clone(), Vec::new(), 1)?;
             return Ok(BuiltBackend::Builtin(Box::new(built)));
         }
         BackendConfig::Rfc2136(c) => Arc::new(rfc2136::build_with_secret(c, &loaded.secret())?),

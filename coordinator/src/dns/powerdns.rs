@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{self, Trust};
-use super::{Change, Checked, DnsBackend, DnsError, RecordSet, RecordType, normalize_name};
+use super::{
+    Change, Checked, DnsBackend, DnsError, RecordSet, RecordType, SettingError, normalize_name,
+};
 
 /// Bytes of an error answer quoted in messages.
 const BODY_KEEP: usize = 1024;
@@ -74,42 +76,54 @@ impl fmt::Debug for PowerDns {
 }
 
 /// Reads `api_key_file` (as given: the caller resolves relative paths) and builds the backend.
-pub fn build(config: &Config) -> Result<PowerDns, String> {
+pub fn build(config: &Config) -> Result<PowerDns, SettingError> {
     let api_key = shared::keys::read_secret_file(&config.api_key_file)
-        .map_err(|e| format!("api_key_file: {e}"))?;
+        .map_err(|e| SettingError::new("api_key_file", e.to_string()))?;
     build_with_secret(config, api_key)
 }
 
 /// Builds the backend from the API key already read from `api_key_file` (the config's
 /// validation reads it once) and checks the config.
-pub fn build_with_secret(config: &Config, api_key: String) -> Result<PowerDns, String> {
+pub fn build_with_secret(config: &Config, api_key: String) -> Result<PowerDns, SettingError> {
     shared::install_crypto_provider();
     let url = reqwest::Url::parse(&config.url).map_err(|e| {
-        format!(
-            "url: expected a URL like \"http://127.0.0.1:8081\", got {:?} ({e})",
-            config.url
+        SettingError::new(
+            "url",
+            format!(
+                "expected a URL like \"http://127.0.0.1:8081\", got {:?} ({e})",
+                config.url
+            ),
         )
     })?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!(
-            "url: expected http:// or https://, got {:?}",
-            config.url
+        return Err(SettingError::new(
+            "url",
+            format!("expected http:// or https://, got {:?}", config.url),
         ));
     }
     if config.ca_file.is_some() && url.scheme() != "https" {
-        return Err("ca_file: only meaningful with an https:// url".into());
+        return Err(SettingError::new(
+            "ca_file",
+            "only meaningful with an https:// url",
+        ));
     }
     if config.server_id.is_empty() || config.server_id.contains(['/', '?', '#']) {
-        return Err(format!(
-            "server_id: expected a plain id like \"localhost\", got {:?}",
-            config.server_id
+        return Err(SettingError::new(
+            "server_id",
+            format!(
+                "expected a plain id like \"localhost\", got {:?}",
+                config.server_id
+            ),
         ));
     }
     let zone = normalize_name(&config.zone);
     if zone == "." || zone.contains(['/', '?', '#']) {
-        return Err(format!(
-            "zone: expected a zone name like \"example.com.\", got {:?}",
-            config.zone
+        return Err(SettingError::new(
+            "zone",
+            format!(
+                "expected a zone name like \"example.com.\", got {:?}",
+                config.zone
+            ),
         ));
     }
     let trust = Trust::from_keys(config.ca_file.as_deref(), None)?;

@@ -29,7 +29,8 @@ use serde::Deserialize;
 
 use super::served::{QueryError, proto_type, query_all};
 use super::{
-    Change, DnsBackend, DnsError, RecordSet, Ttl, describe_sets, normalize_name, same_records,
+    Change, DnsBackend, DnsError, RecordSet, SettingError, Ttl, describe_sets, normalize_name,
+    same_records,
 };
 
 /// Above this many bytes (before the TSIG record is added) the update goes over TCP: a UDP
@@ -130,45 +131,57 @@ impl fmt::Debug for Rfc2136 {
 
 /// Reads the secret file (`tsig_secret_file` as given: the caller resolves relative paths)
 /// and builds the backend.
-pub fn build(config: &Config) -> Result<Rfc2136, String> {
+pub fn build(config: &Config) -> Result<Rfc2136, SettingError> {
     let secret_b64 = shared::keys::read_secret_file(&config.tsig_secret_file)
-        .map_err(|e| format!("tsig_secret_file: {e}"))?;
+        .map_err(|e| SettingError::new("tsig_secret_file", e.to_string()))?;
     build_with_secret(config, &secret_b64)
 }
 
 /// Builds the backend from the secret already read from `tsig_secret_file` (the config's
 /// validation reads it once) and checks the config.
-pub fn build_with_secret(config: &Config, secret_b64: &str) -> Result<Rfc2136, String> {
+pub fn build_with_secret(config: &Config, secret_b64: &str) -> Result<Rfc2136, SettingError> {
     let zone = normalize_name(&config.zone);
     let zone_name = Name::from_ascii(&zone).map_err(|e| {
-        format!(
-            "zone: expected a domain name like \"example.com.\", got {:?} ({e})",
-            config.zone
+        SettingError::new(
+            "zone",
+            format!(
+                "expected a domain name like \"example.com.\", got {:?} ({e})",
+                config.zone
+            ),
         )
     })?;
     let key_name = Name::from_ascii(&config.tsig_key_name).map_err(|e| {
-        format!(
-            "tsig_key_name: expected a key name like \"quorate-key\", got {:?} ({e})",
-            config.tsig_key_name
+        SettingError::new(
+            "tsig_key_name",
+            format!(
+                "expected a key name like \"quorate-key\", got {:?} ({e})",
+                config.tsig_key_name
+            ),
         )
     })?;
     let secret = base64::engine::general_purpose::STANDARD
         .decode(secret_b64.as_bytes())
         .map_err(|e| {
-            format!(
-                "tsig_secret_file: {}: expected the key's secret in base64, as tsig-keygen prints it ({e})",
-                config.tsig_secret_file.display()
+            SettingError::new(
+                "tsig_secret_file",
+                format!(
+                    "{}: expected the key's secret in base64, as tsig-keygen prints it ({e})",
+                    config.tsig_secret_file.display()
+                ),
             )
         })?;
     if secret.len() < 16 {
-        return Err(format!(
-            "tsig_secret_file: {}: the secret is {} bytes; expected at least 16",
-            config.tsig_secret_file.display(),
-            secret.len()
+        return Err(SettingError::new(
+            "tsig_secret_file",
+            format!(
+                "{}: the secret is {} bytes; expected at least 16",
+                config.tsig_secret_file.display(),
+                secret.len()
+            ),
         ));
     }
     let signer = TSigner::new(secret, config.tsig_algorithm.proto(), key_name, TSIG_FUDGE)
-        .map_err(|e| format!("tsig_algorithm: {e}"))?;
+        .map_err(|e| SettingError::new("tsig_algorithm", e.to_string()))?;
     Ok(Rfc2136 {
         server: config.server,
         zone,

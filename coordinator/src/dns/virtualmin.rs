@@ -28,7 +28,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::http::{self, Trust};
-use super::{Change, Checked, DnsBackend, DnsError, RecordSet, normalize_name};
+use super::{Change, Checked, DnsBackend, DnsError, RecordSet, SettingError, normalize_name};
 
 /// Bytes of the server's output quoted in messages.
 const OUTPUT_KEEP: usize = 2048;
@@ -105,37 +105,49 @@ impl fmt::Debug for Virtualmin {
 }
 
 /// Reads `password_file` (as given: the caller resolves relative paths) and builds the backend.
-pub fn build(config: &Config) -> Result<Virtualmin, String> {
+pub fn build(config: &Config) -> Result<Virtualmin, SettingError> {
     let password = shared::keys::read_secret_file(&config.password_file)
-        .map_err(|e| format!("password_file: {e}"))?;
+        .map_err(|e| SettingError::new("password_file", e.to_string()))?;
     build_with_secret(config, password)
 }
 
 /// Builds the backend from the password already read from `password_file` (the config's
 /// validation reads it once) and checks the config.
-pub fn build_with_secret(config: &Config, password: String) -> Result<Virtualmin, String> {
+pub fn build_with_secret(config: &Config, password: String) -> Result<Virtualmin, SettingError> {
     shared::install_crypto_provider();
     let url = reqwest::Url::parse(&config.url).map_err(|e| {
-        format!(
-            "url: expected a URL like \"https://panel.example.com:10000\", got {:?} ({e})",
-            config.url
+        SettingError::new(
+            "url",
+            format!(
+                "expected a URL like \"https://panel.example.com:10000\", got {:?} ({e})",
+                config.url
+            ),
         )
     })?;
     if url.scheme() != "https" {
-        return Err(format!(
-            "url: expected https:// (the password travels in every request), got {:?}",
-            config.url
+        return Err(SettingError::new(
+            "url",
+            format!(
+                "expected https:// (the password travels in every request), got {:?}",
+                config.url
+            ),
         ));
     }
     let zone = normalize_name(&config.zone);
     if zone == "." {
-        return Err(format!(
-            "zone: expected a domain like \"example.com\", got {:?}",
-            config.zone
+        return Err(SettingError::new(
+            "zone",
+            format!(
+                "expected a domain like \"example.com\", got {:?}",
+                config.zone
+            ),
         ));
     }
     if config.user.is_empty() {
-        return Err("user: expected the Virtualmin user name".into());
+        return Err(SettingError::new(
+            "user",
+            "expected the Virtualmin user name",
+        ));
     }
     let trust = Trust::from_keys(config.ca_file.as_deref(), config.cert_sha256.as_deref())?;
     let client = http::client(config.timeout, &trust)?;
@@ -157,20 +169,30 @@ fn bounded(text: &str) -> String {
     http::quote(text, OUTPUT_KEEP)
 }
 
+/// A remote.cgi answer without the `Exit status: N` trailer; `body` is the answer, bounded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("virtualmin answer has no \"Exit status\" line: {body}")]
+pub struct NoExitStatus {
+    pub body: String,
+}
+
 /// Splits a remote.cgi answer into the program's output and its exit status.
-pub fn parse_exit_status(body: &str) -> Result<(String, i32), String> {
+pub fn parse_exit_status(body: &str) -> Result<(String, i32), NoExitStatus> {
+    let missing = || NoExitStatus {
+        body: bounded(body),
+    };
     let trimmed = body.trim_end();
     let Some(pos) = trimmed.rfind("Exit status:") else {
-        return Err(bounded(body));
+        return Err(missing());
     };
     let line_start = trimmed[..pos].rfind('\n').map_or(0, |i| i + 1);
     if !trimmed[line_start..pos].trim().is_empty() {
-        return Err(bounded(body));
+        return Err(missing());
     }
     let status = trimmed[pos + "Exit status:".len()..]
         .trim()
         .parse::<i32>()
-        .map_err(|_| bounded(body))?;
+        .map_err(|_| missing())?;
     Ok((trimmed[..line_start].trim().to_string(), status))
 }
 
@@ -228,11 +250,8 @@ impl Virtualmin {
         if let Some(rest) = body.trim_start().strip_prefix("ERROR:") {
             return Err(DnsError::Rejected(format!("virtualmin: {}", bounded(rest))));
         }
-        let (output, code) = parse_exit_status(&body).map_err(|b| {
-            DnsError::Rejected(format!(
-                "virtualmin answer has no \"Exit status\" line: {b}"
-            ))
-        })?;
+        let (output, code) =
+            parse_exit_status(&body).map_err(|e| DnsError::Rejected(e.to_string()))?;
         if code != 0 {
             return Err(DnsError::Rejected(format!(
                 "virtualmin {} exited with status {code}: {}",

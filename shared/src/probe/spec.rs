@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hostname::check_hostname;
+use crate::hostname::{HostnameError, check_hostname};
 
 /// Longest probe timeout anyone may ask for.
 pub const MAX_TIMEOUT_MS: u32 = 30_000;
@@ -153,47 +153,66 @@ impl ProbeSpec {
         }
     }
 
-    /// Checks every field is within bounds; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every field is within bounds; the error names the field.
+    pub fn validate(&self) -> Result<(), SpecError> {
         let t = self.timeout_ms();
         if t == 0 || t > MAX_TIMEOUT_MS {
-            return Err(format!("timeout_ms must be 1..={MAX_TIMEOUT_MS}, got {t}"));
+            return Err(SpecError::Timeout(t));
         }
         match self {
             ProbeSpec::Http(p) => {
                 if !p.path.starts_with('/') || p.path.len() > 1024 || has_ctl(&p.path) {
-                    return Err("path must start with '/', be at most 1024 bytes and contain no control characters or spaces".into());
+                    return Err(SpecError::Path);
                 }
                 if let Some(h) = &p.host {
-                    check_hostname(h).map_err(|e| format!("host: {e}"))?;
+                    check_hostname(h).map_err(SpecError::Host)?;
                 }
                 if let Some(b) = &p.body_contains
                     && (b.is_empty() || b.len() > 1024)
                 {
-                    return Err("body_contains must be 1..=1024 bytes".into());
+                    return Err(SpecError::BodyContains);
                 }
                 if p.expect_status.len() > 32 {
-                    return Err("expect_status lists at most 32 codes".into());
+                    return Err(SpecError::TooManyStatuses);
                 }
                 if let Some(s) = p.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
-                    return Err(format!(
-                        "expect_status: {s} is not an HTTP status (100..=599)"
-                    ));
+                    return Err(SpecError::Status(*s));
                 }
             }
             ProbeSpec::Tcp(_) => {}
             ProbeSpec::Dns(p) => {
-                check_hostname(p.name.trim_end_matches('.')).map_err(|e| format!("name: {e}"))?;
+                check_hostname(p.name.trim_end_matches('.')).map_err(SpecError::Name)?;
                 if !["A", "AAAA", "SOA", "NS", "TXT", "CNAME"].contains(&p.rtype.as_str()) {
-                    return Err(format!(
-                        "rtype must be one of A, AAAA, SOA, NS, TXT, CNAME, got {:?}",
-                        p.rtype
-                    ));
+                    return Err(SpecError::Rtype(p.rtype.clone()));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A probe spec field out of bounds (see [`ProbeSpec::validate`]); the message names the
+/// field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("timeout_ms must be 1..={MAX_TIMEOUT_MS}, got {0}")]
+    Timeout(u32),
+    #[error(
+        "path must start with '/', be at most 1024 bytes and contain no control characters or spaces"
+    )]
+    Path,
+    #[error("host: {0}")]
+    Host(HostnameError),
+    #[error("body_contains must be 1..=1024 bytes")]
+    BodyContains,
+    #[error("expect_status lists at most 32 codes")]
+    TooManyStatuses,
+    #[error("expect_status: {0} is not an HTTP status (100..=599)")]
+    Status(u16),
+    #[error("name: {0}")]
+    Name(HostnameError),
+    #[error("rtype must be one of A, AAAA, SOA, NS, TXT, CNAME, got {0:?}")]
+    Rtype(String),
 }
 
 fn has_ctl(s: &str) -> bool {

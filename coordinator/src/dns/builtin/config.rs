@@ -7,6 +7,8 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType as WireType};
 use serde::Deserialize;
 
+use crate::dns::SettingError;
+
 /// Largest TTL RFC 2181 allows.
 pub const MAX_TTL: u32 = i32::MAX as u32;
 /// Largest TXT value accepted from the config.
@@ -72,18 +74,28 @@ pub struct RecordConfig {
     pub ttl: Option<u32>,
 }
 
-/// A config or data error, naming the key that was wrong.
+/// A value that is not a TTL or a name of the zone; the caller adds the key
+/// ([`ValueError::at`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
+pub enum ValueError {
+    #[error("expected a number of seconds up to {MAX_TTL}, got {0}")]
+    Ttl(u32),
+    #[error(
+        "expected a fully qualified name ending with '.', such as \"ns1.example.test.\", got {0:?}"
+    )]
+    NotFullyQualified(String),
+    #[error("expected a domain name, got {raw:?}: {reason}")]
+    NotAName { raw: String, reason: String },
+    #[error("wildcards are not supported, got {0:?}")]
+    Wildcard(String),
+    #[error("expected a name inside {apex}, got {raw:?}")]
+    OutsideZone { apex: Name, raw: String },
 }
 
-pub(super) fn config_error(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
+impl ValueError {
+    /// The same problem as a setting error at `key`.
+    pub fn at(self, key: impl Into<String>) -> SettingError {
+        SettingError::new(key, self.to_string())
     }
 }
 
@@ -112,9 +124,9 @@ pub struct BuiltinConfig {
 
 impl Config {
     /// Checks every field; errors name the key (`records[2].value`, `soa.rname`, …).
-    pub fn build(&self) -> Result<BuiltinConfig, ConfigError> {
+    pub fn build(&self) -> Result<BuiltinConfig, SettingError> {
         if self.listen.is_empty() {
-            return Err(config_error(
+            return Err(SettingError::new(
                 "listen",
                 "expected at least one address such as \"127.0.0.1:5353\"",
             ));
@@ -122,7 +134,7 @@ impl Config {
         let mut listen = Vec::with_capacity(self.listen.len());
         for (i, raw) in self.listen.iter().enumerate() {
             let addr: SocketAddr = raw.parse().map_err(|_| {
-                config_error(
+                SettingError::new(
                     format!("listen[{i}]"),
                     format!(
                         "expected an address with port such as \"127.0.0.1:5353\" or \"[::1]:5353\", got {raw:?}"
@@ -132,26 +144,26 @@ impl Config {
             listen.push(addr);
         }
 
-        let apex = parse_absolute(&self.zone).map_err(|m| config_error("zone", m))?;
+        let apex = parse_absolute(&self.zone).map_err(|m| m.at("zone"))?;
         if apex.is_root() {
-            return Err(config_error(
+            return Err(SettingError::new(
                 "zone",
                 "expected a zone below the root, got \".\"",
             ));
         }
-        let ttl = check_ttl(self.ttl).map_err(|m| config_error("ttl", m))?;
+        let ttl = check_ttl(self.ttl).map_err(|m| m.at("ttl"))?;
 
         if self.ns.is_empty() {
-            return Err(config_error(
+            return Err(SettingError::new(
                 "ns",
                 "expected at least one nameserver such as \"ns1.example.test.\"",
             ));
         }
         let mut ns = Vec::with_capacity(self.ns.len());
         for (i, raw) in self.ns.iter().enumerate() {
-            let name = parse_absolute(raw).map_err(|m| config_error(format!("ns[{i}]"), m))?;
+            let name = parse_absolute(raw).map_err(|m| m.at(format!("ns[{i}]")))?;
             if ns.contains(&name) {
-                return Err(config_error(
+                return Err(SettingError::new(
                     format!("ns[{i}]"),
                     format!("{name} is listed twice"),
                 ));
@@ -169,13 +181,13 @@ impl Config {
                 .position(|r| r.name == record.name && r.record_type() == record.record_type())
             {
                 if records[j].data == record.data {
-                    return Err(config_error(
+                    return Err(SettingError::new(
                         format!("records[{i}]"),
                         format!("duplicates records[{j}]"),
                     ));
                 }
                 if records[j].ttl != record.ttl {
-                    return Err(config_error(
+                    return Err(SettingError::new(
                         format!("records[{i}].ttl"),
                         format!(
                             "expected the same TTL as records[{j}] ({}) for {} {}",
@@ -194,7 +206,7 @@ impl Config {
                 continue;
             }
             if record.name == apex {
-                return Err(config_error(
+                return Err(SettingError::new(
                     format!("records[{i}].name"),
                     "a CNAME cannot be at the zone apex (it has SOA and NS)",
                 ));
@@ -203,7 +215,7 @@ impl Config {
                 .iter()
                 .position(|other| other.name == record.name && !std::ptr::eq(other, record))
             {
-                return Err(config_error(
+                return Err(SettingError::new(
                     format!("records[{i}]"),
                     format!(
                         "a CNAME cannot share its name {} with other data (records[{j}])",
@@ -219,7 +231,7 @@ impl Config {
                     r.name == *name && matches!(r.record_type(), WireType::A | WireType::AAAA)
                 })
             {
-                return Err(config_error(
+                return Err(SettingError::new(
                     format!("ns[{i}]"),
                     format!(
                         "{name} is inside the zone, so records needs an A or AAAA record for it"
@@ -238,28 +250,30 @@ impl Config {
         })
     }
 
-    fn build_soa(&self, apex: &Name, ns: &[Name]) -> Result<SoaFields, ConfigError> {
+    fn build_soa(&self, apex: &Name, ns: &[Name]) -> Result<SoaFields, SettingError> {
         let mname = match &self.soa.mname {
-            Some(raw) => parse_absolute(raw).map_err(|m| config_error("soa.mname", m))?,
+            Some(raw) => parse_absolute(raw).map_err(|m| m.at("soa.mname"))?,
             None => ns[0].clone(),
         };
         let rname = match &self.soa.rname {
             Some(raw) if raw.contains('@') => {
-                return Err(config_error(
+                return Err(SettingError::new(
                     "soa.rname",
                     format!(
                         "expected a mailbox written as a name such as \"hostmaster.example.test.\", got {raw:?}"
                     ),
                 ));
             }
-            Some(raw) => parse_absolute(raw).map_err(|m| config_error("soa.rname", m))?,
+            Some(raw) => parse_absolute(raw).map_err(|m| m.at("soa.rname"))?,
             None => Name::from_ascii("hostmaster")
                 .and_then(|n| n.append_domain(apex))
-                .map_err(|e| config_error("soa.rname", format!("cannot build default: {e}")))?,
+                .map_err(|e| {
+                    SettingError::new("soa.rname", format!("cannot build default: {e}"))
+                })?,
         };
         let timer = |key: &str, value: Option<u32>, default: u32| {
             let value = value.unwrap_or(default);
-            check_ttl(value).map_err(|m| config_error(format!("soa.{key}"), m))
+            check_ttl(value).map_err(|m| m.at(format!("soa.{key}")))
         };
         Ok(SoaFields {
             mname,
@@ -272,31 +286,29 @@ impl Config {
     }
 }
 
-fn check_ttl(value: u32) -> Result<u32, String> {
+fn check_ttl(value: u32) -> Result<u32, ValueError> {
     if value > MAX_TTL {
-        Err(format!(
-            "expected a number of seconds up to {MAX_TTL}, got {value}"
-        ))
+        Err(ValueError::Ttl(value))
     } else {
         Ok(value)
     }
 }
 
 /// A fully qualified name (trailing dot), lowercased, no wildcard labels.
-fn parse_absolute(raw: &str) -> Result<Name, String> {
+fn parse_absolute(raw: &str) -> Result<Name, ValueError> {
     if !raw.ends_with('.') {
-        return Err(format!(
-            "expected a fully qualified name ending with '.', such as \"ns1.example.test.\", got {raw:?}"
-        ));
+        return Err(ValueError::NotFullyQualified(raw.to_string()));
     }
     parse_name(raw)
 }
 
-pub(super) fn parse_name(raw: &str) -> Result<Name, String> {
-    let name =
-        Name::from_ascii(raw).map_err(|e| format!("expected a domain name, got {raw:?}: {e}"))?;
+pub(super) fn parse_name(raw: &str) -> Result<Name, ValueError> {
+    let name = Name::from_ascii(raw).map_err(|e| ValueError::NotAName {
+        raw: raw.to_string(),
+        reason: e.to_string(),
+    })?;
     if name.iter().any(|label| label.contains(&b'*')) {
-        return Err(format!("wildcards are not supported, got {raw:?}"));
+        return Err(ValueError::Wildcard(raw.to_string()));
     }
     let mut name = name.to_lowercase();
     name.set_fqdn(true);
@@ -304,7 +316,7 @@ pub(super) fn parse_name(raw: &str) -> Result<Name, String> {
 }
 
 /// A record owner: `@`, relative to the zone, or fully qualified inside it.
-fn parse_owner(raw: &str, apex: &Name) -> Result<Name, String> {
+fn parse_owner(raw: &str, apex: &Name) -> Result<Name, ValueError> {
     let name = if raw == "@" {
         apex.clone()
     } else if raw.ends_with('.') {
@@ -313,7 +325,10 @@ fn parse_owner(raw: &str, apex: &Name) -> Result<Name, String> {
         parse_name(&format!("{raw}.{apex}"))?
     };
     if !apex.zone_of(&name) {
-        return Err(format!("expected a name inside {apex}, got {raw:?}"));
+        return Err(ValueError::OutsideZone {
+            apex: apex.clone(),
+            raw: raw.to_string(),
+        });
     }
     Ok(name)
 }
@@ -323,30 +338,30 @@ fn build_record(
     apex: &Name,
     default_ttl: u32,
     i: usize,
-) -> Result<Record, ConfigError> {
+) -> Result<Record, SettingError> {
     let key = |field: &str| format!("records[{i}].{field}");
-    let name = parse_owner(&raw.name, apex).map_err(|m| config_error(key("name"), m))?;
-    let ttl = check_ttl(raw.ttl.unwrap_or(default_ttl)).map_err(|m| config_error(key("ttl"), m))?;
+    let name = parse_owner(&raw.name, apex).map_err(|m| m.at(key("name")))?;
+    let ttl = check_ttl(raw.ttl.unwrap_or(default_ttl)).map_err(|m| m.at(key("ttl")))?;
     let value = raw.value.trim();
     let data = match raw.rtype.to_ascii_uppercase().as_str() {
         "A" => RData::A(A(value.parse::<Ipv4Addr>().map_err(|_| {
-            config_error(
+            SettingError::new(
                 key("value"),
                 format!("expected an IPv4 address, got {value:?}"),
             )
         })?)),
         "AAAA" => RData::AAAA(AAAA(value.parse::<Ipv6Addr>().map_err(|_| {
-            config_error(
+            SettingError::new(
                 key("value"),
                 format!("expected an IPv6 address, got {value:?}"),
             )
         })?)),
         "CNAME" => RData::CNAME(CNAME(
-            parse_absolute(value).map_err(|m| config_error(key("value"), m))?,
+            parse_absolute(value).map_err(|m| m.at(key("value")))?,
         )),
         "TXT" => {
             if raw.value.len() > MAX_TXT_LEN {
-                return Err(config_error(
+                return Err(SettingError::new(
                     key("value"),
                     format!(
                         "expected at most {MAX_TXT_LEN} bytes of text, got {}",
@@ -366,7 +381,7 @@ fn build_record(
             let mut parts = value.split_whitespace();
             let (Some(pref), Some(exchange), None) = (parts.next(), parts.next(), parts.next())
             else {
-                return Err(config_error(
+                return Err(SettingError::new(
                     key("value"),
                     format!(
                         "expected \"<preference> <exchange.>\" such as \"10 mail.example.test.\", got {value:?}"
@@ -374,16 +389,16 @@ fn build_record(
                 ));
             };
             let pref: u16 = pref.parse().map_err(|_| {
-                config_error(
+                SettingError::new(
                     key("value"),
                     format!("expected a preference from 0 to 65535, got {pref:?}"),
                 )
             })?;
-            let exchange = parse_absolute(exchange).map_err(|m| config_error(key("value"), m))?;
+            let exchange = parse_absolute(exchange).map_err(|m| m.at(key("value")))?;
             RData::MX(MX::new(pref, exchange))
         }
         other => {
-            return Err(config_error(
+            return Err(SettingError::new(
                 key("type"),
                 format!(
                     "expected one of A, AAAA, CNAME, TXT, MX (NS come from `ns`, SOA from `soa`), got {other:?}"
@@ -403,7 +418,7 @@ mod tests {
 
     // --- config ---
 
-    fn build_err(toml_text: &str) -> ConfigError {
+    fn build_err(toml_text: &str) -> SettingError {
         parse(toml_text).build().unwrap_err()
     }
 

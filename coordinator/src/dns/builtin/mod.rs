@@ -45,16 +45,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use futures::future::BoxFuture;
 use hickory_proto::rr::Name;
 
-use super::{Change, DnsBackend, DnsError, RecordSet, Ttl, same_set};
+use super::{Change, DnsBackend, DnsError, RecordSet, SettingError, Ttl, same_set};
 
 pub use answer::{
     CLASSIC_UDP_PAYLOAD, MAX_REQUEST_LEN, MAX_UDP_PAYLOAD, Reply, Transport, answer, respond,
 };
-pub use config::{BuiltinConfig, Config, ConfigError, MAX_TTL, RecordConfig, SoaConfig, SoaFields};
+pub use config::{BuiltinConfig, Config, MAX_TTL, RecordConfig, SoaConfig, SoaFields, ValueError};
 pub use server::{Limits, QueryStats, bind, rcode_label};
-pub use zone::{ZoneData, ZoneSnapshot, check_failover, resume_serial};
+pub use zone::{FailoverError, ZoneData, ZoneSnapshot, check_failover, initial_serial};
 
-use config::config_error;
 use server::Counters;
 use zone::{normalize, zone_matches};
 
@@ -68,28 +67,29 @@ pub struct Builtin {
 
 impl Builtin {
     /// `failover`: the failover RRsets to serve at start (from the coordinator's state);
-    /// `initial_serial`: see [`resume_serial`].
+    /// `serial`: the SOA serial to start from, see [`initial_serial`].
     pub fn new(
         config: BuiltinConfig,
         failover: Vec<RecordSet>,
-        initial_serial: u32,
-    ) -> Result<Builtin, ConfigError> {
+        serial: u32,
+    ) -> Result<Builtin, SettingError> {
         let failover = failover
             .iter()
             .filter(|s| !s.addrs.is_empty())
             .map(normalize)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| config_error("failover records", m))?;
+            .map_err(|m| SettingError::new("failover records", m.to_string()))?;
         let data = ZoneData {
             apex: config.apex,
             ttl: config.ttl,
             soa: config.soa,
-            serial: initial_serial,
+            serial,
             ns: config.ns,
             records: config.records,
             failover,
         };
-        let snapshot = ZoneSnapshot::new(data).map_err(|m| config_error("failover records", m))?;
+        let snapshot = ZoneSnapshot::new(data)
+            .map_err(|m| SettingError::new("failover records", m.to_string()))?;
         Ok(Builtin {
             zone: RwLock::new(Arc::new(snapshot)),
             counters: Counters::default(),
@@ -110,7 +110,7 @@ impl Builtin {
             .clone()
     }
 
-    /// The SOA serial served now; persist it after a change and pass it to [`resume_serial`].
+    /// The SOA serial served now (not persisted: a start begins at [`initial_serial`]).
     pub fn serial(&self) -> u32 {
         self.snapshot().serial()
     }
@@ -221,12 +221,12 @@ impl Builtin {
             .iter()
             .map(normalize)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(DnsError::Rejected)?;
+            .map_err(|e| DnsError::Rejected(e.to_string()))?;
         next.failover.retain(|s| !to.iter().any(|t| t.same_key(s)));
         next.failover
             .extend(to.into_iter().filter(|t| !t.addrs.is_empty()));
         next.serial = data.serial.wrapping_add(1);
-        let snapshot = ZoneSnapshot::new(next).map_err(DnsError::Rejected)?;
+        let snapshot = ZoneSnapshot::new(next).map_err(|e| DnsError::Rejected(e.to_string()))?;
         let serial = snapshot.serial();
         *guard = Arc::new(snapshot);
         Ok(serial)

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType as WireType};
 
-use super::config::{MAX_TTL, SoaFields, parse_name};
+use super::config::{MAX_TTL, SoaFields, ValueError, parse_name};
 use crate::dns::{RecordSet, RecordType};
 
 /// Everything the server answers from. Immutable once inside a [`ZoneSnapshot`].
@@ -59,7 +59,7 @@ pub struct ZoneSnapshot {
 
 impl ZoneSnapshot {
     /// Indexes `data`. Checks the failover sets against the rest (see [`check_failover`]).
-    pub fn new(data: ZoneData) -> Result<ZoneSnapshot, String> {
+    pub fn new(data: ZoneData) -> Result<ZoneSnapshot, FailoverError> {
         check_failover(&data, &data.failover)?;
         let mut nodes: HashMap<Name, Node> = HashMap::new();
         let apex_node = nodes.entry(data.apex.clone()).or_default();
@@ -155,37 +155,67 @@ fn soa_record(data: &ZoneData) -> Record {
 }
 
 /// The stored form of a failover set: lowercase fully qualified name, sorted addresses.
-pub(super) fn normalize(set: &RecordSet) -> Result<RecordSet, String> {
+pub(super) fn normalize(set: &RecordSet) -> Result<RecordSet, FailoverError> {
     let name = failover_name(&set.name)?.to_ascii();
     Ok(RecordSet::new(name, set.rtype, set.ttl, set.addrs.clone()))
 }
 
-pub(super) fn failover_name(raw: &str) -> Result<Name, String> {
+pub(super) fn failover_name(raw: &str) -> Result<Name, FailoverError> {
     let raw = if raw.ends_with('.') {
         raw.to_string()
     } else {
         format!("{raw}.")
     };
-    parse_name(&raw).map_err(|m| format!("failover record name: {m}"))
+    parse_name(&raw).map_err(FailoverError::Name)
+}
+
+/// A failover record set the zone cannot serve (see [`check_failover`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FailoverError {
+    #[error("failover record name: {0}")]
+    Name(ValueError),
+    #[error("{name} is not inside the zone {apex}")]
+    OutsideZone { name: String, apex: Name },
+    #[error("{name}: ttl {ttl} is above {MAX_TTL}")]
+    Ttl { name: String, ttl: u32 },
+    #[error("{name} {rtype}: address {addr} is not of type {rtype}")]
+    WrongType {
+        name: String,
+        rtype: RecordType,
+        addr: IpAddr,
+    },
+    #[error("{name} {rtype} is both a static record and a failover record")]
+    Static { name: String, rtype: RecordType },
+    #[error("{name} has a static CNAME, so it cannot have failover records")]
+    Cname { name: String },
+    #[error("{name} {rtype} is listed twice")]
+    Twice { name: String, rtype: RecordType },
 }
 
 /// A failover set must be inside the zone, carry addresses of its own type, a sane TTL, and
 /// not collide with a static A/AAAA of the same name or with a CNAME (or be at a name a
 /// static CNAME points from). Keys must be unique.
-pub fn check_failover(data: &ZoneData, sets: &[RecordSet]) -> Result<(), String> {
+pub fn check_failover(data: &ZoneData, sets: &[RecordSet]) -> Result<(), FailoverError> {
     for (i, set) in sets.iter().enumerate() {
         let name = failover_name(&set.name)?;
         if !data.apex.zone_of(&name) {
-            return Err(format!("{} is not inside the zone {}", set.name, data.apex));
+            return Err(FailoverError::OutsideZone {
+                name: set.name.clone(),
+                apex: data.apex.clone(),
+            });
         }
         if set.ttl > MAX_TTL {
-            return Err(format!("{}: ttl {} is above {MAX_TTL}", set.name, set.ttl));
+            return Err(FailoverError::Ttl {
+                name: set.name.clone(),
+                ttl: set.ttl,
+            });
         }
         if let Some(bad) = set.addrs.iter().find(|a| RecordType::of(a) != set.rtype) {
-            return Err(format!(
-                "{} {}: address {bad} is not of type {}",
-                set.name, set.rtype, set.rtype
-            ));
+            return Err(FailoverError::WrongType {
+                name: set.name.clone(),
+                rtype: set.rtype,
+                addr: *bad,
+            });
         }
         let wire = match set.rtype {
             RecordType::A => WireType::A,
@@ -196,41 +226,32 @@ pub fn check_failover(data: &ZoneData, sets: &[RecordSet]) -> Result<(), String>
                 continue;
             }
             if record.record_type() == wire {
-                return Err(format!(
-                    "{} {} is both a static record and a failover record",
-                    set.name, set.rtype
-                ));
+                return Err(FailoverError::Static {
+                    name: set.name.clone(),
+                    rtype: set.rtype,
+                });
             }
             if record.record_type() == WireType::CNAME {
-                return Err(format!(
-                    "{} has a static CNAME, so it cannot have failover records",
-                    set.name
-                ));
+                return Err(FailoverError::Cname {
+                    name: set.name.clone(),
+                });
             }
         }
         if sets[..i].iter().any(|other| other.same_key(set)) {
-            return Err(format!("{} {} is listed twice", set.name, set.rtype));
+            return Err(FailoverError::Twice {
+                name: set.name.clone(),
+                rtype: set.rtype,
+            });
         }
     }
     Ok(())
 }
 
-/// A starting serial that moves forward across restarts: the current unix time, or one more
-/// than the stored serial if that is ahead (RFC 1982 comparison).
-pub fn resume_serial(stored: Option<u32>, unix_now_secs: u64) -> u32 {
-    let now = u32::try_from(unix_now_secs).unwrap_or(u32::MAX);
-    match stored {
-        Some(stored) => {
-            let next = stored.wrapping_add(1);
-            if serial_gt(now, next) { now } else { next }
-        }
-        None => now,
-    }
-}
-
-/// RFC 1982 "a > b" for 32-bit serials.
-fn serial_gt(a: u32, b: u32) -> bool {
-    a != b && a.wrapping_sub(b) < (1 << 31)
+/// The SOA serial a start serves: the current unix time in seconds (saturating at
+/// `u32::MAX`). The serial is not persisted, so this is what makes it move forward across
+/// restarts (as long as the clock does); each change then bumps it by one.
+pub fn initial_serial(unix_now_secs: u64) -> u32 {
+    u32::try_from(unix_now_secs).unwrap_or(u32::MAX)
 }
 
 pub(super) fn zone_matches(apex: &Name, zone: &str) -> bool {
@@ -299,23 +320,13 @@ mod tests {
     }
 
     #[test]
-    fn serial_resumes_forward() {
-        assert_eq!(resume_serial(None, 1_700_000_000), 1_700_000_000);
-        assert_eq!(resume_serial(Some(5), 1_700_000_000), 1_700_000_000);
-        assert_eq!(
-            resume_serial(Some(1_700_000_000), 1_700_000_000),
-            1_700_000_001
-        );
-        assert_eq!(
-            resume_serial(Some(1_800_000_000), 1_700_000_000),
-            1_800_000_001
-        );
-        // Serial arithmetic wraps: after u32::MAX comes 0, and 5 is ahead of 0.
-        assert_eq!(resume_serial(Some(u32::MAX), 5), 5);
-        assert_eq!(resume_serial(Some(u32::MAX), 0), 0);
-        assert_eq!(
-            resume_serial(Some(3_000_000_000), 1_700_000_000),
-            3_000_000_001
-        );
+    fn initial_serial_is_the_clock() {
+        assert_eq!(initial_serial(1_700_000_000), 1_700_000_000);
+        // A later start serves a greater serial.
+        assert!(initial_serial(1_700_000_060) > initial_serial(1_700_000_000));
+        // Past 2106 the seconds no longer fit: the serial stays at the largest one.
+        assert_eq!(initial_serial(u64::from(u32::MAX)), u32::MAX);
+        assert_eq!(initial_serial(u64::from(u32::MAX) + 1), u32::MAX);
+        assert_eq!(initial_serial(u64::MAX), u32::MAX);
     }
 }
