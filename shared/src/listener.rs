@@ -649,6 +649,72 @@ mod tests {
         ));
     }
 
+    /// Reads one small response (ending in its 2-byte body `ok`); None once the server closed.
+    async fn response(s: &mut tokio::net::TcpStream) -> Option<String> {
+        use tokio::io::AsyncReadExt as _;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !got.ends_with(b"ok") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("an answer or a close within 5 s")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Some(String::from_utf8_lossy(&got).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_closed_after_its_requests_or_when_idle() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_requests_per_connection: 2,
+            idle_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let server = Server::new(listener, None, limits, Duration::from_secs(1));
+        let stats = server.stats.clone();
+        let stop = CancellationToken::new();
+        let svc = hyper::service::service_fn(|_req| async {
+            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"ok"),
+            )))
+        });
+        let task = tokio::spawn(server.serve(svc, stop.clone()));
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for i in 0..2 {
+            s.write_all(req).await.unwrap();
+            let r = response(&mut s).await;
+            assert!(
+                r.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+                "request {i}: {r:?}"
+            );
+        }
+        let _ = s.write_all(req).await;
+        assert_eq!(response(&mut s).await, None, "a third request was served");
+
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        assert!(response(&mut s).await.is_some());
+        let idle = std::time::Instant::now();
+        assert_eq!(response(&mut s).await, None);
+        let waited = idle.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(4),
+            "closed after {waited:?} idle"
+        );
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_closed_after_the_idle_timeout_but_not_while_busy() {
         let conn = Arc::new(ConnState::default());
