@@ -22,4 +22,7 @@ fi
 
 # The lab and crash tests run the real binaries.
 cargo build --locked --workspace --bins
+# The flood tests (witness/tests/flood.rs, coordinator/tests/flood.rs) hold 5,000+ sockets;
+# they raise their own soft limit with prlimit and fail with a clear message if they cannot.
+ulimit -n 12000 2>/dev/null || true
 cargo test --locked --workspace --no-fail-fast "$@"

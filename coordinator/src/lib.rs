@@ -140,12 +140,19 @@ pub async fn start(
         metrics_token: config.metrics_token.clone(),
     });
     let app = api::router(state);
+    // The API listener has the same connection bounds as a witness (shared::listener's
+    // defaults): one source address cannot hold more than its share of connections.
+    let server = shared::listener::Server::new(
+        listener,
+        None,
+        shared::listener::Limits::default(),
+        shared::shutdown::GRACE,
+    );
     let sd = shutdown.clone();
     sup.spawn(
         "api",
         async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { sd.cancelled().await });
+            let serve = server.serve(shared::listener::TowerToHyperService::new(app), sd);
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "API server failed");
             }

@@ -5,13 +5,15 @@
 //! `protocol`, `probe::spec` and `hostname` are pure (no I/O, no clock: callers pass `now`);
 //! `config` is the config kit both binaries use (diagnostics, durations, paths); `keys`
 //! reads and writes key files; `probe::runner` talks to the network; `tls` builds
-//! rustls configs and certificates; `shutdown` holds the signal handler and the grace period.
+//! rustls configs and certificates; `listener` is the connection-limited accept loop both
+//! daemons serve HTTP on; `shutdown` holds the signal handler and the grace period.
 //! Imports between them never form a cycle: `protocol` → `probe::spec` → `hostname`;
 //! `probe::runner` → `probe::spec`, `tls`; `tls` → `hostname`.
 
 pub mod config;
 pub mod hostname;
 pub mod keys;
+pub mod listener;
 pub mod probe;
 pub mod protocol;
 pub mod shutdown;

@@ -72,6 +72,10 @@ pub struct RawLimits {
     pub rate_per_coordinator: Option<u32>,
     pub burst: Option<u32>,
     pub read_timeout: Option<String>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_address: Option<u64>,
+    pub idle_timeout: Option<String>,
+    pub max_requests_per_connection: Option<u64>,
 }
 
 /// A coordinator this witness answers.
@@ -134,8 +138,24 @@ pub struct Limits {
     pub rate_per_coordinator: u32,
     /// Requests a coordinator may send at once after a quiet spell.
     pub burst: u32,
-    /// Time a client has for the TLS handshake, the request head and the body.
+    /// Time a client has for the TLS handshake, the request head and the body; the head of
+    /// every request on a kept-alive connection, not only the first.
     pub read_timeout: Duration,
+    /// Open connections: global and per-address caps, idle timeout, requests per
+    /// connection (`shared::listener`). Its timeouts follow `read_timeout`.
+    pub connections: shared::listener::Limits,
+}
+
+impl Limits {
+    /// The listener's bounds, with the handshake and header-read timeouts set to
+    /// `read_timeout`.
+    pub fn listener(&self) -> shared::listener::Limits {
+        shared::listener::Limits {
+            handshake_timeout: self.read_timeout,
+            header_read_timeout: self.read_timeout,
+            ..self.connections.clone()
+        }
+    }
 }
 
 impl Default for Limits {
@@ -146,6 +166,7 @@ impl Default for Limits {
             rate_per_coordinator: DEFAULT_RATE,
             burst: DEFAULT_RATE,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            connections: shared::listener::Limits::default(),
         }
     }
 }
@@ -466,13 +487,79 @@ fn validate_limits(raw: &RawLimits, d: &mut Diagnostics) -> Option<Limits> {
     if read_timeout < Duration::from_millis(100) || read_timeout > Duration::from_secs(300) {
         d.push("limits.read_timeout", "expected between 100ms and 5m");
     }
+    let connections = validate_connections(raw, d);
     (d.len() == before).then_some(Limits {
         max_body_bytes,
         max_concurrent,
         rate_per_coordinator,
         burst,
         read_timeout,
+        connections,
     })
+}
+
+/// The connection keys of `[limits]`; problems are recorded under `limits.KEY`.
+fn validate_connections(raw: &RawLimits, d: &mut Diagnostics) -> shared::listener::Limits {
+    use shared::listener::{Limits as Conn, reserve_for};
+    let def = Conn::default();
+    let max_connections = match raw.max_connections {
+        None => def.max_connections,
+        Some(n) if (16..=65_536).contains(&n) => n as usize,
+        Some(n) => {
+            d.push(
+                "limits.max_connections",
+                format!(
+                    "expected 16..=65536 open connections (keep it below LimitNOFILE), got {n}"
+                ),
+            );
+            def.max_connections
+        }
+    };
+    let reserved = reserve_for(max_connections);
+    let most_per_address = max_connections - reserved;
+    let max_connections_per_address = match raw.max_connections_per_address {
+        None => def.max_connections_per_address.min(most_per_address),
+        Some(n) if n >= 1 && n <= most_per_address as u64 => n as usize,
+        Some(n) => {
+            d.push(
+                "limits.max_connections_per_address",
+                format!(
+                    "expected 1..={most_per_address} (max_connections minus its reserve of {reserved}), got {n}"
+                ),
+            );
+            def.max_connections_per_address
+        }
+    };
+    let idle_timeout = match &raw.idle_timeout {
+        None => def.idle_timeout,
+        Some(s) => match d.duration("limits.idle_timeout", s) {
+            Some(t) if (Duration::from_secs(1)..=Duration::from_secs(600)).contains(&t) => t,
+            Some(_) => {
+                d.push("limits.idle_timeout", "expected between 1s and 10m");
+                def.idle_timeout
+            }
+            None => def.idle_timeout,
+        },
+    };
+    let max_requests_per_connection = match raw.max_requests_per_connection {
+        None => def.max_requests_per_connection,
+        Some(n) if (1..=1_000_000).contains(&n) => n as u32,
+        Some(n) => {
+            d.push(
+                "limits.max_requests_per_connection",
+                format!("expected 1..=1000000, got {n}"),
+            );
+            def.max_requests_per_connection
+        }
+    };
+    Conn {
+        max_connections,
+        max_connections_per_address,
+        reserved,
+        idle_timeout,
+        max_requests_per_connection,
+        ..def
+    }
 }
 
 #[cfg(test)]
@@ -505,5 +592,56 @@ mod tests {
                 .to_string()
                 .contains("10.0.0.0/8")
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod connection_limit_tests {
+    use super::*;
+
+    fn limits(toml_text: &str) -> Result<Limits, Diagnostics> {
+        let raw: RawLimits = toml::from_str(toml_text)
+            .map_err(|e| Diagnostics::whole_file(Path::new("witness.toml"), e.to_string()))?;
+        let mut d = Diagnostics::new(Path::new("witness.toml"));
+        validate_limits(&raw, &mut d).ok_or(d)
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_are_checked() {
+        let def = limits("").unwrap();
+        assert_eq!(def.connections, shared::listener::Limits::default());
+        assert_eq!(def.listener().header_read_timeout, DEFAULT_READ_TIMEOUT);
+        let set = limits(
+            "max_connections = 256\nmax_connections_per_address = 8\nidle_timeout = \"5s\"\nmax_requests_per_connection = 10\nread_timeout = \"2s\"",
+        )
+        .unwrap();
+        assert_eq!(set.connections.max_connections, 256);
+        assert_eq!(set.connections.reserved, 16);
+        assert_eq!(set.connections.max_connections_per_address, 8);
+        assert_eq!(set.connections.idle_timeout, Duration::from_secs(5));
+        assert_eq!(set.connections.max_requests_per_connection, 10);
+        assert_eq!(set.listener().header_read_timeout, Duration::from_secs(2));
+        assert_eq!(set.listener().handshake_timeout, Duration::from_secs(2));
+
+        let bad = limits("max_connections = 64\nmax_connections_per_address = 64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("witness.toml: limits.max_connections_per_address: expected 1..=60"),
+            "{bad}"
+        );
+        let bad = limits("max_connections = 4").unwrap_err().to_string();
+        assert!(
+            bad.contains("limits.max_connections: expected 16..=65536"),
+            "{bad}"
+        );
+        let bad = limits("idle_timeout = \"0s\"").unwrap_err().to_string();
+        assert!(
+            bad.contains("limits.idle_timeout: expected between 1s and 10m"),
+            "{bad}"
+        );
+        let bad = limits("max_conections = 10").unwrap_err().to_string();
+        assert!(bad.contains("unknown field"), "{bad}");
     }
 }

@@ -1,6 +1,10 @@
 //! The witness's HTTPS API: `POST /v1/vote`, `GET /v1/identity`, `GET /healthz`,
 //! `GET /metrics`, and the server loop with graceful shutdown.
 //!
+//! Connections are served by `shared::listener`: global and per-address caps, a reserve for
+//! addresses whose vote requests verified, and timeouts on every request (see
+//! `[limits]` in `deploy/examples/witness.toml`). A refused connection costs no TLS.
+//!
 //! A vote request passes, in order: the concurrency limit (503), the body size limit (413),
 //! envelope parsing, protocol version, trusted coordinator, signature and freshness (400,
 //! 403, 401), replay (409), the per-coordinator rate limit (429), and the allowlist (403).
@@ -24,7 +28,6 @@
 //! | 503 | `busy` | all `max_concurrent` slots are in use (no queue) |
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -107,10 +110,13 @@ impl AppState {
     }
 }
 
+/// The vote endpoint's path.
+const VOTE_PATH: &str = "/v1/vote";
+
 /// The witness's routes.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/vote", post(vote))
+        .route(VOTE_PATH, post(vote))
         .route("/v1/identity", get(identity))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -131,30 +137,31 @@ pub async fn run(
         .set_nonblocking(true)
         .context("cannot make the listener non-blocking")?;
     let local = listener.local_addr().context("listener has no address")?;
-    let handle = axum_server::Handle::<SocketAddr>::new();
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
-        axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    )
-    .handshake_timeout(config.limits.read_timeout);
-    let server = axum_server::from_tcp(listener)
-        .context("cannot use the listener")?
-        .acceptor(acceptor)
-        .handle(handle.clone())
-        .first_request_timeout(config.limits.read_timeout);
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("cannot use the listener")?;
+    let limits = config.limits.listener();
     tracing::info!(
         listen = %local,
         witness = %state.witness_id,
         coordinators = state.trusted.len(),
         allow_rules = state.allow.0.len(),
+        max_connections = limits.max_connections,
+        max_connections_per_address = limits.max_connections_per_address,
         "witness serving"
     );
-    let serve = server.serve(router(state).into_make_service());
+    let mut server = shared::listener::Server::new(listener, Some(tls), limits, SHUTDOWN_GRACE);
+    // A vote answered 200 means the peer sent a valid signed request: its address may then
+    // use the connections reserved for trusted coordinators.
+    server.vouch_path = Some(VOTE_PATH);
+    let serve = server.serve(
+        shared::listener::TowerToHyperService::new(router(state)),
+        shutdown.clone(),
+    );
     tokio::pin!(serve);
     tokio::select! {
         r = &mut serve => r.context("witness server failed")?,
         () = shutdown.cancelled() => {
             tracing::info!(grace = ?SHUTDOWN_GRACE, "shutting down");
-            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
             serve.await.context("witness server failed while draining")?;
         }
     }
