@@ -17,12 +17,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quorate-witness");
+mod common;
+use common::{free_port, printed};
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_quorate-witness");
 
 /// A minimal HTTP server answering 200 "site ok" until `stop` is cancelled; the returned
 /// handle finishes once the listener is closed.
@@ -72,16 +70,6 @@ fn init(dir: &Path, listen: &str, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// The value of `key = "value"` in init's printed identity block.
-fn printed(stdout: &str, key: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("{key} not printed by init:\n{stdout}"))
-        .to_string()
 }
 
 /// A running witness process, killed on drop.

@@ -15,6 +15,9 @@ use shared::protocol::{Envelope, Expected, KeyId, Verdict, VoteRequest, open_vot
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 
+mod common;
+use common::{free_port, printed};
+
 const BIN: &str = env!("CARGO_BIN_EXE_quorate-witness");
 const ATTACKER: [u8; 4] = [127, 0, 0, 2];
 const COORDINATOR: [u8; 4] = [127, 0, 0, 3];
@@ -42,20 +45,6 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn printed(stdout: &str, key: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("{key} not printed by init:\n{stdout}"))
-        .to_string()
 }
 
 /// A running witness, killed on drop.

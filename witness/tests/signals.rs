@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::printed;
+
 const BIN: &str = env!("CARGO_BIN_EXE_quorate-witness");
 const DEADLINE: Duration = Duration::from_secs(30);
 const SIGHUP_WARNING: &str = "reload is not implemented yet";
@@ -79,16 +82,6 @@ impl Drop for Witness {
             eprintln!("--- witness log ---\n{}", self.log());
         }
     }
-}
-
-/// The value of `key = "value"` in init's printed identity block.
-fn printed(stdout: &str, key: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("{key} not printed by init:\n{stdout}"))
-        .to_string()
 }
 
 /// `GET /healthz` answers 200.
