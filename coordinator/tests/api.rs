@@ -22,7 +22,7 @@ use coordinator::store::{Decision, NewRound, VoteRecord};
 use ed25519_dalek::SigningKey;
 use http_body_util::BodyExt as _;
 use shared::probe::{Evidence, ProbeError, ProbeSpec, TcpProbe};
-use shared::protocol::{KeyId, PROTOCOL_VERSION, Verdict, Vote, VoteRequest};
+use shared::protocol::{KeyId, PROTOCOL_VERSION, RequestHash, Verdict, Vote, VoteRequest};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -49,6 +49,25 @@ struct Api {
 }
 
 impl Api {
+    /// A vote request for service "alpha" in round `round_no`, signed with the coordinator's
+    /// key: its envelope as stored, and the hash its votes must answer.
+    fn signed_request(&self, round_no: u64) -> (String, RequestHash) {
+        let request = VoteRequest {
+            version: PROTOCOL_VERSION,
+            coordinator: KeyId::of(&self.lab.key.verifying_key()),
+            service: "alpha".into(),
+            round: round_no,
+            nonce: "00112233445566778899aabbccddeeff".into(),
+            issued_at_ms: round_no,
+            target: ProbeSpec::Tcp(TcpProbe {
+                address: "127.0.0.2:443".parse().unwrap(),
+                timeout_ms: 500,
+            }),
+        };
+        let (envelope, hash) = request.sign(&self.lab.key);
+        (String::from_utf8(envelope.to_json()).unwrap(), hash)
+    }
+
     /// A coordinator with one service `web` whose probes go to a closed loopback port and
     /// whose interval is an hour: after its first probe it writes nothing during the test.
     async fn start() -> Api {
@@ -542,20 +561,7 @@ async fn bad_input_is_a_400_with_a_reason_and_unknown_things_are_404() {
 async fn a_round_shows_its_votes_and_reverifies_them() {
     let api = Api::start().await;
     let round_no = api.base_ms + 100_000;
-    let request = VoteRequest {
-        version: PROTOCOL_VERSION,
-        coordinator: KeyId::of(&api.lab.key.verifying_key()),
-        service: "alpha".into(),
-        round: round_no,
-        nonce: "00112233445566778899aabbccddeeff".into(),
-        issued_at_ms: round_no,
-        target: ProbeSpec::Tcp(TcpProbe {
-            address: "127.0.0.2:443".parse().unwrap(),
-            timeout_ms: 500,
-        }),
-    };
-    let (req_env, hash) = request.sign(&api.lab.key);
-    let request_json = String::from_utf8(req_env.to_json()).unwrap();
+    let (request_json, hash) = api.signed_request(round_no);
     let vote = |key: &SigningKey| Vote {
         version: PROTOCOL_VERSION,
         witness: KeyId::of(&key.verifying_key()),
@@ -709,20 +715,7 @@ async fn stored_votes_sent_as_arrays_reverify_as_malformed() {
     use ed25519_dalek::Signer as _;
     let api = Api::start().await;
     let round_no = api.base_ms + 200_000;
-    let request = VoteRequest {
-        version: PROTOCOL_VERSION,
-        coordinator: KeyId::of(&api.lab.key.verifying_key()),
-        service: "alpha".into(),
-        round: round_no,
-        nonce: "00112233445566778899aabbccddeeff".into(),
-        issued_at_ms: round_no,
-        target: ProbeSpec::Tcp(TcpProbe {
-            address: "127.0.0.2:443".parse().unwrap(),
-            timeout_ms: 500,
-        }),
-    };
-    let (req_env, hash) = request.sign(&api.lab.key);
-    let request_json = String::from_utf8(req_env.to_json()).unwrap();
+    let (request_json, hash) = api.signed_request(round_no);
     let vote = Vote {
         version: PROTOCOL_VERSION,
         witness: KeyId::of(&api.w1.verifying_key()),
