@@ -148,16 +148,7 @@ impl Crash {
         let mut backup = Site::http(b_addr);
         primary.start().await;
         backup.start().await;
-        let witnesses: Vec<TestWitness> = (1..=3)
-            .map(|i| {
-                TestWitness::start(
-                    &format!("w{i}"),
-                    lab.key.verifying_key(),
-                    &[p_addr.port()],
-                    Vec::new(),
-                )
-            })
-            .collect();
+        let witnesses = common::start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
         let dir = lab.path().to_path_buf();
         for (name, text) in [("apply.sh", APPLY_SH), ("current.sh", CURRENT_SH)] {
             let p = dir.join(name);

@@ -49,7 +49,7 @@ impl Rig {
     async fn start() -> Rig {
         let lab = Lab::new();
         let (p_addr, b_addr) = common::two_sites_port();
-        let witnesses = start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
+        let witnesses = common::start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
         let opts = Opts::new(
             witnesses.iter().map(|w| w.block()).collect(),
             p_addr.ip(),
@@ -477,7 +477,8 @@ async fn start_dispute_rig() -> Rig {
     let primary_root = CertificateDer::from_pem_slice(pc.as_bytes())
         .unwrap()
         .into_owned();
-    let witnesses = start_witnesses(&lab, p_addr.port(), [vec![primary_root], vec![], vec![]]);
+    let witnesses =
+        common::start_witnesses(&lab, p_addr.port(), [vec![primary_root], vec![], vec![]]);
     let mut opts = Opts::new(
         witnesses.iter().map(|w| w.block()).collect(),
         p_addr.ip(),
@@ -496,21 +497,6 @@ async fn start_dispute_rig() -> Rig {
     .await
 }
 
-/// Three witnesses `w1..w3` trusting the lab's coordinator; `roots[i]` are wi's extra CA roots.
-fn start_witnesses(
-    lab: &Lab,
-    port: u16,
-    roots: [Vec<rustls::pki_types::CertificateDer<'static>>; 3],
-) -> Vec<TestWitness> {
-    roots
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            TestWitness::start(&format!("w{}", i + 1), lab.key.verifying_key(), &[port], r)
-        })
-        .collect()
-}
-
 /// A primary that hangs (accepts connections, never answers) is as dead as one that refuses
 /// them, and must be failed over with the default timeouts: probe timeout equal to the
 /// interval (the shipped defaults are both 1 s) and no `timeout` on the witnesses. A witness
@@ -524,7 +510,7 @@ async fn hung_primary_fails_over_with_default_timeouts() {
     let _tarpit = common::Tarpit::start(p_addr).await;
     let mut backup = Site::http(b_addr);
     backup.start().await;
-    let witnesses = start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
+    let witnesses = common::start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
     let mut opts = Opts::new(
         witnesses
             .iter()

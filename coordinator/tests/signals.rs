@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Lab, Opts, Site, TestWitness};
+use common::{Lab, Opts, Site};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const SIGHUP_WARNING: &str = "reload is not implemented yet";
@@ -109,16 +109,7 @@ async fn sighup_is_logged_and_ignored_and_sigterm_exits_cleanly() {
     let mut backup = Site::http(b_addr);
     primary.start().await;
     backup.start().await;
-    let witnesses: Vec<TestWitness> = (1..=3)
-        .map(|i| {
-            TestWitness::start(
-                &format!("w{i}"),
-                lab.key.verifying_key(),
-                &[p_addr.port()],
-                Vec::new(),
-            )
-        })
-        .collect();
+    let witnesses = common::start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
     let port = common::free_port();
     let mut opts = Opts::new(
         witnesses.iter().map(|w| w.block()).collect(),

@@ -204,6 +204,21 @@ pub struct TestWitness {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Three witnesses `w1..w3` trusting the lab's coordinator; `roots[i]` are wi's extra CA roots.
+pub fn start_witnesses(
+    lab: &Lab,
+    port: u16,
+    roots: [Vec<rustls::pki_types::CertificateDer<'static>>; 3],
+) -> Vec<TestWitness> {
+    roots
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            TestWitness::start(&format!("w{}", i + 1), lab.key.verifying_key(), &[port], r)
+        })
+        .collect()
+}
+
 impl TestWitness {
     /// Trusts `coordinator`, allows probes of 127.0.0.0/8 on `ports`; `extra_roots` are CA
     /// certificates its HTTPS probes trust.
