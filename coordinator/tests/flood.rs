@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Lab, Opts, Site, eventually};
+use testkit::{raise_nofile, vm_rss_kib};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -22,30 +23,6 @@ const ATTACKER: [u8; 4] = [127, 0, 0, 2];
 const CLIENT: [u8; 4] = [127, 0, 0, 3];
 const TRICKLER: [u8; 4] = [127, 0, 0, 4];
 const FLOOD: usize = 5_000;
-
-/// Raises this process's soft descriptor limit to `want` with util-linux `prlimit`, or fails
-/// saying how to run the test.
-fn raise_nofile(want: u64) {
-    let pid = std::process::id().to_string();
-    let _ = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, &format!("--nofile={want}:")])
-        .status();
-    let now = shared::listener::descriptor_limit().unwrap_or(0);
-    assert!(
-        now >= want,
-        "this test needs {want} open descriptors but the soft limit is {now} and `prlimit` could not raise it: run it under `ulimit -n {want}` (the hard limit must allow it)"
-    );
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
 
 async fn connect_from(source: [u8; 4], to: SocketAddr) -> Option<TcpStream> {
     let s = TcpSocket::new_v4().ok()?;

@@ -8,83 +8,13 @@
 
 mod common;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Lab, Opts, Site};
+use testkit::{DEADLINE, Daemon};
 
-const DEADLINE: Duration = Duration::from_secs(30);
 const SIGHUP_WARNING: &str = "reload is not implemented yet";
-
-/// The real binary, killed on drop; its log is printed if the test fails.
-struct Daemon {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, log: PathBuf) -> Daemon {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("QUORATE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends `signal` (e.g. `HUP`) with kill(1).
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the coordinator is still running");
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -{signal} {pid} failed");
-    }
-
-    /// Polls `done` (given the log so far) every 25 ms until it says yes; panics if the
-    /// process exits meanwhile or after [`DEADLINE`].
-    async fn wait_until<F, Fut>(&mut self, what: &str, mut done: F)
-    where
-        F: FnMut(String) -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the coordinator exited ({status}) while waiting for {what}");
-            }
-            if done(self.log()).await {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {DEADLINE:?} waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- coordinator log ---\n{}", self.log());
-        }
-    }
-}
 
 /// The service's status from the API, if it answers 200.
 async fn api_status(http: &reqwest::Client, api: &str, token: &str) -> Option<serde_json::Value> {
@@ -99,6 +29,16 @@ async fn api_status(http: &reqwest::Client, api: &str, token: &str) -> Option<se
         return None;
     }
     resp.json().await.ok()
+}
+
+/// The real binary, run with `--config config`; its output goes to `log`.
+fn start(config: &Path, log: PathBuf) -> Daemon {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("QUORATE_LOG", "info");
+    Daemon::spawn("coordinator", command, log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +62,7 @@ async fn sighup_is_logged_and_ignored_and_sigterm_exits_cleanly() {
     let api = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let mut daemon = Daemon::start(
+    let mut daemon = start(
         &lab.path().join("coordinator.toml"),
         lab.path().join("coordinator.log"),
     );

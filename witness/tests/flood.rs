@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use shared::probe::{ProbeSpec, TcpProbe};
 use shared::protocol::{Envelope, Expected, KeyId, Verdict, VoteRequest, open_vote};
+use testkit::{raise_nofile, vm_rss_kib};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -22,30 +23,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_quorate-witness");
 const ATTACKER: [u8; 4] = [127, 0, 0, 2];
 const COORDINATOR: [u8; 4] = [127, 0, 0, 3];
 const FLOOD: usize = 5_000;
-
-/// Raises this process's soft descriptor limit to `want` with util-linux `prlimit` (no
-/// unsafe code here), or fails saying how to run the test.
-fn raise_nofile(want: u64) {
-    let pid = std::process::id().to_string();
-    let _ = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, &format!("--nofile={want}:")])
-        .status();
-    let now = shared::listener::descriptor_limit().unwrap_or(0);
-    assert!(
-        now >= want,
-        "this test needs {want} open descriptors but the soft limit is {now} and `prlimit` could not raise it: run it under `ulimit -n {want}` (the hard limit must allow it)"
-    );
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
 
 /// A running witness, killed on drop.
 struct Running {

@@ -5,84 +5,15 @@
 //! Before `shared::shutdown`, SIGHUP killed the witness with no log line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 use common::printed;
+use testkit::{DEADLINE, Daemon};
 
 const BIN: &str = env!("CARGO_BIN_EXE_quorate-witness");
-const DEADLINE: Duration = Duration::from_secs(30);
 const SIGHUP_WARNING: &str = "reload is not implemented yet";
-
-/// The real binary, killed on drop; its log is printed if the test fails.
-struct Witness {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Witness {
-    fn start(config: &Path, log: PathBuf) -> Witness {
-        let child = tokio::process::Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Witness { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends `signal` (e.g. `HUP`) with kill(1).
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the witness is still running");
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -{signal} {pid} failed");
-    }
-
-    /// Polls `done` (given the log so far) every 25 ms until it says yes; panics if the
-    /// process exits meanwhile or after [`DEADLINE`].
-    async fn wait_until<F, Fut>(&mut self, what: &str, mut done: F)
-    where
-        F: FnMut(String) -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the witness exited ({status}) while waiting for {what}");
-            }
-            if done(self.log()).await {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {DEADLINE:?} waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Witness {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- witness log ---\n{}", self.log());
-        }
-    }
-}
 
 /// `GET /healthz` answers 200.
 async fn healthy(client: &reqwest::Client, base: &str) -> bool {
@@ -90,6 +21,16 @@ async fn healthy(client: &reqwest::Client, base: &str) -> bool {
         Ok(r) => r.status().is_success(),
         Err(_) => false,
     }
+}
+
+/// The real binary, run with `--config config`; its output goes to `log`.
+fn start(config: &Path, log: PathBuf) -> Daemon {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info");
+    Daemon::spawn("witness", command, log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +76,7 @@ async fn sighup_is_logged_and_ignored_and_sigterm_exits_cleanly() {
         .unwrap();
     let base = format!("https://127.0.0.1:{port}");
 
-    let mut w = Witness::start(
+    let mut w = start(
         &dir.path().join("witness.toml"),
         dir.path().join("witness.log"),
     );
