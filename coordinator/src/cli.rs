@@ -81,6 +81,43 @@ pub fn status(config: &Config) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// The readiness part of `status`, from the running coordinator's `/v1/services` (readiness
+/// lives in the daemon, not in the history): one line per service, every reason with its fix.
+pub fn readiness_lines(services_json: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let list = services_json["services"].as_array().cloned().unwrap_or_default();
+    for s in list {
+        let name = s["service"].as_str().unwrap_or("?");
+        let r = &s["readiness"];
+        let verdict = r["verdict"].as_str().unwrap_or("unknown");
+        let since = fmt_ms(r["since_ms"].as_u64().unwrap_or(0));
+        match verdict {
+            "ready" => out.push_str(&format!("{name:<20} ready since {since}\n")),
+            "not-ready" => {
+                out.push_str(&format!(
+                    "{name:<20} NOT READY since {since}{}\n",
+                    if r["alerting"].as_bool() == Some(true) {
+                        " (alert sent)"
+                    } else {
+                        ""
+                    }
+                ));
+                for reason in r["reasons"].as_array().cloned().unwrap_or_default() {
+                    out.push_str(&format!(
+                        "    {} [{}]: {}\n      fix: {}\n",
+                        reason["subject"].as_str().unwrap_or(""),
+                        reason["code"].as_str().unwrap_or(""),
+                        reason["message"].as_str().unwrap_or(""),
+                        reason["fix"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+            other => out.push_str(&format!("{name:<20} readiness {other} (not evaluated yet)\n")),
+        }
+    }
+    out
+}
+
 /// One service's status line: its stored state and when it was stored (`None`: never
 /// stored, so still on the primary), and how many DNS changes are pending.
 pub fn status_line(service: &str, stored: Option<(&State, u64)>, pending_dns: usize) -> String {

@@ -69,6 +69,25 @@ impl ApiClient {
         .await
     }
 
+    /// `GET` of an API path (`/v1/services`), with a short timeout: for `status`, which must
+    /// not hang on a coordinator that is not running.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .timeout(std::time::Duration::from_secs(3))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator's API at {url}"))?;
+        let success = resp.status().is_success();
+        Ok(Reply {
+            success,
+            body: resp.text().await.unwrap_or_default(),
+        })
+    }
+
     async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
         let resp = self

@@ -17,6 +17,8 @@ pub mod failover;
 pub mod hooks;
 pub mod metrics;
 pub mod notify;
+pub mod online;
+pub mod readiness;
 pub mod service;
 pub mod store;
 pub mod subprocess;
@@ -109,8 +111,15 @@ pub async fn start(
         prober: Arc::new(shared::probe::Prober::new(config.probe_roots.clone())),
         key: Arc::new(config.signing_key.clone()),
         key_id: config.key_id.clone(),
+        authorities: readiness::checks::AuthoritySettings {
+            listed: verify_servers.clone(),
+            discover: config.dns.discover_ns,
+            port: config.dns.ns_port,
+            timeout: config.dns.verify_timeout,
+        },
         verify_servers,
         verify_timeout: config.dns.verify_timeout,
+        readiness: config.readiness.clone(),
     });
     let mut services = HashMap::new();
     for svc in config.services.iter().cloned() {

@@ -41,10 +41,14 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Validate a config file without running anything; prints every error.
+    /// Validate a config file without running anything; prints every error. With --online,
+    /// also prove every witness, the DNS credentials and every authoritative server with
+    /// real, harmless traffic (docs/readiness.md); exit 1 on any failure.
     Check {
         #[arg(long)]
         config: PathBuf,
+        #[arg(long)]
+        online: bool,
     },
     /// Create the coordinator's signing key (mode 0600) and print the line witnesses trust.
     Keygen {
@@ -154,10 +158,20 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             coordinator::run(cfg, listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Check { config } => match coordinator::config::load(&config) {
+        Cmd::Check { config, online } => match coordinator::config::load(&config) {
             Ok(cfg) => {
                 println!("{}", cli::check_summary(&config, &cfg));
-                Ok(ExitCode::SUCCESS)
+                if !online {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let lines = coordinator::online::check(&cfg).await;
+                let (text, passed) = coordinator::online::render(&lines);
+                print!("{text}");
+                Ok(if passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -173,7 +187,18 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { config } => {
-            print!("{}", cli::status(&cli::load_config(&config)?)?);
+            let cfg = cli::load_config(&config)?;
+            print!("{}", cli::status(&cfg)?);
+            // Readiness is the running daemon's: ask its API, say so when it does not answer.
+            let api = ApiClient::new(&cfg)?;
+            match api.get("/v1/services").await {
+                Ok(r) if r.success => {
+                    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                    print!("\nreadiness (from the running coordinator):\n{}", cli::readiness_lines(&v));
+                }
+                Ok(r) => println!("\nreadiness: the API refused: {}", r.body),
+                Err(e) => println!("\nreadiness: unknown: {e:#} (is the coordinator running?)"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::History {

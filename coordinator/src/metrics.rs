@@ -60,8 +60,25 @@ pub struct TaskLabel {
     pub how: String,
 }
 
+/// A readiness reason code of a service (`docs/readiness.md` lists them).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub service: String,
+    pub reason: String,
+}
+
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// 1 when the service is ready (a failover now would work as configured).
+    pub ready: Family<ServiceLabel, Gauge>,
+    /// How many reasons of each code keep the service from being ready (0 once cleared).
+    pub readiness_reasons: Family<ReasonLabel, Gauge>,
+    pub witness_answer_ratio: Family<WitnessLabel, FloatGauge>,
+    pub witness_latency_p50: Family<WitnessLabel, FloatGauge>,
+    pub witness_latency_p99: Family<WitnessLabel, FloatGauge>,
+    pub witness_disagreement_ratio: Family<WitnessLabel, FloatGauge>,
     /// 0 = primary active, 1 = backup active.
     pub backup_active: Family<ServiceLabel, Gauge>,
     pub primary_up: Family<ServiceLabel, Gauge>,
@@ -97,6 +114,12 @@ impl Metrics {
         let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("quorate")),
+            ready: Family::default(),
+            readiness_reasons: Family::default(),
+            witness_answer_ratio: Family::default(),
+            witness_latency_p50: Family::default(),
+            witness_latency_p99: Family::default(),
+            witness_disagreement_ratio: Family::default(),
             backup_active: Family::default(),
             primary_up: Family::default(),
             backup_up: Family::default(),
@@ -135,6 +158,36 @@ impl Metrics {
                 m.backup_up.clone(),
             );
             r.register("rounds", "decision rounds by outcome", m.rounds.clone());
+            r.register(
+                "ready",
+                "1 when a failover of the service would work now (docs/readiness.md)",
+                m.ready.clone(),
+            );
+            r.register(
+                "readiness_reasons",
+                "reasons the service is not ready, by code (0 once cleared)",
+                m.readiness_reasons.clone(),
+            );
+            r.register(
+                "witness_answer_ratio",
+                "share of vote requests answered with a valid vote, sliding window",
+                m.witness_answer_ratio.clone(),
+            );
+            r.register(
+                "witness_latency_p50_seconds",
+                "median latency of valid answers, sliding window",
+                m.witness_latency_p50.clone(),
+            );
+            r.register(
+                "witness_latency_p99_seconds",
+                "99th percentile latency of valid answers, sliding window",
+                m.witness_latency_p99.clone(),
+            );
+            r.register(
+                "witness_disagreement_ratio",
+                "share of valid votes that disagreed with the round's majority, sliding window",
+                m.witness_disagreement_ratio.clone(),
+            );
             r.register(
                 "history_write_failures",
                 "history writes that failed (each is logged; decisions are retried next tick, DNS results re-written later)",

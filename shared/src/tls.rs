@@ -161,6 +161,15 @@ impl PinnedVerifier {
     }
 }
 
+/// The certificate a server presented is not the pinned one; both fingerprints are in the
+/// message, so the operator can tell a renewed certificate from a wrong address.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate pin mismatch: the server presents sha256 {presented}, the pin is {pinned}")]
+pub struct PinMismatch {
+    pub presented: String,
+    pub pinned: String,
+}
+
 impl ServerCertVerifier for PinnedVerifier {
     fn verify_server_cert(
         &self,
@@ -172,7 +181,10 @@ impl ServerCertVerifier for PinnedVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         match self.pin {
             Some(pin) if cert_sha256(end_entity) != pin => Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
+                CertificateError::Other(rustls::OtherError(std::sync::Arc::new(PinMismatch {
+                    presented: hex::encode(cert_sha256(end_entity)),
+                    pinned: hex::encode(pin),
+                }))),
             )),
             _ => Ok(ServerCertVerified::assertion()),
         }

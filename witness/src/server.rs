@@ -190,12 +190,14 @@ pub fn server_tls_config(config: &Config) -> anyhow::Result<Arc<rustls::ServerCo
 }
 
 /// A refused request: HTTP status, stable code and a reason, sent as
-/// `{"error": code, "reason": text}`.
+/// `{"error": code, "reason": text}`, plus `"skew_ms"` (the request's `issued_at_ms` minus
+/// this witness's clock) on a `stale` refusal, so the coordinator can say whose clock is off.
 #[derive(Debug)]
 pub struct Rejection {
     pub status: StatusCode,
     pub code: &'static str,
     pub reason: String,
+    pub skew_ms: Option<i64>,
 }
 
 impl Rejection {
@@ -204,6 +206,7 @@ impl Rejection {
             status,
             code,
             reason: reason.into(),
+            skew_ms: None,
         }
     }
 }
@@ -221,17 +224,24 @@ impl From<ProtocolError> for Rejection {
             ProtocolError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         };
-        Rejection::new(status, e.code(), e.to_string())
+        let skew_ms = match &e {
+            ProtocolError::Stale { skew_ms, .. } => Some(*skew_ms),
+            _ => None,
+        };
+        Rejection {
+            skew_ms,
+            ..Rejection::new(status, e.code(), e.to_string())
+        }
     }
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": self.code, "reason": self.reason })),
-        )
-            .into_response()
+        let mut body = json!({ "error": self.code, "reason": self.reason });
+        if let Some(skew) = self.skew_ms {
+            body["skew_ms"] = json!(skew);
+        }
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -422,6 +432,8 @@ async fn identity(State(state): State<Arc<AppState>>) -> Response {
         "key_id": state.witness_id,
         "public_key": state.public_key,
         "cert_sha256": state.cert_sha256,
+        // The witness's clock, so a coordinator's `check --online` can measure the skew.
+        "time_ms": shared::unix_ms(SystemTime::now()),
     }))
     .into_response()
 }

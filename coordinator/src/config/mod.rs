@@ -11,6 +11,7 @@ mod coordinator;
 mod dns;
 mod notify;
 mod probe;
+mod readiness;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ use shared::protocol::KeyId;
 pub use self::coordinator::{RawApi, RawCoordinator};
 pub use self::dns::{DnsConfig, RawDns, RawVerify};
 pub use self::notify::{RawNotify, RawWebhook, WebhookConfig, WebhookFormat};
+pub use self::readiness::{RawReadiness, ReadinessConfig};
 pub use self::probe::{RawDnsProbe, RawHttpProbe, RawProbe, RawTcpProbe};
 pub use self::service::{
     HooksConfig, RawHooks, RawService, RawSide, ServiceConfig, normalize_zone, qualify,
@@ -48,6 +50,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub notify: RawNotify,
     #[serde(default)]
+    pub readiness: RawReadiness,
+    #[serde(default)]
     pub service: Vec<RawService>,
 }
 
@@ -66,6 +70,7 @@ pub struct Config {
     pub witnesses: Vec<WitnessConfig>,
     pub dns: DnsConfig,
     pub webhooks: Vec<WebhookConfig>,
+    pub readiness: ReadinessConfig,
     pub services: Vec<ServiceConfig>,
 }
 
@@ -101,6 +106,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
     let mut witnesses = witness::validate(&raw.witness, &mut e);
     let dns = dns::validate(&raw.dns, base, &mut e);
     let webhooks = notify::validate(&raw.notify, base, &mut e);
+    let readiness = readiness::validate(&raw.readiness, &mut e);
     let services = service::validate_all(&raw.service, &raw.witness, top.interval, &mut e);
     if let Some(dns) = &dns {
         dns::check_zones(&dns.backend, &raw.service, &mut e);
@@ -122,6 +128,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             witnesses,
             dns: dns?,
             webhooks,
+            readiness,
             services,
         })
     })

@@ -353,8 +353,11 @@ impl Machine<'_> {
         }
         let back = to.other();
         if self.s.active == to {
-            let reason =
-                format!("the DNS change to {to} failed permanently: DNS still points at {back}");
+            // Not "DNS still points at {back}": after a conflict the server may serve a
+            // third address; the dns-failed event and the status say what it answers.
+            let reason = format!(
+                "the DNS change to {to} failed permanently; Quorate acts as if {back} were active, the records are as the server has them (see the dns-failed event)"
+            );
             self.s.active = back;
             self.reset_streaks();
             self.out.push(Action::Transition {

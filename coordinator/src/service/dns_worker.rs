@@ -96,6 +96,7 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                     w.finish(job.id, ChangeStatus::Applied, None, EventKind::DnsApplied)
                         .await;
                     w.pending_flag.set(false);
+                    w.pending_flag.status.send_if_modified(|s| s.dns_serves.take().is_some());
                     let lbl = DnsLabel {
                         backend: backend_kind.clone(),
                         result: "applied".into(),
@@ -136,7 +137,13 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                     delay = (delay * 2).min(MAX_RETRY);
                 }
                 Err(e) => {
-                    let msg = describe_permanent(&e);
+                    // Say what the server answers now, not what was intended: after a
+                    // conflict it may serve neither side.
+                    let served = w.describe_served(&job).await;
+                    let msg = format!("{}; {served}", describe_permanent(&e));
+                    w.pending_flag
+                        .status
+                        .send_modify(|s| s.dns_serves = Some(served.clone()));
                     error!(id = job.id, error = %msg, "DNS change failed permanently");
                     w.attempt(job.id, Some(msg.clone())).await;
                     w.metrics
@@ -164,6 +171,17 @@ fn describe_permanent(e: &DnsError) -> String {
 }
 
 impl Worker {
+    /// What the backend serves now for the change's record sets, in words.
+    async fn describe_served(&self, job: &Job) -> String {
+        match self.backend.current(&job.change.zone, &job.change.to).await {
+            Ok(sets) => format!(
+                "the server now answers {}",
+                crate::dns::describe_sets(&sets)
+            ),
+            Err(e) => format!("what the server answers now is unknown: {e}"),
+        }
+    }
+
     fn new_event(&self, kind: EventKind, message: String) -> NewEvent {
         NewEvent {
             service: self.service.clone(),

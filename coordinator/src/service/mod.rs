@@ -32,6 +32,7 @@ use crate::witnesses::WitnessClient;
 
 mod dns_worker;
 mod history;
+mod readiness;
 mod reconcile;
 pub mod record;
 mod task;
@@ -50,6 +51,9 @@ pub struct ServiceDeps {
     /// Authoritative servers to check after each change (empty: no verification).
     pub verify_servers: Vec<SocketAddr>,
     pub verify_timeout: Duration,
+    pub readiness: crate::config::ReadinessConfig,
+    /// Where the readiness checks find the zone's authoritative servers.
+    pub authorities: crate::readiness::checks::AuthoritySettings,
 }
 
 impl std::fmt::Debug for ServiceDeps {
@@ -80,6 +84,12 @@ pub struct ServiceStatus {
     /// status is the last reading before it did, not a live one. Absent while healthy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// After a change failed permanently: what the DNS server actually answers (it may be
+    /// neither side after a hand edit). Cleared when a change is applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_serves: Option<String>,
+    /// Would a failover work now? (`docs/readiness.md`)
+    pub readiness: crate::readiness::ReadinessStatus,
 }
 
 /// An operator's command to one service.
@@ -179,7 +189,36 @@ pub async fn spawn_service(
         dns_worker::run(worker, job_rx).instrument(span.clone()),
         mark_failed(status_tx.clone(), "dns worker"),
     );
+    let (side_tx, side_rx) = watch::channel(None);
+    let check = crate::readiness::checks::Ctx {
+        svc: svc.clone(),
+        backend: deps.backend.clone(),
+        witnesses: svc
+            .witnesses
+            .iter()
+            .map(|&i| deps.witnesses[i].clone())
+            .collect(),
+        key: deps.key.clone(),
+        key_id: deps.key_id.clone(),
+        authorities: deps.authorities.clone(),
+        every: deps.readiness.interval,
+    };
+    let now_side = {
+        let status = status_rx.clone();
+        move || {
+            let s = status.borrow();
+            (s.active, s.dns_pending)
+        }
+    };
+    sup.spawn(
+        format!("readiness:{name}"),
+        crate::readiness::checks::run(check, now_side, side_tx, sup.shutdown().clone())
+            .instrument(span.clone()),
+        mark_failed(status_tx.clone(), "readiness task"),
+    );
+    let tracker = readiness::Tracker::new(&deps.readiness, side_rx);
     let task = task::ServiceTask {
+        readiness: tracker,
         deps,
         svc,
         target,
@@ -237,6 +276,8 @@ fn status_of(
         blocked: s.blocked.is_some(),
         dns_pending: pending,
         failed: None,
+        dns_serves: None,
+        readiness: crate::readiness::ReadinessStatus::unknown(),
     }
 }
 

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use shared::protocol::{NONCE_LEN, PROTOCOL_VERSION, Verdict, VoteRequest};
+use shared::protocol::Verdict;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -21,13 +20,6 @@ use crate::metrics::{InvalidLabel, RoundLabel, ServiceLabel, WitnessLabel};
 use crate::store::VoteRecord;
 use crate::witnesses::Answer;
 
-fn random_nonce() -> String {
-    let mut n = [0u8; NONCE_LEN];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n)
-        .expect("the OS random source is available");
-    hex::encode(n)
-}
-
 pub(super) struct ServiceTask {
     pub(super) deps: Arc<ServiceDeps>,
     pub(super) svc: Arc<ServiceConfig>,
@@ -42,6 +34,7 @@ pub(super) struct ServiceTask {
     pub(super) job_tx: mpsc::Sender<Job>,
     pub(super) pending_flag: DnsPending,
     pub(super) last_obs: Option<(Observation, u64)>,
+    pub(super) readiness: super::readiness::Tracker,
 }
 
 impl ServiceTask {
@@ -137,29 +130,22 @@ impl ServiceTask {
     async fn tick(&mut self) {
         let now = now_ms();
         let svc = self.svc.clone();
-        let request = VoteRequest {
-            version: PROTOCOL_VERSION,
-            coordinator: self.deps.key_id.clone(),
-            service: svc.name.clone(),
-            round: now,
-            nonce: random_nonce(),
-            issued_at_ms: now,
-            target: svc.primary_probe.clone(),
-        };
-        let (envelope, hash) = request.sign(&self.deps.key);
-        let body = Bytes::from(envelope.to_json());
-        let request_json = String::from_utf8_lossy(&body).into_owned();
-        let asks = svc.witnesses.iter().map(|&i| {
-            let w = self.deps.witnesses[i].clone();
-            let (body, json, svc_name) = (body.clone(), request_json.clone(), svc.name.clone());
-            async move { w.ask(&json, body, &hash, &svc_name, now).await }
-        });
+        let request = crate::witnesses::sign_request(
+            &self.deps.key,
+            &self.deps.key_id,
+            &svc.name,
+            now,
+            now,
+            &svc.primary_probe,
+        );
+        let clients = svc.witnesses.iter().map(|&i| &self.deps.witnesses[i]);
         let (primary, backup, answers) = tokio::join!(
             self.deps.prober.run(&svc.primary_probe),
             self.deps.prober.run(&svc.backup_probe),
-            futures::future::join_all(asks),
+            crate::witnesses::ask_all(clients, &request, &svc.name),
         );
         let votes = self.tally(&answers);
+        self.note_agreement(&answers);
         let obs = Observation {
             primary_up: primary.is_up(),
             backup_up: backup.is_up(),
@@ -180,9 +166,37 @@ impl ServiceTask {
             .get_or_create(&label)
             .set(obs.backup_up as i64);
         self.last_obs = Some((obs, now));
+        let notices = self.readiness.evaluate(&self.deps, &svc, &answers, &obs, now);
+        for n in notices {
+            self.deps.notifier.send(n);
+        }
+        let published = self.readiness.status();
+        self.status_tx
+            .send_if_modified(|s| std::mem::replace(&mut s.readiness, published.clone()) != published);
         let records: Vec<VoteRecord> = answers.into_iter().map(|a| a.record).collect();
         // A failed write is logged and counted inside; the next tick decides again.
         let _ = self.feed(Event::Tick(obs), Some(records)).await;
+    }
+
+    /// Notes, per witness, whether its valid vote agreed with the round's majority (a round
+    /// without a strict majority tells nothing).
+    fn note_agreement(&self, answers: &[Answer]) {
+        let verdicts: Vec<Verdict> = answers
+            .iter()
+            .filter_map(|a| a.vote.as_ref().map(|v| v.verdict))
+            .collect();
+        let up = verdicts.iter().filter(|v| **v == Verdict::Up).count();
+        let down = verdicts.len() - up;
+        let majority = match up.cmp(&down) {
+            std::cmp::Ordering::Greater => Verdict::Up,
+            std::cmp::Ordering::Less => Verdict::Down,
+            std::cmp::Ordering::Equal => return,
+        };
+        for (a, &i) in answers.iter().zip(&self.svc.witnesses) {
+            if let Some(v) = &a.vote {
+                self.deps.witnesses[i].note_agreement(v.verdict == majority);
+            }
+        }
     }
 
     fn tally(&self, answers: &[Answer]) -> VoteTally {
@@ -330,8 +344,12 @@ impl ServiceTask {
             (&self.svc, &self.state, self.last_obs, &self.pending_flag);
         self.status_tx.send_modify(|s| {
             let failed = s.failed.take();
+            let readiness = std::mem::take(&mut s.readiness);
+            let serves = s.dns_serves.take();
             *s = status_of(svc, state, obs, pending.get());
             s.failed = failed;
+            s.readiness = readiness;
+            s.dns_serves = serves;
         });
         Ok(())
     }

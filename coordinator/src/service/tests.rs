@@ -83,6 +83,8 @@ fn status() -> ServiceStatus {
         blocked: false,
         dns_pending: false,
         failed: None,
+        dns_serves: None,
+        readiness: crate::readiness::ReadinessStatus::unknown(),
     }
 }
 

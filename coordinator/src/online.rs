@@ -1,0 +1,431 @@
+//! `check --online`: everything `check` does, then every dependency proven with real,
+//! harmless traffic, one verdict line per witness, per service and per DNS server, each with
+//! the reason and the fix; the command exits non-zero on any failure. It runs the same
+//! classification as the running coordinator's readiness (`crate::readiness`), once.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{Config, ServiceConfig};
+use crate::dns::BuiltBackend;
+use crate::failover::Side;
+use crate::readiness::checks::{self, AuthoritySettings};
+use crate::readiness::{self, Asked, Reason};
+use crate::witnesses::{self, Failure, WitnessClient};
+
+/// How a line came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    Ok,
+    /// Works, but something is not proven or not as it should be for long.
+    Warn,
+    Fail,
+}
+
+/// One verdict line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub mark: Mark,
+    /// `witness w1`, `service www`, `dns server 127.0.0.1:53`, `coordinator`.
+    pub subject: String,
+    pub text: String,
+    pub fix: Option<String>,
+}
+
+impl Line {
+    fn ok(subject: impl Into<String>, text: impl Into<String>) -> Line {
+        Line {
+            mark: Mark::Ok,
+            subject: subject.into(),
+            text: text.into(),
+            fix: None,
+        }
+    }
+
+    fn fail(subject: impl Into<String>, reasons: &[Reason]) -> Line {
+        Line {
+            mark: Mark::Fail,
+            subject: subject.into(),
+            text: reasons
+                .iter()
+                .map(|r| r.message.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+            fix: Some(
+                reasons
+                    .iter()
+                    .map(|r| r.fix.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = match self.mark {
+            Mark::Ok => "ok  ",
+            Mark::Warn => "WARN",
+            Mark::Fail => "FAIL",
+        };
+        write!(f, "{mark} {}: {}", self.subject, self.text)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n     fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the lines and says whether all passed (warnings pass).
+pub fn render(lines: &[Line]) -> (String, bool) {
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(&l.to_string());
+        out.push('\n');
+    }
+    let failed = lines.iter().filter(|l| l.mark == Mark::Fail).count();
+    out.push_str(&if failed == 0 {
+        "online check passed: a failover would work as configured\n".to_string()
+    } else {
+        format!("online check FAILED: {failed} problem(s) above\n")
+    });
+    (out, failed == 0)
+}
+
+fn now_ms() -> u64 {
+    shared::unix_ms(std::time::SystemTime::now())
+}
+
+/// The side whose records DNS should serve now: the stored state's, else the primary.
+fn persisted_sides(config: &Config) -> Vec<(String, Side)> {
+    let states = crate::store::Store::open_read_only(&config.database)
+        .ok()
+        .and_then(|s| s.all_states().ok())
+        .unwrap_or_default();
+    config
+        .services
+        .iter()
+        .map(|svc| {
+            let side = states
+                .iter()
+                .find(|(n, _, _)| n == &svc.name)
+                .map(|(_, s, _)| s.active)
+                .unwrap_or(Side::Primary);
+            (svc.name.clone(), side)
+        })
+        .collect()
+}
+
+/// Runs every online check.
+pub async fn check(config: &Config) -> Vec<Line> {
+    let mut lines = vec![Line::ok(
+        "coordinator",
+        format!(
+            "key id {} (witnesses trust {})",
+            config.key_id,
+            shared::keys::format_public_key(&config.signing_key.verifying_key())
+        ),
+    )];
+    if let Some(pid) = crate::store::lock_holder(&config.database) {
+        lines.push(Line {
+            mark: Mark::Fail,
+            subject: "history".into(),
+            text: format!(
+                "{} is in use by a running coordinator (pid {pid}); a second one on it would be refused",
+                config.database.display()
+            ),
+            fix: Some(
+                "stop the other coordinator, or give this one its own `database`".into(),
+            ),
+        });
+    }
+    let sides = persisted_sides(config);
+    lines.extend(check_witnesses(config).await);
+    lines.extend(check_dns(config, &sides).await);
+    lines
+}
+
+/// Per witness: identity (key, TLS pin, clock), then a real signed vote about each of its
+/// services' primary and backup.
+async fn check_witnesses(config: &Config) -> Vec<Line> {
+    let mut out = Vec::new();
+    let mut stale_all = Vec::new();
+    let mut answered = 0usize;
+    for (wi, wc) in config.witnesses.iter().enumerate() {
+        let subject = format!("witness {} ({})", wc.name, wc.url);
+        let client = match WitnessClient::new(wc.clone()) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                out.push(Line {
+                    mark: Mark::Fail,
+                    subject,
+                    text: e.to_string(),
+                    fix: None,
+                });
+                continue;
+            }
+        };
+        let mut reasons = Vec::new();
+        let mut notes = Vec::new();
+        let sent = now_ms();
+        let t0 = Instant::now();
+        match client.identity().await {
+            Ok(id) => {
+                let rtt = t0.elapsed().as_millis() as u64;
+                let want = shared::keys::format_public_key(&wc.key);
+                if id.public_key != want {
+                    reasons.push(Reason::new(
+                        "witness-wrong-key",
+                        &subject,
+                        format!(
+                            "the witness's /v1/identity key is {}, the config pins {want}",
+                            id.public_key
+                        ),
+                        format!(
+                            "if the witness's key was replaced on purpose, set public_key = \"{}\" in its [[witness]] table",
+                            id.public_key
+                        ),
+                    ));
+                } else {
+                    notes.push("key matches".to_string());
+                }
+                notes.push(if wc.cert_sha256.is_some() {
+                    "TLS pin matches".to_string()
+                } else {
+                    format!("TLS not pinned (cert_sha256 = \"{}\")", id.cert_sha256)
+                });
+                if let Some(t) = id.time_ms {
+                    let skew = t as i64 - (sent + rtt / 2) as i64;
+                    notes.push(format!("clock skew {skew:+} ms (±{} ms)", rtt / 2 + 1));
+                }
+            }
+            Err(f) => {
+                reasons.push(readiness::witness_reason(wc, Asked::Primary("-"), &f));
+            }
+        }
+        if reasons.is_empty() {
+            for svc in config.services.iter().filter(|s| s.witnesses.contains(&wi)) {
+                let (r, n, stale) = vote_about(config, &client, svc).await;
+                if let Some(skew) = stale {
+                    stale_all.push((subject.clone(), skew));
+                } else {
+                    answered += 1;
+                }
+                reasons.extend(r);
+                notes.extend(n);
+            }
+        }
+        out.push(if reasons.is_empty() {
+            Line::ok(subject, notes.join(", "))
+        } else {
+            Line::fail(subject, &reasons)
+        });
+    }
+    // Every witness that answered refused us as stale, the same way: our clock.
+    if stale_all.len() >= 2
+        && answered == 0
+        && stale_all
+            .iter()
+            .all(|(_, s)| s.signum() == stale_all[0].1.signum())
+    {
+        let off = -stale_all[0].1;
+        out.push(Line {
+            mark: Mark::Fail,
+            subject: "coordinator clock".into(),
+            text: format!(
+                "every witness refuses this coordinator's requests as stale: this clock is {} s {} theirs",
+                off.abs() / 1000,
+                if off > 0 { "ahead of" } else { "behind" }
+            ),
+            fix: Some(
+                "run NTP (chrony or systemd-timesyncd) on this host; `timedatectl` shows whether it is synchronised".into(),
+            ),
+        });
+    }
+    out
+}
+
+/// A signed test vote about the service's primary, and one about its backup. Returns the
+/// reasons, what went right, and the witness's clock skew when it refused as stale.
+async fn vote_about(
+    config: &Config,
+    client: &Arc<WitnessClient>,
+    svc: &ServiceConfig,
+) -> (Vec<Reason>, Vec<String>, Option<i64>) {
+    let mut reasons = Vec::new();
+    let mut notes = Vec::new();
+    let mut stale = None;
+    for (what, probe) in [("primary", &svc.primary_probe), ("backup", &svc.backup_probe)] {
+        let now = now_ms();
+        let req = witnesses::sign_request(
+            &config.signing_key,
+            &config.key_id,
+            &svc.name,
+            now,
+            now,
+            probe,
+        );
+        let answers = witnesses::ask_all(std::iter::once(client), &req, &svc.name).await;
+        let Some(a) = answers.into_iter().next() else {
+            continue;
+        };
+        let addr = probe.address().ip().to_string();
+        let asked = if what == "primary" {
+            Asked::Primary(&addr)
+        } else {
+            Asked::Backup(&addr)
+        };
+        match (&a.vote, &a.failure) {
+            (Some(v), _) => {
+                notes.push(format!(
+                    "{}: {what} {} ({} ms)",
+                    svc.name,
+                    v.verdict,
+                    a.latency.as_millis()
+                ));
+                if what == "backup" && v.verdict == shared::protocol::Verdict::Down {
+                    reasons.push(Reason::new(
+                        "backup-unreachable",
+                        format!("service {}", svc.name),
+                        format!(
+                            "the witness cannot reach the backup {addr}: {}",
+                            v.evidence.detail.clone().unwrap_or_default()
+                        ),
+                        "check the backup's firewall, its service and its uplink",
+                    ));
+                }
+            }
+            (None, Some(f)) => {
+                if let Failure::Refused {
+                    code,
+                    skew_ms: Some(s),
+                    ..
+                } = f
+                    && code == "stale"
+                {
+                    stale = Some(*s);
+                }
+                reasons.push(readiness::witness_reason(&client.config, asked, f));
+                // The backup vote would fail the same way.
+                if what == "primary" {
+                    break;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    (reasons, notes, stale)
+}
+
+/// Per service: the backend's harmless operation for its zone; per authoritative server:
+/// does it serve the persisted side.
+async fn check_dns(config: &Config, sides: &[(String, Side)]) -> Vec<Line> {
+    let mut out = Vec::new();
+    let backend = match &config.dns.built {
+        BuiltBackend::Ready(b) => b.clone(),
+        BuiltBackend::Builtin(_) => {
+            out.push(Line::ok(
+                "dns builtin",
+                "the built-in server answers from the coordinator's own memory: nothing to prove before it runs",
+            ));
+            return out;
+        }
+    };
+    let mut listed = config.dns.verify_servers.clone();
+    if listed.is_empty() {
+        listed = config.dns.default_verify_servers();
+    }
+    let authorities = AuthoritySettings {
+        listed,
+        discover: config.dns.discover_ns,
+        port: config.dns.ns_port,
+        timeout: config.dns.verify_timeout,
+    };
+    for svc in &config.services {
+        let side = sides
+            .iter()
+            .find(|(n, _)| n == &svc.name)
+            .map(|(_, s)| *s)
+            .unwrap_or(Side::Primary);
+        let expected = svc.records_for(side);
+        let subject = format!("service {} (dns {} {})", svc.name, backend.kind(), svc.zone);
+        let dns = checks::dns_side(backend.as_ref(), &svc.zone, &expected, &authorities, false).await;
+        match &dns.proof {
+            Ok(p) if p.starts_with(crate::dns::UNPROVEN) => out.push(Line {
+                mark: Mark::Warn,
+                subject,
+                text: p.clone(),
+                fix: Some("give the exec backend a `check_command`".into()),
+            }),
+            Ok(p) => out.push(Line::ok(
+                subject,
+                format!("{p}; the {} side is expected", side.as_str()),
+            )),
+            Err(r) => out.push(Line::fail(subject, std::slice::from_ref(r))),
+        }
+        for s in &dns.servers {
+            let subject = format!("dns server {}", s.server);
+            out.push(if s.agrees {
+                Line::ok(subject, format!("serves {} ({} side)", s.serves, side.as_str()))
+            } else {
+                Line {
+                    mark: Mark::Fail,
+                    subject,
+                    text: format!(
+                        "serves {}; the persisted {} side is {}",
+                        s.serves,
+                        side.as_str(),
+                        crate::dns::describe_sets(&expected)
+                    ),
+                    fix: Some(
+                        "put the records back as Quorate has them (a hand edit, or a secondary that stopped transferring), or change the service's addresses in the config and reload".into(),
+                    ),
+                }
+            });
+        }
+        for r in &dns.discovery {
+            out.push(Line::fail(r.subject.clone(), std::slice::from_ref(r)));
+        }
+        // Drift the server lines do not show (they all agree): say it anyway.
+        if dns.servers.iter().all(|s| s.agrees) {
+            for r in &dns.drift {
+                out.push(Line::fail(r.subject.clone(), std::slice::from_ref(r)));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_marks_each_line_and_fails_only_on_fail() {
+        let ok = Line::ok("witness w1 (https://w1:8443)", "key matches");
+        let warn = Line {
+            mark: Mark::Warn,
+            subject: "service www (dns exec example.test.)".into(),
+            text: "unproven: no check_command".into(),
+            fix: Some("give the exec backend a `check_command`".into()),
+        };
+        let (text, passed) = render(&[ok.clone(), warn.clone()]);
+        assert!(passed);
+        assert_eq!(
+            text,
+            "ok   witness w1 (https://w1:8443): key matches\n\
+             WARN service www (dns exec example.test.): unproven: no check_command\n     fix: give the exec backend a `check_command`\n\
+             online check passed: a failover would work as configured\n"
+        );
+        let fail = Line::fail(
+            "witness w2",
+            &[Reason::new("witness-untrusted", "witness w2", "does not trust", "add the key")],
+        );
+        let (text, passed) = render(&[ok, fail]);
+        assert!(!passed);
+        assert!(text.contains("FAIL witness w2: does not trust\n     fix: add the key\n"), "{text}");
+        assert!(text.ends_with("online check FAILED: 1 problem(s) above\n"), "{text}");
+    }
+}

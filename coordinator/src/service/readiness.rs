@@ -1,0 +1,214 @@
+//! A service's readiness, evaluated every interval by its task: the interval's witness
+//! answers plus the last report of the service's readiness task (DNS side, backup as the
+//! witnesses see it) make the live verdict; `crate::readiness::Alarm` and `Spells` turn it
+//! into notices with hysteresis; the verdict goes to the status and `/metrics`.
+
+use std::collections::BTreeSet;
+
+use tokio::sync::watch;
+
+use super::ServiceDeps;
+use crate::config::{ReadinessConfig, ServiceConfig, WitnessConfig};
+use crate::failover::Observation;
+use crate::metrics::{ReasonLabel, ServiceLabel};
+use crate::notify::Notice;
+use crate::readiness::checks::SideReport;
+use crate::readiness::{self, Alarm, Alert, Asked, ReadinessStatus, Reason, Spells};
+use crate::witnesses::Answer;
+
+pub(crate) struct Tracker {
+    side: watch::Receiver<Option<SideReport>>,
+    alarm: Alarm,
+    witness_spells: Spells,
+    disputed: Spells,
+    status: ReadinessStatus,
+    /// Reason codes with a metric series for this service (set to 0 when they clear).
+    codes_seen: BTreeSet<&'static str>,
+}
+
+impl Tracker {
+    pub(crate) fn new(cfg: &ReadinessConfig, side: watch::Receiver<Option<SideReport>>) -> Self {
+        Tracker {
+            side,
+            alarm: Alarm::new(cfg.alert_after.as_millis() as u64),
+            witness_spells: Spells::new(cfg.witness_alert_after.as_millis() as u64),
+            disputed: Spells::new(cfg.disputed_alert_after.as_millis() as u64),
+            status: ReadinessStatus::unknown(),
+            codes_seen: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn status(&self) -> ReadinessStatus {
+        self.status.clone()
+    }
+
+    /// One interval: the verdict, the notices it gives, the metrics.
+    pub(crate) fn evaluate(
+        &mut self,
+        deps: &ServiceDeps,
+        svc: &ServiceConfig,
+        answers: &[Answer],
+        obs: &Observation,
+        now: u64,
+    ) -> Vec<Notice> {
+        let witnesses: Vec<&WitnessConfig> = svc
+            .witnesses
+            .iter()
+            .map(|&i| &deps.witnesses[i].config)
+            .collect();
+        let primary = svc.primary_probe.address().ip().to_string();
+        let mut reasons = readiness::witness_reasons(
+            &svc.name,
+            &witnesses,
+            answers,
+            Asked::Primary(&primary),
+            svc.policy.quorum,
+        );
+        let side = self.side.borrow().clone();
+        if let Some(side) = &side {
+            reasons.extend(side.reasons.iter().cloned());
+        }
+        let mut notices = Vec::new();
+        let notice = |kind: &str, msg: String| Notice::new(&svc.name, kind, msg, now);
+
+        match self.alarm.update(now, &reasons) {
+            Some(Alert::NotReady { reasons, more }) => notices.push(notice(
+                "not-ready",
+                format!(
+                    "{}{}",
+                    if more {
+                        "still not ready, and also: "
+                    } else {
+                        "not ready: a failover now would not work as configured: "
+                    },
+                    list(&reasons)
+                ),
+            )),
+            Some(Alert::ReadyAgain) => notices.push(notice(
+                "ready-again",
+                "ready again: every witness, the DNS credentials and the authoritative servers check out".into(),
+            )),
+            None => {}
+        }
+
+        let witness_reasons: Vec<Reason> = reasons
+            .iter()
+            .filter(|r| r.subject.starts_with("witness "))
+            .cloned()
+            .collect();
+        let ch = self.witness_spells.update(now, &witness_reasons);
+        for r in ch.confirmed {
+            notices.push(notice(
+                "witness-alert",
+                format!(
+                    "{} silent or refusing for more than {}: {}",
+                    r.subject,
+                    humantime(self.witness_after_ms()),
+                    r
+                ),
+            ));
+        }
+        for r in ch.ended {
+            notices.push(notice(
+                "witness-ok",
+                format!("{} answers with valid votes again", r.subject),
+            ));
+        }
+
+        // Our own probe says the primary is down while a witness sees it up: the backup's own
+        // path to the primary is cut. Harmless for a while; long, it hides a real outage.
+        let disputed = (!obs.primary_up && obs.votes.up > 0).then(|| {
+            Reason::new(
+                "disputed",
+                format!("service {}", svc.name),
+                format!(
+                    "this coordinator cannot reach the primary, but {} witness(es) can",
+                    obs.votes.up
+                ),
+                "check the backup's own network path to the primary",
+            )
+        });
+        let ch = self.disputed.update(now, disputed.as_slice());
+        for r in ch.confirmed {
+            notices.push(notice(
+                "disputed-alert",
+                format!(
+                    "disputed for more than {}: {}",
+                    humantime(self.disputed_after_ms()),
+                    r
+                ),
+            ));
+        }
+        if !ch.ended.is_empty() {
+            notices.push(notice(
+                "disputed-over",
+                "this coordinator reaches the primary again (or the witnesses agree)".into(),
+            ));
+        }
+
+        let verdict = if reasons.is_empty() {
+            "ready"
+        } else {
+            "not-ready"
+        };
+        if verdict != self.status.verdict {
+            self.status.since_ms = now;
+        }
+        self.status.verdict = verdict;
+        self.status.alerting = self.alarm.alerting();
+        self.status.dns = side.map(|s| s.dns);
+        self.status.reasons = reasons;
+        self.publish_metrics(deps, svc);
+        notices
+    }
+
+    fn witness_after_ms(&self) -> u64 {
+        self.witness_spells.after_ms()
+    }
+
+    fn disputed_after_ms(&self) -> u64 {
+        self.disputed.after_ms()
+    }
+
+    fn publish_metrics(&mut self, deps: &ServiceDeps, svc: &ServiceConfig) {
+        let m = &deps.metrics;
+        m.ready
+            .get_or_create(&ServiceLabel {
+                service: svc.name.clone(),
+            })
+            .set((self.status.verdict == "ready") as i64);
+        let mut counts: std::collections::BTreeMap<&'static str, i64> =
+            self.codes_seen.iter().map(|c| (*c, 0)).collect();
+        for r in &self.status.reasons {
+            *counts.entry(r.code).or_default() += 1;
+        }
+        for (code, n) in counts {
+            self.codes_seen.insert(code);
+            m.readiness_reasons
+                .get_or_create(&ReasonLabel {
+                    service: svc.name.clone(),
+                    reason: code.to_string(),
+                })
+                .set(n);
+        }
+        for &i in &svc.witnesses {
+            deps.witnesses[i].publish_reliability(m);
+        }
+    }
+}
+
+fn list(reasons: &[Reason]) -> String {
+    reasons
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn humantime(ms: u64) -> String {
+    if ms >= 60_000 && ms % 60_000 == 0 {
+        format!("{} min", ms / 60_000)
+    } else {
+        format!("{} s", ms as f64 / 1000.0)
+    }
+}
