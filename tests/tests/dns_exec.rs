@@ -40,6 +40,7 @@ fn config(cmd: &Path, timeout: Duration) -> Config {
     Config {
         command: vec![cmd.display().to_string(), "first arg".into()],
         current_command: None,
+        check_command: None,
         timeout,
         force: false,
     }
