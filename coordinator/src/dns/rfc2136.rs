@@ -4,6 +4,10 @@
 //! all of it or none of it, so there is no moment without an answer and a record someone
 //! changed by hand is never silently overwritten (the server answers NXRRSET/YXRRSET and we
 //! report a conflict with what it serves now).
+//!
+//! The readiness check (`DnsBackend::check`) sends the same kind of signed UPDATE with the
+//! prerequisites only and an empty update section: proof of key, zone and permission that
+//! leaves the zone as it is; `Rfc2136::check_zone` has the table of what BIND answers.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
