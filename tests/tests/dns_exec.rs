@@ -40,6 +40,7 @@ fn config(cmd: &Path, timeout: Duration) -> Config {
     Config {
         command: vec![cmd.display().to_string(), "first arg".into()],
         current_command: None,
+        check_command: None,
         timeout,
         force: false,
     }
@@ -242,5 +243,92 @@ fn config_errors_name_the_key() {
             .unwrap_err()
             .to_string()
             .contains("executable")
+    );
+}
+
+#[tokio::test]
+async fn check_runs_check_command_or_says_unproven() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let apply = script(dir.path(), "apply.sh", &format!("touch {d}/applied"));
+    let expected = set(300, &["192.0.2.10"]);
+
+    // No check_command: Ok, but marked unproven.
+    let backend = exec::build(&config(&apply, Duration::from_secs(10))).unwrap();
+    let line = backend.check("example.test.", &expected).await.unwrap();
+    println!("no check_command: {line}");
+    assert!(line.starts_with(coordinator::dns::UNPROVEN), "{line}");
+
+    // A check_command that exits 0 gets the records on stdin and in the environment.
+    let check = script(
+        dir.path(),
+        "check.sh",
+        &format!(
+            "cat > {d}/stdin.json\nprintf '%s\\n' \"$1\" \"$QUORATE_ZONE\" \"$QUORATE_EXPECTED_ADDRS\" > {d}/env.txt\nprintf '%s' \"$QUORATE_EXPECTED_JSON\" > {d}/env.json"
+        ),
+    );
+    let mut cfg = config(&apply, Duration::from_secs(10));
+    cfg.check_command = Some(vec![check.display().to_string(), "--zone-check".into()]);
+    let line = exec::build(&cfg)
+        .unwrap()
+        .check("example.test.", &expected)
+        .await
+        .unwrap();
+    println!("check_command: {line}");
+    assert!(line.starts_with("exec: check_command"), "{line}");
+    let stdin: Vec<RecordSet> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("stdin.json")).unwrap()).unwrap();
+    assert_eq!(stdin, expected);
+    let env_json: Vec<RecordSet> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("env.json")).unwrap()).unwrap();
+    assert_eq!(env_json, expected);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("env.txt")).unwrap(),
+        "--zone-check\nexample.test.\n192.0.2.10\n"
+    );
+
+    // A failing check_command is rejected with its stderr; 75 is transient.
+    let no = script(dir.path(), "no.sh", "echo 'token expired' >&2\nexit 2");
+    cfg.check_command = Some(vec![no.display().to_string()]);
+    let err = exec::build(&cfg)
+        .unwrap()
+        .check("example.test.", &expected)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DnsError::Rejected(t) if t.contains("token expired")),
+        "{err:?}"
+    );
+    let busy = script(dir.path(), "busy.sh", "exit 75");
+    cfg.check_command = Some(vec![busy.display().to_string()]);
+    let err = exec::build(&cfg)
+        .unwrap()
+        .check("example.test.", &expected)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+
+    // With a current_command, a hand edit is a conflict.
+    std::fs::write(
+        dir.path().join("served.json"),
+        serde_json::to_string(&set(300, &["203.0.113.9"])).unwrap(),
+    )
+    .unwrap();
+    let read = script(
+        dir.path(),
+        "read.sh",
+        &format!("cat > /dev/null\ncat {d}/served.json"),
+    );
+    cfg.check_command = None;
+    cfg.current_command = Some(vec![read.display().to_string()]);
+    let err = exec::build(&cfg)
+        .unwrap()
+        .check("example.test.", &expected)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::Conflict { .. }), "{err:?}");
+    assert!(
+        !dir.path().join("applied").exists(),
+        "a check must not apply"
     );
 }

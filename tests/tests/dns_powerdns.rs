@@ -204,3 +204,53 @@ fn config_errors_name_the_key() {
             .starts_with("api_key_file:")
     );
 }
+
+#[tokio::test]
+async fn check_proves_the_key_and_the_zone() {
+    let (pdns, key) = start();
+    let backend = powerdns::build(&config(&pdns, &key)).unwrap();
+    let proof = backend.check(ZONE, &www_primary()).await.unwrap();
+    println!("check ok: {proof}");
+    assert!(proof.starts_with("powerdns: API key accepted"), "{proof}");
+    // A hand edit (here: Quorate believes another address is served) is a conflict.
+    let stale = vec![set(
+        "www.example.test.",
+        RecordType::A,
+        300,
+        &["203.0.113.9"],
+    )];
+    let err = backend.check(ZONE, &stale).await.unwrap_err();
+    println!("conflict: {err}");
+    assert!(
+        matches!(&err, DnsError::Conflict { found, .. } if found.contains("192.0.2.10")),
+        "{err:?}"
+    );
+    assert_current(&backend, &www_primary()).await;
+
+    let wrong = secret_file("api.key", "not-the-key");
+    let err = powerdns::build(&config(&pdns, &wrong))
+        .unwrap()
+        .check(ZONE, &www_primary())
+        .await
+        .unwrap_err();
+    println!("wrong key: {err}");
+    assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("api_key_file ({})", wrong.path.display())),
+        "{err}"
+    );
+
+    let mut cfg = config(&pdns, &key);
+    cfg.zone = "nosuch.test.".into();
+    let err = powerdns::build(&cfg)
+        .unwrap()
+        .check("nosuch.test.", &[])
+        .await
+        .unwrap_err();
+    println!("unknown zone: {err}");
+    assert!(
+        matches!(&err, DnsError::Rejected(t) if t.contains("the zone nosuch.test. is not on that powerdns server")),
+        "{err:?}"
+    );
+}

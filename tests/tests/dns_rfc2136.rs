@@ -1,7 +1,9 @@
 //! The RFC 2136 backend and DNS verification against a real BIND 9 started by each test:
 //! switch and back (A and AAAA, several names, one UPDATE), prerequisite conflicts after a
 //! change made with the real `nsupdate`, `force`, bad TSIG secrets and key names, hmac-sha512,
-//! a stopped server, TCP for large updates, and `wait_until_served`.
+//! a stopped server, TCP for large updates, `wait_until_served`; the readiness check (key,
+//! secret, zone, permission, reachability, hand edits; the zone left unchanged) and the survey
+//! of the zone's authoritative servers (NS discovery, drift).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -364,4 +366,274 @@ async fn bad_secret_files_are_refused_with_the_key_named() {
         err.starts_with("tsig_secret_file:") && err.contains("base64"),
         "{err}"
     );
+}
+
+// --- the readiness check (`DnsBackend::check`) ---
+
+/// A port on loopback where nothing listens.
+fn closed_port() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], tests::net::free_port()))
+}
+
+#[tokio::test]
+async fn check_proves_the_key_and_changes_nothing() {
+    let (bind, secret, _) = setup();
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &secret)).unwrap();
+    let serial0 = serial(&bind);
+    let proof = backend.check(ZONE, &primary()).await.unwrap();
+    println!("check ok: {proof}");
+    assert!(
+        proof.contains(KEY) && proof.contains("nothing was changed"),
+        "{proof}"
+    );
+    // An RRset that must not exist, and no record sets at all, are proven the same way.
+    let absent = vec![set("new.example.test.", RecordType::A, 0, &[])];
+    backend.check(ZONE, &absent).await.unwrap();
+    backend.check(ZONE, &[]).await.unwrap();
+    // Over TCP too.
+    let mut cfg = config(&bind, KEY, TsigAlg::HmacSha256, &secret);
+    cfg.transport = Transport::Tcp;
+    rfc2136::build(&cfg)
+        .unwrap()
+        .check(ZONE, &primary())
+        .await
+        .unwrap();
+    assert_eq!(serial(&bind), serial0, "a check must not change the zone");
+    assert_current(&backend, &primary()).await;
+    assert!(
+        !bind.log().contains("updating zone"),
+        "named logged an update:\n{}",
+        bind.log()
+    );
+}
+
+#[tokio::test]
+async fn check_tells_a_wrong_secret_from_an_unknown_key_name() {
+    let (bind, secret, _) = setup();
+    let wrong = secret_file("tsig.secret", &random_secret(32));
+    let err = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &wrong))
+        .unwrap()
+        .check(ZONE, &primary())
+        .await
+        .unwrap_err();
+    println!("wrong secret: {err}");
+    let bad_secret = err.to_string();
+    assert!(
+        matches!(err, DnsError::Auth(_)) && !err.is_retryable(),
+        "{err:?}"
+    );
+    assert!(
+        bad_secret.contains(&format!(
+            "the server refused the TSIG signature of key `{KEY}` (BADSIG): the secret in tsig_secret_file ({})",
+            wrong.path.display()
+        )) && bad_secret.contains("copy the server's secret"),
+        "{bad_secret}"
+    );
+
+    let err = rfc2136::build(&config(&bind, "no-such-key", TsigAlg::HmacSha256, &secret))
+        .unwrap()
+        .check(ZONE, &primary())
+        .await
+        .unwrap_err();
+    println!("wrong key name: {err}");
+    assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
+    let bad_name = err.to_string();
+    assert!(
+        bad_name.contains("the server does not know TSIG key `no-such-key` (BADKEY): tsig_key_name must match a `key` in the server's config"),
+        "{bad_name}"
+    );
+    assert_ne!(bad_secret, bad_name);
+}
+
+#[tokio::test]
+async fn check_says_the_zone_is_not_served_there() {
+    let (bind, secret, _) = setup();
+    let mut cfg = config(&bind, KEY, TsigAlg::HmacSha256, &secret);
+    cfg.zone = "other.test.".into();
+    let backend = rfc2136::build(&cfg).unwrap();
+    let expected = vec![set("www.other.test.", RecordType::A, 300, &["192.0.2.10"])];
+    let err = backend.check("other.test.", &expected).await.unwrap_err();
+    println!("zone not served: {err}");
+    assert!(matches!(err, DnsError::Rejected(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "{} does not serve zone other.test. as a primary (NOTAUTH",
+            bind.addr()
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn check_says_updates_are_not_permitted() {
+    let (mut bind, secret, _) = setup();
+    // The same zone and key, but no update-policy: BIND refuses every update of the zone.
+    let conf_path = bind.dir().join("named.conf");
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    let policy = format!("update-policy {{ grant {KEY} zonesub ANY; }};");
+    assert!(conf.contains(&policy), "{conf}");
+    std::fs::write(&conf_path, conf.replace(&policy, "")).unwrap();
+    bind.restart();
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &secret)).unwrap();
+    let err = backend.check(ZONE, &primary()).await.unwrap_err();
+    println!("update not permitted: {err}");
+    assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("(REFUSED)")
+            && text.contains("allow-update")
+            && text.contains("update-policy"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn check_of_an_unreachable_server_is_transient_and_names_it() {
+    let (bind, secret, _) = setup();
+    let mut cfg = config(&bind, KEY, TsigAlg::HmacSha256, &secret);
+    cfg.server = closed_port();
+    cfg.timeout = Duration::from_millis(700);
+    for transport in [Transport::Auto, Transport::Tcp] {
+        cfg.transport = transport;
+        let err = rfc2136::build(&cfg)
+            .unwrap()
+            .check(ZONE, &primary())
+            .await
+            .unwrap_err();
+        println!("unreachable ({transport:?}): {err}");
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(err.to_string().contains(&cfg.server.to_string()), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn check_reports_a_hand_edit_as_a_conflict() {
+    let (bind, secret, _) = setup();
+    let out = bind.nsupdate(
+        "update delete www.example.test. A\nupdate add www.example.test. 120 A 203.0.113.77",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &secret)).unwrap();
+    let serial0 = serial(&bind);
+    let err = backend.check(ZONE, &primary()).await.unwrap_err();
+    println!("conflict: {err}");
+    match &err {
+        DnsError::Conflict { expected, found } => {
+            assert_eq!(expected, &tests_describe(&primary()));
+            assert!(
+                found.contains("www.example.test. A [203.0.113.77] ttl 120"),
+                "{found}"
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // "Does not exist" that does exist is a conflict too.
+    let err = backend
+        .check(ZONE, &[set("www.example.test.", RecordType::AAAA, 0, &[])])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::Conflict { .. }), "{err:?}");
+    assert_eq!(serial(&bind), serial0);
+}
+
+fn tests_describe(sets: &[RecordSet]) -> String {
+    coordinator::dns::describe_sets(sets)
+}
+
+// --- the authoritative-server survey ---
+
+#[tokio::test]
+async fn discovery_and_survey_against_real_servers() {
+    use coordinator::dns::served::{Authority, discover_authorities, drift, survey};
+    let secret = random_secret(32);
+    // ns1 (in zone, glue 127.0.0.1) and an NS outside the zone whose address BIND cannot tell.
+    let records = format!("{RECORDS}@ IN NS ns.elsewhere.test.\n");
+    let bind = Bind::start(ZONE, &records, KEY, &secret, "hmac-sha256");
+    // A second server of the zone that still serves an old www A.
+    let stale = Bind::start(
+        ZONE,
+        &RECORDS.replace("www IN A 192.0.2.10", "www IN A 203.0.113.9"),
+        KEY,
+        &secret,
+        "hmac-sha256",
+    );
+    let port = bind.addr().port();
+    let t = Duration::from_secs(2);
+    let (authorities, problems) = discover_authorities(
+        ZONE,
+        &[closed_port(), bind.addr()],
+        &[stale.addr(), bind.addr()],
+        port,
+        t,
+    )
+    .await;
+    assert_eq!(
+        authorities,
+        vec![
+            Authority {
+                addr: bind.addr(),
+                ns_name: Some("ns1.example.test.".into())
+            },
+            Authority {
+                addr: stale.addr(),
+                ns_name: None
+            },
+        ]
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("NS ns.elsewhere.test. of example.test.: no address found at"),
+        "{problems:?}"
+    );
+
+    let views = survey(&authorities, &primary(), t).await;
+    assert_eq!(views.len(), 2);
+    assert_eq!(views[0].answer.as_ref().unwrap(), &primary());
+    assert!(drift(&primary(), &views[..1]).is_empty());
+    let lines = drift(&primary(), &views);
+    println!("drift: {lines:#?}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "{}: serves www.example.test. A [203.0.113.9] ttl 300; expected www.example.test. A [192.0.2.10] ttl 300",
+            stale.addr()
+        )
+    );
+    assert!(
+        lines[1].starts_with("servers disagree on www.example.test. A: ns1.example.test. ("),
+        "{}",
+        lines[1]
+    );
+    // A TTL that differs is drift too.
+    let mut ttl = primary();
+    ttl[0].ttl = 60;
+    assert_eq!(drift(&ttl, &views[..1]).len(), 1);
+
+    // Nobody answers: said so, and the listed servers are still there.
+    let (only_listed, problems) =
+        discover_authorities(ZONE, &[closed_port()], &[stale.addr()], port, t).await;
+    assert_eq!(only_listed.len(), 1);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("no server answered the NS query for example.test."),
+        "{problems:?}"
+    );
+    let views = survey(
+        &[Authority {
+            addr: closed_port(),
+            ns_name: None,
+        }],
+        &primary(),
+        Duration::from_millis(500),
+    )
+    .await;
+    let lines = drift(&primary(), &views);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("no answer"), "{lines:?}");
 }

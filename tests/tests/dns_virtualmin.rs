@@ -296,3 +296,48 @@ async fn config_errors_name_the_key() {
     let backend = virtualmin::build(&cfg).unwrap();
     assert!(!format!("{cfg:?} {backend:?}").contains("s3cret-pass"));
 }
+
+#[tokio::test]
+async fn check_lists_the_records_and_changes_nothing() {
+    let vm = start().await;
+    let files = Files::new();
+    let backend = virtualmin::build(&config(&vm, &files)).unwrap();
+    let proof = backend.check(ZONE, &www_primary()).await.unwrap();
+    println!("check ok: {proof}");
+    assert!(
+        proof.contains("virtual server example.test there"),
+        "{proof}"
+    );
+    assert!(modify_requests(&vm).is_empty(), "a check must not modify");
+    let mut stale = www_primary();
+    stale[0].addrs = vec!["203.0.113.9".parse().unwrap()];
+    let err = backend.check(ZONE, &stale).await.unwrap_err();
+    assert!(matches!(err, DnsError::Conflict { .. }), "{err:?}");
+
+    let mut cfg = config(&vm, &files);
+    cfg.password_file = files.secret("wrong.pw", "nope\n");
+    let err = virtualmin::build(&cfg)
+        .unwrap()
+        .check(ZONE, &www_primary())
+        .await
+        .unwrap_err();
+    println!("wrong password: {err}");
+    assert!(
+        matches!(&err, DnsError::Auth(t) if t.contains("401") && t.contains("wrong.pw")),
+        "{err:?}"
+    );
+
+    let mut cfg = config(&vm, &files);
+    cfg.zone = "nosuch.test".into();
+    let err = virtualmin::build(&cfg)
+        .unwrap()
+        .check("nosuch.test", &[])
+        .await
+        .unwrap_err();
+    println!("unknown zone: {err}");
+    assert!(
+        matches!(&err, DnsError::Rejected(t) if t.contains("nosuch.test is not a virtual server")),
+        "{err:?}"
+    );
+    assert!(modify_requests(&vm).is_empty());
+}

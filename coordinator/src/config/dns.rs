@@ -59,6 +59,22 @@ pub struct RawVerify {
     pub servers: Vec<String>,
     #[serde(default = "default_verify_timeout")]
     pub timeout: String,
+    /// Whether the readiness survey also asks the zone's NS records (of `servers`, else the
+    /// backend's own server) for its authoritative servers (default true).
+    #[serde(default = "default_discover_ns")]
+    pub discover_ns: bool,
+    /// Port the discovered name servers are asked on (default 53); tests and labs on other
+    /// ports set it. Taken as an integer and checked, so 0 or 70000 is named as such.
+    #[serde(default = "default_ns_port")]
+    pub ns_port: i64,
+}
+
+fn default_discover_ns() -> bool {
+    true
+}
+
+fn default_ns_port() -> i64 {
+    53
 }
 
 fn default_verify_timeout() -> String {
@@ -74,6 +90,12 @@ pub struct DnsConfig {
     pub built: BuiltBackend,
     pub verify_servers: Vec<SocketAddr>,
     pub verify_timeout: Duration,
+    /// `[dns.verify] discover_ns`: the readiness survey also checks the servers named by the
+    /// zone's NS records.
+    pub discover_ns: bool,
+    /// `[dns.verify] ns_port`: port the discovered name servers are asked on; tests and labs
+    /// on other ports set it.
+    pub ns_port: u16,
 }
 
 impl DnsConfig {
@@ -93,7 +115,18 @@ pub(super) fn validate(raw: &RawDns, base: &Path, e: &mut Diagnostics) -> Option
     let before = e.len();
     let mut verify_servers = Vec::new();
     let mut verify_timeout = Some(Duration::from_secs(10));
+    let mut discover_ns = default_discover_ns();
+    let mut ns_port = Some(53u16);
     if let Some(v) = &raw.verify {
+        discover_ns = v.discover_ns;
+        ns_port = u16::try_from(v.ns_port).ok().filter(|p| *p != 0);
+        if ns_port.is_none() {
+            e.expected(
+                "dns.verify.ns_port",
+                "a port number from 1 to 65535 (the port the zone's name servers answer on, 53 unless a test or lab says otherwise)",
+                v.ns_port,
+            );
+        }
         for (i, s) in v.servers.iter().enumerate() {
             match s.parse::<SocketAddr>() {
                 Ok(a) => verify_servers.push(a),
@@ -128,6 +161,8 @@ pub(super) fn validate(raw: &RawDns, base: &Path, e: &mut Diagnostics) -> Option
         built: built?,
         verify_servers,
         verify_timeout: verify_timeout?,
+        discover_ns,
+        ns_port: ns_port?,
     })
 }
 

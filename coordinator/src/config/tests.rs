@@ -1,10 +1,10 @@
 //! Unit tests of the config's pieces that need no files: how backend errors become key paths,
-//! and the service-zone check against the backend's zone.
+//! the service-zone check against the backend's zone, and `[dns.verify]`.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
-use super::dns::{check_zones, push_setting_error};
+use super::dns::{RawDns, check_zones, push_setting_error, validate};
 use super::service::RawService;
 use crate::dns::{BackendConfig, SettingError, exec};
 use shared::config::Diagnostics;
@@ -70,4 +70,37 @@ fn service_zones_must_be_the_backends_zone() {
     let mut d = Diagnostics::new(Path::new("c.toml"));
     check_zones(&exec, &services, &mut d);
     assert!(d.is_empty());
+}
+
+#[test]
+fn dns_verify_discovery_keys() {
+    let check = |verify: &str| {
+        let raw: RawDns = toml::from_str(&format!("type = \"dryrun\"\n{verify}")).unwrap();
+        let mut d = Diagnostics::new(Path::new("c.toml"));
+        let got = validate(&raw, Path::new("/"), &mut d);
+        let lines: Vec<String> = d.iter().map(|x| x.to_string()).collect();
+        (got.map(|c| (c.discover_ns, c.ns_port)), lines)
+    };
+    assert_eq!(check(""), (Some((true, 53)), vec![]));
+    assert_eq!(check("[verify]\n"), (Some((true, 53)), vec![]));
+    assert_eq!(
+        check("[verify]\ndiscover_ns = false\nns_port = 5353\n"),
+        (Some((false, 5353)), vec![])
+    );
+    for bad in ["0", "70000", "-1"] {
+        let (got, lines) = check(&format!("[verify]\nns_port = {bad}\n"));
+        assert_eq!(got, None, "{bad}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0]
+                .starts_with("c.toml: dns.verify.ns_port: expected a port number from 1 to 65535")
+                && lines[0].contains(bad),
+            "{}",
+            lines[0]
+        );
+    }
+    let err = toml::from_str::<RawDns>("type = \"dryrun\"\n[verify]\ndiscover_ns = \"yes\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dns.verify") && err.contains("bool"), "{err}");
 }

@@ -6,6 +6,15 @@
 //! JSON on stdin and prints the served ones as JSON on stdout. Without it `current` returns a
 //! `Rejected` error saying so, and no conflict check is done before `apply` (the coordinator's
 //! DNS verification still sees what is served).
+//!
+//! The readiness check (`DnsBackend::check`) needs an optional `check_command`: it proves,
+//! changing nothing, that the command's credentials work and the zone can be written. It runs
+//! like the others (argument array, no shell, the same timeout) with the expected RRsets as
+//! JSON on stdin and in `QUORATE_EXPECTED_JSON`, their addresses in `QUORATE_EXPECTED_ADDRS`
+//! and the zone in `QUORATE_ZONE`; exit 0 = proven, 75 = try again later, anything else =
+//! rejected (stderr quoted). With a `current_command` the served records are then compared
+//! with the expected ones (a hand edit is a `Conflict`). Without a `check_command` the check
+//! answers Ok with a line starting `unproven:`, so readiness shows a warning rather than a pass.
 
 use std::fmt;
 use std::path::Path;
@@ -14,7 +23,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Change, Checked, DnsBackend, DnsError, RecordSet, SettingError};
+use super::{
+    Change, Checked, DnsBackend, DnsError, RecordSet, SettingError, UNPROVEN, check_expected,
+};
 use crate::subprocess::{self, Finished, Keep, RunError};
 
 /// Exit status meaning "temporary failure, retry" (sysexits.h EX_TEMPFAIL).
@@ -34,6 +45,10 @@ pub struct Config {
     /// Optional reader: prints the served RRsets as JSON.
     #[serde(default)]
     pub current_command: Option<Vec<String>>,
+    /// Optional readiness check: exits 0 when the credentials work and the zone can be
+    /// written, changing nothing (e.g. an API call that lists the zone).
+    #[serde(default)]
+    pub check_command: Option<Vec<String>>,
     /// Time allowed per run, e.g. `"30s"` (default).
     #[serde(
         default = "default_timeout",
@@ -53,6 +68,7 @@ fn default_timeout() -> Duration {
 pub struct Exec {
     command: Vec<String>,
     current_command: Option<Vec<String>>,
+    check_command: Option<Vec<String>>,
     timeout: Duration,
     force: bool,
 }
@@ -62,6 +78,7 @@ impl fmt::Debug for Exec {
         f.debug_struct("Exec")
             .field("command", &self.command)
             .field("current_command", &self.current_command)
+            .field("check_command", &self.check_command)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -98,9 +115,13 @@ pub fn build(config: &Config) -> Result<Exec, SettingError> {
     if let Some(c) = &config.current_command {
         check_command("current_command", c)?;
     }
+    if let Some(c) = &config.check_command {
+        check_command("check_command", c)?;
+    }
     Ok(Exec {
         command: config.command.clone(),
         current_command: config.current_command.clone(),
+        check_command: config.check_command.clone(),
         timeout: config.timeout,
         force: config.force,
     })
@@ -201,6 +222,43 @@ impl Exec {
             .collect())
     }
 
+    async fn check_zone(&self, zone: &str, expected: &[RecordSet]) -> Result<String, DnsError> {
+        let proven = match &self.check_command {
+            Some(cmd) => {
+                let json = serde_json::to_string(expected)
+                    .map_err(|e| DnsError::Rejected(format!("cannot encode the records: {e}")))?;
+                let env = vec![
+                    ("QUORATE_ZONE", zone.to_string()),
+                    ("QUORATE_EXPECTED_JSON", json.clone()),
+                    ("QUORATE_EXPECTED_ADDRS", addrs_text(expected)),
+                ];
+                let f = self.run(cmd, json.into_bytes(), env).await?;
+                Self::judge(program(cmd), &f)?;
+                Some(format!(
+                    "exec: check_command {} exited 0 for zone {zone}",
+                    program(cmd)
+                ))
+            }
+            None => None,
+        };
+        let compared = if self.current_command.is_some() {
+            let found = self.read_current(zone, expected).await?;
+            check_expected(expected, &found)?;
+            format!(
+                "; current_command reads {} record set(s) as expected",
+                expected.len()
+            )
+        } else {
+            String::new()
+        };
+        Ok(match proven {
+            Some(line) => format!("{line}{compared}"),
+            None => format!(
+                "{UNPROVEN} the exec backend has no check_command, so its credentials and write access are not proven{compared}"
+            ),
+        })
+    }
+
     async fn apply_change(&self, change: &Change) -> Result<(), DnsError> {
         change.validate()?;
         let steps = Checked {
@@ -247,5 +305,13 @@ impl DnsBackend for Exec {
 
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>> {
         Box::pin(self.apply_change(change))
+    }
+
+    fn check<'a>(
+        &'a self,
+        zone: &'a str,
+        expected: &'a [RecordSet],
+    ) -> BoxFuture<'a, Result<String, DnsError>> {
+        Box::pin(self.check_zone(zone, expected))
     }
 }

@@ -170,6 +170,36 @@ pub trait DnsBackend: Send + Sync {
 
     /// Applies the change, as one atomic operation where the server allows it.
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>>;
+
+    /// Proves, changing nothing, that the credentials are accepted, the zone is served there and
+    /// writing is permitted. `expected` is what Quorate believes is served now (the persisted
+    /// side's records); backends that can use it as a prerequisite do (RFC 2136), so a hand edit
+    /// shows up as `DnsError::Conflict { expected, found }`. Ok carries one line saying what was proven.
+    ///
+    /// A backend that cannot prove anything (exec without `check_command`) still answers Ok,
+    /// with a line starting with [`UNPROVEN`], so a readiness report can warn about it.
+    fn check<'a>(
+        &'a self,
+        zone: &'a str,
+        expected: &'a [RecordSet],
+    ) -> BoxFuture<'a, Result<String, DnsError>>;
+}
+
+/// How the proof line of [`DnsBackend::check`] starts when nothing could be proven.
+pub const UNPROVEN: &str = "unproven:";
+
+/// The conflict check of [`DnsBackend::check`] for backends that read the records (not
+/// atomic, like their writes): `found` is what the backend serves for the keys of `expected`;
+/// addresses are compared, not TTLs ([`Ttl::Ignored`], like an RFC 2136 prerequisite).
+pub(crate) fn check_expected(expected: &[RecordSet], found: &[RecordSet]) -> Result<(), DnsError> {
+    if same_records(expected, found, Ttl::Ignored) {
+        Ok(())
+    } else {
+        Err(DnsError::Conflict {
+            expected: describe_sets(expected),
+            found: describe_sets(found),
+        })
+    }
 }
 
 pub mod dryrun;
@@ -228,7 +258,7 @@ impl BackendConfig {
     }
 
     /// Makes every file the backend names (`tsig_secret_file`, `api_key_file`,
-    /// `password_file`, `ca_file`, and `command`/`current_command` when their first element
+    /// `password_file`, `ca_file`, and `command`/`current_command`/`check_command` when their first element
     /// is a path, i.e. contains a `/`) relative to `base_dir`, the config file's folder, not
     /// to the working directory.
     pub fn resolve_paths(&mut self, base_dir: &Path) {
@@ -255,6 +285,7 @@ impl BackendConfig {
             BackendConfig::Exec(c) => {
                 command(&mut c.command);
                 c.current_command.iter_mut().for_each(command);
+                c.check_command.iter_mut().for_each(command);
             }
             BackendConfig::Builtin(_) | BackendConfig::Dryrun(_) => {}
         }

@@ -16,7 +16,8 @@ use serde_json::json;
 
 use super::http::{self, Trust};
 use super::{
-    Change, Checked, DnsBackend, DnsError, RecordSet, RecordType, SettingError, normalize_name,
+    Change, Checked, DnsBackend, DnsError, RecordSet, RecordType, SettingError, check_expected,
+    normalize_name,
 };
 
 /// Bytes of an error answer quoted in messages.
@@ -62,6 +63,8 @@ pub struct PowerDns {
     zone_url: String,
     zone: String,
     api_key: String,
+    /// `api_key_file` as configured, named in messages (never its content).
+    api_key_file: PathBuf,
     client: reqwest::Client,
     force: bool,
 }
@@ -133,6 +136,7 @@ pub fn build_with_secret(config: &Config, api_key: String) -> Result<PowerDns, S
         zone_url: format!("{base}/api/v1/servers/{}/zones/{zone}", config.server_id),
         zone,
         api_key,
+        api_key_file: config.api_key_file.clone(),
         client,
         force: config.force,
     })
@@ -140,6 +144,9 @@ pub fn build_with_secret(config: &Config, api_key: String) -> Result<PowerDns, S
 
 #[derive(Deserialize)]
 struct ZoneJson {
+    /// `Native`, `Master`, `Slave`, `Producer`, `Consumer`.
+    #[serde(default)]
+    kind: String,
     #[serde(default)]
     rrsets: Vec<RrsetJson>,
 }
@@ -178,8 +185,12 @@ impl PowerDns {
     async fn status_error(&self, status: StatusCode, resp: reqwest::Response) -> DnsError {
         let text = error_text(&http::error_body(resp).await);
         match status.as_u16() {
+            401 | 403 => DnsError::Auth(format!(
+                "powerdns API refused the API key (HTTP {status}): the key in api_key_file ({}) is not the server's `api-key`: {text}",
+                self.api_key_file.display()
+            )),
             404 => DnsError::Rejected(format!(
-                "powerdns has no zone {} (HTTP 404 at {}): {text}",
+                "the zone {} is not on that powerdns server (HTTP 404 at {}): {text}; create it there, or fix dns.zone / dns.server_id",
                 self.zone, self.zone_url
             )),
             400 | 422 => DnsError::Rejected(format!(
@@ -213,8 +224,51 @@ impl PowerDns {
 
     async fn read_current(&self, like: &[RecordSet]) -> Result<Vec<RecordSet>, DnsError> {
         let zone = self.read_zone().await?;
-        Ok(like
-            .iter()
+        Ok(Self::sets_of(&zone, like))
+    }
+
+    /// The readiness check: the zone's GET proves the key and that the zone is there (the API
+    /// has no dry-run write; a key that can read can write, unless the server runs with
+    /// `api-readonly`); a secondary zone cannot be written through the API.
+    async fn check_zone(&self, zone: &str, expected: &[RecordSet]) -> Result<String, DnsError> {
+        if normalize_name(zone) != self.zone {
+            return Err(DnsError::Rejected(format!(
+                "check is for zone {zone} but this backend updates {} (dns.zone)",
+                self.zone
+            )));
+        }
+        let z = match self.read_zone().await {
+            // PowerDNS 4.7 answers 404 for an unknown zone; some versions 422.
+            Err(DnsError::Rejected(text)) if text.contains("HTTP 422") => {
+                return Err(DnsError::Rejected(format!(
+                    "the zone {} is not on that powerdns server: {text}",
+                    self.zone
+                )));
+            }
+            other => other?,
+        };
+        if z.kind.eq_ignore_ascii_case("slave") || z.kind.eq_ignore_ascii_case("consumer") {
+            return Err(DnsError::Rejected(format!(
+                "the zone {} is a secondary ({}) on that powerdns server: changes must go to its primary",
+                self.zone, z.kind
+            )));
+        }
+        check_expected(expected, &Self::sets_of(&z, expected))?;
+        Ok(format!(
+            "powerdns: API key accepted at {}, zone {} there ({}); {} record set(s) are as expected",
+            self.zone_url,
+            self.zone,
+            if z.kind.is_empty() {
+                "kind unknown"
+            } else {
+                &z.kind
+            },
+            expected.len()
+        ))
+    }
+
+    fn sets_of(zone: &ZoneJson, like: &[RecordSet]) -> Vec<RecordSet> {
+        like.iter()
             .map(|l| {
                 let want = normalize_name(&l.name);
                 let found = zone.rrsets.iter().find(|r| {
@@ -235,7 +289,7 @@ impl PowerDns {
                     None => RecordSet::new(want, l.rtype, 0, Vec::new()),
                 }
             })
-            .collect())
+            .collect()
     }
 
     fn patch_body(change: &Change) -> serde_json::Value {
@@ -316,5 +370,13 @@ impl DnsBackend for PowerDns {
 
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>> {
         Box::pin(self.apply_change(change))
+    }
+
+    fn check<'a>(
+        &'a self,
+        zone: &'a str,
+        expected: &'a [RecordSet],
+    ) -> BoxFuture<'a, Result<String, DnsError>> {
+        Box::pin(self.check_zone(zone, expected))
     }
 }

@@ -4,6 +4,10 @@
 //! all of it or none of it, so there is no moment without an answer and a record someone
 //! changed by hand is never silently overwritten (the server answers NXRRSET/YXRRSET and we
 //! report a conflict with what it serves now).
+//!
+//! The readiness check (`DnsBackend::check`) sends the same kind of signed UPDATE with the
+//! prerequisites only and an empty update section: proof of key, zone and permission that
+//! leaves the zone as it is; `Rfc2136::check_zone` has the table of what BIND answers.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -22,15 +26,17 @@ use hickory_net::xfer::{DnsHandle as _, DnsMultiplexer};
 use hickory_proto::op::{
     DnsRequest, DnsRequestOptions, Message, OpCode, Query, ResponseCode, UpdateMessage as _,
 };
-use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
 use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as HRecordType, TSigner};
+use hickory_proto::rr::{
+    DNSClass, Name, RData, Record, RecordType as HRecordType, TSigVerifier, TSigner,
+};
 use serde::Deserialize;
 
-use super::served::{QueryError, proto_type, query_all};
+use super::served::{QueryError, exchange_bytes, proto_type, query_all};
 use super::{
-    Change, DnsBackend, DnsError, RecordSet, SettingError, Ttl, describe_sets, normalize_name,
-    same_records,
+    Change, DnsBackend, DnsError, RecordSet, SettingError, Ttl, describe_sets, name_in_zone,
+    normalize_name, same_records,
 };
 
 /// Above this many bytes (before the TSIG record is added) the update goes over TCP: a UDP
@@ -51,6 +57,14 @@ pub enum TsigAlg {
 }
 
 impl TsigAlg {
+    /// As written in the config and in BIND's `key` statement.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TsigAlg::HmacSha256 => "hmac-sha256",
+            TsigAlg::HmacSha512 => "hmac-sha512",
+        }
+    }
+
     fn proto(self) -> TsigAlgorithm {
         match self {
             TsigAlg::HmacSha256 => TsigAlgorithm::HmacSha256,
@@ -110,6 +124,9 @@ pub struct Rfc2136 {
     zone: String,
     zone_name: Name,
     key_name: String,
+    alg: TsigAlg,
+    /// `tsig_secret_file` as configured, named in messages (never its content).
+    secret_file: PathBuf,
     signer: TSigner,
     timeout: Duration,
     force: bool,
@@ -187,6 +204,8 @@ pub fn build_with_secret(config: &Config, secret_b64: &str) -> Result<Rfc2136, S
         zone,
         zone_name,
         key_name: config.tsig_key_name.clone(),
+        alg: config.tsig_algorithm,
+        secret_file: config.tsig_secret_file.clone(),
         signer,
         timeout: config.timeout,
         force: config.force,
@@ -206,8 +225,8 @@ fn name_of(set: &RecordSet) -> Result<Name, DnsError> {
         .map_err(|e| DnsError::Rejected(format!("{}: not a domain name ({e})", set.name)))
 }
 
-/// Builds the one UPDATE message of a change (RFC 2136 §2.4 prerequisites, §2.5 updates).
-pub fn update_message(zone: &Name, change: &Change, force: bool) -> Result<Message, DnsError> {
+/// An UPDATE message for `zone` with no prerequisites and no updates yet.
+fn empty_update(zone: &Name) -> Message {
     let mut zone_q = Query::new();
     zone_q
         .set_name(zone.clone())
@@ -217,24 +236,37 @@ pub fn update_message(zone: &Name, change: &Change, force: bool) -> Result<Messa
     msg.metadata.op_code = OpCode::Update;
     msg.metadata.recursion_desired = false;
     msg.add_zone(zone_q);
+    msg
+}
 
-    if !force {
-        for set in &change.from {
-            let name = name_of(set)?;
-            if set.addrs.is_empty() {
-                // "RRset does not exist": class NONE, type, empty rdata, TTL 0.
-                let mut r = Record::update0(name, 0, proto_type(set.rtype)).into_record_of_rdata();
-                r.dns_class = DNSClass::NONE;
+/// The prerequisites (RFC 2136 §2.4) that each RRset of `sets` is exactly what it is: the
+/// whole RRset, value dependent (§2.4.2), or "RRset does not exist" (§2.4.3) for a set with
+/// no addresses.
+fn add_prerequisites(msg: &mut Message, sets: &[RecordSet]) -> Result<(), DnsError> {
+    for set in sets {
+        let name = name_of(set)?;
+        if set.addrs.is_empty() {
+            // "RRset does not exist": class NONE, type, empty rdata, TTL 0.
+            let mut r = Record::update0(name, 0, proto_type(set.rtype)).into_record_of_rdata();
+            r.dns_class = DNSClass::NONE;
+            msg.add_pre_requisite(r);
+        } else {
+            // "RRset exists (value dependent)": the whole RRset, class of the zone, TTL 0.
+            for a in &set.addrs {
+                let mut r = Record::from_rdata(name.clone(), 0, rdata(a));
+                r.dns_class = DNSClass::IN;
                 msg.add_pre_requisite(r);
-            } else {
-                // "RRset exists (value dependent)": the whole RRset, class of the zone, TTL 0.
-                for a in &set.addrs {
-                    let mut r = Record::from_rdata(name.clone(), 0, rdata(a));
-                    r.dns_class = DNSClass::IN;
-                    msg.add_pre_requisite(r);
-                }
             }
         }
+    }
+    Ok(())
+}
+
+/// Builds the one UPDATE message of a change (RFC 2136 §2.4 prerequisites, §2.5 updates).
+pub fn update_message(zone: &Name, change: &Change, force: bool) -> Result<Message, DnsError> {
+    let mut msg = empty_update(zone);
+    if !force {
+        add_prerequisites(&mut msg, &change.from)?;
     }
     for set in &change.to {
         let name = name_of(set)?;
@@ -249,6 +281,16 @@ pub fn update_message(zone: &Name, change: &Change, force: bool) -> Result<Messa
             msg.add_update(r);
         }
     }
+    Ok(msg)
+}
+
+/// The readiness probe: an UPDATE whose only content is the prerequisites that each RRset of
+/// `expected` is exactly what it is, and an EMPTY update section. A server applies the update
+/// section only when every prerequisite holds, and this one has nothing to apply, so the zone
+/// (and its serial) stays as it is whatever the answer.
+pub fn check_message(zone: &Name, expected: &[RecordSet]) -> Result<Message, DnsError> {
+    let mut msg = empty_update(zone);
+    add_prerequisites(&mut msg, expected)?;
     Ok(msg)
 }
 
@@ -412,6 +454,204 @@ pub(crate) fn map_query_error(e: QueryError) -> DnsError {
     }
 }
 
+/// What the server said to the readiness probe, before it is put into words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// The answer carried a TSIG record with this error (RFC 8945 §5.3): the request's
+    /// signature was not accepted (BIND answers these unsigned, rcode NOTAUTH).
+    TsigError {
+        error: TsigError,
+        /// BADTIME: the server's clock, seconds since the epoch (the TSIG "other data").
+        server_time: Option<u64>,
+    },
+    /// No TSIG error, but the answer is not signed with our key (or its signature does not
+    /// verify): something else answered, or it does not hold the key.
+    Unsigned(ResponseCode),
+    /// A signed answer with this rcode.
+    Signed(ResponseCode),
+}
+
+/// Reads the TSIG record of an answer to a signed request: its error, or whether the answer
+/// verifies with the request's verifier.
+fn probe_answer(answer: &Message, raw: &[u8], verifier: Option<TSigVerifier>) -> ProbeAnswer {
+    let rcode = answer.metadata.response_code;
+    let Some(sig) = answer.signature() else {
+        return ProbeAnswer::Unsigned(rcode);
+    };
+    if let Some(error) = sig.data.error {
+        let server_time = (error == TsigError::BadTime && sig.data.other.len() == 6).then(|| {
+            sig.data
+                .other
+                .iter()
+                .fold(0u64, |t, b| (t << 8) | u64::from(*b))
+        });
+        return ProbeAnswer::TsigError { error, server_time };
+    }
+    match verifier.map(|mut v| v.verify(raw)) {
+        Some(Ok(_)) => ProbeAnswer::Signed(rcode),
+        _ => ProbeAnswer::Unsigned(rcode),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Rfc2136 {
+    /// Sends the readiness probe ([`check_message`]) and puts the answer into words. What BIND
+    /// 9.18 answers (measured with `nsupdate -D` and by `tests/tests/dns_rfc2136.rs`):
+    ///
+    /// | situation | rcode | TSIG error | signed |
+    /// |---|---|---|---|
+    /// | all well | NOERROR | none | yes |
+    /// | wrong secret | NOTAUTH | BADSIG | no |
+    /// | key name (or name + algorithm) unknown | NOTAUTH | BADKEY | no |
+    /// | clocks apart by more than the fudge (300 s) | NOTAUTH | BADTIME | yes |
+    /// | zone not served by that server (as primary) | NOTAUTH | none | yes |
+    /// | zone served, no `allow-update`/`update-policy`, or `allow-update` without our key | REFUSED | none | yes |
+    /// | a value-dependent prerequisite does not hold (hand edit) | NXRRSET | none | yes |
+    /// | "RRset does not exist" does not hold | YXRRSET | none | yes |
+    /// | nothing listens on the port | (ICMP port unreachable: connection refused) | | |
+    ///
+    /// A wrong key is answered BADKEY even for a zone the server does not serve: the key is
+    /// checked first. Limit: with `update-policy`, BIND checks the key's grants per record of
+    /// the update section, which is empty here; so a key that is known but granted nothing
+    /// in the zone is answered NOERROR. An `allow-update` that does not list the key is
+    /// answered REFUSED.
+    async fn check_zone(&self, zone: &str, expected: &[RecordSet]) -> Result<String, DnsError> {
+        if normalize_name(zone) != self.zone {
+            return Err(DnsError::Rejected(format!(
+                "check is for zone {zone} but this backend updates {} (dns.zone)",
+                self.zone
+            )));
+        }
+        if let Some(out) = expected.iter().find(|s| !name_in_zone(&s.name, &self.zone)) {
+            return Err(DnsError::Rejected(format!(
+                "{} is not inside zone {}",
+                out.name, self.zone
+            )));
+        }
+        let mut msg = check_message(&self.zone_name, expected)?;
+        let verifier = msg
+            .finalize(&self.signer, unix_now())
+            .map_err(|e| DnsError::Rejected(format!("cannot sign the check with TSIG: {e}")))?;
+        let bytes = msg
+            .to_vec()
+            .map_err(|e| DnsError::Rejected(format!("cannot encode the check: {e}")))?;
+        let tcp = self.transport == Transport::Tcp || bytes.len() > UDP_LIMIT;
+        let (answer, raw) = exchange_bytes(self.server, &bytes, msg.metadata.id, tcp, self.timeout)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        match probe_answer(&answer, &raw, verifier) {
+            ProbeAnswer::Signed(ResponseCode::NoError) => Ok(format!(
+                "rfc2136: {} accepted a signed UPDATE for zone {} with TSIG key `{}`; {} record set(s) are as expected; nothing was changed",
+                self.server,
+                self.zone,
+                self.key_name,
+                expected.len()
+            )),
+            ProbeAnswer::TsigError { error, server_time } => {
+                Err(self.tsig_error(error, server_time))
+            }
+            ProbeAnswer::Signed(
+                ResponseCode::NXRRSet
+                | ResponseCode::YXRRSet
+                | ResponseCode::NXDomain
+                | ResponseCode::YXDomain,
+            ) => {
+                let found = self.current_sets(expected).await?;
+                Err(DnsError::Conflict {
+                    expected: describe_sets(expected),
+                    found: describe_sets(&found),
+                })
+            }
+            ProbeAnswer::Signed(ResponseCode::NotAuth) => Err(DnsError::Rejected(format!(
+                "{} does not serve zone {} as a primary (NOTAUTH; the TSIG key was accepted): dns.server must be the zone's primary server and dns.zone its name there",
+                self.server, self.zone
+            ))),
+            ProbeAnswer::Signed(ResponseCode::Refused) => Err(DnsError::Auth(format!(
+                "{} serves zone {} and accepted TSIG key `{}` but does not permit it to update the zone (REFUSED): grant the key in the zone's `allow-update` or `update-policy`",
+                self.server, self.zone, self.key_name
+            ))),
+            ProbeAnswer::Signed(ResponseCode::NotZone) => Err(DnsError::Rejected(format!(
+                "{} says a name of the record sets is not in zone {} (NOTZONE): the service's names must be inside dns.zone",
+                self.server, self.zone
+            ))),
+            ProbeAnswer::Signed(ResponseCode::NotImp) => Err(DnsError::Rejected(format!(
+                "{} does not support dynamic updates (NOTIMP)",
+                self.server
+            ))),
+            ProbeAnswer::Signed(ResponseCode::ServFail) => Err(DnsError::Transient(format!(
+                "{} failed to process the check (SERVFAIL)",
+                self.server
+            ))),
+            ProbeAnswer::Signed(other) => Err(DnsError::Rejected(format!(
+                "{} answered {} to the check",
+                self.server,
+                other.to_str().to_ascii_uppercase()
+            ))),
+            ProbeAnswer::Unsigned(rcode) => Err(DnsError::Auth(format!(
+                "{} answered {} without a valid signature of TSIG key `{}`: it does not hold that key with that secret, or something else answers on that address",
+                self.server,
+                rcode.to_str().to_ascii_uppercase(),
+                self.key_name
+            ))),
+        }
+    }
+
+    fn tsig_error(&self, error: TsigError, server_time: Option<u64>) -> DnsError {
+        match error {
+            TsigError::BadSig => DnsError::Auth(format!(
+                "the server refused the TSIG signature of key `{}` (BADSIG): the secret in tsig_secret_file ({}) is not the server's secret for that key; copy the server's secret",
+                self.key_name,
+                self.secret_file.display()
+            )),
+            TsigError::BadKey => DnsError::Auth(format!(
+                "the server does not know TSIG key `{}` (BADKEY): tsig_key_name must match a `key` in the server's config (with algorithm {}, tsig_algorithm)",
+                self.key_name,
+                self.alg.as_str()
+            )),
+            TsigError::BadTime => {
+                let skew = server_time
+                    .map(|t| {
+                        let now = unix_now();
+                        let (ahead, by) = if now >= t {
+                            ("ahead of", now - t)
+                        } else {
+                            ("behind", t - now)
+                        };
+                        format!("this machine's clock is {by} s {ahead} the server's")
+                    })
+                    .unwrap_or_else(|| "the clocks differ".to_string());
+                DnsError::Auth(format!(
+                    "the server refused the TSIG signature of key `{}` for its time (BADTIME): {skew}, more than the {TSIG_FUDGE} s allowed; synchronise both clocks (NTP)",
+                    self.key_name
+                ))
+            }
+            other => DnsError::Auth(format!(
+                "the server refused TSIG key `{}` ({other:?})",
+                self.key_name
+            )),
+        }
+    }
+
+    fn unreachable(&self, e: QueryError) -> DnsError {
+        match e {
+            QueryError::Timeout { timeout, .. } => DnsError::Transient(format!(
+                "no answer from the DNS server {} (dns.server) within {timeout:?}: is it running, and reachable on that address and port?",
+                self.server
+            )),
+            QueryError::Network { msg, .. } => DnsError::Transient(format!(
+                "cannot reach the DNS server {} (dns.server): {msg}",
+                self.server
+            )),
+            other => DnsError::Transient(format!("{} (dns.server): {other}", self.server)),
+        }
+    }
+}
+
 impl DnsBackend for Rfc2136 {
     fn kind(&self) -> &'static str {
         "rfc2136"
@@ -427,5 +667,13 @@ impl DnsBackend for Rfc2136 {
 
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>> {
         Box::pin(self.apply_change(change))
+    }
+
+    fn check<'a>(
+        &'a self,
+        zone: &'a str,
+        expected: &'a [RecordSet],
+    ) -> BoxFuture<'a, Result<String, DnsError>> {
+        Box::pin(self.check_zone(zone, expected))
     }
 }

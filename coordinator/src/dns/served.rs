@@ -3,6 +3,11 @@
 //! server serves the expected addresses and TTL ([`same_records`] with [`Ttl::Compared`]) or a
 //! deadline passes. The servers are configured (`[dns.verify] servers`, else the rfc2136
 //! backend's own server); they are never discovered from NS records.
+//!
+//! The readiness survey is the one place that reads NS records: [`discover_authorities`] asks
+//! a known authoritative server (never a resolver) for the zone's NS RRset and each NS name's
+//! addresses (glue or zone data), [`survey`] asks every authority what it serves now, and the
+//! pure [`drift`] says, one line each, where that differs from what Quorate expects.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -12,7 +17,7 @@ use hickory_proto::rr::{Name, RData, RecordType as HRecordType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::{RecordSet, RecordType, Ttl, normalize_name, same_records};
+use super::{RecordSet, RecordType, Ttl, describe_sets, normalize_name, same_records, same_set};
 
 /// Largest answer read over TCP (the 16-bit length prefix allows no more anyway).
 const MAX_TCP_ANSWER: usize = 65_535;
@@ -78,15 +83,28 @@ pub async fn exchange(
     let bytes = message
         .to_vec()
         .map_err(|e| QueryError::BadQuery(e.to_string()))?;
-    let id = message.metadata.id;
+    exchange_bytes(server, &bytes, message.metadata.id, tcp, timeout)
+        .await
+        .map(|(answer, _)| answer)
+}
+
+/// [`exchange`] for a message already encoded (e.g. TSIG-signed): the answer parsed and as
+/// received, since a signed answer is verified over its exact bytes.
+pub async fn exchange_bytes(
+    server: SocketAddr,
+    bytes: &[u8],
+    id: u16,
+    tcp: bool,
+    timeout: Duration,
+) -> Result<(Message, Vec<u8>), QueryError> {
     let run = async {
         if !tcp {
-            let answer = exchange_udp(server, &bytes, id).await?;
-            if !answer.metadata.truncation {
+            let answer = exchange_udp(server, bytes, id).await?;
+            if !answer.0.metadata.truncation {
                 return Ok(answer);
             }
         }
-        exchange_tcp(server, &bytes, id).await
+        exchange_tcp(server, bytes, id).await
     };
     match tokio::time::timeout(timeout, run).await {
         Ok(r) => r,
@@ -101,7 +119,11 @@ fn net_err(server: SocketAddr, what: &str, e: std::io::Error) -> QueryError {
     }
 }
 
-async fn exchange_udp(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Message, QueryError> {
+async fn exchange_udp(
+    server: SocketAddr,
+    bytes: &[u8],
+    id: u16,
+) -> Result<(Message, Vec<u8>), QueryError> {
     let local: SocketAddr = if server.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -126,7 +148,7 @@ async fn exchange_udp(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Messa
             continue;
         };
         if msg.metadata.id == id && msg.metadata.message_type == MessageType::Response {
-            return Ok(msg);
+            return Ok((msg, buf[..n].to_vec()));
         }
     }
     Err(QueryError::Malformed {
@@ -135,7 +157,11 @@ async fn exchange_udp(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Messa
     })
 }
 
-async fn exchange_tcp(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Message, QueryError> {
+async fn exchange_tcp(
+    server: SocketAddr,
+    bytes: &[u8],
+    id: u16,
+) -> Result<(Message, Vec<u8>), QueryError> {
     let mut stream = TcpStream::connect(server)
         .await
         .map_err(|e| net_err(server, "connecting over TCP", e))?;
@@ -169,7 +195,7 @@ async fn exchange_tcp(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Messa
             msg: "answer id does not match the query".into(),
         });
     }
-    Ok(msg)
+    Ok((msg, buf))
 }
 
 fn parse_name(name: &str) -> Result<Name, QueryError> {
@@ -321,5 +347,332 @@ async fn wait_one_served(
         elapsed: start.elapsed(),
         last_seen,
         error,
+    }
+}
+
+/// One authoritative server of the zone and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    pub addr: SocketAddr,
+    /// The NS name it was found under (`Some` for discovered servers, `None` for listed ones).
+    pub ns_name: Option<String>,
+}
+
+impl std::fmt::Display for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.ns_name {
+            Some(n) => write!(f, "{n} ({})", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+/// NS names in the order the server listed them, deduplicated, normalised.
+fn ns_names(answer: &Message, zone: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for rec in &answer.answers {
+        if normalize_name(&rec.name.to_ascii()) != zone {
+            continue;
+        }
+        if let RData::NS(ns) = &rec.data {
+            let n = normalize_name(&ns.0.to_ascii());
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// A and AAAA records for `name` in the additional section (glue).
+fn glue(answer: &Message, name: &str) -> Vec<IpAddr> {
+    answer
+        .additionals
+        .iter()
+        .filter(|r| normalize_name(&r.name.to_ascii()) == name)
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The zone's NS records asked of each server in `via` (first that answers), each NS name's
+/// A/AAAA asked of the same server (in-zone glue / zone data), addresses on port `port`;
+/// plus `listed`, deduplicated. Problems (an NS name with no address found, no server answered)
+/// are returned as text lines, not silently dropped.
+///
+/// Discovered authorities come first, in the order of the NS answer (each name's IPv4
+/// addresses, then IPv6), then the listed ones not already found. Only `via` is ever asked:
+/// an NS name outside the zone, whose address `via` does not hold, is reported, not resolved.
+pub async fn discover_authorities(
+    zone: &str,
+    via: &[SocketAddr],
+    listed: &[SocketAddr],
+    port: u16,
+    timeout: Duration,
+) -> (Vec<Authority>, Vec<String>) {
+    let zone = normalize_name(zone);
+    let mut found: Vec<Authority> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let mut answered = false;
+    for &server in via {
+        let answer = match query_raw(server, &zone, HRecordType::NS, timeout).await {
+            Ok(a) => a,
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        let names = ns_names(&answer, &zone);
+        if names.is_empty() {
+            failures.push(format!("{server} serves no NS records for {zone}"));
+            continue;
+        }
+        answered = true;
+        for name in names {
+            let mut addrs = glue(&answer, &name);
+            if addrs.is_empty() {
+                let mut errors: Vec<String> = Vec::new();
+                for rtype in [RecordType::A, RecordType::AAAA] {
+                    match query_rrset(server, &name, rtype, timeout).await {
+                        Ok(set) => addrs.extend(set.addrs),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                if addrs.is_empty() {
+                    let why = if errors.is_empty() {
+                        "it serves no A or AAAA record for it".to_string()
+                    } else {
+                        errors.join("; ")
+                    };
+                    problems.push(format!(
+                        "NS {name} of {zone}: no address found at {server} ({why}); list its address in [dns.verify] servers"
+                    ));
+                    continue;
+                }
+            }
+            addrs.sort_by_key(|a| (a.is_ipv6(), *a));
+            addrs.dedup();
+            for ip in addrs {
+                let addr = SocketAddr::new(ip, port);
+                if !found.iter().any(|a| a.addr == addr) {
+                    found.push(Authority {
+                        addr,
+                        ns_name: Some(name.clone()),
+                    });
+                }
+            }
+        }
+        break;
+    }
+    if !via.is_empty() && !answered {
+        problems.push(format!(
+            "no server answered the NS query for {zone}: {}",
+            failures.join("; ")
+        ));
+    }
+    for &addr in listed {
+        if !found.iter().any(|a| a.addr == addr) {
+            found.push(Authority {
+                addr,
+                ns_name: None,
+            });
+        }
+    }
+    (found, problems)
+}
+
+/// What one server answers for each key of `like` (non-recursive, direct).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerView {
+    pub authority: Authority,
+    pub answer: Result<Vec<RecordSet>, QueryError>,
+}
+
+/// Asks every authority (concurrently) what it serves for each key of `like`; one view per
+/// authority, in the given order.
+pub async fn survey(
+    authorities: &[Authority],
+    like: &[RecordSet],
+    timeout: Duration,
+) -> Vec<ServerView> {
+    let asks = authorities.iter().map(|a| async move {
+        ServerView {
+            authority: a.clone(),
+            answer: query_all(a.addr, like, timeout).await,
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
+/// One set in words, as [`describe_sets`] says it.
+fn describe_one(set: &RecordSet) -> String {
+    describe_sets(std::slice::from_ref(set))
+}
+
+/// Pure: every way the views differ from `expected` (addresses AND ttl, via same_records with Ttl::Compared) or from each other, one line each naming the server (ns name and address), what it serves and what was expected; empty = all serve `expected`.
+///
+/// Lines, in this order: per view (in order), a server that gave no answer, then each key of
+/// `expected` it serves differently; then, per key, one line when the servers that answered
+/// serve different things from each other (naming each server and what it serves).
+pub fn drift(expected: &[RecordSet], views: &[ServerView]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let empty = |w: &RecordSet| RecordSet::new(normalize_name(&w.name), w.rtype, 0, Vec::new());
+    let served = |sets: &[RecordSet], w: &RecordSet| {
+        sets.iter()
+            .find(|s| s.same_key(w))
+            .cloned()
+            .unwrap_or_else(|| empty(w))
+    };
+    for v in views {
+        match &v.answer {
+            Err(e) => lines.push(format!("{}: no answer: {e}", v.authority)),
+            Ok(sets) => {
+                for w in expected {
+                    let found = sets.iter().find(|s| s.same_key(w));
+                    if !same_set(w, found, Ttl::Compared) {
+                        lines.push(format!(
+                            "{}: serves {}; expected {}",
+                            v.authority,
+                            describe_one(&served(sets, w)),
+                            describe_one(w)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for w in expected {
+        // Distinct answers among the servers that answered, each with the servers serving it.
+        let mut groups: Vec<(RecordSet, Vec<String>)> = Vec::new();
+        for v in views {
+            let Ok(sets) = &v.answer else { continue };
+            let got = served(sets, w);
+            match groups.iter_mut().find(|(g, _)| {
+                same_set(g, Some(&got), Ttl::Compared) && same_set(&got, Some(g), Ttl::Compared)
+            }) {
+                Some((_, names)) => names.push(v.authority.to_string()),
+                None => groups.push((got, vec![v.authority.to_string()])),
+            }
+        }
+        if groups.len() > 1 {
+            let parts: Vec<String> = groups
+                .iter()
+                .map(|(set, names)| {
+                    format!(
+                        "{} serve{} {}",
+                        names.join(", "),
+                        if names.len() == 1 { "s" } else { "" },
+                        describe_one(set)
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "servers disagree on {} {}: {}",
+                normalize_name(&w.name),
+                w.rtype,
+                parts.join("; ")
+            ));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn www(ttl: u32, addrs: &[&str]) -> RecordSet {
+        RecordSet::new(
+            "www.example.test.",
+            RecordType::A,
+            ttl,
+            addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        )
+    }
+
+    fn view(ns: Option<&str>, port: u16, answer: Result<Vec<RecordSet>, QueryError>) -> ServerView {
+        ServerView {
+            authority: Authority {
+                addr: SocketAddr::from(([192, 0, 2, 53], port)),
+                ns_name: ns.map(str::to_string),
+            },
+            answer,
+        }
+    }
+
+    #[test]
+    fn drift_table() {
+        let expected = vec![www(300, &["192.0.2.10"])];
+        let ok = || Ok(vec![www(300, &["192.0.2.10"])]);
+        let timeout = Err(QueryError::Timeout {
+            server: SocketAddr::from(([192, 0, 2, 53], 2)),
+            timeout: Duration::from_secs(1),
+        });
+        // (what, views, lines)
+        let cases: Vec<(&str, Vec<ServerView>, Vec<&str>)> = vec![
+            ("no servers", vec![], vec![]),
+            (
+                "all serve it",
+                vec![
+                    view(Some("ns1.example.test."), 1, ok()),
+                    view(None, 2, ok()),
+                ],
+                vec![],
+            ),
+            (
+                "other address",
+                vec![
+                    view(Some("ns1.example.test."), 1, ok()),
+                    view(
+                        Some("ns2.example.test."),
+                        2,
+                        Ok(vec![www(300, &["203.0.113.7"])]),
+                    ),
+                ],
+                vec![
+                    "ns2.example.test. (192.0.2.53:2): serves www.example.test. A [203.0.113.7] ttl 300; expected www.example.test. A [192.0.2.10] ttl 300",
+                    "servers disagree on www.example.test. A: ns1.example.test. (192.0.2.53:1) serves www.example.test. A [192.0.2.10] ttl 300; ns2.example.test. (192.0.2.53:2) serves www.example.test. A [203.0.113.7] ttl 300",
+                ],
+            ),
+            (
+                "same addresses, other TTL, on both",
+                vec![
+                    view(None, 1, Ok(vec![www(60, &["192.0.2.10"])])),
+                    view(None, 2, Ok(vec![www(60, &["192.0.2.10"])])),
+                ],
+                vec![
+                    "192.0.2.53:1: serves www.example.test. A [192.0.2.10] ttl 60; expected www.example.test. A [192.0.2.10] ttl 300",
+                    "192.0.2.53:2: serves www.example.test. A [192.0.2.10] ttl 60; expected www.example.test. A [192.0.2.10] ttl 300",
+                ],
+            ),
+            (
+                "missing RRset, and a server that does not answer",
+                vec![view(None, 1, Ok(vec![])), view(None, 2, timeout)],
+                vec![
+                    "192.0.2.53:1: serves www.example.test. A (none); expected www.example.test. A [192.0.2.10] ttl 300",
+                    "192.0.2.53:2: no answer: no answer from 192.0.2.53:2 within 1s",
+                ],
+            ),
+            (
+                "order and duplicates do not matter",
+                vec![view(
+                    None,
+                    1,
+                    Ok(vec![www(300, &["192.0.2.10", "192.0.2.10"])]),
+                )],
+                vec![],
+            ),
+        ];
+        for (what, views, want) in cases {
+            assert_eq!(drift(&expected, &views), want, "{what}");
+        }
+        // An RRset expected absent is served absent whatever TTL the answer carries.
+        let absent = vec![www(0, &[])];
+        assert!(drift(&absent, &[view(None, 1, Ok(vec![www(5, &[])]))]).is_empty());
     }
 }

@@ -28,7 +28,9 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::http::{self, Trust};
-use super::{Change, Checked, DnsBackend, DnsError, RecordSet, SettingError, normalize_name};
+use super::{
+    Change, Checked, DnsBackend, DnsError, RecordSet, SettingError, check_expected, normalize_name,
+};
 
 /// Bytes of the server's output quoted in messages.
 const OUTPUT_KEEP: usize = 2048;
@@ -89,6 +91,8 @@ pub struct Virtualmin {
     domain: String,
     user: String,
     password: String,
+    /// `password_file` as configured, named in messages (never its content).
+    password_file: PathBuf,
     client: reqwest::Client,
     force: bool,
 }
@@ -160,6 +164,7 @@ pub fn build_with_secret(config: &Config, password: String) -> Result<Virtualmin
         zone,
         user: config.user.clone(),
         password,
+        password_file: config.password_file.clone(),
         client,
         force: config.force,
     })
@@ -240,8 +245,9 @@ impl Virtualmin {
                 "virtualmin",
                 status,
                 &format!(
-                    "virtualmin refused user '{}' (HTTP {status}; wrong password, or the user may not use the remote API)",
-                    self.user
+                    "virtualmin refused user '{}' (HTTP {status}; the password in password_file ({}) is wrong, or the user may not use the remote API)",
+                    self.user,
+                    self.password_file.display()
                 ),
                 &bounded(&body),
             ));
@@ -263,16 +269,54 @@ impl Virtualmin {
     }
 
     async fn read_current(&self, like: &[RecordSet]) -> Result<Vec<RecordSet>, DnsError> {
-        let output = self
-            .call(&[
-                ("program", "get-dns".into()),
-                ("domain", self.domain.clone()),
-                ("multiline", String::new()),
-            ])
-            .await?;
-        let records = parse_multiline(&output);
-        Ok(like
-            .iter()
+        let output = self.get_dns().await?;
+        Ok(Self::sets_of(&output, like))
+    }
+
+    /// `get-dns --domain <zone> --multiline`: Virtualmin's read-only program that lists a
+    /// virtual server's records (there is no `list-records`).
+    async fn get_dns(&self) -> Result<String, DnsError> {
+        self.call(&[
+            ("program", "get-dns".into()),
+            ("domain", self.domain.clone()),
+            ("multiline", String::new()),
+        ])
+        .await
+    }
+
+    /// The readiness check: `get-dns` proves the user, the password and that the virtual
+    /// server exists there. Virtualmin has no dry-run write, so the permission to change DNS
+    /// is not tried.
+    async fn check_zone(&self, zone: &str, expected: &[RecordSet]) -> Result<String, DnsError> {
+        if normalize_name(zone) != self.zone {
+            return Err(DnsError::Rejected(format!(
+                "check is for zone {zone} but this backend updates {} (dns.zone)",
+                self.zone
+            )));
+        }
+        let output = match self.get_dns().await {
+            // get-dns exits 1 with "Virtual server X does not exist".
+            Err(DnsError::Rejected(text)) if text.contains("does not exist") => {
+                return Err(DnsError::Rejected(format!(
+                    "the zone {} is not a virtual server on that virtualmin ({}): {text}; create it there, or fix dns.zone",
+                    self.domain, self.endpoint
+                )));
+            }
+            other => other?,
+        };
+        check_expected(expected, &Self::sets_of(&output, expected))?;
+        Ok(format!(
+            "virtualmin: user '{}' accepted at {}, virtual server {} there (get-dns); {} record set(s) are as expected",
+            self.user,
+            self.endpoint,
+            self.domain,
+            expected.len()
+        ))
+    }
+
+    fn sets_of(output: &str, like: &[RecordSet]) -> Vec<RecordSet> {
+        let records = parse_multiline(output);
+        like.iter()
             .map(|l| {
                 let want = normalize_name(&l.name);
                 let mut ttl: Option<u32> = None;
@@ -299,7 +343,7 @@ impl Virtualmin {
                 };
                 RecordSet::new(want, l.rtype, ttl, addrs)
             })
-            .collect())
+            .collect()
     }
 
     /// The query parameters of one `modify-dns` run replacing every RRset of the change.
@@ -358,6 +402,14 @@ impl DnsBackend for Virtualmin {
 
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>> {
         Box::pin(self.apply_change(change))
+    }
+
+    fn check<'a>(
+        &'a self,
+        zone: &'a str,
+        expected: &'a [RecordSet],
+    ) -> BoxFuture<'a, Result<String, DnsError>> {
+        Box::pin(self.check_zone(zone, expected))
     }
 }
 

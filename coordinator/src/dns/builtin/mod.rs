@@ -45,7 +45,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use futures::future::BoxFuture;
 use hickory_proto::rr::Name;
 
-use super::{Change, DnsBackend, DnsError, RecordSet, SettingError, Ttl, same_set};
+use super::{Change, DnsBackend, DnsError, RecordSet, SettingError, Ttl, check_expected, same_set};
 
 pub use answer::{
     CLASSIC_UDP_PAYLOAD, MAX_REQUEST_LEN, MAX_UDP_PAYLOAD, Reply, Transport, answer, respond,
@@ -248,6 +248,23 @@ impl DnsBackend for Builtin {
 
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), DnsError>> {
         Box::pin(async move { self.apply_change(change, false).map(|_| ()) })
+    }
+
+    /// Nothing to prove but that the zone is this one and serves `expected` (addresses).
+    fn check<'a>(
+        &'a self,
+        zone: &'a str,
+        expected: &'a [RecordSet],
+    ) -> BoxFuture<'a, Result<String, DnsError>> {
+        Box::pin(async move {
+            let served = self.served(zone, expected)?;
+            check_expected(expected, &served)?;
+            Ok(format!(
+                "built-in server: zone {} served from memory (serial {})",
+                self.apex(),
+                self.serial()
+            ))
+        })
     }
 }
 
