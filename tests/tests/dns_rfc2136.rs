@@ -489,6 +489,25 @@ async fn check_says_updates_are_not_permitted() {
 }
 
 #[tokio::test]
+async fn check_refuses_a_key_that_update_policy_grants_nothing_in_the_zone() {
+    let (mut bind, secret, _) = setup();
+    // The key is known and the zone served, but update-policy grants it only a name that is
+    // not the service's: an empty update section would pass (BIND checks grants per record
+    // of the update section); the check's delete of an absent record is checked and refused.
+    let conf_path = bind.dir().join("named.conf");
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    let policy = format!("update-policy {{ grant {KEY} zonesub ANY; }};");
+    let narrow = format!("update-policy {{ grant {KEY} name elsewhere.{ZONE} A; }};");
+    std::fs::write(&conf_path, conf.replace(&policy, &narrow)).unwrap();
+    bind.restart();
+    let backend = rfc2136::build(&config(&bind, KEY, TsigAlg::HmacSha256, &secret)).unwrap();
+    let err = backend.check(ZONE, &primary()).await.unwrap_err();
+    println!("granted nothing: {err}");
+    assert!(matches!(err, DnsError::Auth(_)), "{err:?}");
+    assert!(err.to_string().contains("(REFUSED)"), "{err}");
+}
+
+#[tokio::test]
 async fn check_of_an_unreachable_server_is_transient_and_names_it() {
     let (bind, secret, _) = setup();
     let mut cfg = config(&bind, KEY, TsigAlg::HmacSha256, &secret);

@@ -6,8 +6,9 @@
 //! report a conflict with what it serves now).
 //!
 //! The readiness check (`DnsBackend::check`) sends the same kind of signed UPDATE with the
-//! prerequisites only and an empty update section: proof of key, zone and permission that
-//! leaves the zone as it is; `Rfc2136::check_zone` has the table of what BIND answers.
+//! prerequisites and, per RRset, the delete of one record the prerequisites prove absent:
+//! proof of key, zone and permission that leaves the zone as it is (`check_message`);
+//! `Rfc2136::check_zone` has the table of what BIND answers.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -284,14 +285,45 @@ pub fn update_message(zone: &Name, change: &Change, force: bool) -> Result<Messa
     Ok(msg)
 }
 
-/// The readiness probe: an UPDATE whose only content is the prerequisites that each RRset of
-/// `expected` is exactly what it is, and an EMPTY update section. A server applies the update
-/// section only when every prerequisite holds, and this one has nothing to apply, so the zone
-/// (and its serial) stays as it is whatever the answer.
+/// The readiness probe: an UPDATE whose prerequisites say each RRset of `expected` is exactly
+/// what it is, and whose update section deletes, per RRset, one record that the prerequisites
+/// prove absent (an address not in the set, RFC 2136 §2.5.4). A server applies the update
+/// section only when every prerequisite holds, and then deleting an absent record changes
+/// nothing, so the zone (and its serial) stays as it is whatever the answer. The delete is
+/// there for `update-policy`: BIND checks a key's grants only against the update section, so
+/// with an empty one a key granted nothing in the zone would pass; with it, such a key is
+/// REFUSED (measured with BIND 9.18).
 pub fn check_message(zone: &Name, expected: &[RecordSet]) -> Result<Message, DnsError> {
     let mut msg = empty_update(zone);
     add_prerequisites(&mut msg, expected)?;
+    for set in expected {
+        let name = name_of(set)?;
+        let absent = absent_address(set);
+        let mut del = Record::from_rdata(name, 0, rdata(&absent));
+        // "Delete an RR from an RRset": class NONE, TTL 0.
+        del.dns_class = DNSClass::NONE;
+        msg.add_update(del);
+    }
     Ok(msg)
+}
+
+/// An address of `set`'s type that is not in `set` (documentation ranges, RFC 5737 / 3849).
+fn absent_address(set: &RecordSet) -> IpAddr {
+    let candidates: Vec<IpAddr> = match set.rtype {
+        RecordType::A => (1..=255u8)
+            .rev()
+            .map(|i| IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, i)))
+            .collect(),
+        RecordType::AAAA => (1..=255u16)
+            .rev()
+            .map(|i| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0xffff, i)))
+            .collect(),
+    };
+    candidates
+        .into_iter()
+        .find(|a| !set.addrs.contains(a))
+        // 255 candidates, and a set this large is refused long before: never reached.
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 0)))
 }
 
 impl Rfc2136 {
@@ -516,10 +548,9 @@ impl Rfc2136 {
     /// | nothing listens on the port | (ICMP port unreachable: connection refused) | | |
     ///
     /// A wrong key is answered BADKEY even for a zone the server does not serve: the key is
-    /// checked first. Limit: with `update-policy`, BIND checks the key's grants per record of
-    /// the update section, which is empty here; so a key that is known but granted nothing
-    /// in the zone is answered NOERROR. An `allow-update` that does not list the key is
-    /// answered REFUSED.
+    /// checked first. With `update-policy`, BIND checks the key's grants per record of the
+    /// update section: the delete of an absent record in it makes a key that is known but
+    /// granted nothing for the service's names answered REFUSED too.
     async fn check_zone(&self, zone: &str, expected: &[RecordSet]) -> Result<String, DnsError> {
         if normalize_name(zone) != self.zone {
             return Err(DnsError::Rejected(format!(
