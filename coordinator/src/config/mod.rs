@@ -65,6 +65,9 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub witnesses: Vec<WitnessConfig>,
     pub dns: DnsConfig,
+    /// The `[dns]` table as written, without `[dns.verify]`: a reload compares it to refuse a
+    /// change of the backend, which needs a restart.
+    pub dns_table: toml::Table,
     pub webhooks: Vec<WebhookConfig>,
     pub services: Vec<ServiceConfig>,
 }
@@ -106,6 +109,8 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
         dns::check_zones(&dns.backend, &raw.service, &mut e);
     }
     witness::default_timeouts(&mut witnesses, &raw.witness, &services, &mut e);
+    let mut dns_table = raw.dns.rest.clone();
+    dns_table.insert("type".into(), toml::Value::String(raw.dns.kind.clone()));
 
     e.finish(|| {
         let signing_key = top.signing_key?;
@@ -121,6 +126,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             metrics_token: top.metrics_token?,
             witnesses,
             dns: dns?,
+            dns_table,
             webhooks,
             services,
         })

@@ -82,6 +82,7 @@ fn status() -> ServiceStatus {
         damped: false,
         blocked: false,
         dns_pending: false,
+        witnesses: Vec::new(),
         failed: None,
     }
 }
