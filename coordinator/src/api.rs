@@ -7,7 +7,7 @@
 //! a JSON object wherever the body type is one (`["pin-primary"]` is a 400, not an override).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
@@ -31,11 +31,42 @@ use crate::store::{ListFilter, RoundFilter, Store, VoteRecord};
 pub const MAX_LIMIT: u32 = 500;
 const DEFAULT_LIMIT: u32 = 50;
 
+/// What a reload changes under the API: the running services and the configured witnesses.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub services: HashMap<String, ServiceHandle>,
+    pub witnesses: Vec<WitnessConfig>,
+}
+
+/// The current [`Live`], swapped whole by a reload: a request reads one consistent set (one
+/// lock and an `Arc` clone), never half of the old and half of the new.
+#[derive(Clone, Debug, Default)]
+pub struct LiveCell(Arc<RwLock<Arc<Live>>>);
+
+impl LiveCell {
+    pub fn new(live: Live) -> LiveCell {
+        LiveCell(Arc::new(RwLock::new(Arc::new(live))))
+    }
+
+    /// What is current now.
+    pub fn get(&self) -> Arc<Live> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces it.
+    pub fn set(&self, live: Live) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(live);
+    }
+}
+
 /// What the handlers share.
 pub struct ApiState {
     pub store: Store,
-    pub services: HashMap<String, ServiceHandle>,
-    pub witnesses: Vec<WitnessConfig>,
+    /// The services and witnesses, swappable by a reload.
+    pub live: LiveCell,
     pub metrics: Arc<Metrics>,
     pub token: String,
     /// The token `/metrics` asks for (the API token is accepted too); `None`: `/metrics` is
@@ -252,14 +283,23 @@ async fn metrics(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Respons
 }
 
 async fn list_services(State(st): State<Arc<ApiState>>) -> Json<serde_json::Value> {
-    let mut list: Vec<_> = st.services.values().map(|h| h.current()).collect();
+    let mut list: Vec<_> = st
+        .live
+        .get()
+        .services
+        .values()
+        .map(|h| h.current())
+        .collect();
     list.sort_by(|a, b| a.service.cmp(&b.service));
     Json(json!({ "services": list }))
 }
 
-fn service<'a>(st: &'a ApiState, name: &str) -> Result<&'a ServiceHandle, ApiError> {
-    st.services
+fn service(st: &ApiState, name: &str) -> Result<ServiceHandle, ApiError> {
+    st.live
+        .get()
+        .services
         .get(name)
+        .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no service named {name:?}")))
 }
 
@@ -296,7 +336,7 @@ async fn set_override(
     };
     let h = service(&st, &name)?;
     let (tx, rx) = oneshot::channel();
-    send(h, Command::SetOverride(mode, tx)).await?;
+    send(&h, Command::SetOverride(mode, tx)).await?;
     let msg = rx
         .await
         .map_err(|_| ApiError::internal("service task stopped"))?
@@ -312,7 +352,7 @@ async fn manual_failback(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let h = service(&st, &name)?;
     let (tx, rx) = oneshot::channel();
-    send(h, Command::ManualFailback(tx)).await?;
+    send(&h, Command::ManualFailback(tx)).await?;
     let msg = rx
         .await
         .map_err(|_| ApiError::internal("service task stopped"))?
@@ -458,10 +498,11 @@ async fn one_round(
     let Some((round, votes)) = st.store.call(move |s| s.round(id)).await? else {
         return Err(ApiError::not_found(format!("no round {id}")));
     };
+    let witnesses = st.live.get().witnesses.clone();
     let votes: Vec<VoteView> = votes
         .into_iter()
         .map(|v| VoteView {
-            reverified: crate::audit::reverify_vote(&v, &round.round.service, &st.witnesses),
+            reverified: crate::audit::reverify_vote(&v, &round.round.service, &witnesses),
             vote: v,
         })
         .collect();
@@ -519,8 +560,7 @@ mod tests {
     fn app(dir: &tempfile::TempDir, metrics_token: Option<&str>) -> Router {
         router(Arc::new(ApiState {
             store: Store::open(&dir.path().join("h.db")).unwrap(),
-            services: HashMap::new(),
-            witnesses: Vec::new(),
+            live: LiveCell::default(),
             metrics: Arc::new(Metrics::new()),
             token: API_TOKEN.into(),
             metrics_token: metrics_token.map(String::from),

@@ -85,7 +85,10 @@ pub fn status(config: &Config) -> anyhow::Result<String> {
 /// lives in the daemon, not in the history): one line per service, every reason with its fix.
 pub fn readiness_lines(services_json: &serde_json::Value) -> String {
     let mut out = String::new();
-    let list = services_json["services"].as_array().cloned().unwrap_or_default();
+    let list = services_json["services"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for s in list {
         let name = s["service"].as_str().unwrap_or("?");
         let r = &s["readiness"];
@@ -112,7 +115,9 @@ pub fn readiness_lines(services_json: &serde_json::Value) -> String {
                     ));
                 }
             }
-            other => out.push_str(&format!("{name:<20} readiness {other} (not evaluated yet)\n")),
+            other => out.push_str(&format!(
+                "{name:<20} readiness {other} (not evaluated yet)\n"
+            )),
         }
     }
     out

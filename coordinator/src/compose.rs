@@ -40,15 +40,35 @@ pub async fn start_backend(
     store: &Store,
     sup: &Supervisor,
 ) -> Result<Arc<dyn DnsBackend>, StartError> {
+    Ok(start(config, store, sup).await?.backend)
+}
+
+/// The started backend, and the built-in server itself when it is the backend (a reload
+/// changes the records it serves for services added or removed).
+#[derive(Clone)]
+pub struct Started {
+    pub backend: Arc<dyn DnsBackend>,
+    pub builtin: Option<Arc<builtin::Builtin>>,
+}
+
+/// [`start_backend`], keeping the built-in server's handle.
+pub async fn start(
+    config: &Config,
+    store: &Store,
+    sup: &Supervisor,
+) -> Result<Started, StartError> {
     let built = match &config.dns.built {
-        BuiltBackend::Ready(backend) => return Ok(backend.clone()),
+        BuiltBackend::Ready(backend) => {
+            return Ok(Started {
+                backend: backend.clone(),
+                builtin: None,
+            });
+        }
         BuiltBackend::Builtin(built) => (**built).clone(),
     };
     let mut sets = Vec::new();
     for svc in &config.services {
-        let stored = store.load_state(&svc.name)?;
-        let side = stored.map_or(Side::Primary, |s| s.active);
-        sets.extend(svc.records_for(side));
+        sets.extend(svc.records_for(stored_side(store, &svc.name)?));
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -73,5 +93,15 @@ pub async fn start_backend(
         server.clone().serve(udp, tcp, shutdown),
         |_| {},
     );
-    Ok(server)
+    Ok(Started {
+        backend: server.clone(),
+        builtin: Some(server),
+    })
+}
+
+/// The side a service's DNS points to by its stored state (primary when it has none yet).
+pub fn stored_side(store: &Store, service: &str) -> Result<Side, StoreError> {
+    Ok(store
+        .load_state(service)?
+        .map_or(Side::Primary, |s| s.active))
 }

@@ -15,10 +15,12 @@ pub mod demo;
 pub mod dns;
 pub mod failover;
 pub mod hooks;
+pub mod lock;
 pub mod metrics;
 pub mod notify;
 pub mod online;
 pub mod readiness;
+pub mod reload;
 pub mod service;
 pub mod store;
 pub mod subprocess;
@@ -36,17 +38,21 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::dns::DnsBackend;
-use crate::service::{ServiceDeps, ServiceHandle};
+use crate::service::ServiceHandle;
 use crate::store::Store;
 use crate::supervise::Supervisor;
 
 /// A running coordinator.
 pub struct Coordinator {
     pub store: Store,
+    /// The services as started; after a reload, [`Coordinator::running`] has the current set.
     pub services: HashMap<String, ServiceHandle>,
     pub api_addr: SocketAddr,
     pub metrics: Arc<metrics::Metrics>,
+    running: reload::Running,
     tasks: TaskTracker,
+    // Held until the coordinator is dropped (the process's end, for the daemon).
+    _lock: lock::DatabaseLock,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -68,12 +74,35 @@ impl Coordinator {
             tracing::warn!("some tasks did not stop within {grace:?}");
         }
     }
+
+    /// Reads the config file again and applies it, or refuses it (see [`reload`]).
+    pub async fn reload(&mut self) -> reload::Outcome {
+        self.running.reload().await
+    }
+
+    /// The running set (services, config) as of the last reload.
+    pub fn running(&self) -> &reload::Running {
+        &self.running
+    }
 }
 
-/// Opens the history, builds the DNS backend (unless one is given), starts every service
-/// and the API on `api_listener`. Returns once everything runs.
+/// Takes the history database's lock (see [`lock`]), opens the history, builds the DNS
+/// backend (unless one is given), starts every service and the API on `api_listener`.
+/// Returns once everything runs.
 pub async fn start(
     config: Config,
+    api_listener: std::net::TcpListener,
+    backend: Option<Arc<dyn DnsBackend>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Coordinator> {
+    let lock = lock::DatabaseLock::acquire(&config.database)?;
+    start_locked(config, lock, api_listener, backend, shutdown).await
+}
+
+/// [`start`] with the database's lock already taken (the daemon takes it before it binds).
+pub async fn start_locked(
+    config: Config,
+    lock: lock::DatabaseLock,
     api_listener: std::net::TcpListener,
     backend: Option<Arc<dyn DnsBackend>>,
     shutdown: CancellationToken,
@@ -82,50 +111,16 @@ pub async fn start(
     let tasks = TaskTracker::new();
     let metrics = Arc::new(metrics::Metrics::new());
     let sup = Supervisor::new(tasks.clone(), metrics.clone(), shutdown.clone());
-    let backend = match backend {
-        Some(b) => b,
-        None => compose::start_backend(&config, &store, &sup)
+    let dns = match backend {
+        Some(backend) => compose::Started {
+            backend,
+            builtin: None,
+        },
+        None => compose::start(&config, &store, &sup)
             .await
             .map_err(|e| anyhow::anyhow!("{}: dns: {e}", config.path.display()))?,
     };
     let notifier = notify::Notifier::start(config.webhooks.clone(), &sup);
-    let mut witnesses = Vec::new();
-    for w in &config.witnesses {
-        if w.cert_sha256.is_none() {
-            tracing::info!(witness = %w.name, "witness TLS certificate not pinned; votes are still verified with its ed25519 key");
-        }
-        witnesses.push(Arc::new(
-            witnesses::WitnessClient::new(w.clone()).map_err(anyhow::Error::msg)?,
-        ));
-    }
-    let mut verify_servers = config.dns.verify_servers.clone();
-    if verify_servers.is_empty() {
-        verify_servers = config.dns.default_verify_servers();
-    }
-    let deps = Arc::new(ServiceDeps {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        notifier,
-        backend,
-        witnesses,
-        prober: Arc::new(shared::probe::Prober::new(config.probe_roots.clone())),
-        key: Arc::new(config.signing_key.clone()),
-        key_id: config.key_id.clone(),
-        authorities: readiness::checks::AuthoritySettings {
-            listed: verify_servers.clone(),
-            discover: config.dns.discover_ns,
-            port: config.dns.ns_port,
-            timeout: config.dns.verify_timeout,
-        },
-        verify_servers,
-        verify_timeout: config.dns.verify_timeout,
-        readiness: config.readiness.clone(),
-    });
-    let mut services = HashMap::new();
-    for svc in config.services.iter().cloned() {
-        let h = service::spawn_service(deps.clone(), svc, &sup).await?;
-        services.insert(h.name.clone(), h);
-    }
     sup.spawn(
         "retention",
         service::retention_loop(
@@ -140,13 +135,24 @@ pub async fn start(
     api_listener.set_nonblocking(true)?;
     let api_addr = api_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(api_listener)?;
+    let key_id = config.key_id.clone();
+    let (token, metrics_token) = (config.api_token.clone(), config.metrics_token.clone());
+    let running = reload::Running::start(
+        config,
+        sup.clone(),
+        store.clone(),
+        metrics.clone(),
+        notifier,
+        dns,
+    )
+    .await?;
+    let services = running.handles();
     let state = Arc::new(api::ApiState {
         store: store.clone(),
-        services: services.clone(),
-        witnesses: config.witnesses.clone(),
+        live: running.live(),
         metrics: metrics.clone(),
-        token: config.api_token.clone(),
-        metrics_token: config.metrics_token.clone(),
+        token,
+        metrics_token,
     });
     let app = api::router(state);
     // The API listener has the same connection bounds as a witness (shared::listener's
@@ -168,24 +174,37 @@ pub async fn start(
         },
         |_| {},
     );
-    tracing::info!(api = %api_addr, services = services.len(), key_id = %config.key_id, "coordinator running");
+    tracing::info!(api = %api_addr, services = services.len(), %key_id, "coordinator running");
     Ok(Coordinator {
         store,
         services,
         api_addr,
         metrics,
+        running,
         tasks,
+        _lock: lock,
     })
 }
 
-/// Runs until `shutdown` is cancelled, then drains with a grace period.
+/// Runs until `shutdown` is cancelled, reloading the config file at each message on
+/// `reloads` (SIGHUP), then drains with a grace period. `lock` is the database's, taken
+/// before anything bound.
 pub async fn run(
     config: Config,
+    lock: lock::DatabaseLock,
     api_listener: std::net::TcpListener,
+    mut reloads: tokio::sync::mpsc::Receiver<()>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let c = start(config, api_listener, None, shutdown.clone()).await?;
-    shutdown.cancelled().await;
+    let mut c = start_locked(config, lock, api_listener, None, shutdown.clone()).await?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = reloads.recv() => {
+                c.reload().await;
+            }
+        }
+    }
     c.wait(shared::shutdown::GRACE).await;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `quorate-coordinator`: parses arguments, sets up logging and hands each subcommand to the
 //! library — `run` to [`coordinator::run`] (config validated before anything binds, signals
-//! from `shared::shutdown`), the offline commands to `coordinator::cli`, `override` and
+//! and reload requests from `shared::shutdown`), the offline commands to `coordinator::cli`, `override` and
 //! `failback` to `coordinator::client`, `demo` to `coordinator::demo`.
 
 use std::path::PathBuf;
@@ -151,11 +151,13 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Run { config } => {
             let cfg = cli::load_config(&config)?;
-            // Before anything binds: from here on SIGHUP is logged, not fatal.
-            let shutdown = shared::shutdown::on_signals()?;
+            // One writer per history file, checked before anything binds or writes.
+            let lock = coordinator::lock::DatabaseLock::acquire(&cfg.database)?;
+            // Before anything binds: from here on SIGHUP asks for a reload, it is not fatal.
+            let (shutdown, reloads) = shared::shutdown::on_signals_with_reload()?;
             let listener = std::net::TcpListener::bind(cfg.api_listen)
                 .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api_listen))?;
-            coordinator::run(cfg, listener, shutdown).await?;
+            coordinator::run(cfg, lock, listener, reloads, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config, online } => match coordinator::config::load(&config) {
@@ -194,7 +196,10 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             match api.get("/v1/services").await {
                 Ok(r) if r.success => {
                     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-                    print!("\nreadiness (from the running coordinator):\n{}", cli::readiness_lines(&v));
+                    print!(
+                        "\nreadiness (from the running coordinator):\n{}",
+                        cli::readiness_lines(&v)
+                    );
                 }
                 Ok(r) => println!("\nreadiness: the API refused: {}", r.body),
                 Err(e) => println!("\nreadiness: unknown: {e:#} (is the coordinator running?)"),

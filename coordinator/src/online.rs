@@ -128,7 +128,7 @@ pub async fn check(config: &Config) -> Vec<Line> {
             shared::keys::format_public_key(&config.signing_key.verifying_key())
         ),
     )];
-    if let Some(pid) = crate::store::lock_holder(&config.database) {
+    if let Some(pid) = crate::lock::lock_holder(&config.database) {
         lines.push(Line {
             mark: Mark::Fail,
             subject: "history".into(),
@@ -257,7 +257,10 @@ async fn vote_about(
     let mut reasons = Vec::new();
     let mut notes = Vec::new();
     let mut stale = None;
-    for (what, probe) in [("primary", &svc.primary_probe), ("backup", &svc.backup_probe)] {
+    for (what, probe) in [
+        ("primary", &svc.primary_probe),
+        ("backup", &svc.backup_probe),
+    ] {
         let now = now_ms();
         let req = witnesses::sign_request(
             &config.signing_key,
@@ -351,7 +354,8 @@ async fn check_dns(config: &Config, sides: &[(String, Side)]) -> Vec<Line> {
             .unwrap_or(Side::Primary);
         let expected = svc.records_for(side);
         let subject = format!("service {} (dns {} {})", svc.name, backend.kind(), svc.zone);
-        let dns = checks::dns_side(backend.as_ref(), &svc.zone, &expected, &authorities, false).await;
+        let dns =
+            checks::dns_side(backend.as_ref(), &svc.zone, &expected, &authorities, false).await;
         match &dns.proof {
             Ok(p) if p.starts_with(crate::dns::UNPROVEN) => out.push(Line {
                 mark: Mark::Warn,
@@ -421,11 +425,22 @@ mod tests {
         );
         let fail = Line::fail(
             "witness w2",
-            &[Reason::new("witness-untrusted", "witness w2", "does not trust", "add the key")],
+            &[Reason::new(
+                "witness-untrusted",
+                "witness w2",
+                "does not trust",
+                "add the key",
+            )],
         );
         let (text, passed) = render(&[ok, fail]);
         assert!(!passed);
-        assert!(text.contains("FAIL witness w2: does not trust\n     fix: add the key\n"), "{text}");
-        assert!(text.ends_with("online check FAILED: 1 problem(s) above\n"), "{text}");
+        assert!(
+            text.contains("FAIL witness w2: does not trust\n     fix: add the key\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("online check FAILED: 1 problem(s) above\n"),
+            "{text}"
+        );
     }
 }

@@ -4,6 +4,10 @@
 //! panics is logged at error, counted in `quorate_task_exits_total{task, how}`, and reported
 //! to its `on_exit` (a service marks itself failed in its status, so the API stops showing
 //! its last healthy reading as if it were current).
+//!
+//! A [`Supervisor::child`] spawns on the same tracker under a child token, and can be stopped
+//! on its own ([`Supervisor::stop`]): a reload stops one service's tasks that way while
+//! everything else runs on.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -21,6 +25,9 @@ pub struct Supervisor {
     tasks: TaskTracker,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    /// A child's own tracker (its tasks are on `tasks` as well), so that [`Supervisor::stop`]
+    /// waits for its tasks only.
+    group: Option<TaskTracker>,
 }
 
 /// How a supervised task ended.
@@ -60,7 +67,30 @@ impl Supervisor {
             tasks,
             metrics,
             shutdown,
+            group: None,
         }
+    }
+
+    /// A supervisor for a group of tasks (one service's): they are tracked by this one's
+    /// tracker too (shutdown waits for them), stop when this one's token is cancelled, and can
+    /// be stopped alone with [`Supervisor::stop`].
+    pub fn child(&self) -> Supervisor {
+        Supervisor {
+            tasks: self.tasks.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.child_token(),
+            group: Some(TaskTracker::new()),
+        }
+    }
+
+    /// Cancels this supervisor's token and waits, at most `grace`, until its tasks have
+    /// ended (for a child: its own tasks; for the root: every task). Returns whether they all
+    /// did.
+    pub async fn stop(&self, grace: std::time::Duration) -> bool {
+        self.shutdown.cancel();
+        let group = self.group.as_ref().unwrap_or(&self.tasks);
+        group.close();
+        tokio::time::timeout(grace, group.wait()).await.is_ok()
     }
 
     /// The tracker every task is spawned on (to wait for them at shutdown).
@@ -87,7 +117,7 @@ impl Supervisor {
         let name = name.into();
         let metrics = self.metrics.clone();
         let shutdown = self.shutdown.clone();
-        self.tasks.spawn(async move {
+        let task = async move {
             let exit = match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(()) if shutdown.is_cancelled() => Exit::Stopped,
                 Ok(()) => Exit::Returned,
@@ -106,7 +136,11 @@ impl Supervisor {
             }
             tracing::error!(task = %name, exit = %exit, "a long-lived task ended; what it did is no longer done until a restart");
             on_exit(&exit);
-        });
+        };
+        match &self.group {
+            Some(group) => self.tasks.spawn(group.track_future(task)),
+            None => self.tasks.spawn(task),
+        };
     }
 }
 
@@ -191,5 +225,26 @@ mod tests {
         assert_eq!(count(&m, "early", "returned"), 1);
         assert_eq!(count(&m, "normal", "stopped"), 1);
         assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_child_stops_alone_and_its_tasks_are_still_waited_for_at_shutdown() {
+        let (s, m) = sup();
+        let child = s.child();
+        let (c_sd, s_sd) = (child.shutdown().clone(), s.shutdown().clone());
+        child.spawn("child", async move { c_sd.cancelled().await }, |_| {});
+        s.spawn("root", async move { s_sd.cancelled().await }, |_| {});
+        assert!(child.stop(std::time::Duration::from_secs(5)).await);
+        assert_eq!(count(&m, "child", "stopped"), 1);
+        assert!(!s.shutdown().is_cancelled(), "the root runs on");
+        assert_eq!(s.tracker().len(), 1, "only the root task is left");
+
+        // A child of a stopped root stops with it.
+        let late = s.child();
+        let l_sd = late.shutdown().clone();
+        late.spawn("late", async move { l_sd.cancelled().await }, |_| {});
+        assert!(s.stop(std::time::Duration::from_secs(5)).await);
+        assert_eq!(count(&m, "late", "stopped"), 1);
+        assert_eq!(count(&m, "root", "stopped"), 1);
     }
 }

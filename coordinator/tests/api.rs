@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::{Lab, Opts};
 use coordinator::Coordinator;
-use coordinator::api::{ApiState, router};
+use coordinator::api::{ApiState, Live, LiveCell, router};
 use coordinator::store::{Decision, NewRound, VoteRecord};
 use ed25519_dalek::SigningKey;
 use http_body_util::BodyExt as _;
@@ -104,8 +104,10 @@ impl Api {
             .unwrap();
         let state = Arc::new(ApiState {
             store: coord.store.clone(),
-            services: coord.services.clone(),
-            witnesses,
+            live: LiveCell::new(Live {
+                services: coord.services.clone(),
+                witnesses,
+            }),
             metrics: coord.metrics.clone(),
             token,
             metrics_token: None,

@@ -1,6 +1,7 @@
-//! Signals with the real `quorate-coordinator` binary: SIGHUP is logged as a warning (reload is
-//! not implemented, the config is not re-read) and otherwise ignored — the process keeps
-//! running and answering its API — and SIGTERM then stops it cleanly with exit status 0.
+//! Signals with the real `quorate-coordinator` binary: SIGHUP reloads the config file (here an
+//! unchanged one: nothing is stopped, the process keeps running and answering its API), and
+//! SIGTERM then stops it cleanly with exit status 0. What a reload changes is tested in
+//! `reload.rs`.
 //!
 //! Before `shared::shutdown`, SIGHUP killed the coordinator with no log line (and systemd's
 //! `Restart=on-failure` does not restart a process killed by SIGHUP).
@@ -8,41 +9,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use common::{Lab, Opts, Site};
-use testkit::{DEADLINE, Daemon};
+use testkit::DEADLINE;
 
-const SIGHUP_WARNING: &str = "reload is not implemented yet";
+const SIGHUP_LINE: &str = "SIGHUP received, reloading the config";
+const NOTHING_CHANGED: &str = "config reloaded: nothing changed";
 
 /// The service's status from the API, if it answers 200.
 async fn api_status(http: &reqwest::Client, api: &str, token: &str) -> Option<serde_json::Value> {
-    let resp = http
-        .get(format!("{api}/v1/services/web"))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    if resp.status() != 200 {
-        return None;
-    }
-    resp.json().await.ok()
-}
-
-/// The real binary, run with `--config config`; its output goes to `log`.
-fn start(config: &Path, log: PathBuf) -> Daemon {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"));
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .env("QUORATE_LOG", "info");
-    Daemon::spawn("coordinator", command, log)
+    common::api_get(http, api, token, "/v1/services/web").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_is_logged_and_ignored_and_sigterm_exits_cleanly() {
+async fn sighup_reloads_an_unchanged_config_and_sigterm_exits_cleanly() {
     let lab = Lab::new();
     let (p_addr, b_addr) = common::two_sites_port();
     let mut primary = Site::http(p_addr);
@@ -62,7 +41,7 @@ async fn sighup_is_logged_and_ignored_and_sigterm_exits_cleanly() {
     let api = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let mut daemon = start(
+    let mut daemon = common::run_binary(
         &lab.path().join("coordinator.toml"),
         lab.path().join("coordinator.log"),
     );
@@ -72,26 +51,24 @@ async fn sighup_is_logged_and_ignored_and_sigterm_exits_cleanly() {
         })
         .await;
 
-    // Two SIGHUPs: each one logged, neither fatal.
+    // Two SIGHUPs: each one logged and reloaded (nothing changed), neither fatal.
     for n in 1..=2 {
         daemon.signal("HUP");
         daemon
-            .wait_until(
-                &format!("SIGHUP warning number {n} in the log"),
-                |log| async move { log.matches(SIGHUP_WARNING).count() == n },
-            )
+            .wait_until(&format!("reload number {n} in the log"), |log| async move {
+                log.matches(SIGHUP_LINE).count() == n && log.matches(NOTHING_CHANGED).count() == n
+            })
             .await;
     }
     let log = daemon.log();
-    let warning = log
-        .lines()
-        .find(|l| l.contains(SIGHUP_WARNING))
-        .unwrap()
-        .to_string();
-    assert!(
-        warning.contains("WARN") && warning.contains("NOT re-read") && warning.contains("restart"),
-        "{warning}"
+    let line = log.lines().find(|l| l.contains(NOTHING_CHANGED)).unwrap();
+    assert!(line.contains("INFO"), "{line}");
+    assert_eq!(
+        log.matches("service starting").count(),
+        1,
+        "an unchanged service is not started again"
     );
+    assert!(!log.contains("refused"), "{log}");
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
         "still running after two SIGHUPs"

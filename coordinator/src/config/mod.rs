@@ -29,8 +29,8 @@ use shared::protocol::KeyId;
 pub use self::coordinator::{RawApi, RawCoordinator};
 pub use self::dns::{DnsConfig, RawDns, RawVerify};
 pub use self::notify::{RawNotify, RawWebhook, WebhookConfig, WebhookFormat};
-pub use self::readiness::{RawReadiness, ReadinessConfig};
 pub use self::probe::{RawDnsProbe, RawHttpProbe, RawProbe, RawTcpProbe};
+pub use self::readiness::{RawReadiness, ReadinessConfig};
 pub use self::service::{
     HooksConfig, RawHooks, RawService, RawSide, ServiceConfig, normalize_zone, qualify,
 };
@@ -69,6 +69,9 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub witnesses: Vec<WitnessConfig>,
     pub dns: DnsConfig,
+    /// The `[dns]` table as written, without `[dns.verify]`: a reload compares it to refuse a
+    /// change of the backend, which needs a restart.
+    pub dns_table: toml::Table,
     pub webhooks: Vec<WebhookConfig>,
     pub readiness: ReadinessConfig,
     pub services: Vec<ServiceConfig>,
@@ -112,6 +115,8 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
         dns::check_zones(&dns.backend, &raw.service, &mut e);
     }
     witness::default_timeouts(&mut witnesses, &raw.witness, &services, &mut e);
+    let mut dns_table = raw.dns.rest.clone();
+    dns_table.insert("type".into(), toml::Value::String(raw.dns.kind.clone()));
 
     e.finish(|| {
         let signing_key = top.signing_key?;
@@ -127,6 +132,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             metrics_token: top.metrics_token?,
             witnesses,
             dns: dns?,
+            dns_table,
             webhooks,
             readiness,
             services,

@@ -35,7 +35,7 @@ pub enum WebhookFormat {
     Slack,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct WebhookConfig {
     pub url: String,
     pub slack: bool,

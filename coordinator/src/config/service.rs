@@ -113,7 +113,7 @@ fn default_hook_timeout() -> String {
     "60s".into()
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
     pub name: String,
     /// Fully qualified, lowercase, trailing dot.
@@ -129,10 +129,13 @@ pub struct ServiceConfig {
     pub policy: Policy,
     /// Indices into `Config::witnesses`.
     pub witnesses: Vec<usize>,
+    /// The names of those witnesses, in the same order (the status shows them; a reload
+    /// compares services by them, since indices shift when witnesses are added or removed).
+    pub witness_names: Vec<String>,
     pub hooks: HooksConfig,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HooksConfig {
     pub pre_failover: Option<Vec<String>>,
     pub post_failover: Option<Vec<String>>,
@@ -385,6 +388,10 @@ fn validate(
         backup_probe: backup_probe?,
         interval: interval?,
         policy,
+        witness_names: witness_idx
+            .iter()
+            .map(|&i| witnesses[i].name.clone())
+            .collect(),
         witnesses: witness_idx,
         hooks: HooksConfig {
             pre_failover: s.hooks.pre_failover.clone(),

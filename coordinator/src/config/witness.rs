@@ -34,7 +34,7 @@ pub struct RawWitness {
     pub timeout: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WitnessConfig {
     pub name: String,
     pub url: String,

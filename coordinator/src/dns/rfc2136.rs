@@ -310,13 +310,17 @@ pub fn check_message(zone: &Name, expected: &[RecordSet]) -> Result<Message, Dns
 /// An address of `set`'s type that is not in `set` (documentation ranges, RFC 5737 / 3849).
 fn absent_address(set: &RecordSet) -> IpAddr {
     let candidates: Vec<IpAddr> = match set.rtype {
-        RecordType::A => (1..=255u8)
+        super::RecordType::A => (1..=255u8)
             .rev()
             .map(|i| IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, i)))
             .collect(),
-        RecordType::AAAA => (1..=255u16)
+        super::RecordType::AAAA => (1..=255u16)
             .rev()
-            .map(|i| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0xffff, i)))
+            .map(|i| {
+                IpAddr::V6(std::net::Ipv6Addr::new(
+                    0x2001, 0xdb8, 0, 0, 0, 0, 0xffff, i,
+                ))
+            })
             .collect(),
     };
     candidates

@@ -136,7 +136,11 @@ fn every_witness_failure_has_its_code_and_a_fix_naming_the_thing() {
     }
     let stale = witness_reason(&w, Asked::Primary("x"), &refused("stale", Some(600_000)));
     // skew_ms is issued_at minus the witness's clock: +600 s means the witness is behind.
-    assert!(stale.message.contains("10 min 0 s behind"), "{}", stale.message);
+    assert!(
+        stale.message.contains("10 min 0 s behind"),
+        "{}",
+        stale.message
+    );
 }
 
 #[test]
@@ -159,7 +163,13 @@ fn whose_clock_is_off_and_what_quorum_is_left() {
             ("quorum", "service www".to_string())
         ]
     );
-    let r = witness_reasons("www", &all, &[stale("w1"), stale("w2")], Asked::Primary("x"), 2);
+    let r = witness_reasons(
+        "www",
+        &all,
+        &[stale("w1"), stale("w2")],
+        Asked::Primary("x"),
+        2,
+    );
     assert!(r[0].message.contains("ahead of theirs"), "{}", r[0].message);
     // One stale witness among valid ones: that witness's clock.
     let got = codes(&[answer("w1", None), answer("w2", None), stale("w3")]);
@@ -221,7 +231,10 @@ fn the_alarm_waits_alert_after_both_ways_and_never_fires_on_a_blip() {
 fn spells_confirm_after_their_time_and_end_when_gone() {
     let a = reason("witness-unreachable", "witness w2");
     let mut s = Spells::new(120_000);
-    assert_eq!(s.update(0, std::slice::from_ref(&a)), SpellChanges::default());
+    assert_eq!(
+        s.update(0, std::slice::from_ref(&a)),
+        SpellChanges::default()
+    );
     let ch = s.update(120_000, std::slice::from_ref(&a));
     assert_eq!(ch.confirmed, vec![a.clone()]);
     assert_eq!(s.oldest(), Some(0));

@@ -96,7 +96,9 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                     w.finish(job.id, ChangeStatus::Applied, None, EventKind::DnsApplied)
                         .await;
                     w.pending_flag.set(false);
-                    w.pending_flag.status.send_if_modified(|s| s.dns_serves.take().is_some());
+                    w.pending_flag
+                        .status
+                        .send_if_modified(|s| s.dns_serves.take().is_some());
                     let lbl = DnsLabel {
                         backend: backend_kind.clone(),
                         result: "applied".into(),

@@ -80,6 +80,8 @@ pub struct ServiceStatus {
     pub damped: bool,
     pub blocked: bool,
     pub dns_pending: bool,
+    /// The names of the witnesses this service asks, in the configured order.
+    pub witnesses: Vec<String>,
     /// Set when one of the service's tasks ended (panicked or returned): the rest of this
     /// status is the last reading before it did, not a live one. Absent while healthy.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -275,6 +277,7 @@ fn status_of(
         damped: s.damped,
         blocked: s.blocked.is_some(),
         dns_pending: pending,
+        witnesses: svc.witness_names.clone(),
         failed: None,
         dns_serves: None,
         readiness: crate::readiness::ReadinessStatus::unknown(),

@@ -166,13 +166,16 @@ impl ServiceTask {
             .get_or_create(&label)
             .set(obs.backup_up as i64);
         self.last_obs = Some((obs, now));
-        let notices = self.readiness.evaluate(&self.deps, &svc, &answers, &obs, now);
+        let notices = self
+            .readiness
+            .evaluate(&self.deps, &svc, &answers, &obs, now);
         for n in notices {
             self.deps.notifier.send(n);
         }
         let published = self.readiness.status();
-        self.status_tx
-            .send_if_modified(|s| std::mem::replace(&mut s.readiness, published.clone()) != published);
+        self.status_tx.send_if_modified(|s| {
+            std::mem::replace(&mut s.readiness, published.clone()) != published
+        });
         let records: Vec<VoteRecord> = answers.into_iter().map(|a| a.record).collect();
         // A failed write is logged and counted inside; the next tick decides again.
         let _ = self.feed(Event::Tick(obs), Some(records)).await;

@@ -90,6 +90,7 @@ fn status() -> ServiceStatus {
         damped: false,
         blocked: false,
         dns_pending: false,
+        witnesses: Vec::new(),
         failed: None,
         dns_serves: None,
         readiness: crate::readiness::ReadinessStatus::unknown(),

@@ -66,10 +66,7 @@ pub enum Failure {
     /// An answer came, but it is not a valid vote for this request: the protocol's stable
     /// code (`bad_signature`, `wrong_witness`, …) and message.
     #[error("{message}")]
-    Invalid {
-        code: &'static str,
-        message: String,
-    },
+    Invalid { code: &'static str, message: String },
 }
 
 impl Failure {

@@ -42,7 +42,9 @@ fn trim<T>(q: &mut VecDeque<(Instant, T)>, now: Instant)
 where
     T: Copy,
 {
-    while q.len() > MAX_SAMPLES || q.front().is_some_and(|(t, _)| now.duration_since(*t) > WINDOW)
+    while q.len() > MAX_SAMPLES
+        || q.front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > WINDOW)
     {
         q.pop_front();
     }

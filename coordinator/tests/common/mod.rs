@@ -449,3 +449,33 @@ impl Drop for Tarpit {
         self.task.abort();
     }
 }
+
+/// The real `quorate-coordinator run --config config`, logging at info to `log`.
+pub fn run_binary(config: &Path, log: PathBuf) -> testkit::Daemon {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("QUORATE_LOG", "info");
+    testkit::Daemon::spawn("coordinator", command, log)
+}
+
+/// `GET {api}{path}` with the bearer token: the JSON body when it answers 200.
+pub async fn api_get(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    path: &str,
+) -> Option<serde_json::Value> {
+    let resp = http
+        .get(format!("{api}{path}"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    resp.json().await.ok()
+}

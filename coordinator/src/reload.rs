@@ -1,0 +1,476 @@
+//! Reload: on SIGHUP the coordinator reads its config file again, validates it exactly as at
+//! start ([`config::load`]), compares it with the running one ([`plan`], pure) and applies
+//! the difference without a restart:
+//!
+//! - a service added is started; a service whose settings or whose witnesses changed is
+//!   stopped (its tasks cancelled and waited for) and started again with the new ones, its
+//!   state resumed from the history as at start; a removed service is stopped (its history
+//!   stays); every other service runs on untouched;
+//! - the built-in DNS server serves the records of added services and stops serving those of
+//!   removed ones, in one snapshot swap (a query sees the old zone or the new one, never
+//!   none);
+//! - the API's services and witnesses are swapped whole ([`crate::api::LiveCell`]).
+//!
+//! Every service starts again when what they all share changes: the coordinator's signing
+//! key (a key rotation), `probe_ca_file`, `[dns.verify]`.
+//!
+//! A config that does not validate, or that changes what cannot change in a running process
+//! (`api.listen`, `coordinator.database`, the tokens, `retention`, the webhooks, the `[dns]`
+//! backend), is refused: every error is logged, one `alert`
+//! notification says so, and the running config stays as it was.
+//!
+//! Invariant: a refused reload changes nothing; an accepted one stops only what changed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use crate::api::{Live, LiveCell};
+use crate::compose;
+use crate::config::{self, Config, ServiceConfig};
+use crate::dns::{Change, RecordSet};
+use crate::failover::Side;
+use crate::metrics::Metrics;
+use crate::notify::{Notice, Notifier};
+use crate::service::{self, ServiceDeps, ServiceHandle};
+use crate::store::Store;
+use crate::supervise::Supervisor;
+use crate::witnesses::WitnessClient;
+
+/// Names added, changed and removed between two configs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// What a reload does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub services: Diff,
+    pub witnesses: Diff,
+}
+
+/// What a reload did, or why it changed nothing.
+#[derive(Debug)]
+pub enum Outcome {
+    Applied(Plan),
+    /// Every line says what was wrong, as `check` prints it.
+    Refused(Vec<String>),
+}
+
+/// Compares the running config with a new one (both validated). `Err`: what cannot change
+/// without a restart, one line each.
+pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<String>> {
+    let file = new.path.display();
+    let mut refused = Vec::new();
+    let mut fixed = |key: &str, same: bool| {
+        if !same {
+            refused.push(format!("{file}: {key}: changed: restart to apply"));
+        }
+    };
+    fixed("api.listen", old.api_listen == new.api_listen);
+    fixed("coordinator.database", old.database == new.database);
+    fixed("coordinator.retention", old.retention == new.retention);
+    fixed(
+        "api.token_file (the API token)",
+        old.api_token == new.api_token,
+    );
+    fixed(
+        "api.metrics_token_file (the metrics token)",
+        old.metrics_token == new.metrics_token,
+    );
+    fixed("notify.webhook", old.webhooks == new.webhooks);
+    fixed("dns", old.dns_table == new.dns_table);
+    if !refused.is_empty() {
+        return Err(refused);
+    }
+
+    let witness = |c: &Config, name: &str| c.witnesses.iter().find(|w| w.name == name).cloned();
+    let mut witnesses = Diff::default();
+    for w in &new.witnesses {
+        match witness(old, &w.name) {
+            None => witnesses.added.push(w.name.clone()),
+            Some(o) if o != *w => witnesses.changed.push(w.name.clone()),
+            Some(_) => {}
+        }
+    }
+    for w in &old.witnesses {
+        if witness(new, &w.name).is_none() {
+            witnesses.removed.push(w.name.clone());
+        }
+    }
+
+    // What every service shares and a reload can change: all of them start again. A new
+    // signing key (a rotation: witnesses already trust it) signs every request from then on.
+    let shared_changed = old.key_id != new.key_id
+        || old.probe_roots != new.probe_roots
+        || old.dns.verify_servers != new.dns.verify_servers
+        || old.dns.verify_timeout != new.dns.verify_timeout;
+    let mut services = Diff::default();
+    for s in &new.services {
+        match old.services.iter().find(|o| o.name == s.name) {
+            None => services.added.push(s.name.clone()),
+            Some(o) => {
+                let witness_changed = s
+                    .witness_names
+                    .iter()
+                    .any(|n| witnesses.changed.contains(n));
+                if shared_changed || witness_changed || !same_service(o, s) {
+                    services.changed.push(s.name.clone());
+                }
+            }
+        }
+    }
+    for o in &old.services {
+        if !new.services.iter().any(|s| s.name == o.name) {
+            services.removed.push(o.name.clone());
+        }
+    }
+    Ok(Plan {
+        services,
+        witnesses,
+    })
+}
+
+/// Equal settings, witnesses compared by name (their indices shift when others are added or
+/// removed).
+fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
+    let strip = |s: &ServiceConfig| ServiceConfig {
+        witnesses: Vec::new(),
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+/// The dependencies services started from `config` share.
+pub(crate) fn deps(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    notifier: &Notifier,
+    backend: Arc<dyn crate::dns::DnsBackend>,
+) -> anyhow::Result<Arc<ServiceDeps>> {
+    let mut witnesses = Vec::new();
+    for w in &config.witnesses {
+        if w.cert_sha256.is_none() {
+            info!(witness = %w.name, "witness TLS certificate not pinned; votes are still verified with its ed25519 key");
+        }
+        witnesses.push(Arc::new(
+            WitnessClient::new(w.clone()).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    let mut verify_servers = config.dns.verify_servers.clone();
+    if verify_servers.is_empty() {
+        verify_servers = config.dns.default_verify_servers();
+    }
+    Ok(Arc::new(ServiceDeps {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        notifier: notifier.clone(),
+        backend,
+        witnesses,
+        prober: Arc::new(shared::probe::Prober::new(config.probe_roots.clone())),
+        key: Arc::new(config.signing_key.clone()),
+        key_id: config.key_id.clone(),
+        authorities: crate::readiness::checks::AuthoritySettings {
+            listed: verify_servers.clone(),
+            discover: config.dns.discover_ns,
+            port: config.dns.ns_port,
+            timeout: config.dns.verify_timeout,
+        },
+        verify_servers,
+        verify_timeout: config.dns.verify_timeout,
+        readiness: config.readiness.clone(),
+    }))
+}
+
+/// A running service: its handle and the supervisor its tasks run under.
+struct RunningService {
+    handle: ServiceHandle,
+    sup: Supervisor,
+}
+
+/// The running set: what a reload compares with and changes.
+pub struct Running {
+    config: Config,
+    sup: Supervisor,
+    store: Store,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
+    dns: compose::Started,
+    services: BTreeMap<String, RunningService>,
+    live: LiveCell,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("services", &self.services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Starts every service of `config`, each under its own child of `sup`.
+    pub(crate) async fn start(
+        config: Config,
+        sup: Supervisor,
+        store: Store,
+        metrics: Arc<Metrics>,
+        notifier: Notifier,
+        dns: compose::Started,
+    ) -> anyhow::Result<Running> {
+        let deps = deps(&config, &store, &metrics, &notifier, dns.backend.clone())?;
+        let mut services = BTreeMap::new();
+        for svc in config.services.iter().cloned() {
+            let running = spawn(&deps, svc, &sup).await?;
+            services.insert(running.handle.name.clone(), running);
+        }
+        let live = LiveCell::default();
+        let running = Running {
+            config,
+            sup,
+            store,
+            metrics,
+            notifier,
+            dns,
+            services,
+            live,
+        };
+        running.publish();
+        Ok(running)
+    }
+
+    /// The running services' handles, by name.
+    pub fn handles(&self) -> std::collections::HashMap<String, ServiceHandle> {
+        self.services
+            .iter()
+            .map(|(n, r)| (n.clone(), r.handle.clone()))
+            .collect()
+    }
+
+    /// What the API reads; follows every reload.
+    pub fn live(&self) -> LiveCell {
+        self.live.clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn publish(&self) {
+        self.live.set(Live {
+            services: self.handles(),
+            witnesses: self.config.witnesses.clone(),
+        });
+    }
+
+    /// Reads the config file again and applies it, or refuses it (logged and notified).
+    pub async fn reload(&mut self) -> Outcome {
+        let path = self.config.path.clone();
+        let loaded = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || config::load(&path)).await
+        };
+        let new = match loaded {
+            Ok(Ok(c)) => c,
+            Ok(Err(diagnostics)) => {
+                return self.refuse(&path, diagnostics.iter().map(|d| d.to_string()).collect());
+            }
+            Err(e) => return self.refuse(&path, vec![format!("reading the config failed: {e}")]),
+        };
+        let plan = match plan(&self.config, &new) {
+            Ok(p) => p,
+            Err(lines) => return self.refuse(&path, lines),
+        };
+        if let Err(e) = self.apply(&plan, new).await {
+            // The new config was valid, but a service could not be started: said loudly, and
+            // the rest of the reload stands.
+            error!(error = %format!("{e:#}"), "config reload: a service could not be started");
+            self.notifier.send(Notice::new(
+                "coordinator",
+                "alert",
+                format!("config reload: a service could not be started: {e:#}"),
+                shared::unix_ms(std::time::SystemTime::now()),
+            ));
+        }
+        Outcome::Applied(plan)
+    }
+
+    fn refuse(&self, path: &Path, lines: Vec<String>) -> Outcome {
+        for line in &lines {
+            error!(config = %path.display(), "config reload refused: {line}");
+        }
+        warn!(
+            errors = lines.len(),
+            "config reload refused; the running config stays as it was"
+        );
+        self.notifier.send(Notice::new(
+            "coordinator",
+            "alert",
+            format!("config reload refused: {}", lines.join("; ")),
+            shared::unix_ms(std::time::SystemTime::now()),
+        ));
+        Outcome::Refused(lines)
+    }
+
+    async fn apply(&mut self, plan: &Plan, new: Config) -> anyhow::Result<()> {
+        let s = &plan.services;
+        // Stopped all at once: each drains for at most GRACE, together as long as the slowest.
+        let stopping: Vec<(String, RunningService)> = s
+            .changed
+            .iter()
+            .chain(&s.removed)
+            .filter_map(|n| self.services.remove(n).map(|r| (n.clone(), r)))
+            .collect();
+        let stopped = futures::future::join_all(
+            stopping
+                .iter()
+                .map(|(_, r)| r.sup.stop(shared::shutdown::GRACE)),
+        )
+        .await;
+        for ((name, _), ok) in stopping.iter().zip(stopped) {
+            if !ok {
+                warn!(service = %name, "service did not stop within {:?}; going on anyway", shared::shutdown::GRACE);
+            }
+        }
+        if let Some(builtin) = &self.dns.builtin
+            && let Some(change) = served_change(&self.config, &new, plan, &self.store)?
+        {
+            // One swap: queries see the old records or the new ones, never neither.
+            match builtin.apply_change(&change, true) {
+                Ok(serial) => info!(
+                    serial,
+                    "built-in DNS: records of added and removed services swapped in"
+                ),
+                Err(e) => {
+                    error!(error = %e, "built-in DNS: the records of the reloaded services could not be served")
+                }
+            }
+        }
+        let old = std::mem::replace(&mut self.config, new);
+        drop(old);
+        let mut first_error = None;
+        if !(s.added.is_empty() && s.changed.is_empty()) {
+            let deps = deps(
+                &self.config,
+                &self.store,
+                &self.metrics,
+                &self.notifier,
+                self.dns.backend.clone(),
+            )?;
+            for name in s.added.iter().chain(&s.changed) {
+                let Some(svc) = self.config.services.iter().find(|c| &c.name == name) else {
+                    continue;
+                };
+                match spawn(&deps, svc.clone(), &self.sup).await {
+                    Ok(r) => {
+                        self.services.insert(name.clone(), r);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e.context(format!("service {name:?}")));
+                    }
+                }
+            }
+        }
+        self.publish();
+        let w = &plan.witnesses;
+        info!(
+            key_id = %self.config.key_id,
+            services_added = ?s.added,
+            services_changed = ?s.changed,
+            services_removed = ?s.removed,
+            witnesses_added = ?w.added,
+            witnesses_changed = ?w.changed,
+            witnesses_removed = ?w.removed,
+            "config reloaded{}",
+            if s.is_empty() && w.is_empty() { ": nothing changed" } else { "" },
+        );
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Starts `svc` under a child of `sup`.
+async fn spawn(
+    deps: &Arc<ServiceDeps>,
+    svc: ServiceConfig,
+    sup: &Supervisor,
+) -> anyhow::Result<RunningService> {
+    let child = sup.child();
+    let handle = service::spawn_service(deps.clone(), svc, &child).await?;
+    Ok(RunningService { handle, sup: child })
+}
+
+/// The built-in server's change for a reload: the records of removed services (and names a
+/// changed service no longer has) emptied, those of added services (and changed records)
+/// set to their stored side. `None` when no served record changes.
+fn served_change(
+    old: &Config,
+    new: &Config,
+    plan: &Plan,
+    store: &Store,
+) -> anyhow::Result<Option<Change>> {
+    let find = |c: &Config, n: &str| c.services.iter().find(|s| s.name == n).cloned();
+    let mut to: Vec<RecordSet> = Vec::new();
+    let mut put = |set: RecordSet| match to.iter().position(|t| t.same_key(&set)) {
+        Some(i) => to[i] = set,
+        None => to.push(set),
+    };
+    let empty = |s: &RecordSet| RecordSet::new(s.name.clone(), s.rtype, s.ttl, Vec::new());
+    let s = &plan.services;
+    // Removals first, so that a name moved to another service ends up served.
+    for name in s.removed.iter().chain(&s.changed) {
+        if let Some(o) = find(old, name)
+            && !find(new, name).is_some_and(|n| same_records(&o, &n))
+        {
+            o.records_for(Side::Primary)
+                .iter()
+                .for_each(|r| put(empty(r)));
+        }
+    }
+    for name in s.added.iter().chain(&s.changed) {
+        if let Some(n) = find(new, name)
+            && !find(old, name).is_some_and(|o| same_records(&o, &n))
+        {
+            let side = compose::stored_side(store, name)?;
+            n.records_for(side).into_iter().for_each(&mut put);
+        }
+    }
+    let Some(zone) = new
+        .services
+        .first()
+        .or(old.services.first())
+        .map(|s| s.zone.clone())
+    else {
+        return Ok(None);
+    };
+    if to.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Change {
+        zone,
+        from: to.iter().map(empty).collect(),
+        to,
+    }))
+}
+
+/// Whether two versions of a service serve the same records on both sides.
+fn same_records(a: &ServiceConfig, b: &ServiceConfig) -> bool {
+    [Side::Primary, Side::Backup]
+        .into_iter()
+        .all(|side| a.records_for(side) == b.records_for(side))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
