@@ -206,7 +206,7 @@ fn list(reasons: &[Reason]) -> String {
 }
 
 fn humantime(ms: u64) -> String {
-    if ms >= 60_000 && ms % 60_000 == 0 {
+    if ms >= 60_000 && ms.is_multiple_of(60_000) {
         format!("{} min", ms / 60_000)
     } else {
         format!("{} s", ms as f64 / 1000.0)
