@@ -5,19 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(named dig nsupdate pdns_server nft ip python3 curl openssl)
+need=(named dig nsupdate pdns_server nft ip python3 curl openssl faketime)
 missing=0
 for b in "${need[@]}"; do command -v "$b" >/dev/null 2>&1 || missing=1; done
 [ -e /usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql ] || missing=1
 # The key interop test (witness/tests/interop.rs) reads keys and verifies votes with Python.
 python3 -c 'import cryptography' >/dev/null 2>&1 || missing=1
 if [ "$missing" = 1 ]; then
-  echo "tests/run.sh: installing test dependencies (bind9, pdns, nftables, iproute2, openssl, python3-cryptography)" >&2
+  echo "tests/run.sh: installing test dependencies (bind9, pdns, nftables, iproute2, openssl, python3-cryptography, faketime)" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     bind9 bind9-dnsutils bind9-utils pdns-server pdns-backend-sqlite3 \
-    nftables iproute2 procps python3 curl ca-certificates openssl python3-cryptography >/dev/null
+    nftables iproute2 procps python3 curl ca-certificates openssl python3-cryptography \
+    faketime >/dev/null
 fi
 
 # The lab and crash tests run the real binaries.

@@ -5,4 +5,5 @@ pub mod fixtures;
 pub mod lab;
 pub mod net;
 pub mod pdns;
+pub mod rig;
 pub mod virtualmin;
