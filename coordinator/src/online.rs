@@ -129,15 +129,18 @@ pub async fn check(config: &Config) -> Vec<Line> {
         ),
     )];
     if let Some(pid) = crate::lock::lock_holder(&config.database) {
+        // A warning, not a failure: on a live system the holder is normally this config's
+        // own daemon. A second coordinator on the file is refused at start either way.
         lines.push(Line {
-            mark: Mark::Fail,
+            mark: Mark::Warn,
             subject: "history".into(),
             text: format!(
-                "{} is in use by a running coordinator (pid {pid}); a second one on it would be refused",
+                "{} is in use by a running coordinator (pid {pid}): if that is not this config's own daemon, a coordinator started with this config would be refused",
                 config.database.display()
             ),
             fix: Some(
-                "stop the other coordinator, or give this one its own `database`".into(),
+                "if pid {pid} is another coordinator, stop it or give this one its own `database`"
+                    .replace("{pid}", &pid.to_string()),
             ),
         });
     }
@@ -230,7 +233,8 @@ async fn check_witnesses(config: &Config) -> Vec<Line> {
             .iter()
             .all(|(_, s)| s.signum() == stale_all[0].1.signum())
     {
-        let off = -stale_all[0].1;
+        // skew_ms is our issued_at minus the witness's now: our clock minus theirs.
+        let off = stale_all[0].1;
         out.push(Line {
             mark: Mark::Fail,
             subject: "coordinator clock".into(),

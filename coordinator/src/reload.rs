@@ -159,6 +159,7 @@ pub(crate) fn deps(
     metrics: &Arc<Metrics>,
     notifier: &Notifier,
     backend: Arc<dyn crate::dns::DnsBackend>,
+    alerts: &crate::readiness::AlertMemory,
 ) -> anyhow::Result<Arc<ServiceDeps>> {
     let mut witnesses = Vec::new();
     for w in &config.witnesses {
@@ -191,6 +192,7 @@ pub(crate) fn deps(
         verify_servers,
         verify_timeout: config.dns.verify_timeout,
         readiness: config.readiness.clone(),
+        alerts: alerts.clone(),
     }))
 }
 
@@ -210,6 +212,9 @@ pub struct Running {
     dns: compose::Started,
     services: BTreeMap<String, RunningService>,
     live: LiveCell,
+    /// Which services have a "not ready" alert out: kept across a service's restart by a
+    /// reload, so the fix applied by that reload still gets its "ready again".
+    alerts: crate::readiness::AlertMemory,
 }
 
 impl std::fmt::Debug for Running {
@@ -230,7 +235,15 @@ impl Running {
         notifier: Notifier,
         dns: compose::Started,
     ) -> anyhow::Result<Running> {
-        let deps = deps(&config, &store, &metrics, &notifier, dns.backend.clone())?;
+        let alerts = crate::readiness::AlertMemory::default();
+        let deps = deps(
+            &config,
+            &store,
+            &metrics,
+            &notifier,
+            dns.backend.clone(),
+            &alerts,
+        )?;
         let mut services = BTreeMap::new();
         for svc in config.services.iter().cloned() {
             let running = spawn(&deps, svc, &sup).await?;
@@ -246,6 +259,7 @@ impl Running {
             dns,
             services,
             live,
+            alerts,
         };
         running.publish();
         Ok(running)
@@ -368,6 +382,7 @@ impl Running {
                 &self.metrics,
                 &self.notifier,
                 self.dns.backend.clone(),
+                &self.alerts,
             )?;
             for name in s.added.iter().chain(&s.changed) {
                 let Some(svc) = self.config.services.iter().find(|c| &c.name == name) else {

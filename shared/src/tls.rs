@@ -163,11 +163,19 @@ impl PinnedVerifier {
 
 /// The certificate a server presented is not the pinned one; both fingerprints are in the
 /// message, so the operator can tell a renewed certificate from a wrong address.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("certificate pin mismatch: the server presents sha256 {presented}, the pin is {pinned}")]
 pub struct PinMismatch {
     pub presented: String,
     pub pinned: String,
+}
+
+/// The same words as `Display`: rustls shows a `CertificateError::Other` by its `Debug`, and
+/// that text is what reaches the operator through reqwest's error chain.
+impl std::fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl ServerCertVerifier for PinnedVerifier {

@@ -758,7 +758,13 @@ impl Rig {
                 q(ZONE),
                 q(TSIG_KEY)
             ),
-            dns_verify: format!("servers = [{}]\ntimeout = \"5s\"\n", q(&bind.to_string())),
+            // The zone's NS (ns1, glue 127.0.0.1) is discovered by readiness and asked on
+            // BIND's port, not 53.
+            dns_verify: format!(
+                "servers = [{}]\ntimeout = \"5s\"\nns_port = {}\n",
+                q(&bind.to_string()),
+                bind.port()
+            ),
             notify: "[[notify.webhook]]\nurl_file = \"webhook.url\"\nformat = \"json\"\n".into(),
             services: vec![format!(
                 "[[service]]\nname = {}\nzone = {}\nnames = [\"www\"]\nttl = 60\nprimary = {{ addresses = [\"{PRIMARY}\"] }}\nbackup = {{ addresses = [\"{BACKUP}\"] }}\nprobe = {{ kind = \"http\", port = {}, path = \"/\", expect_status = [200], timeout = \"400ms\" }}\nfail_after = 2\nrecover_after = 3\n",

@@ -96,7 +96,9 @@ pub enum Asked<'a> {
 fn human_ms(ms: i64) -> String {
     let a = ms.unsigned_abs();
     if a >= 120_000 {
-        format!("{} min {} s", a / 60_000, (a % 60_000) / 1000)
+        // Rounded to the second: a skew measured as 599,990 ms is "10 min 0 s".
+        let s = (a + 500) / 1000;
+        format!("{} min {} s", s / 60, s % 60)
     } else if a >= 1000 {
         format!("{:.1} s", a as f64 / 1000.0)
     } else {
@@ -369,6 +371,30 @@ impl Spells {
     }
 }
 
+/// Which services have a "not ready" alert out, shared by every service task of the process
+/// (a service restarted by a reload picks its alarm up again, and its fix gets a "ready
+/// again").
+#[derive(Clone, Debug, Default)]
+pub struct AlertMemory(std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+
+impl AlertMemory {
+    pub fn alerting(&self, service: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(service)
+    }
+
+    pub fn set(&self, service: &str, alerting: bool) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if alerting {
+            m.insert(service.to_string());
+        } else {
+            m.remove(service);
+        }
+    }
+}
+
 /// A readiness alert to send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Alert {
@@ -401,6 +427,15 @@ impl Alarm {
 
     pub fn alerting(&self) -> bool {
         self.alerting
+    }
+
+    /// An alarm whose "not ready" alert is already out (a service restarted by a reload):
+    /// its reasons are not announced again, and readiness back sends "ready again".
+    pub fn resumed(after_ms: u64) -> Alarm {
+        Alarm {
+            alerting: true,
+            ..Alarm::new(after_ms)
+        }
     }
 
     pub fn update(&mut self, now_ms: u64, reasons: &[Reason]) -> Option<Alert> {

@@ -243,3 +243,17 @@ fn spells_confirm_after_their_time_and_end_when_gone() {
     assert_eq!(ch.ended, vec![a]);
     assert!(s.confirmed().is_empty());
 }
+
+#[test]
+fn a_resumed_alarm_sends_ready_again_once_the_fix_holds() {
+    // A service restarted by the reload that fixed it: its alert is out, no reason remains.
+    let mut alarm = Alarm::resumed(1000);
+    assert!(alarm.alerting());
+    assert_eq!(alarm.update(0, &[]), None);
+    assert_eq!(alarm.update(1000, &[]), Some(Alert::ReadyAgain));
+    let memory = AlertMemory::default();
+    memory.set("www", true);
+    assert!(memory.alerting("www") && !memory.alerting("blog"));
+    memory.set("www", false);
+    assert!(!memory.alerting("www"));
+}

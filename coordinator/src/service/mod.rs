@@ -52,6 +52,8 @@ pub struct ServiceDeps {
     pub verify_servers: Vec<SocketAddr>,
     pub verify_timeout: Duration,
     pub readiness: crate::config::ReadinessConfig,
+    /// Services with a "not ready" alert out, across restarts by a reload.
+    pub alerts: crate::readiness::AlertMemory,
     /// Where the readiness checks find the zone's authoritative servers.
     pub authorities: crate::readiness::checks::AuthoritySettings,
 }
@@ -218,7 +220,7 @@ pub async fn spawn_service(
             .instrument(span.clone()),
         mark_failed(status_tx.clone(), "readiness task"),
     );
-    let tracker = readiness::Tracker::new(&deps.readiness, side_rx);
+    let tracker = readiness::Tracker::new(&deps.readiness, side_rx, deps.alerts.clone(), &name);
     let task = task::ServiceTask {
         readiness: tracker,
         deps,

@@ -24,13 +24,31 @@ pub(crate) struct Tracker {
     status: ReadinessStatus,
     /// Reason codes with a metric series for this service (set to 0 when they clear).
     codes_seen: BTreeSet<&'static str>,
+    memory: crate::readiness::AlertMemory,
+    service: String,
+    /// Hysteresis runs on the monotonic clock: a wall clock stepped back (NTP fixing a clock
+    /// that was off, the very fault readiness reports) must not freeze "ready again".
+    origin: tokio::time::Instant,
 }
 
 impl Tracker {
-    pub(crate) fn new(cfg: &ReadinessConfig, side: watch::Receiver<Option<SideReport>>) -> Self {
+    pub(crate) fn new(
+        cfg: &ReadinessConfig,
+        side: watch::Receiver<Option<SideReport>>,
+        memory: crate::readiness::AlertMemory,
+        service: &str,
+    ) -> Self {
+        let after = cfg.alert_after.as_millis() as u64;
         Tracker {
             side,
-            alarm: Alarm::new(cfg.alert_after.as_millis() as u64),
+            alarm: if memory.alerting(service) {
+                Alarm::resumed(after)
+            } else {
+                Alarm::new(after)
+            },
+            memory,
+            service: service.to_string(),
+            origin: tokio::time::Instant::now(),
             witness_spells: Spells::new(cfg.witness_alert_after.as_millis() as u64),
             disputed: Spells::new(cfg.disputed_alert_after.as_millis() as u64),
             status: ReadinessStatus::unknown(),
@@ -70,8 +88,9 @@ impl Tracker {
         }
         let mut notices = Vec::new();
         let notice = |kind: &str, msg: String| Notice::new(&svc.name, kind, msg, now);
+        let mono = self.origin.elapsed().as_millis() as u64;
 
-        match self.alarm.update(now, &reasons) {
+        match self.alarm.update(mono, &reasons) {
             Some(Alert::NotReady { reasons, more }) => notices.push(notice(
                 "not-ready",
                 format!(
@@ -96,7 +115,7 @@ impl Tracker {
             .filter(|r| r.subject.starts_with("witness "))
             .cloned()
             .collect();
-        let ch = self.witness_spells.update(now, &witness_reasons);
+        let ch = self.witness_spells.update(mono, &witness_reasons);
         for r in ch.confirmed {
             notices.push(notice(
                 "witness-alert",
@@ -128,7 +147,7 @@ impl Tracker {
                 "check the backup's own network path to the primary",
             )
         });
-        let ch = self.disputed.update(now, disputed.as_slice());
+        let ch = self.disputed.update(mono, disputed.as_slice());
         for r in ch.confirmed {
             notices.push(notice(
                 "disputed-alert",
@@ -156,6 +175,7 @@ impl Tracker {
         }
         self.status.verdict = verdict;
         self.status.alerting = self.alarm.alerting();
+        self.memory.set(&self.service, self.alarm.alerting());
         self.status.dns = side.map(|s| s.dns);
         self.status.reasons = reasons;
         self.publish_metrics(deps, svc);
