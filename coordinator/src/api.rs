@@ -36,6 +36,8 @@ const DEFAULT_LIMIT: u32 = 50;
 pub struct Live {
     pub services: HashMap<String, ServiceHandle>,
     pub witnesses: Vec<WitnessConfig>,
+    /// Each witness's answers over a sliding window (`GET /v1/witnesses`).
+    pub reliability: crate::witnesses::reliability::Registry,
 }
 
 /// The current [`Live`], swapped whole by a reload: a request reads one consistent set (one
@@ -189,6 +191,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/services/{name}", get(one_service))
         .route("/services/{name}/override", post(set_override))
         .route("/services/{name}/failback", post(manual_failback))
+        .route("/witnesses", get(list_witnesses))
         .route("/rounds", get(list_rounds))
         .route("/rounds/{id}", get(one_round))
         .route("/events", get(list_events))
@@ -292,6 +295,27 @@ async fn list_services(State(st): State<Arc<ApiState>>) -> Json<serde_json::Valu
         .collect();
     list.sort_by(|a, b| a.service.cmp(&b.service));
     Json(json!({ "services": list }))
+}
+
+/// `GET /v1/witnesses`: every configured witness and its reliability over the sliding window
+/// (answer rate, latency p50/p99, disagreement with the majority).
+async fn list_witnesses(State(st): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let live = st.live.get();
+    let now = std::time::Instant::now();
+    let list: Vec<serde_json::Value> = live
+        .witnesses
+        .iter()
+        .map(|w| {
+            json!({
+                "name": w.name,
+                "url": w.url,
+                "key_id": w.key_id.to_string(),
+                "cert_pinned": w.cert_sha256.is_some(),
+                "reliability": live.reliability.summary(&w.name, now),
+            })
+        })
+        .collect();
+    Json(json!({ "witnesses": list }))
 }
 
 fn service(st: &ApiState, name: &str) -> Result<ServiceHandle, ApiError> {

@@ -160,6 +160,7 @@ pub(crate) fn deps(
     notifier: &Notifier,
     backend: Arc<dyn crate::dns::DnsBackend>,
     alerts: &crate::readiness::AlertMemory,
+    reliability: &crate::witnesses::reliability::Registry,
 ) -> anyhow::Result<Arc<ServiceDeps>> {
     let mut witnesses = Vec::new();
     for w in &config.witnesses {
@@ -167,7 +168,7 @@ pub(crate) fn deps(
             info!(witness = %w.name, "witness TLS certificate not pinned; votes are still verified with its ed25519 key");
         }
         witnesses.push(Arc::new(
-            WitnessClient::new(w.clone()).map_err(anyhow::Error::msg)?,
+            WitnessClient::sharing(w.clone(), reliability).map_err(anyhow::Error::msg)?,
         ));
     }
     let mut verify_servers = config.dns.verify_servers.clone();
@@ -215,6 +216,8 @@ pub struct Running {
     /// Which services have a "not ready" alert out: kept across a service's restart by a
     /// reload, so the fix applied by that reload still gets its "ready again".
     alerts: crate::readiness::AlertMemory,
+    /// Every witness's reliability window, kept across reloads.
+    reliability: crate::witnesses::reliability::Registry,
 }
 
 impl std::fmt::Debug for Running {
@@ -236,6 +239,7 @@ impl Running {
         dns: compose::Started,
     ) -> anyhow::Result<Running> {
         let alerts = crate::readiness::AlertMemory::default();
+        let reliability = crate::witnesses::reliability::Registry::default();
         let deps = deps(
             &config,
             &store,
@@ -243,6 +247,7 @@ impl Running {
             &notifier,
             dns.backend.clone(),
             &alerts,
+            &reliability,
         )?;
         let mut services = BTreeMap::new();
         for svc in config.services.iter().cloned() {
@@ -260,6 +265,7 @@ impl Running {
             services,
             live,
             alerts,
+            reliability,
         };
         running.publish();
         Ok(running)
@@ -286,6 +292,7 @@ impl Running {
         self.live.set(Live {
             services: self.handles(),
             witnesses: self.config.witnesses.clone(),
+            reliability: self.reliability.clone(),
         });
     }
 
@@ -383,6 +390,7 @@ impl Running {
                 &self.notifier,
                 self.dns.backend.clone(),
                 &self.alerts,
+                &self.reliability,
             )?;
             for name in s.added.iter().chain(&s.changed) {
                 let Some(svc) = self.config.services.iter().find(|c| &c.name == name) else {

@@ -107,6 +107,7 @@ impl Api {
             live: LiveCell::new(Live {
                 services: coord.services.clone(),
                 witnesses,
+                reliability: Default::default(),
             }),
             metrics: coord.metrics.clone(),
             token,

@@ -416,6 +416,13 @@ fn a_healthy_setup_passes_check_online_and_shows_ready_everywhere() {
         .then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
+    // Per-witness reliability in the API.
+    let w = rig.api_get("/v1/witnesses");
+    let w1 = &w["witnesses"][0];
+    assert_eq!(w1["name"], "w1", "{w}");
+    assert!(w1["reliability"]["asked"].as_u64().unwrap() > 0, "{w}");
+    assert_eq!(w1["reliability"]["answer_rate"], 1.0, "{w}");
+    assert!(w1["reliability"]["latency_p99_ms"].as_f64().is_some(), "{w}");
     // status, from the running daemon.
     let out = rig.coordinator_cli(&["status"]);
     let text = stdout(&out);

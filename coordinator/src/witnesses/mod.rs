@@ -17,7 +17,7 @@ pub struct WitnessClient {
     pub config: WitnessConfig,
     http: reqwest::Client,
     vote_url: String,
-    reliability: std::sync::Mutex<reliability::Window>,
+    reliability: std::sync::Arc<std::sync::Mutex<reliability::Window>>,
 }
 
 impl std::fmt::Debug for WitnessClient {
@@ -141,6 +141,17 @@ pub const PUBLISH_EVERY: Duration = Duration::from_secs(5);
 const MAX_IDENTITY_BYTES: usize = 4096;
 
 impl WitnessClient {
+    /// A client whose reliability window lives in `registry` (kept across reloads).
+    pub fn sharing(
+        config: WitnessConfig,
+        registry: &reliability::Registry,
+    ) -> Result<WitnessClient, ClientError> {
+        let window = registry.window(&config.name);
+        let mut c = WitnessClient::new(config)?;
+        c.reliability = window;
+        Ok(c)
+    }
+
     pub fn new(config: WitnessConfig) -> Result<WitnessClient, ClientError> {
         let tls = shared::tls::pinned_client_config(config.cert_sha256);
         let http = reqwest::Client::builder()
@@ -161,7 +172,7 @@ impl WitnessClient {
             vote_url: format!("{}/v1/vote", config.url),
             config,
             http,
-            reliability: std::sync::Mutex::new(reliability::Window::default()),
+            reliability: Default::default(),
         })
     }
 

@@ -3,7 +3,8 @@
 //! round's majority. Kept in memory per witness client; an operator sees the flaky witness
 //! in the API and `/metrics` before it matters.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -12,6 +13,30 @@ use serde::Serialize;
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// At most this many samples of each kind are kept (the oldest go first).
 pub const MAX_SAMPLES: usize = 4096;
+
+/// Every witness's window by name, for the whole process: a witness client made again by a
+/// reload keeps its history, and the API reads the windows from here.
+#[derive(Clone, Debug, Default)]
+pub struct Registry(Arc<Mutex<BTreeMap<String, Arc<Mutex<Window>>>>>);
+
+impl Registry {
+    /// The window of `witness`, made on first use.
+    pub fn window(&self, witness: &str) -> Arc<Mutex<Window>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(witness.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// `witness`'s summary now (an empty one for a witness never asked).
+    pub fn summary(&self, witness: &str, now: Instant) -> Summary {
+        let w = self.window(witness);
+        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        w.summary(now)
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Window {
