@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use tests::lab::poll_until;
 use tests::rig::{PRIMARY, Proc, Rig, RigOptions, TSIG_KEY};
 
-/// The readiness settings under test: checks every 2 s, alerts after 1 s.
-const READINESS: &str = "[readiness]\ninterval = \"2s\"\nalert_after = \"1s\"\nwitness_alert_after = \"3s\"\ndisputed_alert_after = \"10s\"\n";
-const READINESS_INTERVAL: Duration = Duration::from_secs(2);
+/// The readiness settings under test: checks every 3 s, alerts after 1 s (worst case to an
+/// alert: one check interval, one `alert_after`, one service interval: 4.5 s < 2 × 3 s).
+const READINESS: &str = "[readiness]\ninterval = \"3s\"\nalert_after = \"1s\"\nwitness_alert_after = \"3s\"\ndisputed_alert_after = \"10s\"\n";
+const READINESS_INTERVAL: Duration = Duration::from_secs(3);
 const WAIT: Duration = Duration::from_secs(30);
 
 static ONE_RIG_AT_A_TIME: Mutex<()> = Mutex::new(());
