@@ -429,3 +429,38 @@ fn a_healthy_setup_passes_check_online_and_shows_ready_everywhere() {
     let text = stdout(&out);
     assert!(text.contains("www") && text.contains("ready since"), "{text}");
 }
+
+/// After a refused change (a conflict with a hand edit), the status and the event say what the
+/// server actually answers, not the side Quorate meant.
+#[test]
+fn after_a_refused_change_status_and_event_say_what_dns_serves() {
+    let _one = serial();
+    let rig = rig();
+    wait_ready(&rig);
+    rig.hand_edit_www("203.0.113.99".parse().unwrap());
+    let (code, body) = rig.api_post(
+        "/v1/services/www/override",
+        &serde_json::json!({ "mode": "pin-backup" }),
+    );
+    assert_eq!(code, 200, "{body}");
+    let failed = rig.wait_notice(|n| n["kind"] == "dns-failed", WAIT);
+    let msg = failed["message"].as_str().unwrap();
+    assert!(
+        msg.contains("conflict") && msg.contains("the server now answers www.example.test. A [203.0.113.99]"),
+        "{msg}"
+    );
+    let status = poll_until("dns_serves in the status", WAIT, Duration::from_millis(50), |last| {
+        let s = rig.status();
+        *last = s.to_string();
+        s["dns_serves"].is_string().then_some(s)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        status["dns_serves"].as_str().unwrap().contains("203.0.113.99"),
+        "{status}"
+    );
+    let events = rig.api_get("/v1/events?service=www");
+    let text = events.to_string();
+    assert!(!text.contains("still points"), "{text}");
+    assert!(text.contains("203.0.113.99"), "{text}");
+}
