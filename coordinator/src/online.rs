@@ -240,7 +240,7 @@ async fn check_witnesses(config: &Config) -> Vec<Line> {
             subject: "coordinator clock".into(),
             text: format!(
                 "every witness refuses this coordinator's requests as stale: this clock is {} s {} theirs",
-                off.abs() / 1000,
+                (off.abs() + 500) / 1000,
                 if off > 0 { "ahead of" } else { "behind" }
             ),
             fix: Some(

@@ -178,12 +178,23 @@ pub async fn dns_side(
     side.drift = served::drift(expected, &views)
         .into_iter()
         .map(|d| {
-            Reason::new(
-                "dns-drift",
-                format!("dns {zone}"),
-                d,
-                "put the records back as Quorate has them on every server (a hand edit, or a secondary that stopped transferring), or change the service's addresses in the config and reload",
-            )
+            // A server that does not answer has not drifted: it cannot be checked (and
+            // would not serve a change either).
+            if d.contains("no answer") {
+                Reason::new(
+                    "dns-servers",
+                    format!("dns {zone}"),
+                    d,
+                    "start that name server, or open the path from this coordinator to it (discovered servers are asked on [dns.verify] ns_port)",
+                )
+            } else {
+                Reason::new(
+                    "dns-drift",
+                    format!("dns {zone}"),
+                    d,
+                    "put the records back as Quorate has them on every server (a hand edit, or a secondary that stopped transferring), or change the service's addresses in the config and reload",
+                )
+            }
         })
         .collect();
     for v in &views {

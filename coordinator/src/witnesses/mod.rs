@@ -432,7 +432,16 @@ pub fn open_raw_vote(
 /// Sorts a transport error: a TLS failure (a certificate pin that does not match, a server
 /// that does not speak TLS) is told apart from silence, since its fix differs.
 fn classify_reqwest(e: &reqwest::Error) -> Failure {
-    let text = describe_reqwest(e);
+    let mut text = describe_reqwest(e);
+    // rustls shows a verifier's own error wrapped (`Other(OtherError(…))`): keep our words.
+    if let Some(at) = text.find("certificate pin mismatch") {
+        let kind = text
+            .split(':')
+            .next()
+            .unwrap_or("cannot connect")
+            .to_string();
+        text = format!("{kind}: {}", text[at..].trim_end_matches(')'));
+    }
     let lower = text.to_ascii_lowercase();
     if lower.contains("certificate")
         || lower.contains("tls")
