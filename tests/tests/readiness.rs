@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tests::lab::poll_until;
-use tests::rig::{PRIMARY, Proc, Rig, RigOptions, TSIG_KEY};
+use tests::rig::{PRIMARY, Proc, Rig, RigOptions, Site, TSIG_KEY};
 
 /// The readiness settings under test: checks every 3 s, alerts after 1 s (worst case to an
 /// alert: one check interval, one `alert_after`, one service interval: 4.5 s < 2 × 3 s).
@@ -324,7 +324,29 @@ fn a_witness_that_is_stopped() {
         |rig| rig.stop_witness(1),
         &["witness w1", "no answer from"],
         &["witness w1", "no answer from"],
-        |rig| rig.start_witness(1),
+        |rig| {
+            // Silent for longer than witness_alert_after (3 s): an alert of its own, naming
+            // the witness and why; and a word when it answers again.
+            let n = rig.wait_notice(|n| n["kind"] == "witness-alert", WAIT);
+            let msg = n["message"].as_str().unwrap();
+            assert!(
+                msg.starts_with("witness w1 silent or refusing for more than 3 s")
+                    && msg.contains("no answer from"),
+                "{msg}"
+            );
+            rig.start_witness(1);
+            rig.wait_notice(|n| n["kind"] == "witness-ok", WAIT);
+        },
+    );
+}
+
+#[test]
+fn a_backup_the_witnesses_cannot_reach() {
+    misconfiguration(
+        |rig| rig.stop_site(Site::Backup),
+        &["cannot reach the backup 127.0.0.3"],
+        &["cannot reach the backup 127.0.0.3"],
+        |rig| rig.start_site(Site::Backup),
     );
 }
 

@@ -134,19 +134,7 @@ impl Tracker {
             ));
         }
 
-        // Our own probe says the primary is down while a witness sees it up: the backup's own
-        // path to the primary is cut. Harmless for a while; long, it hides a real outage.
-        let disputed = (!obs.primary_up && obs.votes.up > 0).then(|| {
-            Reason::new(
-                "disputed",
-                format!("service {}", svc.name),
-                format!(
-                    "this coordinator cannot reach the primary, but {} witness(es) can",
-                    obs.votes.up
-                ),
-                "check the backup's own network path to the primary",
-            )
-        });
+        let disputed = disputed(&svc.name, obs);
         let ch = self.disputed.update(mono, disputed.as_slice());
         for r in ch.confirmed {
             notices.push(notice(
@@ -217,6 +205,23 @@ impl Tracker {
     }
 }
 
+/// Our own probe says the primary is down while a witness sees it up: the backup's own path
+/// to the primary is cut. Harmless for a while (nothing is switched); long, it hides a real
+/// outage from this coordinator, so a long spell is an alert.
+fn disputed(service: &str, obs: &Observation) -> Option<Reason> {
+    (!obs.primary_up && obs.votes.up > 0).then(|| {
+        Reason::new(
+            "disputed",
+            format!("service {service}"),
+            format!(
+                "this coordinator cannot reach the primary, but {} witness(es) can",
+                obs.votes.up
+            ),
+            "check the backup's own network path to the primary",
+        )
+    })
+}
+
 fn list(reasons: &[Reason]) -> String {
     reasons
         .iter()
@@ -230,5 +235,33 @@ fn humantime(ms: u64) -> String {
         format!("{} min", ms / 60_000)
     } else {
         format!("{} s", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::VoteTally;
+
+    #[test]
+    fn disputed_is_our_primary_probe_down_while_a_witness_sees_it_up() {
+        let obs = |primary_up, up, down| Observation {
+            primary_up,
+            backup_up: true,
+            votes: VoteTally {
+                up,
+                down,
+                ..Default::default()
+            },
+        };
+        assert!(disputed("www", &obs(false, 1, 2)).is_some());
+        assert_eq!(
+            disputed("www", &obs(false, 2, 0)).unwrap().message,
+            "this coordinator cannot reach the primary, but 2 witness(es) can"
+        );
+        // All agree it is down (an outage), or we see it up: not disputed.
+        assert!(disputed("www", &obs(false, 0, 3)).is_none());
+        assert!(disputed("www", &obs(true, 3, 0)).is_none());
+        assert!(disputed("www", &obs(true, 0, 3)).is_none());
     }
 }
