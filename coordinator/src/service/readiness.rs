@@ -239,6 +239,7 @@ fn humantime(ms: u64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::failover::VoteTally;
