@@ -73,28 +73,23 @@ impl ApiClient {
     /// not hang on a coordinator that is not running.
     pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
-        let resp = self
+        let req = self
             .http
             .get(&url)
-            .bearer_auth(&self.token)
-            .timeout(std::time::Duration::from_secs(3))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator's API at {url}"))?;
-        let success = resp.status().is_success();
-        Ok(Reply {
-            success,
-            body: resp.text().await.unwrap_or_default(),
-        })
+            .timeout(std::time::Duration::from_secs(3));
+        self.send(&url, req).await
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .post(&url)
+        let req = self.http.post(&url).json(&body);
+        self.send(&url, req).await
+    }
+
+    /// Sends with the token and hands back the answer as it came.
+    async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> anyhow::Result<Reply> {
+        let resp = req
             .bearer_auth(&self.token)
-            .json(&body)
             .send()
             .await
             .with_context(|| format!("cannot reach the coordinator's API at {url}"))?;

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, Opts, Site};
+use common::Lab;
 use testkit::DEADLINE;
 
 /// How long a refused coordinator may take to exit: it stops before binding anything.
@@ -17,20 +17,13 @@ const QUICKLY: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_coordinator_on_the_same_history_refuses_until_the_first_is_killed() {
     let lab = Lab::new();
-    let (p_addr, b_addr) = common::two_sites_port();
-    let mut primary = Site::http(p_addr);
-    let mut backup = Site::http(b_addr);
-    primary.start().await;
-    backup.start().await;
-    let witnesses = common::start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
-    let port = common::free_port();
-    let mut opts = Opts::new(
-        witnesses.iter().map(|w| w.block()).collect(),
-        p_addr.ip(),
-        b_addr.ip(),
-        p_addr.port(),
-    );
-    opts.api_listen = format!("127.0.0.1:{port}");
+    let common::BinarySetup {
+        primary: _primary,
+        backup: _backup,
+        witnesses,
+        opts,
+        api_port: port,
+    } = common::binary_setup(&lab).await;
     lab.config(&opts.toml());
     let config = lab.path().join("coordinator.toml");
     let database = lab.path().join("history.sqlite");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Lab, Opts, Site, TestWitness};
+use common::{Lab, Site, TestWitness};
 use coordinator::dns::RecordType;
 use coordinator::dns::served::query_rrset;
 use testkit::{DEADLINE, Daemon};
@@ -343,20 +343,13 @@ async fn sighup_adds_and_removes_witnesses_and_services_while_every_dns_query_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_config_or_a_changed_listen_address_is_refused_and_the_old_one_runs_on() {
     let lab = Lab::new();
-    let (p_addr, b_addr) = common::two_sites_port();
-    let mut primary = Site::http(p_addr);
-    let mut backup = Site::http(b_addr);
-    primary.start().await;
-    backup.start().await;
-    let witnesses = common::start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
-    let port = common::free_port();
-    let mut opts = Opts::new(
-        witnesses.iter().map(|w| w.block()).collect(),
-        p_addr.ip(),
-        b_addr.ip(),
-        p_addr.port(),
-    );
-    opts.api_listen = format!("127.0.0.1:{port}");
+    let common::BinarySetup {
+        primary: _primary,
+        backup: _backup,
+        witnesses,
+        mut opts,
+        api_port: port,
+    } = common::binary_setup(&lab).await;
     let good = opts.toml();
     lab.config(&good);
     let config = lab.path().join("coordinator.toml");

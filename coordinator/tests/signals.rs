@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Lab, Opts, Site};
+use common::Lab;
 use testkit::DEADLINE;
 
 const SIGHUP_LINE: &str = "SIGHUP received, reloading the config";
@@ -23,20 +23,13 @@ async fn api_status(http: &reqwest::Client, api: &str, token: &str) -> Option<se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_an_unchanged_config_and_sigterm_exits_cleanly() {
     let lab = Lab::new();
-    let (p_addr, b_addr) = common::two_sites_port();
-    let mut primary = Site::http(p_addr);
-    let mut backup = Site::http(b_addr);
-    primary.start().await;
-    backup.start().await;
-    let witnesses = common::start_witnesses(&lab, p_addr.port(), [vec![], vec![], vec![]]);
-    let port = common::free_port();
-    let mut opts = Opts::new(
-        witnesses.iter().map(|w| w.block()).collect(),
-        p_addr.ip(),
-        b_addr.ip(),
-        p_addr.port(),
-    );
-    opts.api_listen = format!("127.0.0.1:{port}");
+    let common::BinarySetup {
+        primary: _primary,
+        backup: _backup,
+        witnesses: _witnesses,
+        opts,
+        api_port: port,
+    } = common::binary_setup(&lab).await;
     lab.config(&opts.toml()); // validates, and writes coordinator.toml
     let api = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();

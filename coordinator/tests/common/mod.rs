@@ -479,3 +479,38 @@ pub async fn api_get(
     }
     resp.json().await.ok()
 }
+
+/// What the real-binary tests start before a coordinator: a primary and a backup web site on
+/// one port, three witnesses that may probe it, and the options of a config asking them, its API
+/// on a free port. Keep it alive as long as the test runs (dropping it stops the sites).
+pub struct BinarySetup {
+    pub primary: Site,
+    pub backup: Site,
+    pub witnesses: Vec<TestWitness>,
+    pub opts: Opts,
+    pub api_port: u16,
+}
+
+pub async fn binary_setup(lab: &Lab) -> BinarySetup {
+    let (p_addr, b_addr) = two_sites_port();
+    let mut primary = Site::http(p_addr);
+    let mut backup = Site::http(b_addr);
+    primary.start().await;
+    backup.start().await;
+    let witnesses = start_witnesses(lab, p_addr.port(), [vec![], vec![], vec![]]);
+    let api_port = free_port();
+    let mut opts = Opts::new(
+        witnesses.iter().map(|w| w.block()).collect(),
+        p_addr.ip(),
+        b_addr.ip(),
+        p_addr.port(),
+    );
+    opts.api_listen = format!("127.0.0.1:{api_port}");
+    BinarySetup {
+        primary,
+        backup,
+        witnesses,
+        opts,
+        api_port,
+    }
+}
