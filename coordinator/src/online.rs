@@ -367,6 +367,12 @@ async fn check_dns(config: &Config, sides: &[(String, Side)]) -> Vec<Line> {
                 text: p.clone(),
                 fix: Some("give the exec backend a `check_command`".into()),
             }),
+            Ok(p) if p.starts_with(crate::dns::WARNING) => out.push(Line {
+                mark: Mark::Warn,
+                subject,
+                text: p.clone(),
+                fix: None,
+            }),
             Ok(p) => out.push(Line::ok(
                 subject,
                 format!("{p}; the {} side is expected", side.as_str()),
