@@ -47,6 +47,9 @@ pub struct DoState {
     /// By name (no trailing dot).
     pub domains: BTreeMap<String, Domain>,
     pub next_id: u64,
+    /// Someone deletes the record the next `PUT`/`DELETE` by id is about, just before it
+    /// arrives (a race with a hand edit): that request then finds no record (404).
+    pub vanish_before_next_write: bool,
 }
 
 impl DoState {
@@ -285,9 +288,13 @@ async fn update_record(
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
     let mut s = lock(&st);
+    let vanish = std::mem::take(&mut s.vanish_before_next_write);
     let Some(d) = s.domains.get_mut(&domain) else {
         return not_found();
     };
+    if vanish {
+        d.records.retain(|r| r.id != id);
+    }
     let Some(r) = d.records.iter_mut().find(|r| r.id == id) else {
         return not_found();
     };
@@ -310,9 +317,13 @@ async fn delete_record(
     Path((domain, id)): Path<(String, u64)>,
 ) -> Response {
     let mut s = lock(&st);
+    let vanish = std::mem::take(&mut s.vanish_before_next_write);
     let Some(d) = s.domains.get_mut(&domain) else {
         return not_found();
     };
+    if vanish {
+        d.records.retain(|r| r.id != id);
+    }
     let before = d.records.len();
     d.records.retain(|r| r.id != id);
     if d.records.len() == before {
