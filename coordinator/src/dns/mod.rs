@@ -674,6 +674,80 @@ timeout = "3s"
         ));
     }
 
+    /// Every `[dns]` example in docs/dns-backends.md parses, and the hosted providers' ones
+    /// build (with a stand-in token): the documented keys are the real ones.
+    #[test]
+    fn documented_examples_parse() {
+        let doc = include_str!("../../../docs/dns-backends.md");
+        let mut kinds = Vec::new();
+        for block in doc.split("```toml").skip(1) {
+            let block = block.split("```").next().unwrap();
+            if !block.contains("[dns]") {
+                continue;
+            }
+            let table: toml::Table =
+                toml::from_str(block).unwrap_or_else(|e| panic!("{block}: {e}"));
+            let config = BackendConfig::deserialize(table["dns"].clone())
+                .unwrap_or_else(|e| panic!("{block}: {e}"));
+            match &config {
+                BackendConfig::Hetzner(c) => {
+                    hetzner::build_with_secret(c, "t").unwrap();
+                }
+                BackendConfig::Digitalocean(c) => {
+                    digitalocean::build_with_secret(c, "t").unwrap();
+                }
+                BackendConfig::Gandi(c) => {
+                    gandi::build_with_secret(c, "t").unwrap();
+                }
+                BackendConfig::Desec(c) => {
+                    desec::build_with_secret(c, "t").unwrap();
+                }
+                _ => {}
+            }
+            kinds.push(config.kind());
+        }
+        for k in [
+            "hetzner",
+            "digitalocean",
+            "gandi",
+            "desec",
+            "powerdns",
+            "rfc2136",
+        ] {
+            assert!(kinds.contains(&k), "no example for {k}: {kinds:?}");
+        }
+    }
+
+    #[test]
+    fn provider_token_keys_are_checked_and_named() {
+        let c: BackendConfig = toml::from_str(
+            "type = \"desec\"\nzone = \"example.com\"\napi_token_env = \"CARGO_PKG_NAME\"\n",
+        )
+        .unwrap();
+        // cargo sets CARGO_PKG_NAME for the tests it runs: an environment variable that is there.
+        let loaded = LoadedBackend::load(c).unwrap();
+        assert!(!format!("{loaded:?}").contains("coordinator"));
+        assert!(matches!(
+            build_backend(&loaded).unwrap(),
+            BuiltBackend::Ready(b) if b.kind() == "desec"
+        ));
+        let two = toml::from_str::<BackendConfig>(
+            "type = \"gandi\"\nzone = \"example.com\"\napi_token_env = \"A\"\napi_token_credential = \"b\"\n",
+        )
+        .unwrap();
+        let e = LoadedBackend::load(two).unwrap_err();
+        assert!(e.message.contains("only one"), "{e}");
+        let none = toml::from_str::<BackendConfig>("type = \"hetzner\"\nzone = \"example.com\"\n")
+            .unwrap();
+        assert_eq!(LoadedBackend::load(none).unwrap_err().key, "api_token_file");
+        let http = toml::from_str::<BackendConfig>(
+            "type = \"digitalocean\"\nzone = \"example.com\"\napi_token_env = \"CARGO_PKG_NAME\"\nbase_url = \"http://api.example.com/v2\"\n",
+        )
+        .unwrap();
+        let e = build_backend(&LoadedBackend::load(http).unwrap()).unwrap_err();
+        assert_eq!(e.key, "base_url");
+    }
+
     #[test]
     fn change_validation() {
         let ok = Change {
