@@ -40,6 +40,12 @@ impl SecretSource {
 
     /// Reads the secret, trimmed; empty is an error. Errors name the key.
     pub fn read(&self) -> Result<String, SettingError> {
+        self.read_in(std::env::var_os("CREDENTIALS_DIRECTORY"))
+    }
+
+    /// [`SecretSource::read`] with the credentials directory given (tests cannot set the
+    /// process's environment: `set_var` is unsafe, and unsafe code is forbidden).
+    fn read_in(&self, credentials_dir: Option<std::ffi::OsString>) -> Result<String, SettingError> {
         let key = self.key();
         let text = match self {
             SecretSource::File(path) => {
@@ -59,7 +65,7 @@ impl SecretSource {
                         format!("expected a credential name like \"dns-token\" (no '/'), got {name:?}"),
                     ));
                 }
-                let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                let dir = credentials_dir.ok_or_else(|| {
                     SettingError::new(
                         key,
                         format!("credential {name:?}: $CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={name}:<file>"),
@@ -103,5 +109,32 @@ mod tests {
             .read()
             .unwrap_err();
         assert_eq!(e.key, "api_token_file");
+        let e = SecretSource::Credential("dns-token".into())
+            .read_in(None)
+            .unwrap_err();
+        assert!(e.message.contains("CREDENTIALS_DIRECTORY"), "{e}");
+    }
+
+    #[test]
+    fn each_source_reads_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dns-token"), "cred-token\n").unwrap();
+        let got = SecretSource::Credential("dns-token".into())
+            .read_in(Some(dir.path().as_os_str().to_owned()))
+            .unwrap();
+        assert_eq!(got, "cred-token");
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let e = SecretSource::Credential("empty".into())
+            .read_in(Some(dir.path().as_os_str().to_owned()))
+            .unwrap_err();
+        assert!(e.message.contains("is empty"), "{e}");
+        // cargo sets CARGO_PKG_NAME for the tests it runs.
+        assert_eq!(
+            SecretSource::Env("CARGO_PKG_NAME".into()).read().unwrap(),
+            "coordinator"
+        );
+        let file = dir.path().join("token");
+        shared::keys::write_private_file(&file, b"file-token").unwrap();
+        assert_eq!(SecretSource::File(file).read().unwrap(), "file-token");
     }
 }
