@@ -188,3 +188,27 @@ async fn check_proves_the_token_and_zone_and_changes_nothing() {
     assert!(matches!(err, DnsError::Conflict { .. }), "{err:?}");
     assert!(s.writes().is_empty(), "a check writes nothing");
 }
+
+#[tokio::test]
+async fn a_change_for_another_zone_or_outside_it_is_refused_before_any_request() {
+    let s = standin().await;
+    let (b, _t) = backend(&s, TOKEN);
+    let mut other = change(www_primary(), backup());
+    other.zone = "example.org.".into();
+    let err = b.apply(&other).await.unwrap_err();
+    assert!(
+        matches!(&err, DnsError::Rejected(t) if t.starts_with("gandi:") && t.contains("example.org.")),
+        "{err:?}"
+    );
+    let mut outside = change(www_primary(), backup());
+    for set in outside.from.iter_mut().chain(outside.to.iter_mut()) {
+        set.name = "www.example.org.".into();
+    }
+    let err = b.apply(&outside).await.unwrap_err();
+    println!("outside: {err}");
+    assert!(
+        matches!(&err, DnsError::Rejected(t) if t.starts_with("gandi: zone example.test.:") && t.contains("not inside zone")),
+        "{err:?}"
+    );
+    assert!(s.requests().is_empty(), "{:?}", s.requests());
+}

@@ -303,8 +303,7 @@ impl Desec {
     }
 
     async fn apply_change(&self, change: &Change) -> Result<(), DnsError> {
-        change.validate()?;
-        self.api.same_zone(&change.zone)?;
+        self.api.validate(change)?;
         let steps = Checked {
             check_first: !self.force,
             read_back: true,

@@ -316,8 +316,7 @@ impl DigitalOcean {
     }
 
     async fn apply_change(&self, change: &Change) -> Result<(), DnsError> {
-        change.validate()?;
-        self.api.same_zone(&change.zone)?;
+        self.api.validate(change)?;
         let steps = Checked {
             check_first: !self.force,
             read_back: true,

@@ -299,6 +299,18 @@ impl Api {
         })
     }
 
+    /// [`super::Change::validate`] and [`Api::same_zone`], refusals naming the provider and
+    /// the zone.
+    pub fn validate(&self, change: &super::Change) -> Result<(), DnsError> {
+        self.same_zone(&change.zone)?;
+        change.validate().map_err(|e| match e {
+            DnsError::Rejected(t) => {
+                DnsError::Rejected(format!("{}: zone {}: {t}", self.provider, self.zone))
+            }
+            other => other,
+        })
+    }
+
     /// Refuses a change or check for another zone than the configured one.
     pub fn same_zone(&self, zone: &str) -> Result<(), DnsError> {
         if normalize_name(zone) != self.zone {
