@@ -247,3 +247,26 @@ async fn check_proves_the_token_and_zone_and_changes_nothing() {
     assert!(matches!(err, DnsError::Conflict { .. }), "{err:?}");
     assert!(s.writes().is_empty(), "a check writes nothing");
 }
+
+#[tokio::test]
+async fn an_action_still_running_at_the_bound_is_transient() {
+    let s = standin().await;
+    s.with_state(|st| st.polls_to_finish = 1000);
+    let file = secret_file("hcloud.token", TOKEN);
+    let mut cfg = config(&s, &file);
+    cfg.action_timeout = Duration::from_millis(400);
+    let b = hetzner::build(&cfg).unwrap();
+    let err = b
+        .apply(&change(www_primary(), www_backup()))
+        .await
+        .unwrap_err();
+    println!("still running: {err}");
+    assert!(
+        matches!(&err, DnsError::Transient(t) if t.contains("still running") && t.contains("www.example.test. A")),
+        "{err:?}"
+    );
+    assert!(
+        s.with_state(|st| st.running_actions()) >= 1,
+        "the action was left running, not cancelled"
+    );
+}
