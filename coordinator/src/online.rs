@@ -326,6 +326,30 @@ async fn vote_about(
     (reasons, notes, stale)
 }
 
+/// The line for a backend's readiness proof: `unproven:` and `warning:` proofs are warnings
+/// (they pass, but say what could go wrong), others pass, a failure fails.
+fn proof_line(subject: String, side: Side, proof: &Result<String, Reason>) -> Line {
+    match proof {
+        Ok(p) if p.starts_with(crate::dns::UNPROVEN) => Line {
+            mark: Mark::Warn,
+            subject,
+            text: p.clone(),
+            fix: Some("give the exec backend a `check_command`".into()),
+        },
+        Ok(p) if p.starts_with(crate::dns::WARNING) => Line {
+            mark: Mark::Warn,
+            subject,
+            text: p.clone(),
+            fix: None,
+        },
+        Ok(p) => Line::ok(
+            subject,
+            format!("{p}; the {} side is expected", side.as_str()),
+        ),
+        Err(r) => Line::fail(subject, std::slice::from_ref(r)),
+    }
+}
+
 /// Per service: the backend's harmless operation for its zone; per authoritative server:
 /// does it serve the persisted side.
 async fn check_dns(config: &Config, sides: &[(String, Side)]) -> Vec<Line> {
@@ -360,19 +384,7 @@ async fn check_dns(config: &Config, sides: &[(String, Side)]) -> Vec<Line> {
         let subject = format!("service {} (dns {} {})", svc.name, backend.kind(), svc.zone);
         let dns =
             checks::dns_side(backend.as_ref(), &svc.zone, &expected, &authorities, false).await;
-        match &dns.proof {
-            Ok(p) if p.starts_with(crate::dns::UNPROVEN) => out.push(Line {
-                mark: Mark::Warn,
-                subject,
-                text: p.clone(),
-                fix: Some("give the exec backend a `check_command`".into()),
-            }),
-            Ok(p) => out.push(Line::ok(
-                subject,
-                format!("{p}; the {} side is expected", side.as_str()),
-            )),
-            Err(r) => out.push(Line::fail(subject, std::slice::from_ref(r))),
-        }
+        out.push(proof_line(subject, side, &dns.proof));
         for s in &dns.servers {
             let subject = format!("dns server {}", s.server);
             out.push(if s.agrees {
@@ -446,5 +458,28 @@ mod tests {
             text.ends_with("online check FAILED: 1 problem(s) above\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_warning_proof_is_a_warning_line() {
+        let line = proof_line(
+            "service www (dns desec example.test.)".into(),
+            Side::Primary,
+            &Ok("warning: TTL 60 s is under deSEC's minimum of 3600 s".into()),
+        );
+        assert_eq!(line.mark, Mark::Warn);
+        let line = proof_line(
+            "s".into(),
+            Side::Backup,
+            &Ok("desec: token accepted".into()),
+        );
+        assert_eq!(line.mark, Mark::Ok);
+        assert!(
+            line.text.ends_with("the backup side is expected"),
+            "{}",
+            line.text
+        );
+        let line = proof_line("s".into(), Side::Primary, &Ok("unproven: no check".into()));
+        assert_eq!(line.mark, Mark::Warn);
     }
 }

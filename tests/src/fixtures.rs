@@ -89,3 +89,29 @@ pub async fn assert_current(backend: &dyn DnsBackend, want: &[RecordSet]) {
         .unwrap_or_else(|e| panic!("{}: reading the records back failed: {e}", backend.kind()));
     assert_eq!(got, want, "{}: the records read back", backend.kind());
 }
+
+/// `sets` with every TTL set to `ttl` (for providers whose minimum TTL is above the fixtures').
+pub fn with_ttl(mut sets: Vec<RecordSet>, ttl: u32) -> Vec<RecordSet> {
+    for s in &mut sets {
+        s.ttl = ttl;
+    }
+    sets
+}
+
+/// Applies `change` the way the DNS worker does: a transient error is tried again, at most
+/// `attempts` times in all (no waiting: the stand-ins' throttles count requests, not time);
+/// gives the outcome and the transient errors seen on the way.
+pub async fn apply_with_retries(
+    backend: &dyn DnsBackend,
+    change: &Change,
+    attempts: usize,
+) -> (Result<(), coordinator::dns::DnsError>, Vec<String>) {
+    let mut transient = Vec::new();
+    for _ in 1..attempts {
+        match backend.apply(change).await {
+            Err(e) if e.is_retryable() => transient.push(e.to_string()),
+            other => return (other, transient),
+        }
+    }
+    (backend.apply(change).await, transient)
+}

@@ -1,9 +1,14 @@
 //! Test harness shared by Quorate's integration tests.
 
 pub mod bind;
+pub mod desec;
+pub mod digitalocean;
 pub mod fixtures;
+pub mod gandi;
+pub mod hetzner;
 pub mod lab;
 pub mod net;
 pub mod pdns;
 pub mod rig;
+pub mod standin;
 pub mod virtualmin;

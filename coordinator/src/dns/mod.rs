@@ -188,6 +188,11 @@ pub trait DnsBackend: Send + Sync {
 /// How the proof line of [`DnsBackend::check`] starts when nothing could be proven.
 pub const UNPROVEN: &str = "unproven:";
 
+/// How the proof line of [`DnsBackend::check`] starts when the check passed but found
+/// something that would make a switch fail (deSEC: a TTL under the domain's minimum): a
+/// readiness report shows it as a warning.
+pub const WARNING: &str = "warning:";
+
 /// The conflict check of [`DnsBackend::check`] for backends that read the records (not
 /// atomic, like their writes): `found` is what the backend serves for the keys of `expected`;
 /// addresses are compared, not TTLs ([`Ttl::Ignored`], like an RFC 2136 prerequisite).
@@ -202,11 +207,17 @@ pub(crate) fn check_expected(expected: &[RecordSet], found: &[RecordSet]) -> Res
     }
 }
 
+pub mod desec;
+pub mod digitalocean;
 pub mod dryrun;
 pub mod exec;
+pub mod gandi;
+pub mod hetzner;
 pub mod http;
 pub mod powerdns;
+pub(crate) mod provider;
 pub mod rfc2136;
+pub mod secret;
 pub mod served;
 pub mod virtualmin;
 
@@ -221,6 +232,10 @@ pub enum BackendConfig {
     Virtualmin(virtualmin::Config),
     Exec(exec::Config),
     Dryrun(dryrun::Config),
+    Hetzner(hetzner::Config),
+    Digitalocean(digitalocean::Config),
+    Gandi(gandi::Config),
+    Desec(desec::Config),
 }
 
 impl BackendConfig {
@@ -232,6 +247,10 @@ impl BackendConfig {
             BackendConfig::Virtualmin(_) => "virtualmin",
             BackendConfig::Exec(_) => "exec",
             BackendConfig::Dryrun(_) => "dryrun",
+            BackendConfig::Hetzner(_) => "hetzner",
+            BackendConfig::Digitalocean(_) => "digitalocean",
+            BackendConfig::Gandi(_) => "gandi",
+            BackendConfig::Desec(_) => "desec",
         }
     }
 
@@ -243,6 +262,10 @@ impl BackendConfig {
             BackendConfig::Rfc2136(c) => Some(&c.zone),
             BackendConfig::Powerdns(c) => Some(&c.zone),
             BackendConfig::Virtualmin(c) => Some(&c.zone),
+            BackendConfig::Hetzner(c) => Some(&c.zone),
+            BackendConfig::Digitalocean(c) => Some(&c.zone),
+            BackendConfig::Gandi(c) => Some(&c.zone),
+            BackendConfig::Desec(c) => Some(&c.zone),
             BackendConfig::Exec(_) | BackendConfig::Dryrun(_) => None,
         }
     }
@@ -258,7 +281,7 @@ impl BackendConfig {
     }
 
     /// Makes every file the backend names (`tsig_secret_file`, `api_key_file`,
-    /// `password_file`, `ca_file`, and `command`/`current_command`/`check_command` when their first element
+    /// `password_file`, `api_token_file`, `ca_file`, and `command`/`current_command`/`check_command` when their first element
     /// is a path, i.e. contains a `/`) relative to `base_dir`, the config file's folder, not
     /// to the working directory.
     pub fn resolve_paths(&mut self, base_dir: &Path) {
@@ -287,6 +310,10 @@ impl BackendConfig {
                 c.current_command.iter_mut().for_each(command);
                 c.check_command.iter_mut().for_each(command);
             }
+            BackendConfig::Hetzner(c) => c.api_token_file.iter_mut().for_each(file),
+            BackendConfig::Digitalocean(c) => c.api_token_file.iter_mut().for_each(file),
+            BackendConfig::Gandi(c) => c.api_token_file.iter_mut().for_each(file),
+            BackendConfig::Desec(c) => c.api_token_file.iter_mut().for_each(file),
             BackendConfig::Builtin(_) | BackendConfig::Dryrun(_) => {}
         }
     }
@@ -310,9 +337,22 @@ impl fmt::Debug for LoadedBackend {
 }
 
 impl LoadedBackend {
-    /// Reads the backend's secret file, if it has one (paths as given: resolve them first
-    /// with [`BackendConfig::resolve_paths`]). Errors name the key: `api_key_file`.
+    /// Reads the backend's secret file (or, for the hosted providers, its token from a file,
+    /// an environment variable or a systemd credential), if it has one (paths as given:
+    /// resolve them first with [`BackendConfig::resolve_paths`]). Errors name the key:
+    /// `api_key_file`, `api_token_env`.
     pub fn load(config: BackendConfig) -> Result<LoadedBackend, SettingError> {
+        let token = match &config {
+            BackendConfig::Hetzner(c) => Some(c.token_source()?),
+            BackendConfig::Digitalocean(c) => Some(c.token_source()?),
+            BackendConfig::Gandi(c) => Some(c.token_source()?),
+            BackendConfig::Desec(c) => Some(c.token_source()?),
+            _ => None,
+        };
+        if let Some(source) = token {
+            let secret = Some(source.read()?);
+            return Ok(LoadedBackend { config, secret });
+        }
         let file = match &config {
             BackendConfig::Rfc2136(c) => Some(("tsig_secret_file", &c.tsig_secret_file)),
             BackendConfig::Powerdns(c) => Some(("api_key_file", &c.api_key_file)),
@@ -368,6 +408,12 @@ pub fn build_backend(loaded: &LoadedBackend) -> Result<BuiltBackend, SettingErro
         }
         BackendConfig::Exec(c) => Arc::new(exec::build(c)?),
         BackendConfig::Dryrun(c) => Arc::new(dryrun::build(c)?),
+        BackendConfig::Hetzner(c) => Arc::new(hetzner::build_with_secret(c, &loaded.secret())?),
+        BackendConfig::Digitalocean(c) => {
+            Arc::new(digitalocean::build_with_secret(c, &loaded.secret())?)
+        }
+        BackendConfig::Gandi(c) => Arc::new(gandi::build_with_secret(c, &loaded.secret())?),
+        BackendConfig::Desec(c) => Arc::new(desec::build_with_secret(c, &loaded.secret())?),
     }))
 }
 
@@ -626,6 +672,80 @@ timeout = "3s"
             toml::from_str::<BackendConfig>("type = \"dryrun\"\n").unwrap(),
             BackendConfig::Dryrun(_)
         ));
+    }
+
+    /// Every `[dns]` example in docs/dns-backends.md parses, and the hosted providers' ones
+    /// build (with a stand-in token): the documented keys are the real ones.
+    #[test]
+    fn documented_examples_parse() {
+        let doc = include_str!("../../../docs/dns-backends.md");
+        let mut kinds = Vec::new();
+        for block in doc.split("```toml").skip(1) {
+            let block = block.split("```").next().unwrap();
+            if !block.contains("[dns]") {
+                continue;
+            }
+            let table: toml::Table =
+                toml::from_str(block).unwrap_or_else(|e| panic!("{block}: {e}"));
+            let config = BackendConfig::deserialize(table["dns"].clone())
+                .unwrap_or_else(|e| panic!("{block}: {e}"));
+            match &config {
+                BackendConfig::Hetzner(c) => {
+                    hetzner::build_with_secret(c, "t").unwrap();
+                }
+                BackendConfig::Digitalocean(c) => {
+                    digitalocean::build_with_secret(c, "t").unwrap();
+                }
+                BackendConfig::Gandi(c) => {
+                    gandi::build_with_secret(c, "t").unwrap();
+                }
+                BackendConfig::Desec(c) => {
+                    desec::build_with_secret(c, "t").unwrap();
+                }
+                _ => {}
+            }
+            kinds.push(config.kind());
+        }
+        for k in [
+            "hetzner",
+            "digitalocean",
+            "gandi",
+            "desec",
+            "powerdns",
+            "rfc2136",
+        ] {
+            assert!(kinds.contains(&k), "no example for {k}: {kinds:?}");
+        }
+    }
+
+    #[test]
+    fn provider_token_keys_are_checked_and_named() {
+        let c: BackendConfig = toml::from_str(
+            "type = \"desec\"\nzone = \"example.com\"\napi_token_env = \"CARGO_PKG_NAME\"\n",
+        )
+        .unwrap();
+        // cargo sets CARGO_PKG_NAME for the tests it runs: an environment variable that is there.
+        let loaded = LoadedBackend::load(c).unwrap();
+        assert!(!format!("{loaded:?}").contains("coordinator"));
+        assert!(matches!(
+            build_backend(&loaded).unwrap(),
+            BuiltBackend::Ready(b) if b.kind() == "desec"
+        ));
+        let two = toml::from_str::<BackendConfig>(
+            "type = \"gandi\"\nzone = \"example.com\"\napi_token_env = \"A\"\napi_token_credential = \"b\"\n",
+        )
+        .unwrap();
+        let e = LoadedBackend::load(two).unwrap_err();
+        assert!(e.message.contains("only one"), "{e}");
+        let none = toml::from_str::<BackendConfig>("type = \"hetzner\"\nzone = \"example.com\"\n")
+            .unwrap();
+        assert_eq!(LoadedBackend::load(none).unwrap_err().key, "api_token_file");
+        let http = toml::from_str::<BackendConfig>(
+            "type = \"digitalocean\"\nzone = \"example.com\"\napi_token_env = \"CARGO_PKG_NAME\"\nbase_url = \"http://api.example.com/v2\"\n",
+        )
+        .unwrap();
+        let e = build_backend(&LoadedBackend::load(http).unwrap()).unwrap_err();
+        assert_eq!(e.key, "base_url");
     }
 
     #[test]
