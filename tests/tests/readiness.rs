@@ -26,9 +26,7 @@ const WAIT: Duration = Duration::from_secs(30);
 static ONE_RIG_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_RIG_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    ONE_RIG_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn rig() -> Rig {
@@ -46,11 +44,16 @@ fn readiness(rig: &Rig) -> serde_json::Value {
 
 /// Waits until the service is `ready` with a DNS proof in hand (the first readiness check ran).
 fn wait_ready(rig: &Rig) {
-    poll_until("the service to be ready", WAIT, Duration::from_millis(50), |last| {
-        let r = readiness(rig);
-        *last = r.to_string();
-        (r["verdict"] == "ready" && r["dns"]["proof"].is_string()).then_some(())
-    })
+    poll_until(
+        "the service to be ready",
+        WAIT,
+        Duration::from_millis(50),
+        |last| {
+            let r = readiness(rig);
+            *last = r.to_string();
+            (r["verdict"] == "ready" && r["dns"]["proof"].is_string()).then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", rig.coordinator_log()));
 }
 
@@ -84,7 +87,11 @@ fn misconfiguration(
     let _one = serial();
     let mut rig = rig();
     wait_ready(&rig);
-    assert!(notices_of(&rig, "not-ready").is_empty(), "{:?}", rig.notices());
+    assert!(
+        notices_of(&rig, "not-ready").is_empty(),
+        "{:?}",
+        rig.notices()
+    );
 
     inject(&mut rig);
     let t0 = Instant::now();
@@ -104,7 +111,10 @@ fn misconfiguration(
         "the not-ready notice took {took:?}, more than two readiness intervals: {message}"
     );
     assert_eq!(alert["service"], "www");
-    assert!(message.contains("fix: "), "every reason carries its fix: {message}");
+    assert!(
+        message.contains("fix: "),
+        "every reason carries its fix: {message}"
+    );
 
     let out = rig.check_online(&[]);
     let text = stdout(&out);
@@ -133,15 +143,27 @@ fn misconfiguration(
         );
     }
     // One more readiness check after the notice: still exactly one "ready again".
-    let after = readiness(&rig)["dns"]["checked_at_ms"].as_u64().unwrap_or(0);
-    poll_until("one more readiness check", WAIT, Duration::from_millis(50), |last| {
-        let r = readiness(&rig);
-        *last = r.to_string();
-        (r["dns"]["checked_at_ms"].as_u64().unwrap_or(0) > after && r["verdict"] == "ready")
-            .then_some(())
-    })
+    let after = readiness(&rig)["dns"]["checked_at_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    poll_until(
+        "one more readiness check",
+        WAIT,
+        Duration::from_millis(50),
+        |last| {
+            let r = readiness(&rig);
+            *last = r.to_string();
+            (r["dns"]["checked_at_ms"].as_u64().unwrap_or(0) > after && r["verdict"] == "ready")
+                .then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(notices_of(&rig, "ready-again").len(), 1, "{:?}", rig.notices());
+    assert_eq!(
+        notices_of(&rig, "ready-again").len(),
+        1,
+        "{:?}",
+        rig.notices()
+    );
     println!("ALERT: {message}\nONLINE: {fail_line}");
     (message, fail_line)
 }
@@ -246,7 +268,11 @@ fn a_witness_that_does_not_trust_this_coordinator() {
 fn a_witness_whose_clock_is_ten_minutes_off() {
     misconfiguration(
         |rig| rig.shift_clock(Proc::Witness(1), 600),
-        &["witness w1", "clock is 10 min", "ahead of this coordinator's"],
+        &[
+            "witness w1",
+            "clock is 10 min",
+            "ahead of this coordinator's",
+        ],
         &["witness w1", "clock is 10 min"],
         |rig| rig.shift_clock(Proc::Witness(1), -600),
     );
@@ -356,7 +382,9 @@ fn a_second_coordinator_on_the_same_history() {
     let mut second = rig.start_second_coordinator_with(|c| {
         c.api = format!("listen = \"127.0.0.1:{port}\"\ntoken_file = \"api.token\"\n");
     });
-    let status = second.wait_exit(WAIT).expect("the second coordinator exits");
+    let status = second
+        .wait_exit(WAIT)
+        .expect("the second coordinator exits");
     assert!(!status.success());
     let log = second.log();
     let db = rig.database_path().display().to_string();
@@ -369,7 +397,9 @@ fn a_second_coordinator_on_the_same_history() {
     let out = rig.check_online(&[]);
     let text = stdout(&out);
     assert!(
-        text.contains(&format!("WARN history: {db} is in use by a running coordinator (pid {first_pid})")),
+        text.contains(&format!(
+            "WARN history: {db} is in use by a running coordinator (pid {first_pid})"
+        )),
         "{text}"
     );
     assert_eq!(readiness(&rig)["verdict"], "ready");
@@ -406,16 +436,24 @@ fn a_healthy_setup_passes_check_online_and_shows_ready_everywhere() {
     assert_eq!(r["verdict"], "ready");
     assert!(r["reasons"].as_array().unwrap().is_empty());
     let servers = r["dns"]["servers"].as_array().unwrap();
-    assert!(!servers.is_empty() && servers.iter().all(|s| s["agrees"] == true), "{r}");
+    assert!(
+        !servers.is_empty() && servers.iter().all(|s| s["agrees"] == true),
+        "{r}"
+    );
     // /metrics: ready, and the witnesses' reliability.
-    poll_until("reliability metrics", WAIT, Duration::from_millis(100), |last| {
-        let m = rig.metrics().ok()?;
-        *last = m.clone();
-        (m.contains("quorate_ready{service=\"www\"} 1")
-            && m.contains("quorate_witness_answer_ratio{witness=\"w1\"} 1")
-            && m.contains("quorate_witness_latency_p99_seconds{witness=\"w2\"}"))
-        .then_some(())
-    })
+    poll_until(
+        "reliability metrics",
+        WAIT,
+        Duration::from_millis(100),
+        |last| {
+            let m = rig.metrics().ok()?;
+            *last = m.clone();
+            (m.contains("quorate_ready{service=\"www\"} 1")
+                && m.contains("quorate_witness_answer_ratio{witness=\"w1\"} 1")
+                && m.contains("quorate_witness_latency_p99_seconds{witness=\"w2\"}"))
+            .then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}"));
     // Per-witness reliability in the API.
     let w = rig.api_get("/v1/witnesses");
@@ -423,9 +461,15 @@ fn a_healthy_setup_passes_check_online_and_shows_ready_everywhere() {
     assert_eq!(w1["name"], "w1", "{w}");
     assert!(w1["reliability"]["asked"].as_u64().unwrap() > 0, "{w}");
     assert_eq!(w1["reliability"]["answer_rate"], 1.0, "{w}");
-    assert!(w1["reliability"]["latency_p99_ms"].as_f64().is_some(), "{w}");
+    assert!(
+        w1["reliability"]["latency_p99_ms"].as_f64().is_some(),
+        "{w}"
+    );
     // status, from the running daemon.
     let out = rig.coordinator_cli(&["status"]);
     let text = stdout(&out);
-    assert!(text.contains("www") && text.contains("ready since"), "{text}");
+    assert!(
+        text.contains("www") && text.contains("ready since"),
+        "{text}"
+    );
 }

@@ -171,7 +171,11 @@ fn whose_clock_is_off_and_what_quorum_is_left() {
         2,
     );
     // skew_ms -600 s: our requests were issued 10 min before the witnesses' now: we are behind.
-    assert!(r[0].message.contains("10 min 0 s behind theirs"), "{}", r[0].message);
+    assert!(
+        r[0].message.contains("10 min 0 s behind theirs"),
+        "{}",
+        r[0].message
+    );
     // One stale witness among valid ones: that witness's clock.
     let got = codes(&[answer("w1", None), answer("w2", None), stale("w3")]);
     assert_eq!(got, vec![("witness-clock", "witness w3".to_string())]);
