@@ -1,6 +1,7 @@
 //! Test harness shared by Quorate's integration tests.
 
 pub mod bind;
+pub mod cloudflare;
 pub mod fixtures;
 pub mod lab;
 pub mod net;

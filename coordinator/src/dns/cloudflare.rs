@@ -48,6 +48,11 @@ const BODY_KEEP: usize = 1024;
 /// the records since Quorate read them.
 const STALE_CODES: [i64; 2] = [81044, 81058];
 
+/// Cloudflare's error codes for a token it does not accept, sent with HTTP 400 rather than
+/// 401/403: invalid request headers (6003), a malformed Authorization header (6111), an
+/// invalid access token (9109), authentication error (10000).
+const AUTH_CODES: [i64; 4] = [6003, 6111, 9109, 10000];
+
 /// `[dns] type = "cloudflare"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,7 +322,15 @@ impl Cloudflare {
             errors,
             text,
         };
+        let token_refused =
+            status.as_u16() == 400 && refusal.errors.iter().any(|e| AUTH_CODES.contains(&e.code));
         match status.as_u16() {
+            _ if token_refused => Err(DnsError::Auth(format!(
+                "cloudflare refused the API token from {} (HTTP {status}) for {about}: {}; the token needs Zone:Read and Zone:DNS:Edit on {}",
+                self.token_from,
+                refusal.describe(),
+                self.zone_name
+            ))),
             401 | 403 => Err(DnsError::Auth(format!(
                 "cloudflare refused the API token from {} (HTTP {status}) for {about}: {}; the token needs Zone:Read and Zone:DNS:Edit on {}",
                 self.token_from,
