@@ -7,4 +7,5 @@ pub mod lab;
 pub mod net;
 pub mod pdns;
 pub mod rig;
+pub mod route53;
 pub mod virtualmin;

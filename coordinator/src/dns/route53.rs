@@ -261,10 +261,16 @@ pub fn build_with_credentials(
             ),
         )
     })?;
-    if url.scheme() != "https" && url.scheme() != "http" {
+    let loopback = url
+        .host_str()
+        .is_some_and(|h| h == "localhost" || h.parse::<IpAddr>().is_ok_and(|a| a.is_loopback()));
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
         return Err(SettingError::new(
             "endpoint",
-            format!("expected https://, got {:?}", config.endpoint),
+            format!(
+                "expected https:// (http:// only on loopback), got {:?}",
+                config.endpoint
+            ),
         ));
     }
     let zone = normalize_name(&config.zone);
