@@ -321,3 +321,34 @@ async fn config_errors_name_the_key() {
     let b = backend(&cf, &token);
     assert!(!format!("{b:?}").contains(TOKEN));
 }
+
+/// The `[dns]` table as an operator writes it: parsed, the token read once by
+/// `LoadedBackend::load`, built by `build_backend`, and working.
+#[tokio::test]
+async fn built_from_a_config_table() {
+    let cf = start().await;
+    let token = secret_file("cf.token", TOKEN);
+    let table = format!(
+        "type = \"cloudflare\"\nzone = \"example.test\"\napi_token_file = {:?}\nbase_url = {:?}\n",
+        token.path.display().to_string(),
+        cf.base_url()
+    );
+    let config: coordinator::dns::BackendConfig = toml::from_str(&table).unwrap();
+    assert_eq!(config.kind(), "cloudflare");
+    assert_eq!(config.zone(), Some("example.test"));
+    let loaded = coordinator::dns::LoadedBackend::load(config).unwrap();
+    assert!(!format!("{loaded:?}").contains(TOKEN));
+    let coordinator::dns::BuiltBackend::Ready(b) =
+        coordinator::dns::build_backend(&loaded).unwrap()
+    else {
+        panic!("cloudflare is built ready to use");
+    };
+    b.check(ZONE, &www_primary()).await.unwrap();
+
+    let e = toml::from_str::<coordinator::dns::BackendConfig>(
+        "type = \"cloudflare\"\nzone = \"example.test\"\napi_token = \"inline\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("api_token"), "{e}");
+}

@@ -365,3 +365,27 @@ async fn config_errors_name_the_key() {
     let b = backend(&r53, &creds);
     assert!(!format!("{b:?}").contains(SECRET));
 }
+
+/// The `[dns]` table as an operator writes it: parsed, the credentials read once by
+/// `LoadedBackend::load`, built by `build_backend`, and working.
+#[tokio::test]
+async fn built_from_a_config_table() {
+    let r53 = start().await;
+    let creds = credentials(KEY_ID, SECRET);
+    let table = format!(
+        "type = \"route53\"\nzone = \"example.test.\"\nhosted_zone_id = \"/hostedzone/{ZONE_ID}\"\ncredentials_file = {:?}\nprofile = \"quorate\"\nendpoint = {:?}\n",
+        creds.path.display().to_string(),
+        r53.endpoint()
+    );
+    let config: coordinator::dns::BackendConfig = toml::from_str(&table).unwrap();
+    assert_eq!(config.kind(), "route53");
+    assert_eq!(config.zone(), Some("example.test."));
+    let loaded = coordinator::dns::LoadedBackend::load(config).unwrap();
+    assert!(!format!("{loaded:?}").contains(SECRET));
+    let coordinator::dns::BuiltBackend::Ready(b) =
+        coordinator::dns::build_backend(&loaded).unwrap()
+    else {
+        panic!("route53 is built ready to use");
+    };
+    b.check(ZONE, &www_primary()).await.unwrap();
+}
