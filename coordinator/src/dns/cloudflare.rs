@@ -530,10 +530,7 @@ impl Cloudflare {
             Ok(body) => {
                 Self::parse::<serde_json::Value>(&body, &about)?;
             }
-            Err(r)
-                if r.status == StatusCode::NOT_FOUND
-                    || r.errors.iter().any(|e| STALE_CODES.contains(&e.code)) =>
-            {
+            Err(r) if r.errors.iter().any(|e| STALE_CODES.contains(&e.code)) => {
                 // The batch is one transaction: nothing was changed. Say what is there now.
                 let found = match self.read(&change.to).await {
                     Ok(rs) => describe_sets(&Self::sets_of(&rs, &change.to)),
@@ -542,7 +539,7 @@ impl Cloudflare {
                 return Err(DnsError::Conflict {
                     expected: format!(
                         "{} (cloudflare refused the batch for {about}: {})",
-                        describe_sets(&now),
+                        describe_sets(&change.from),
                         r.describe()
                     ),
                     found,

@@ -483,6 +483,18 @@ impl Failure {
         }
     }
 
+    /// An `InvalidChangeBatch` saying the records are not what the batch says they are (a
+    /// DELETE that does not match or finds nothing, a CREATE over an existing set): someone
+    /// changed them since Quorate read them. Other refusals (a bad value) are not conflicts.
+    fn is_stale(&self) -> bool {
+        self.code == "InvalidChangeBatch"
+            && self.messages.iter().any(|m| {
+                m.contains("do not match")
+                    || m.contains("was not found")
+                    || m.contains("already exists")
+            })
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} (HTTP {}): {}",
@@ -790,7 +802,7 @@ impl Route53 {
             .await?
         {
             Ok(b) => b,
-            Err(f) if f.code == "InvalidChangeBatch" => {
+            Err(f) if f.is_stale() => {
                 // All or nothing: nothing changed. Someone changed the records since the read.
                 let found = match self.read_sets(&change.to).await {
                     Ok(sets) => {
@@ -801,7 +813,7 @@ impl Route53 {
                 return Err(DnsError::Conflict {
                     expected: format!(
                         "{} (route53 refused the batch for {about}: {})",
-                        describe_sets(&sets),
+                        describe_sets(&change.from),
                         f.describe()
                     ),
                     found,
@@ -999,6 +1011,47 @@ mod tests {
     }
 
     #[test]
+    fn the_batch_deletes_exactly_what_was_read_and_creates_the_new_set() {
+        let old = RrsetXml {
+            name: "www.example.test.".into(),
+            rtype: "A".into(),
+            set_identifier: None,
+            ttl: Some(300),
+            records: Some(RecordsXml {
+                record: vec![RecordXml {
+                    value: "192.0.2.10".into(),
+                }],
+            }),
+        };
+        let from = RecordSet::new(
+            "www.example.test.",
+            RecordType::A,
+            300,
+            vec!["192.0.2.10".parse().unwrap()],
+        );
+        let to = RecordSet::new(
+            "www.example.test.",
+            RecordType::A,
+            60,
+            vec!["198.51.100.10".parse().unwrap()],
+        );
+        let aaaa = RecordSet::new("www.example.test.", RecordType::AAAA, 60, vec![]);
+        let change = Change {
+            zone: "example.test.".into(),
+            from: vec![from.clone(), aaaa.clone()],
+            to: vec![to, aaaa.clone()],
+        };
+        let xml = Route53::batch(&change, &[(from, Some(old)), (aaaa, None)]);
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ChangeResourceRecordSetsRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><ChangeBatch><Comment>quorate failover</Comment><Changes>\
+<Change><Action>DELETE</Action><ResourceRecordSet><Name>www.example.test.</Name><Type>A</Type><TTL>300</TTL><ResourceRecords><ResourceRecord><Value>192.0.2.10</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change>\
+<Change><Action>CREATE</Action><ResourceRecordSet><Name>www.example.test.</Name><Type>A</Type><TTL>60</TTL><ResourceRecords><ResourceRecord><Value>198.51.100.10</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change>\
+</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"
+        );
+    }
+
+    #[test]
     fn errors_and_names_are_read() {
         let f = Failure::parse(
             400,
@@ -1014,6 +1067,7 @@ mod tests {
             (f.code.as_str(), f.messages[0].as_str()),
             ("Throttling", "Rate exceeded")
         );
+        assert!(f.code == "Throttling" && !f.is_stale());
         assert_eq!(unescape("\\052.example.test."), "*.example.test.");
         assert_eq!(unescape("a\\b"), "a\\b");
     }
