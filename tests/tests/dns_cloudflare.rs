@@ -194,6 +194,15 @@ async fn a_hand_edit_before_the_change_is_a_conflict() {
         assert_eq!(s.batches_applied, 0);
         assert_eq!(s.contents("www.example.test", "A"), ["203.0.113.5"]);
     });
+    // force = true replaces whatever is there.
+    let mut cfg = config(&cf, &token);
+    cfg.force = true;
+    let forced = cloudflare::build(&cfg).unwrap();
+    forced
+        .apply(&change(www_primary(), www_backup()))
+        .await
+        .unwrap();
+    assert_current(&forced, &www_backup()).await;
 }
 
 /// The record is replaced by hand between Quorate's read and its batch: the batch names a

@@ -218,6 +218,15 @@ async fn a_hand_edit_before_the_change_is_a_conflict() {
         other => panic!("expected a conflict, got {other:?}"),
     }
     r53.with_state(|s| assert_eq!(s.batches_applied, 0));
+    // force = true deletes whatever is there (still exactly, so still one conditional batch).
+    let mut cfg = config(&r53, &creds);
+    cfg.force = true;
+    let forced = route53::build(&cfg).unwrap();
+    forced
+        .apply(&change(www_primary(), www_backup()))
+        .await
+        .unwrap();
+    assert_current(&forced, &www_backup()).await;
 }
 
 /// The record set is edited by hand between Quorate's read and its batch: the DELETE no
