@@ -1,6 +1,7 @@
 //! Test harness shared by Quorate's integration tests.
 
 pub mod bind;
+pub mod cloudflare;
 pub mod desec;
 pub mod digitalocean;
 pub mod fixtures;
@@ -10,5 +11,6 @@ pub mod lab;
 pub mod net;
 pub mod pdns;
 pub mod rig;
+pub mod route53;
 pub mod standin;
 pub mod virtualmin;

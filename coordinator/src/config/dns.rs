@@ -31,7 +31,7 @@ impl<'de> Deserialize<'de> for RawDns {
             Some(_) => return Err(D::Error::custom("dns.type: expected a string")),
             None => {
                 return Err(D::Error::custom(
-                    "dns.type: missing; expected one of \"builtin\", \"rfc2136\", \"powerdns\", \"virtualmin\", \"hetzner\", \"digitalocean\", \"gandi\", \"desec\", \"exec\", \"dryrun\"",
+                    "dns.type: missing; expected one of \"builtin\", \"rfc2136\", \"powerdns\", \"virtualmin\", \"cloudflare\", \"route53\", \"hetzner\", \"digitalocean\", \"gandi\", \"desec\", \"exec\", \"dryrun\"",
                 ));
             }
         };

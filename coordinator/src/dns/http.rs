@@ -201,6 +201,24 @@ pub fn status_error(service: &str, status: StatusCode, refused: &str, detail: &s
     }
 }
 
+/// Longest `Retry-After` taken from a header: a day. Past that the header is broken, not a
+/// plan (the worker caps what it honours lower still).
+const MAX_RETRY_AFTER_HEADER: u64 = 86_400;
+
+/// A provider's `Retry-After` header in its delay-seconds form (`Retry-After: 30`), the one
+/// Cloudflare and AWS send; an HTTP date or garbage gives `None` (the worker's own backoff
+/// then applies).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(MAX_RETRY_AFTER_HEADER)))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -243,6 +261,21 @@ mod tests {
             e,
             DnsError::Rejected("x answered HTTP 404 Not Found: gone".into())
         );
+    }
+
+    #[test]
+    fn retry_after_in_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, " 7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, "99999999".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(86_400)));
     }
 
     #[test]

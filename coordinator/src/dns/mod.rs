@@ -118,16 +118,31 @@ pub enum DnsError {
     /// The server refused the change for another reason: alert; retrying will not help.
     #[error("change rejected: {0}")]
     Rejected(String),
+    /// A provider's rate limit (HTTP 429, Route 53's `Throttling`): transient, retried, and
+    /// not before `retry_after` when the provider said how long to wait (`Retry-After`).
+    #[error("transient DNS failure: {message}{}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
+    Throttled {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 impl DnsError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, DnsError::Transient(_))
+        matches!(self, DnsError::Transient(_) | DnsError::Throttled { .. })
+    }
+
+    /// How long the provider asked to wait before the next try, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            DnsError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
-            DnsError::Transient(_) => "transient",
+            DnsError::Transient(_) | DnsError::Throttled { .. } => "transient",
             DnsError::Conflict { .. } => "conflict",
             DnsError::Auth(_) => "auth",
             DnsError::Rejected(_) => "rejected",
@@ -207,6 +222,7 @@ pub(crate) fn check_expected(expected: &[RecordSet], found: &[RecordSet]) -> Res
     }
 }
 
+pub mod cloudflare;
 pub mod desec;
 pub mod digitalocean;
 pub mod dryrun;
@@ -217,6 +233,7 @@ pub mod http;
 pub mod powerdns;
 pub(crate) mod provider;
 pub mod rfc2136;
+pub mod route53;
 pub mod secret;
 pub mod served;
 pub mod virtualmin;
@@ -230,6 +247,8 @@ pub enum BackendConfig {
     Rfc2136(rfc2136::Config),
     Powerdns(powerdns::Config),
     Virtualmin(virtualmin::Config),
+    Cloudflare(cloudflare::Config),
+    Route53(route53::Config),
     Exec(exec::Config),
     Dryrun(dryrun::Config),
     Hetzner(hetzner::Config),
@@ -245,6 +264,8 @@ impl BackendConfig {
             BackendConfig::Rfc2136(_) => "rfc2136",
             BackendConfig::Powerdns(_) => "powerdns",
             BackendConfig::Virtualmin(_) => "virtualmin",
+            BackendConfig::Cloudflare(_) => "cloudflare",
+            BackendConfig::Route53(_) => "route53",
             BackendConfig::Exec(_) => "exec",
             BackendConfig::Dryrun(_) => "dryrun",
             BackendConfig::Hetzner(_) => "hetzner",
@@ -262,6 +283,8 @@ impl BackendConfig {
             BackendConfig::Rfc2136(c) => Some(&c.zone),
             BackendConfig::Powerdns(c) => Some(&c.zone),
             BackendConfig::Virtualmin(c) => Some(&c.zone),
+            BackendConfig::Cloudflare(c) => Some(&c.zone),
+            BackendConfig::Route53(c) => Some(&c.zone),
             BackendConfig::Hetzner(c) => Some(&c.zone),
             BackendConfig::Digitalocean(c) => Some(&c.zone),
             BackendConfig::Gandi(c) => Some(&c.zone),
@@ -281,7 +304,7 @@ impl BackendConfig {
     }
 
     /// Makes every file the backend names (`tsig_secret_file`, `api_key_file`,
-    /// `password_file`, `api_token_file`, `ca_file`, and `command`/`current_command`/`check_command` when their first element
+    /// `password_file`, `api_token_file`, `credentials_file`, `ca_file`, and `command`/`current_command`/`check_command` when their first element
     /// is a path, i.e. contains a `/`) relative to `base_dir`, the config file's folder, not
     /// to the working directory.
     pub fn resolve_paths(&mut self, base_dir: &Path) {
@@ -305,6 +328,14 @@ impl BackendConfig {
                 file(&mut c.password_file);
                 c.ca_file.iter_mut().for_each(file);
             }
+            BackendConfig::Cloudflare(c) => {
+                c.api_token_file.iter_mut().for_each(file);
+                c.ca_file.iter_mut().for_each(file);
+            }
+            BackendConfig::Route53(c) => {
+                c.credentials_file.iter_mut().for_each(file);
+                c.ca_file.iter_mut().for_each(file);
+            }
             BackendConfig::Exec(c) => {
                 command(&mut c.command);
                 c.current_command.iter_mut().for_each(command);
@@ -325,33 +356,50 @@ impl BackendConfig {
 pub struct LoadedBackend {
     pub config: BackendConfig,
     secret: Option<String>,
+    /// Route 53's access key (read from `credentials_file` or the environment).
+    aws: Option<route53::AwsCredentials>,
 }
 
 impl fmt::Debug for LoadedBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadedBackend")
             .field("config", &self.config)
-            .field("secret_loaded", &self.secret.is_some())
+            .field(
+                "secret_loaded",
+                &(self.secret.is_some() || self.aws.is_some()),
+            )
             .finish()
     }
 }
 
 impl LoadedBackend {
-    /// Reads the backend's secret file (or, for the hosted providers, its token from a file,
-    /// an environment variable or a systemd credential), if it has one (paths as given:
-    /// resolve them first with [`BackendConfig::resolve_paths`]). Errors name the key:
-    /// `api_key_file`, `api_token_env`.
+    /// Reads the backend's secret file, if it has one (paths as given: resolve them first
+    /// with [`BackendConfig::resolve_paths`]), or, for the hosted providers, its token (or
+    /// Route 53's credentials) from a file, an environment variable or a systemd credential.
+    /// Errors name the key: `api_key_file`, `api_token_env`.
     pub fn load(config: BackendConfig) -> Result<LoadedBackend, SettingError> {
         let token = match &config {
-            BackendConfig::Hetzner(c) => Some(c.token_source()?),
-            BackendConfig::Digitalocean(c) => Some(c.token_source()?),
-            BackendConfig::Gandi(c) => Some(c.token_source()?),
-            BackendConfig::Desec(c) => Some(c.token_source()?),
+            BackendConfig::Cloudflare(c) => Some(c.read_token()?),
+            BackendConfig::Hetzner(c) => Some(c.token_source()?.read()?),
+            BackendConfig::Digitalocean(c) => Some(c.token_source()?.read()?),
+            BackendConfig::Gandi(c) => Some(c.token_source()?.read()?),
+            BackendConfig::Desec(c) => Some(c.token_source()?.read()?),
+            BackendConfig::Route53(c) => {
+                let aws = Some(c.read_credentials()?);
+                return Ok(LoadedBackend {
+                    config,
+                    secret: None,
+                    aws,
+                });
+            }
             _ => None,
         };
-        if let Some(source) = token {
-            let secret = Some(source.read()?);
-            return Ok(LoadedBackend { config, secret });
+        if let Some(secret) = token {
+            return Ok(LoadedBackend {
+                config,
+                secret: Some(secret),
+                aws: None,
+            });
         }
         let file = match &config {
             BackendConfig::Rfc2136(c) => Some(("tsig_secret_file", &c.tsig_secret_file)),
@@ -366,7 +414,11 @@ impl LoadedBackend {
             ),
             None => None,
         };
-        Ok(LoadedBackend { config, secret })
+        Ok(LoadedBackend {
+            config,
+            secret,
+            aws: None,
+        })
     }
 
     fn secret(&self) -> String {
@@ -406,6 +458,13 @@ pub fn build_backend(loaded: &LoadedBackend) -> Result<BuiltBackend, SettingErro
         BackendConfig::Virtualmin(c) => {
             Arc::new(virtualmin::build_with_secret(c, loaded.secret())?)
         }
+        BackendConfig::Cloudflare(c) => {
+            Arc::new(cloudflare::build_with_secret(c, loaded.secret())?)
+        }
+        BackendConfig::Route53(c) => match &loaded.aws {
+            Some(creds) => Arc::new(route53::build_with_credentials(c, creds.clone())?),
+            None => Arc::new(route53::build(c)?),
+        },
         BackendConfig::Exec(c) => Arc::new(exec::build(c)?),
         BackendConfig::Dryrun(c) => Arc::new(dryrun::build(c)?),
         BackendConfig::Hetzner(c) => Arc::new(hetzner::build_with_secret(c, &loaded.secret())?),
@@ -615,6 +674,26 @@ impl Change {
         }
         Ok(())
     }
+}
+
+/// The first TOML example under the heading "## `<kind>`" of a doc (docs/dns-backends.md),
+/// for the tests that parse every documented example.
+#[cfg(test)]
+pub(crate) fn doc_example(doc: &str, kind: &str) -> String {
+    let heading = format!("## `{kind}`");
+    let after = doc
+        .find(&heading)
+        .map(|i| &doc[i..])
+        .unwrap_or_else(|| panic!("no section {heading} in the doc"));
+    let start = after
+        .find("```toml\n")
+        .map(|i| i + "```toml\n".len())
+        .unwrap_or_else(|| panic!("no toml example under {heading}"));
+    let body = &after[start..];
+    let end = body.find("```").unwrap_or(body.len());
+    let block = &body[..end];
+    // The example is a whole [dns] table; the backend config is its content.
+    block.replacen("[dns]\n", "", 1)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! zone.
 //!
 //! Status mapping, the same for every provider: 401/403 → [`DnsError::Auth`] naming the token
-//! setting; 429 → [`DnsError::Transient`] quoting `Retry-After` (or the `RateLimit-Reset` time
+//! setting; 429 → [`DnsError::Throttled`] with `Retry-After` (or the `RateLimit-Reset` time
 //! Hetzner and DigitalOcean send); 5xx → transient; anything else is given back to the backend,
 //! which knows what a 404 or a 400 means for that provider.
 
@@ -237,6 +237,7 @@ impl Api {
         let resp = req.send().await.map_err(|e| http::send_error(&what, e))?;
         let status = resp.status();
         let hint = retry_hint(resp.headers());
+        let retry_after = http::retry_after(resp.headers());
         let body = if status.is_success() {
             http::read_answer(resp, &what).await?
         } else {
@@ -253,10 +254,14 @@ impl Api {
                 "{} refused the API token from {} (HTTP {status}; {on}): {detail}; give a token that may edit this zone's DNS",
                 self.provider, self.token_from
             ))),
-            429 => Err(DnsError::Transient(format!(
-                "{} is throttling requests (HTTP 429; {on}; {hint}): {detail}",
-                self.provider
-            ))),
+            // The DNS worker waits at least `Retry-After` before trying again.
+            429 => Err(DnsError::Throttled {
+                message: format!(
+                    "{} is throttling requests (HTTP 429; {on}; {hint}): {detail}",
+                    self.provider
+                ),
+                retry_after,
+            }),
             s if s >= 500 => Err(DnsError::Transient(format!(
                 "{} failed (HTTP {status}; {on}): {detail}",
                 self.provider

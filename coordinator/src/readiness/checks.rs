@@ -71,7 +71,7 @@ pub fn dns_reason(backend: &str, zone: &str, e: &DnsError) -> Reason {
             m.clone(),
             "make the credentials in the [dns] table match the server's (the message names the setting)",
         ),
-        DnsError::Transient(m) => Reason::new(
+        DnsError::Transient(m) | DnsError::Throttled { message: m, .. } => Reason::new(
             "dns-unreachable",
             subject,
             m.clone(),

@@ -24,6 +24,19 @@ use crate::store::{ChangeStatus, EventKind, HistoryWrite, NewEvent};
 pub(super) const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// Retries never wait longer than this: a change stays at most 10 s behind a recovered backend.
 pub(super) const MAX_RETRY: Duration = Duration::from_secs(10);
+/// A provider's `Retry-After` is honoured up to this long: Cloudflare and Route 53 ask for
+/// seconds to a few minutes; a larger hint (a broken header) must not park a failover for
+/// hours. The wait is cut short by a newer decision or shutdown either way.
+pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// How long to wait before the next try after a transient `error`: the backoff `delay`, or
+/// the provider's `Retry-After` when it asks for longer (up to [`MAX_RETRY_AFTER`]).
+pub(super) fn retry_wait(delay: Duration, error: &DnsError) -> Duration {
+    match error.retry_after() {
+        Some(hint) => delay.max(hint.min(MAX_RETRY_AFTER)),
+        None => delay,
+    }
+}
 
 /// What one service's DNS worker needs (and nothing of the probing side).
 pub(super) struct Worker {
@@ -125,10 +138,11 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                 }
                 Err(e) if e.is_retryable() => {
                     let msg = e.to_string();
-                    warn!(id = job.id, error = %msg, retry_in_ms = delay.as_millis() as u64, "DNS change failed; will retry");
+                    let wait = retry_wait(delay, &e);
+                    warn!(id = job.id, error = %msg, retry_in_ms = wait.as_millis() as u64, "DNS change failed; will retry");
                     w.attempt(job.id, Some(msg)).await;
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         j = jobs.recv() => {
                             // A newer decision supersedes this change.
                             if let Some(j) = j { next = Some(j); }
@@ -317,5 +331,32 @@ impl Worker {
                 now_ms(),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_lengthens_the_wait_up_to_a_bound() {
+        let busy = DnsError::Transient("busy".into());
+        assert_eq!(retry_wait(FIRST_RETRY, &busy), FIRST_RETRY);
+        let throttled = |s| DnsError::Throttled {
+            message: "429".into(),
+            retry_after: Some(Duration::from_secs(s)),
+        };
+        assert_eq!(
+            retry_wait(FIRST_RETRY, &throttled(3)),
+            Duration::from_secs(3)
+        );
+        // A hint shorter than the backoff does not shorten it.
+        assert_eq!(retry_wait(MAX_RETRY, &throttled(1)), MAX_RETRY);
+        assert_eq!(retry_wait(FIRST_RETRY, &throttled(86_400)), MAX_RETRY_AFTER);
+        let no_hint = DnsError::Throttled {
+            message: "429".into(),
+            retry_after: None,
+        };
+        assert_eq!(retry_wait(FIRST_RETRY, &no_hint), FIRST_RETRY);
     }
 }
