@@ -101,6 +101,29 @@ pub fn with_ttl(mut sets: Vec<RecordSet>, ttl: u32) -> Vec<RecordSet> {
 /// Applies `change` the way the DNS worker does: a transient error is tried again, at most
 /// `attempts` times in all (no waiting: the stand-ins' throttles count requests, not time);
 /// gives the outcome and the transient errors seen on the way.
+/// Applies like the DNS worker: a retryable error is tried again after a backoff (50 ms,
+/// doubling) and never sooner than the provider's `Retry-After`, at most `tries` times; the
+/// number of the try that applied it.
+pub async fn apply_retrying(
+    b: &dyn DnsBackend,
+    c: &Change,
+    tries: u32,
+) -> Result<u32, coordinator::dns::DnsError> {
+    let mut delay = std::time::Duration::from_millis(50);
+    for attempt in 1..tries {
+        match b.apply(c).await {
+            Ok(()) => return Ok(attempt),
+            // The wait is what is under test (Retry-After honoured), not a synchronisation.
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(e.retry_after().unwrap_or(delay).max(delay)).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    b.apply(c).await.map(|()| tries)
+}
+
 pub async fn apply_with_retries(
     backend: &dyn DnsBackend,
     change: &Change,

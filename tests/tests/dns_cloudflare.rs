@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use coordinator::dns::cloudflare::{self, Config};
-use coordinator::dns::{Change, DnsBackend, DnsError};
+use coordinator::dns::{DnsBackend, DnsError};
 use tests::cloudflare::CloudflareStandIn;
 use tests::fixtures::{
     SecretFile, ZONE, assert_current, change, secret_file, www_backup, www_primary,
@@ -51,23 +51,6 @@ fn config(cf: &CloudflareStandIn, token: &SecretFile) -> Config {
 
 fn backend(cf: &CloudflareStandIn, token: &SecretFile) -> cloudflare::Cloudflare {
     cloudflare::build(&config(cf, token)).unwrap()
-}
-
-/// Applies like the DNS worker: transient errors retried, waiting at least the provider's
-/// `Retry-After`, at most `tries` times.
-async fn apply_retrying(b: &dyn DnsBackend, c: &Change, tries: u32) -> Result<u32, DnsError> {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=tries {
-        match b.apply(c).await {
-            Ok(()) => return Ok(attempt),
-            Err(e) if e.is_retryable() && attempt < tries => {
-                tokio::time::sleep(e.retry_after().unwrap_or(delay).max(delay)).await;
-                delay *= 2;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    unreachable!("the loop returns on the last try")
 }
 
 #[tokio::test]
@@ -158,7 +141,7 @@ async fn rate_limited_requests_are_retried_after_retry_after_then_applied() {
     );
 
     let started = Instant::now();
-    let tries = apply_retrying(&b, &change(www_primary(), www_backup()), 5)
+    let tries = tests::fixtures::apply_retrying(&b, &change(www_primary(), www_backup()), 5)
         .await
         .unwrap();
     assert_eq!(tries, 2, "one more 429, then applied");

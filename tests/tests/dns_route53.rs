@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use coordinator::dns::route53::{self, Config};
-use coordinator::dns::{Change, DnsBackend, DnsError};
+use coordinator::dns::{DnsBackend, DnsError};
 use tests::fixtures::{
     SecretFile, ZONE, assert_current, change, secret_file, www_backup, www_primary,
 };
@@ -61,23 +61,6 @@ fn config(r53: &Route53StandIn, creds: &SecretFile) -> Config {
 
 fn backend(r53: &Route53StandIn, creds: &SecretFile) -> route53::Route53 {
     route53::build(&config(r53, creds)).unwrap()
-}
-
-/// Applies like the DNS worker: transient errors retried, waiting at least the provider's
-/// `Retry-After`, at most `tries` times.
-async fn apply_retrying(b: &dyn DnsBackend, c: &Change, tries: u32) -> Result<u32, DnsError> {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=tries {
-        match b.apply(c).await {
-            Ok(()) => return Ok(attempt),
-            Err(e) if e.is_retryable() && attempt < tries => {
-                tokio::time::sleep(e.retry_after().unwrap_or(delay).max(delay)).await;
-                delay *= 2;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    unreachable!("the loop returns on the last try")
 }
 
 #[tokio::test]
@@ -188,7 +171,7 @@ async fn throttling_is_retried_after_retry_after_then_applied() {
     );
 
     let started = Instant::now();
-    let tries = apply_retrying(&b, &change(www_primary(), www_backup()), 5)
+    let tries = tests::fixtures::apply_retrying(&b, &change(www_primary(), www_backup()), 5)
         .await
         .unwrap();
     assert_eq!(tries, 2, "one more throttled answer, then applied");

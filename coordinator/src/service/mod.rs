@@ -266,24 +266,43 @@ fn status_of(
     obs: Option<(Observation, u64)>,
     pending: bool,
 ) -> ServiceStatus {
-    ServiceStatus {
+    let mut status = ServiceStatus {
         service: svc.name.clone(),
-        state: s.label().to_string(),
+        state: String::new(),
         active: s.active,
         override_: s.override_,
-        primary_up: obs.map(|(o, _)| o.primary_up),
-        backup_up: obs.map(|(o, _)| o.backup_up),
-        last_votes: obs.map(|(o, _)| o.votes).unwrap_or_default(),
-        last_tick_ms: obs.map(|(_, t)| t).unwrap_or(0),
-        awaiting_manual_failback: s.awaiting_manual_failback,
-        damped: s.damped,
-        blocked: s.blocked.is_some(),
+        primary_up: None,
+        backup_up: None,
+        last_votes: VoteTally::default(),
+        last_tick_ms: 0,
+        awaiting_manual_failback: false,
+        damped: false,
+        blocked: false,
         dns_pending: pending,
         witnesses: svc.witness_names.clone(),
         failed: None,
         dns_serves: None,
         readiness: crate::readiness::ReadinessStatus::unknown(),
-    }
+    };
+    decided(&mut status, s, obs, pending);
+    status
+}
+
+/// Sets the fields of the status that a step of the decision owns; the others (a task's
+/// failure mark, what DNS serves after a failed change, readiness) belong to their own writers
+/// and are left as they are.
+fn decided(status: &mut ServiceStatus, s: &State, obs: Option<(Observation, u64)>, pending: bool) {
+    status.state = s.label().to_string();
+    status.active = s.active;
+    status.override_ = s.override_;
+    status.primary_up = obs.map(|(o, _)| o.primary_up);
+    status.backup_up = obs.map(|(o, _)| o.backup_up);
+    status.last_votes = obs.map(|(o, _)| o.votes).unwrap_or_default();
+    status.last_tick_ms = obs.map(|(_, t)| t).unwrap_or(0);
+    status.awaiting_manual_failback = s.awaiting_manual_failback;
+    status.damped = s.damped;
+    status.blocked = s.blocked.is_some();
+    status.dns_pending = pending;
 }
 
 /// Whether a DNS change is on its way: set by the service task when it hands a change to the

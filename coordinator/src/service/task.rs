@@ -11,9 +11,7 @@ use tracing::{debug, error, info, warn};
 
 use super::history::History;
 use super::record::{self, Input, Target};
-use super::{
-    Command, DnsPending, Job, ServiceDeps, ServiceStatus, now_ms, phase_offset, status_of,
-};
+use super::{Command, DnsPending, Job, ServiceDeps, ServiceStatus, decided, now_ms, phase_offset};
 use crate::config::ServiceConfig;
 use crate::failover::{self, Action, Event, Observation, Side, State, VoteTally};
 use crate::metrics::{InvalidLabel, RoundLabel, ServiceLabel, WitnessLabel};
@@ -342,18 +340,11 @@ impl ServiceTask {
             .get_or_create(&label)
             .set((self.state.active == Side::Backup) as i64);
         // The flag is read under the status lock, so a DNS worker finishing right now cannot
-        // have its "applied" overwritten by this (older) reading. A failure mark stays.
-        let (svc, state, obs, pending) =
-            (&self.svc, &self.state, self.last_obs, &self.pending_flag);
-        self.status_tx.send_modify(|s| {
-            let failed = s.failed.take();
-            let readiness = std::mem::take(&mut s.readiness);
-            let serves = s.dns_serves.take();
-            *s = status_of(svc, state, obs, pending.get());
-            s.failed = failed;
-            s.readiness = readiness;
-            s.dns_serves = serves;
-        });
+        // have its "applied" overwritten by this (older) reading. Only the decision's own
+        // fields change: a failure mark, `dns_serves` and readiness stay.
+        let (state, obs, pending) = (&self.state, self.last_obs, &self.pending_flag);
+        self.status_tx
+            .send_modify(|s| decided(s, state, obs, pending.get()));
         Ok(())
     }
 }
