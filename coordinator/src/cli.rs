@@ -36,11 +36,22 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// `check`: the one-line summary of a config that validated (no trailing newline).
 pub fn check_summary(path: &Path, config: &Config) -> String {
     format!(
-        "{}: ok ({} services, {} witnesses, dns backend {}, key id {})",
+        "{}: ok ({} services, {} witnesses, dns {} {}, key id {})",
         path.display(),
         config.services.len(),
         config.witnesses.len(),
-        config.dns.backend.kind(),
+        if config.dns.backends.len() == 1 {
+            "backend"
+        } else {
+            "backends"
+        },
+        config
+            .dns
+            .backends
+            .iter()
+            .map(|b| b.label())
+            .collect::<Vec<_>>()
+            .join(", "),
         config.key_id
     )
 }

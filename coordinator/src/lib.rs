@@ -86,8 +86,9 @@ impl Coordinator {
     }
 }
 
-/// Takes the history database's lock (see [`lock`]), opens the history, builds the DNS
-/// backend (unless one is given), starts every service and the API on `api_listener`.
+/// Takes the history database's lock (see [`lock`]), opens the history, starts the DNS
+/// backends (or, when `backend` is given, uses it in place of every one: tests that watch
+/// the changes), starts every service and the API on `api_listener`.
 /// Returns once everything runs.
 pub async fn start(
     config: Config,
@@ -112,10 +113,7 @@ pub async fn start_locked(
     let metrics = Arc::new(metrics::Metrics::new());
     let sup = Supervisor::new(tasks.clone(), metrics.clone(), shutdown.clone());
     let dns = match backend {
-        Some(backend) => compose::Started {
-            backend,
-            builtin: None,
-        },
+        Some(backend) => compose::Started::replaced(&config, backend),
         None => compose::start(&config, &store, &sup)
             .await
             .map_err(|e| anyhow::anyhow!("{}: dns: {e}", config.path.display()))?,

@@ -354,34 +354,34 @@ fn proof_line(subject: String, side: Side, proof: &Result<String, Reason>) -> Li
 /// does it serve the persisted side.
 async fn check_dns(config: &Config, sides: &[(String, Side)]) -> Vec<Line> {
     let mut out = Vec::new();
-    let backend = match &config.dns.built {
-        BuiltBackend::Ready(b) => b.clone(),
-        BuiltBackend::Builtin(_) => {
+    for b in &config.dns.backends {
+        if let BuiltBackend::Builtin(_) = &b.built {
             out.push(Line::ok(
-                "dns builtin",
+                format!("dns {}", b.label()),
                 "the built-in server answers from the coordinator's own memory: nothing to prove before it runs",
             ));
-            return out;
         }
-    };
-    let mut listed = config.dns.verify_servers.clone();
-    if listed.is_empty() {
-        listed = config.dns.default_verify_servers();
     }
-    let authorities = AuthoritySettings {
-        listed,
-        discover: config.dns.discover_ns,
-        port: config.dns.ns_port,
-        timeout: config.dns.verify_timeout,
-    };
     for svc in &config.services {
+        let Some(b) = config.dns.of(svc) else {
+            continue;
+        };
+        let BuiltBackend::Ready(backend) = &b.built else {
+            continue;
+        };
+        let authorities = AuthoritySettings {
+            listed: b.verify_servers(),
+            discover: b.verify.discover_ns,
+            port: b.verify.ns_port,
+            timeout: b.verify.timeout,
+        };
         let side = sides
             .iter()
             .find(|(n, _)| n == &svc.name)
             .map(|(_, s)| *s)
             .unwrap_or(Side::Primary);
         let expected = svc.records_for(side);
-        let subject = format!("service {} (dns {} {})", svc.name, backend.kind(), svc.zone);
+        let subject = format!("service {} (dns {} {})", svc.name, b.label(), svc.zone);
         let dns =
             checks::dns_side(backend.as_ref(), &svc.zone, &expected, &authorities, false).await;
         out.push(proof_line(subject, side, &dns.proof));

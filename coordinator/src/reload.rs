@@ -34,7 +34,7 @@ use crate::dns::{Change, RecordSet};
 use crate::failover::Side;
 use crate::metrics::Metrics;
 use crate::notify::{Notice, Notifier};
-use crate::service::{self, ServiceDeps, ServiceHandle};
+use crate::service::{self, DnsDeps, ServiceDeps, ServiceHandle};
 use crate::store::Store;
 use crate::supervise::Supervisor;
 use crate::witnesses::WitnessClient;
@@ -90,7 +90,7 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<String>> {
         old.metrics_token == new.metrics_token,
     );
     fixed("notify.webhook", old.webhooks == new.webhooks);
-    fixed("dns", old.dns_table == new.dns_table);
+    refused.extend(backend_changes(old, new));
     if !refused.is_empty() {
         return Err(refused);
     }
@@ -112,10 +112,9 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<String>> {
 
     // What every service shares and a reload can change: all of them start again. A new
     // signing key (a rotation: witnesses already trust it) signs every request from then on.
-    let shared_changed = old.key_id != new.key_id
-        || old.probe_roots != new.probe_roots
-        || old.dns.verify_servers != new.dns.verify_servers
-        || old.dns.verify_timeout != new.dns.verify_timeout;
+    let shared_changed = old.key_id != new.key_id || old.probe_roots != new.probe_roots;
+    let verify_changed =
+        |name: &str| old.dns.get(name).map(|b| &b.verify) != new.dns.get(name).map(|b| &b.verify);
     let mut services = Diff::default();
     for s in &new.services {
         match old.services.iter().find(|o| o.name == s.name) {
@@ -125,7 +124,11 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<String>> {
                     .witness_names
                     .iter()
                     .any(|n| witnesses.changed.contains(n));
-                if shared_changed || witness_changed || !same_service(o, s) {
+                if shared_changed
+                    || witness_changed
+                    || verify_changed(&s.dns)
+                    || !same_service(o, s)
+                {
                     services.changed.push(s.name.clone());
                 }
             }
@@ -140,6 +143,45 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<String>> {
         services,
         witnesses,
     })
+}
+
+/// The DNS backends a reload cannot change, one line each: a backend whose settings changed
+/// (its client, secret or sockets are built once), and a built-in one added or removed (its
+/// sockets). A hosted or remote backend may be added, and one no service uses removed.
+fn backend_changes(old: &Config, new: &Config) -> Vec<String> {
+    let file = new.path.display();
+    let key = |c: &Config, name: &str| {
+        if c.dns.backends.len() == 1 && name == crate::config::DEFAULT_BACKEND {
+            "dns".to_string()
+        } else {
+            format!("dns.{name}")
+        }
+    };
+    let builtin =
+        |b: &crate::config::Backend| matches!(b.built, crate::dns::BuiltBackend::Builtin(_));
+    let mut lines = Vec::new();
+    for n in &new.dns.backends {
+        match old.dns.get(&n.name) {
+            Some(o) if o.table != n.table => lines.push(format!(
+                "{file}: {}: changed: restart to apply",
+                key(new, &n.name)
+            )),
+            None if builtin(n) => lines.push(format!(
+                "{file}: {}: a built-in server added: restart to apply",
+                key(new, &n.name)
+            )),
+            _ => {}
+        }
+    }
+    for o in &old.dns.backends {
+        if new.dns.get(&o.name).is_none() && builtin(o) {
+            lines.push(format!(
+                "{file}: {}: a built-in server removed: restart to apply",
+                key(old, &o.name)
+            ));
+        }
+    }
+    lines
 }
 
 /// Equal settings, witnesses compared by name (their indices shift when others are added or
@@ -158,7 +200,7 @@ pub(crate) fn deps(
     store: &Store,
     metrics: &Arc<Metrics>,
     notifier: &Notifier,
-    backend: Arc<dyn crate::dns::DnsBackend>,
+    started: &compose::Started,
     alerts: &crate::readiness::AlertMemory,
     reliability: &crate::witnesses::reliability::Registry,
 ) -> anyhow::Result<Arc<ServiceDeps>> {
@@ -171,27 +213,36 @@ pub(crate) fn deps(
             WitnessClient::sharing(w.clone(), reliability).map_err(anyhow::Error::msg)?,
         ));
     }
-    let mut verify_servers = config.dns.verify_servers.clone();
-    if verify_servers.is_empty() {
-        verify_servers = config.dns.default_verify_servers();
+    let mut dns = BTreeMap::new();
+    for b in &config.dns.backends {
+        let backend = started
+            .backends
+            .get(&b.name)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("DNS backend {:?} is not running", b.name))?;
+        dns.insert(
+            b.name.clone(),
+            Arc::new(DnsDeps {
+                label: b.label(),
+                backend,
+                authorities: crate::readiness::checks::AuthoritySettings {
+                    listed: b.verify_servers(),
+                    discover: b.verify.discover_ns,
+                    port: b.verify.ns_port,
+                    timeout: b.verify.timeout,
+                },
+            }),
+        );
     }
     Ok(Arc::new(ServiceDeps {
         store: store.clone(),
         metrics: metrics.clone(),
         notifier: notifier.clone(),
-        backend,
+        dns,
         witnesses,
         prober: Arc::new(shared::probe::Prober::new(config.probe_roots.clone())),
         key: Arc::new(config.signing_key.clone()),
         key_id: config.key_id.clone(),
-        authorities: crate::readiness::checks::AuthoritySettings {
-            listed: verify_servers.clone(),
-            discover: config.dns.discover_ns,
-            port: config.dns.ns_port,
-            timeout: config.dns.verify_timeout,
-        },
-        verify_servers,
-        verify_timeout: config.dns.verify_timeout,
         readiness: config.readiness.clone(),
         alerts: alerts.clone(),
     }))
@@ -245,7 +296,7 @@ impl Running {
             &store,
             &metrics,
             &notifier,
-            dns.backend.clone(),
+            &dns,
             &alerts,
             &reliability,
         )?;
@@ -365,18 +416,29 @@ impl Running {
                 warn!(service = %name, "service did not stop within {:?}; going on anyway", shared::shutdown::GRACE);
             }
         }
-        if let Some(builtin) = &self.dns.builtin
-            && let Some(change) = served_change(&self.config, &new, plan, &self.store)?
-        {
-            // One swap: queries see the old records or the new ones, never neither.
+        for (backend, change) in served_changes(&self.config, &new, plan, &self.store)? {
+            let Some(builtin) = self.dns.builtin_of(&backend) else {
+                continue;
+            };
+            // One swap per zone: queries see the old records or the new ones, never neither.
             match builtin.apply_change(&change, true) {
                 Ok(serial) => info!(
                     serial,
+                    zone = %change.zone,
                     "built-in DNS: records of added and removed services swapped in"
                 ),
                 Err(e) => {
-                    error!(error = %e, "built-in DNS: the records of the reloaded services could not be served")
+                    error!(error = %e, zone = %change.zone, "built-in DNS: the records of the reloaded services could not be served")
                 }
+            }
+        }
+        // Backends a reload may add (validated and built already) join the running set.
+        for b in &new.dns.backends {
+            if let crate::dns::BuiltBackend::Ready(backend) = &b.built {
+                self.dns
+                    .backends
+                    .entry(b.name.clone())
+                    .or_insert_with(|| backend.clone());
             }
         }
         let old = std::mem::replace(&mut self.config, new);
@@ -388,7 +450,7 @@ impl Running {
                 &self.store,
                 &self.metrics,
                 &self.notifier,
-                self.dns.backend.clone(),
+                &self.dns,
                 &self.alerts,
                 &self.reliability,
             )?;
@@ -434,20 +496,26 @@ async fn spawn(
     Ok(RunningService { handle, sup: child })
 }
 
-/// The built-in server's change for a reload: the records of removed services (and names a
-/// changed service no longer has) emptied, those of added services (and changed records)
-/// set to their stored side. `None` when no served record changes.
-fn served_change(
+/// The built-in servers' records to swap for a reload: per backend, the records of removed
+/// and changed services dropped, those of added and changed services (at their stored side)
+/// put in. One change per backend (a built-in backend is one zone).
+fn served_changes(
     old: &Config,
     new: &Config,
     plan: &Plan,
     store: &Store,
-) -> anyhow::Result<Option<Change>> {
+) -> anyhow::Result<Vec<(String, Change)>> {
     let find = |c: &Config, n: &str| c.services.iter().find(|s| s.name == n).cloned();
-    let mut to: Vec<RecordSet> = Vec::new();
-    let mut put = |set: RecordSet| match to.iter().position(|t| t.same_key(&set)) {
-        Some(i) => to[i] = set,
-        None => to.push(set),
+    // backend → (zone, records)
+    let mut by_backend: BTreeMap<String, (String, Vec<RecordSet>)> = BTreeMap::new();
+    let mut put = |svc: &ServiceConfig, set: RecordSet| {
+        let (_, to) = by_backend
+            .entry(svc.dns.clone())
+            .or_insert_with(|| (svc.zone.clone(), Vec::new()));
+        match to.iter().position(|t| t.same_key(&set)) {
+            Some(i) => to[i] = set,
+            None => to.push(set),
+        }
     };
     let empty = |s: &RecordSet| RecordSet::new(s.name.clone(), s.rtype, s.ttl, Vec::new());
     let s = &plan.services;
@@ -456,9 +524,9 @@ fn served_change(
         if let Some(o) = find(old, name)
             && !find(new, name).is_some_and(|n| same_records(&o, &n))
         {
-            o.records_for(Side::Primary)
-                .iter()
-                .for_each(|r| put(empty(r)));
+            for r in o.records_for(Side::Primary) {
+                put(&o, empty(&r));
+            }
         }
     }
     for name in s.added.iter().chain(&s.changed) {
@@ -466,25 +534,19 @@ fn served_change(
             && !find(old, name).is_some_and(|o| same_records(&o, &n))
         {
             let side = compose::stored_side(store, name)?;
-            n.records_for(side).into_iter().for_each(&mut put);
+            for r in n.records_for(side) {
+                put(&n, r);
+            }
         }
     }
-    let Some(zone) = new
-        .services
-        .first()
-        .or(old.services.first())
-        .map(|s| s.zone.clone())
-    else {
-        return Ok(None);
-    };
-    if to.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Change {
-        zone,
-        from: to.iter().map(empty).collect(),
-        to,
-    }))
+    Ok(by_backend
+        .into_iter()
+        .filter(|(_, (_, to))| !to.is_empty())
+        .map(|(backend, (zone, to))| {
+            let from = to.iter().map(empty).collect();
+            (backend, Change { zone, from, to })
+        })
+        .collect())
 }
 
 /// Whether two versions of a service serve the same records on both sides.

@@ -72,7 +72,7 @@ impl Rig {
         opts.recover_after = RECOVER_AFTER;
         opts.interval = format!("{}ms", INTERVAL.as_millis());
         let config = lab.config(&opts.toml());
-        assert_eq!(config.dns.backend.kind(), "dryrun");
+        assert_eq!(config.dns.backends[0].config.kind(), "dryrun");
         let svc = config.services[0].clone();
         let witness_configs = config.witnesses.clone();
         let primary_records = svc.records_for(Side::Primary);

@@ -84,8 +84,10 @@ fn every_example_validates_once_its_files_exist() {
             vec![raw.coordinator.key_file.clone(), raw.api.token_file.clone()];
         files.extend(raw.notify.webhook.iter().filter_map(|w| w.url_file.clone()));
         files.extend(raw.coordinator.probe_ca_file.clone());
-        if let Some(toml::Value::String(s)) = raw.dns.rest.get("tsig_secret_file") {
-            files.push(s.into());
+        for b in &raw.dns.backends {
+            if let Some(toml::Value::String(s)) = b.rest.get("tsig_secret_file") {
+                files.push(s.into());
+            }
         }
         for f in files {
             let f = if f.is_absolute() {
@@ -241,14 +243,14 @@ fn relative_backend_paths_resolve_against_the_config_folder() {
     let rfc2136 = lab.config(&config_with_dns(
         "type = \"rfc2136\"\nserver = \"127.0.0.1:53\"\nzone = \"example.test.\"\ntsig_key_name = \"quorate\"\ntsig_secret_file = \"tsig.secret\"\n",
     ));
-    match &rfc2136.dns.backend {
+    match &rfc2136.dns.backends[0].config {
         BackendConfig::Rfc2136(c) => assert_eq!(c.tsig_secret_file, dir.join("tsig.secret")),
         other => panic!("{other:?}"),
     }
     let powerdns = lab.config(&config_with_dns(
         "type = \"powerdns\"\nurl = \"https://127.0.0.1:8081\"\nzone = \"example.test.\"\napi_key_file = \"pdns.key\"\nca_file = \"ca.pem\"\n",
     ));
-    match &powerdns.dns.backend {
+    match &powerdns.dns.backends[0].config {
         BackendConfig::Powerdns(c) => {
             assert_eq!(c.api_key_file, dir.join("pdns.key"));
             assert_eq!(c.ca_file.as_deref(), Some(dir.join("ca.pem").as_path()));
@@ -258,7 +260,7 @@ fn relative_backend_paths_resolve_against_the_config_folder() {
     let virtualmin = lab.config(&config_with_dns(
         "type = \"virtualmin\"\nurl = \"https://127.0.0.1:10000\"\nzone = \"example.test\"\nuser = \"quorate\"\npassword_file = \"vm.password\"\nca_file = \"ca.pem\"\n",
     ));
-    match &virtualmin.dns.backend {
+    match &virtualmin.dns.backends[0].config {
         BackendConfig::Virtualmin(c) => {
             assert_eq!(c.password_file, dir.join("vm.password"));
             assert_eq!(c.ca_file.as_deref(), Some(dir.join("ca.pem").as_path()));
@@ -268,7 +270,7 @@ fn relative_backend_paths_resolve_against_the_config_folder() {
     let exec = lab.config(&config_with_dns(
         "type = \"exec\"\ncommand = [\"./bin/update-dns\", \"--zone\", \"example.test\"]\ncurrent_command = [\"bin/read-dns\"]\n",
     ));
-    match &exec.dns.backend {
+    match &exec.dns.backends[0].config {
         BackendConfig::Exec(c) => {
             let abs = std::path::absolute(dir).unwrap();
             assert_eq!(Path::new(&c.command[0]), abs.join("./bin/update-dns"));
@@ -379,8 +381,8 @@ async fn the_backend_secret_is_read_once() {
         std::sync::Arc::new(coordinator::metrics::Metrics::new()),
         tokio_util::sync::CancellationToken::new(),
     );
-    let backend = coordinator::compose::start_backend(&config, &store, &sup)
+    let started = coordinator::compose::start(&config, &store, &sup)
         .await
         .unwrap();
-    assert_eq!(backend.kind(), "rfc2136");
+    assert_eq!(started.backends["default"].kind(), "rfc2136");
 }

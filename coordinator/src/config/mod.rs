@@ -3,7 +3,7 @@
 //! the key and what was expected; `check` prints them all.
 //!
 //! One file per section: `coordinator` (`[coordinator]`, `[api]`), `witness` (`[[witness]]`),
-//! `dns` (`[dns]`), `notify` (`[[notify.webhook]]`), `readiness` (`[readiness]`), `service` (`[[service]]`) and `probe`
+//! `dns` (`[dns]` or `[dns.<name>]`), `notify` (`[[notify.webhook]]`), `readiness` (`[readiness]`), `service` (`[[service]]`) and `probe`
 //! (a service's `probe`). Relative paths are relative to the config file's folder
 //! ([`shared::config::resolve`]); errors are the kit's [`Diagnostics`].
 
@@ -27,7 +27,9 @@ pub use shared::config::Diagnostics;
 use shared::protocol::KeyId;
 
 pub use self::coordinator::{RawApi, RawCoordinator};
-pub use self::dns::{DnsConfig, RawDns, RawVerify};
+pub use self::dns::{
+    Backend, DEFAULT_BACKEND, DnsConfig, RawBackend, RawDns, RawVerify, VerifyConfig,
+};
 pub use self::notify::{RawNotify, RawWebhook, WebhookConfig, WebhookFormat};
 pub use self::probe::{RawDnsProbe, RawHttpProbe, RawProbe, RawTcpProbe};
 pub use self::readiness::{RawReadiness, ReadinessConfig};
@@ -69,9 +71,6 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub witnesses: Vec<WitnessConfig>,
     pub dns: DnsConfig,
-    /// The `[dns]` table as written, without `[dns.verify]`: a reload compares it to refuse a
-    /// change of the backend, which needs a restart.
-    pub dns_table: toml::Table,
     pub webhooks: Vec<WebhookConfig>,
     pub readiness: ReadinessConfig,
     pub services: Vec<ServiceConfig>,
@@ -110,13 +109,11 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
     let dns = dns::validate(&raw.dns, base, &mut e);
     let webhooks = notify::validate(&raw.notify, base, &mut e);
     let readiness = readiness::validate(&raw.readiness, &mut e);
-    let services = service::validate_all(&raw.service, &raw.witness, top.interval, &mut e);
+    let mut services = service::validate_all(&raw.service, &raw.witness, top.interval, &mut e);
     if let Some(dns) = &dns {
-        dns::check_zones(&dns.backend, &raw.service, &mut e);
+        dns::bind_services(dns, raw.dns.named, &mut services, &mut e);
     }
     witness::default_timeouts(&mut witnesses, &raw.witness, &services, &mut e);
-    let mut dns_table = raw.dns.rest.clone();
-    dns_table.insert("type".into(), toml::Value::String(raw.dns.kind.clone()));
 
     e.finish(|| {
         let signing_key = top.signing_key?;
@@ -132,7 +129,6 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             metrics_token: top.metrics_token?,
             witnesses,
             dns: dns?,
-            dns_table,
             webhooks,
             readiness,
             services,

@@ -19,8 +19,12 @@ use crate::failover::{FailbackMode, Policy, Side, VetoRule};
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     pub name: String,
-    /// Zone apex, e.g. "example.test"; must be the DNS backend's zone.
+    /// Zone apex, e.g. "example.test"; must be the zone of the service's DNS backend.
     pub zone: String,
+    /// The DNS backend that writes the zone: a `[dns.<name>]` name; optional when there is
+    /// only one backend.
+    #[serde(default)]
+    pub dns: Option<String>,
     /// Names to switch, relative to the zone ("@" is the apex).
     pub names: Vec<String>,
     /// TTL of the switched records.
@@ -118,6 +122,8 @@ pub struct ServiceConfig {
     pub name: String,
     /// Fully qualified, lowercase, trailing dot.
     pub zone: String,
+    /// The name of its DNS backend (`[dns.<name>]`, or `default` for a single `[dns]`).
+    pub dns: String,
     /// Fully qualified names switched.
     pub names: Vec<String>,
     pub ttl: u32,
@@ -380,6 +386,9 @@ fn validate(
     Some(ServiceConfig {
         name: s.name.clone(),
         zone,
+        // Checked against the backends, and filled in when there is only one, by
+        // `dns::bind_services`.
+        dns: s.dns.clone().unwrap_or_default(),
         names,
         ttl: s.ttl,
         primary,

@@ -150,7 +150,9 @@ fn what_needs_a_restart_is_refused_and_a_key_rotation_starts_every_service_again
     );
     // Another backend: refused. A new signing key (a rotation): every service starts again.
     let mut other = f.config("127.0.0.1:8080", &body);
-    other.dns_table.insert("zone".into(), "example.test".into());
+    other.dns.backends[0]
+        .table
+        .insert("zone".into(), "example.test".into());
     assert_eq!(
         plan(&old, &other).unwrap_err(),
         [format!("{file}: dns: changed: restart to apply")]

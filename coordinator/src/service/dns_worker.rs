@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use super::history::History;
 use super::{DnsPending, Job, now_ms};
 use crate::config::HooksConfig;
-use crate::dns::{DnsBackend, DnsError};
+use crate::dns::DnsError;
 use crate::failover::Side;
 use crate::hooks::{self, HookOutcome};
 use crate::metrics::{DnsLabel, Metrics};
@@ -27,6 +27,9 @@ pub(super) const MAX_RETRY: Duration = Duration::from_secs(10);
 /// A provider's `Retry-After` is honoured up to this long: Cloudflare and Route 53 ask for
 /// seconds to a few minutes; a larger hint (a broken header) must not park a failover for
 /// hours. The wait is cut short by a newer decision or shutdown either way.
+/// The bound on each query that looks for the zone's name servers before a verification.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// How long to wait before the next try after a transient `error`: the backoff `delay`, or
@@ -42,12 +45,10 @@ pub(super) fn retry_wait(delay: Duration, error: &DnsError) -> Duration {
 pub(super) struct Worker {
     pub(super) service: String,
     pub(super) hooks: HooksConfig,
-    pub(super) backend: Arc<dyn DnsBackend>,
+    /// The backend, and the authoritative servers to check after each change.
+    pub(super) dns: Arc<super::DnsDeps>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) notifier: Notifier,
-    /// Authoritative servers to check after each change (empty: no verification).
-    pub(super) verify_servers: Vec<std::net::SocketAddr>,
-    pub(super) verify_timeout: Duration,
     pub(super) history: Arc<History>,
     /// Permanent failures, reported to the service task (which blocks automatic switching).
     pub(super) failed: mpsc::Sender<(Side, String)>,
@@ -96,10 +97,10 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
         }
         let started = Instant::now();
         let mut delay = FIRST_RETRY;
-        let backend_kind = w.backend.kind().to_string();
+        let backend_kind = w.dns.backend.kind().to_string();
         loop {
             let result = tokio::select! {
-                r = w.backend.apply(&job.change) => r,
+                r = w.dns.backend.apply(&job.change) => r,
                 // The change stays pending; the next start reconciles it.
                 _ = shutdown.cancelled() => return,
             };
@@ -189,7 +190,12 @@ fn describe_permanent(e: &DnsError) -> String {
 impl Worker {
     /// What the backend serves now for the change's record sets, in words.
     async fn describe_served(&self, job: &Job) -> String {
-        match self.backend.current(&job.change.zone, &job.change.to).await {
+        match self
+            .dns
+            .backend
+            .current(&job.change.zone, &job.change.to)
+            .await
+        {
             Ok(sets) => format!(
                 "the server now answers {}",
                 crate::dns::describe_sets(&sets)
@@ -257,14 +263,34 @@ impl Worker {
             .send(Notice::new(&self.service, kind.as_str(), msg, now_ms()));
     }
 
+    /// Polls every authoritative server of the zone until it serves the change: the servers
+    /// listed (or the backend's own), and, with `discover_ns`, every server the zone's NS
+    /// records name. Nothing listed: nothing to ask, not verified.
     async fn confirm_served(&self, job: &Job) {
-        if self.verify_servers.is_empty() {
+        let a = &self.dns.authorities;
+        if a.listed.is_empty() {
             return;
         }
+        let servers: Vec<std::net::SocketAddr> = if a.discover {
+            let (found, problems) = crate::dns::served::discover_authorities(
+                &job.change.zone,
+                &a.listed,
+                &a.listed,
+                a.port,
+                a.timeout.min(DISCOVERY_TIMEOUT),
+            )
+            .await;
+            for p in &problems {
+                warn!(problem = %p, "finding the zone's name servers to verify the change");
+            }
+            found.into_iter().map(|x| x.addr).collect()
+        } else {
+            a.listed.clone()
+        };
         let checks = crate::dns::served::wait_until_served(
-            &self.verify_servers,
+            &servers,
             &job.change.to,
-            self.verify_timeout,
+            a.timeout,
             Duration::from_millis(100),
         )
         .await;

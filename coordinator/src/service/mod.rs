@@ -9,7 +9,7 @@
 //! Invariant: nothing is acted on before the decision is in the history; a DNS change is
 //! `pending` before it is sent; a history write that fails is logged, counted and retried.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -37,25 +37,42 @@ mod reconcile;
 pub mod record;
 mod task;
 
-/// What every service task shares: the history, metrics, notifier, DNS backend, witness
+/// What every service task shares: the history, metrics, notifier, DNS backends, witness
 /// clients, prober and the coordinator's signing key.
 pub struct ServiceDeps {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub notifier: Notifier,
-    pub backend: Arc<dyn DnsBackend>,
+    /// Every DNS backend, by name; a service uses the one its config names.
+    pub dns: BTreeMap<String, Arc<DnsDeps>>,
     pub witnesses: Vec<Arc<WitnessClient>>,
     pub prober: Arc<Prober>,
     pub key: Arc<SigningKey>,
     pub key_id: KeyId,
-    /// Authoritative servers to check after each change (empty: no verification).
-    pub verify_servers: Vec<SocketAddr>,
-    pub verify_timeout: Duration,
     pub readiness: crate::config::ReadinessConfig,
     /// Services with a "not ready" alert out, across restarts by a reload.
     pub alerts: crate::readiness::AlertMemory,
-    /// Where the readiness checks find the zone's authoritative servers.
+}
+
+/// One DNS backend as its services use it: the backend, and where the zone's authoritative
+/// servers are found to verify a change (and for the readiness survey).
+pub struct DnsDeps {
+    /// How the history and the messages name it: its type, with its name when backends are
+    /// named (`edge (cloudflare)`).
+    pub label: String,
+    pub backend: Arc<dyn DnsBackend>,
+    /// `verify`: the servers listed (or the backend's own), NS discovery, timeout. Nothing
+    /// listed: changes are not verified on any server.
     pub authorities: crate::readiness::checks::AuthoritySettings,
+}
+
+impl std::fmt::Debug for DnsDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsDeps")
+            .field("label", &self.label)
+            .field("authorities", &self.authorities)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for ServiceDeps {
@@ -148,6 +165,12 @@ pub async fn spawn_service(
     sup: &Supervisor,
 ) -> anyhow::Result<ServiceHandle> {
     let name = svc.name.clone();
+    let dns = deps.dns.get(&svc.dns).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "service {name:?}: no DNS backend named {:?} is running",
+            svc.dns
+        )
+    })?;
     let state = {
         let n = name.clone();
         deps.store.call(move |s| s.load_state(&n)).await?
@@ -160,7 +183,7 @@ pub async fn spawn_service(
     let target = record::Target {
         service: svc.name.clone(),
         zone: svc.zone.clone(),
-        backend: deps.backend.kind().to_string(),
+        backend: dns.label.clone(),
         primary: svc.records_for(Side::Primary),
         backup: svc.records_for(Side::Backup),
     };
@@ -178,11 +201,9 @@ pub async fn spawn_service(
     let worker = dns_worker::Worker {
         service: name.clone(),
         hooks: svc.hooks.clone(),
-        backend: deps.backend.clone(),
+        dns: dns.clone(),
         metrics: deps.metrics.clone(),
         notifier: deps.notifier.clone(),
-        verify_servers: deps.verify_servers.clone(),
-        verify_timeout: deps.verify_timeout,
         history: history.clone(),
         failed: failed_tx,
         pending_flag: pending_flag.clone(),
@@ -196,7 +217,7 @@ pub async fn spawn_service(
     let (side_tx, side_rx) = watch::channel(None);
     let check = crate::readiness::checks::Ctx {
         svc: svc.clone(),
-        backend: deps.backend.clone(),
+        backend: dns.backend.clone(),
         witnesses: svc
             .witnesses
             .iter()
@@ -204,7 +225,7 @@ pub async fn spawn_service(
             .collect(),
         key: deps.key.clone(),
         key_id: deps.key_id.clone(),
-        authorities: deps.authorities.clone(),
+        authorities: dns.authorities.clone(),
         every: deps.readiness.interval,
     };
     let now_side = {
@@ -224,6 +245,7 @@ pub async fn spawn_service(
     let task = task::ServiceTask {
         readiness: tracker,
         deps,
+        dns,
         svc,
         target,
         history,

@@ -45,7 +45,7 @@ impl ServiceTask {
                     .await;
                 continue;
             }
-            let served = self.deps.backend.current(&change.zone, &change.to).await;
+            let served = self.dns.backend.current(&change.zone, &change.to).await;
             match served {
                 Ok(cur) if same_records(&change.to, &cur, Ttl::Ignored) => {
                     info!(

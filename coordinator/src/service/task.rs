@@ -20,6 +20,8 @@ use crate::witnesses::Answer;
 
 pub(super) struct ServiceTask {
     pub(super) deps: Arc<ServiceDeps>,
+    /// The DNS backend the service's config names.
+    pub(super) dns: Arc<super::DnsDeps>,
     pub(super) svc: Arc<ServiceConfig>,
     pub(super) target: Target,
     pub(super) history: Arc<History>,

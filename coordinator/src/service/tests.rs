@@ -128,11 +128,18 @@ impl Rig {
         let worker = Worker {
             service: "www".into(),
             hooks: HooksConfig::default(),
-            backend,
+            dns: Arc::new(super::DnsDeps {
+                label: backend.kind().to_string(),
+                backend,
+                authorities: crate::readiness::checks::AuthoritySettings {
+                    listed: Vec::new(),
+                    discover: true,
+                    port: 53,
+                    timeout: Duration::from_secs(1),
+                },
+            }),
             metrics: metrics.clone(),
             notifier: Notifier::disabled(),
-            verify_servers: Vec::new(),
-            verify_timeout: Duration::from_secs(1),
             history: history.clone(),
             failed: failed_tx,
             pending_flag: DnsPending {
