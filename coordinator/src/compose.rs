@@ -67,6 +67,9 @@ impl Started {
     }
 }
 
+/// Built-in backends on the same `listen` addresses (sorted): one server, their zones.
+type BuiltinGroup = (Vec<SocketAddr>, Vec<(String, builtin::BuiltinConfig)>);
+
 /// Every backend of `config`: the ones validation built, and the built-in servers, bound and
 /// serving the records of each service's stored side.
 pub async fn start(
@@ -76,7 +79,7 @@ pub async fn start(
 ) -> Result<Started, StartError> {
     let mut started = Started::default();
     // Built-in backends grouped by their listen addresses: one server per group.
-    let mut groups: Vec<(Vec<SocketAddr>, Vec<(String, builtin::BuiltinConfig)>)> = Vec::new();
+    let mut groups: Vec<BuiltinGroup> = Vec::new();
     for b in &config.dns.backends {
         match &b.built {
             BuiltBackend::Ready(backend) => {

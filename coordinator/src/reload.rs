@@ -6,17 +6,20 @@
 //!   stopped (its tasks cancelled and waited for) and started again with the new ones, its
 //!   state resumed from the history as at start; a removed service is stopped (its history
 //!   stays); every other service runs on untouched;
-//! - the built-in DNS server serves the records of added services and stops serving those of
-//!   removed ones, in one snapshot swap (a query sees the old zone or the new one, never
-//!   none);
+//! - the built-in DNS servers serve the records of added services and stop serving those of
+//!   removed ones, in one snapshot swap per zone (a query sees the old zone or the new one,
+//!   never none);
+//! - a remote DNS backend (`[dns.<name>]`) may be added (built during validation) and one no
+//!   service uses any more removed;
 //! - the API's services and witnesses are swapped whole ([`crate::api::LiveCell`]).
 //!
 //! Every service starts again when what they all share changes: the coordinator's signing
-//! key (a key rotation), `probe_ca_file`, `[dns.verify]`.
+//! key (a key rotation), `probe_ca_file`; the services of a backend start again when its
+//! `verify` table changes.
 //!
 //! A config that does not validate, or that changes what cannot change in a running process
-//! (`api.listen`, `coordinator.database`, the tokens, `retention`, the webhooks, the `[dns]`
-//! backend), is refused: every error is logged, one `alert`
+//! (`api.listen`, `coordinator.database`, the tokens, `retention`, the webhooks, a DNS
+//! backend's settings, a built-in server added or removed), is refused: every error is logged, one `alert`
 //! notification says so, and the running config stays as it was.
 //!
 //! Invariant: a refused reload changes nothing; an accepted one stops only what changed.

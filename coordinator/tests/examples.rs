@@ -14,9 +14,10 @@ use std::time::Duration;
 use coordinator::config::RawConfig;
 
 /// The keys whose value is a file the config reads while validating.
-const FILE_KEYS: [&str; 5] = [
+const FILE_KEYS: [&str; 6] = [
     "key_file",
     "token_file",
+    "api_token_file",
     "tsig_secret_file",
     "url_file",
     "probe_ca_file",
@@ -85,8 +86,10 @@ fn every_example_validates_once_its_files_exist() {
         files.extend(raw.notify.webhook.iter().filter_map(|w| w.url_file.clone()));
         files.extend(raw.coordinator.probe_ca_file.clone());
         for b in &raw.dns.backends {
-            if let Some(toml::Value::String(s)) = b.rest.get("tsig_secret_file") {
-                files.push(s.into());
+            for key in ["tsig_secret_file", "api_token_file"] {
+                if let Some(toml::Value::String(s)) = b.rest.get(key) {
+                    files.push(s.into());
+                }
             }
         }
         for f in files {
