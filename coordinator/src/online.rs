@@ -369,12 +369,7 @@ async fn check_dns(config: &Config, sides: &[(String, Side)]) -> Vec<Line> {
         let BuiltBackend::Ready(backend) = &b.built else {
             continue;
         };
-        let authorities = AuthoritySettings {
-            listed: b.verify_servers(),
-            discover: b.verify.discover_ns,
-            port: b.verify.ns_port,
-            timeout: b.verify.timeout,
-        };
+        let authorities = AuthoritySettings::of(b);
         let side = sides
             .iter()
             .find(|(n, _)| n == &svc.name)

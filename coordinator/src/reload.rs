@@ -228,12 +228,7 @@ pub(crate) fn deps(
             Arc::new(DnsDeps {
                 label: b.label(),
                 backend,
-                authorities: crate::readiness::checks::AuthoritySettings {
-                    listed: b.verify_servers(),
-                    discover: b.verify.discover_ns,
-                    port: b.verify.ns_port,
-                    timeout: b.verify.timeout,
-                },
+                authorities: crate::readiness::checks::AuthoritySettings::of(b),
             }),
         );
     }

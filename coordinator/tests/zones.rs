@@ -213,3 +213,61 @@ async fn three_zones_at_named_backends_fail_over_each_on_its_own() {
         w.stop().await;
     }
 }
+
+/// A hosted provider's zone, no server listed: its name servers are found through a resolver
+/// (here the built-in server answers the NS question, as a resolver would, with glue), then
+/// asked directly.
+#[tokio::test]
+async fn a_zone_without_listed_servers_is_found_through_a_resolver() {
+    use coordinator::dns::builtin::{self, Builtin};
+    use coordinator::readiness::checks::AuthoritySettings;
+
+    let port = free_port();
+    let config: builtin::Config = toml::from_str(&format!(
+        r#"listen = ["127.0.0.1:{port}", "127.0.0.4:{port}"]
+zone = "p.test."
+ns = ["ns1.p.test.", "ns2.p.test."]
+records = [{{ name = "ns1", type = "A", value = "127.0.0.1" }}, {{ name = "ns2", type = "A", value = "127.0.0.4" }}]
+"#
+    ))
+    .unwrap();
+    let built = config.build().unwrap();
+    let listen = built.listen.clone();
+    let server = std::sync::Arc::new(Builtin::new(built, Vec::new(), 1).unwrap());
+    let (udp, tcp) = builtin::bind(&listen).await.unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server.serve(udp, tcp, stop.clone()));
+
+    let resolver: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let settings = |resolvers: Option<Vec<SocketAddr>>| AuthoritySettings {
+        listed: Vec::new(),
+        discover: true,
+        port,
+        timeout: Duration::from_secs(2),
+        resolvers,
+    };
+    let (found, problems) = settings(Some(vec![resolver])).find("p.test").await;
+    assert!(problems.is_empty(), "{problems:?}");
+    let found: Vec<String> = found.iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        found,
+        [
+            format!("ns1.p.test. (127.0.0.1:{port})"),
+            format!("ns2.p.test. (127.0.0.4:{port})")
+        ]
+    );
+    // A backend whose zone is not remote (resolvers None) looks nowhere.
+    assert_eq!(settings(None).find("p.test").await, (vec![], vec![]));
+    // A resolver that knows nothing of the zone: said, not silently skipped.
+    let (found, problems) = settings(Some(vec![resolver])).find("q.test").await;
+    assert!(found.is_empty());
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("the name servers of q.test. could not be found: ")
+            && problems[0].ends_with("list them in verify.servers"),
+        "{}",
+        problems[0]
+    );
+    stop.cancel();
+    task.await.unwrap();
+}

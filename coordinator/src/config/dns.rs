@@ -149,6 +149,10 @@ pub struct RawVerify {
     /// ports set it. Taken as an integer and checked, so 0 or 70000 is named as such.
     #[serde(default = "default_ns_port")]
     pub ns_port: i64,
+    /// Recursive resolvers asked where a hosted provider's zone's name servers are, when
+    /// `servers` is empty (default: this machine's, from `/etc/resolv.conf`).
+    #[serde(default)]
+    pub resolvers: Vec<String>,
 }
 
 fn default_discover_ns() -> bool {
@@ -173,6 +177,9 @@ pub struct VerifyConfig {
     pub discover_ns: bool,
     /// `ns_port`: port the discovered name servers are asked on.
     pub ns_port: u16,
+    /// `resolvers`: where a hosted provider's name servers are looked up when `servers` is
+    /// empty (empty: this machine's).
+    pub resolvers: Vec<SocketAddr>,
 }
 
 /// One validated backend.
@@ -263,6 +270,7 @@ fn validate_verify(v: Option<&RawVerify>, key: &str, e: &mut Diagnostics) -> Opt
             timeout: Duration::from_secs(10),
             discover_ns: true,
             ns_port: 53,
+            resolvers: Vec::new(),
         });
     };
     let ns_port = u16::try_from(v.ns_port).ok().filter(|p| *p != 0);
@@ -284,9 +292,21 @@ fn validate_verify(v: Option<&RawVerify>, key: &str, e: &mut Diagnostics) -> Opt
             ),
         }
     }
+    let mut resolvers = Vec::new();
+    for (i, s) in v.resolvers.iter().enumerate() {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => resolvers.push(a),
+            Err(_) => e.expected(
+                format!("{key}.verify.resolvers[{i}]"),
+                "an address like \"192.0.2.1:53\"",
+                s,
+            ),
+        }
+    }
     let timeout = e.duration(format!("{key}.verify.timeout"), &v.timeout);
     Some(VerifyConfig {
         servers,
+        resolvers,
         timeout: timeout?,
         discover_ns: v.discover_ns,
         ns_port: ns_port?,

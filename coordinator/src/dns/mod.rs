@@ -303,6 +303,26 @@ impl BackendConfig {
         }
     }
 
+    /// Whether the zone is served by servers the backend does not name (a hosted provider's,
+    /// or a PowerDNS / Virtualmin API's): their addresses are looked up through a resolver
+    /// when `verify.servers` lists none.
+    pub fn has_remote_zone(&self) -> bool {
+        match self {
+            BackendConfig::Powerdns(_)
+            | BackendConfig::Virtualmin(_)
+            | BackendConfig::Cloudflare(_)
+            | BackendConfig::Route53(_)
+            | BackendConfig::Hetzner(_)
+            | BackendConfig::Digitalocean(_)
+            | BackendConfig::Gandi(_)
+            | BackendConfig::Desec(_) => true,
+            BackendConfig::Builtin(_)
+            | BackendConfig::Rfc2136(_)
+            | BackendConfig::Exec(_)
+            | BackendConfig::Dryrun(_) => false,
+        }
+    }
+
     /// Makes every file the backend names (`tsig_secret_file`, `api_key_file`,
     /// `password_file`, `api_token_file`, `credentials_file`, `ca_file`, and `command`/`current_command`/`check_command` when their first element
     /// is a path, i.e. contains a `/`) relative to `base_dir`, the config file's folder, not

@@ -1,13 +1,16 @@
 //! Checking what the authoritative servers of a zone actually serve: plain non-recursive
 //! queries straight at each server (UDP, TCP when the answer is truncated), polled until every
 //! server serves the expected addresses and TTL ([`same_records`] with [`Ttl::Compared`]) or a
-//! deadline passes. The servers are configured (`[dns.verify] servers`, else the rfc2136
-//! backend's own server); they are never discovered from NS records.
+//! deadline passes.
 //!
-//! The readiness survey is the one place that reads NS records: [`discover_authorities`] asks
-//! a known authoritative server (never a resolver) for the zone's NS RRset and each NS name's
-//! addresses (glue or zone data), [`survey`] asks every authority what it serves now, and the
-//! pure [`drift`] says, one line each, where that differs from what Quorate expects.
+//! Which servers: those configured (`verify.servers`, else the rfc2136 backend's own server)
+//! and, with `discover_ns`, the ones the zone's NS records name. [`discover_authorities`] asks
+//! a known authoritative server for the zone's NS RRset and each NS name's addresses (glue or
+//! zone data); when no server of the zone is known (a hosted provider), [`discover_via_resolvers`]
+//! asks a recursive resolver (`verify.resolvers`, else this machine's `/etc/resolv.conf`) for
+//! the NS names and their addresses, and only that: what the zone serves is always asked of
+//! its authoritative servers directly. [`survey`] asks every authority what it serves now, and
+//! the pure [`drift`] says, one line each, where that differs from what Quorate expects.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -211,10 +214,22 @@ async fn query_raw(
     rtype: HRecordType,
     timeout: Duration,
 ) -> Result<Message, QueryError> {
+    query_with(server, name, rtype, timeout, false).await
+}
+
+/// [`query_raw`], or with `recursive` a question to a resolver: recursion desired, and the
+/// answer need not be authoritative.
+async fn query_with(
+    server: SocketAddr,
+    name: &str,
+    rtype: HRecordType,
+    timeout: Duration,
+    recursive: bool,
+) -> Result<Message, QueryError> {
     let qname = parse_name(name)?;
     let mut msg = Message::query();
     msg.metadata.op_code = OpCode::Query;
-    msg.metadata.recursion_desired = false;
+    msg.metadata.recursion_desired = recursive;
     msg.add_query(Query::query(qname, rtype));
     let answer = exchange(server, &msg, false, timeout).await?;
     let rcode = answer.metadata.response_code;
@@ -226,7 +241,7 @@ async fn query_raw(
             rtype: rtype.to_string(),
         });
     }
-    if !answer.metadata.authoritative {
+    if !recursive && !answer.metadata.authoritative {
         return Err(QueryError::NotAuthoritative {
             server,
             name: name.to_string(),
@@ -485,6 +500,111 @@ pub async fn discover_authorities(
     (found, problems)
 }
 
+/// Most resolvers read from `/etc/resolv.conf` (the C library reads three too).
+const MAX_RESOLVERS: usize = 3;
+
+/// Pure: the `nameserver` addresses of a resolv.conf text, on port 53, at most three.
+pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
+        })
+        // A scoped IPv6 address (fe80::1%eth0) cannot be asked from here: left out.
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .take(MAX_RESOLVERS)
+        .collect()
+}
+
+/// This machine's recursive resolvers (`/etc/resolv.conf`), read now: none if it cannot be read.
+pub fn system_resolvers() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|t| parse_resolv_conf(&t))
+        .unwrap_or_default()
+}
+
+/// The zone's authoritative servers when none is known: the NS names and their addresses as
+/// the first of `resolvers` that answers gives them (recursion desired), on port `port`.
+/// Problems come back as lines, as in [`discover_authorities`]. The resolver is asked only
+/// where the servers are; what they serve is then asked of them directly.
+pub async fn discover_via_resolvers(
+    zone: &str,
+    resolvers: &[SocketAddr],
+    port: u16,
+    timeout: Duration,
+) -> (Vec<Authority>, Vec<String>) {
+    let zone = normalize_name(zone);
+    let mut failures: Vec<String> = Vec::new();
+    for &resolver in resolvers {
+        let answer = match query_with(resolver, &zone, HRecordType::NS, timeout, true).await {
+            Ok(a) => a,
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        let names = ns_names(&answer, &zone);
+        if names.is_empty() {
+            failures.push(format!(
+                "resolver {resolver} knows no NS records for {zone}"
+            ));
+            continue;
+        }
+        let mut found: Vec<Authority> = Vec::new();
+        let mut problems: Vec<String> = Vec::new();
+        for name in names {
+            let mut addrs = glue(&answer, &name);
+            if addrs.is_empty() {
+                for rtype in [HRecordType::A, HRecordType::AAAA] {
+                    if let Ok(a) = query_with(resolver, &name, rtype, timeout, true).await {
+                        addrs.extend(a.answers.iter().filter_map(|r| match &r.data {
+                            RData::A(a) if normalize_name(&r.name.to_ascii()) == name => {
+                                Some(IpAddr::V4(a.0))
+                            }
+                            RData::AAAA(a) if normalize_name(&r.name.to_ascii()) == name => {
+                                Some(IpAddr::V6(a.0))
+                            }
+                            _ => None,
+                        }));
+                    }
+                }
+            }
+            if addrs.is_empty() {
+                problems.push(format!(
+                    "NS {name} of {zone}: resolver {resolver} gave no address for it; list the zone's name servers in verify.servers"
+                ));
+                continue;
+            }
+            addrs.sort_by_key(|a| (a.is_ipv6(), *a));
+            addrs.dedup();
+            for ip in addrs {
+                let addr = SocketAddr::new(ip, port);
+                if !found.iter().any(|a| a.addr == addr) {
+                    found.push(Authority {
+                        addr,
+                        ns_name: Some(name.clone()),
+                    });
+                }
+            }
+        }
+        return (found, problems);
+    }
+    let why = if resolvers.is_empty() {
+        "no resolver to ask (/etc/resolv.conf lists none)".to_string()
+    } else {
+        failures.join("; ")
+    };
+    (
+        Vec::new(),
+        vec![format!(
+            "the name servers of {zone} could not be found: {why}; list them in verify.servers"
+        )],
+    )
+}
+
 /// What one server answers for each key of `like` (non-recursive, direct).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerView {
@@ -585,6 +705,17 @@ pub fn drift(expected: &[RecordSet], views: &[ServerView]) -> Vec<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    #[test]
+    fn resolv_conf_nameservers_in_order_at_most_three() {
+        let text = "# generated\nsearch example.test\nnameserver 192.0.2.1\nnameserver  2001:db8::53\nnameserver fe80::1%eth0\noptions ndots:2\nnameserver 192.0.2.2\nnameserver 192.0.2.3\nnameserver 192.0.2.4\n";
+        let got: Vec<String> = parse_resolv_conf(text)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(got, ["192.0.2.1:53", "[2001:db8::53]:53", "192.0.2.2:53"]);
+        assert!(parse_resolv_conf("").is_empty());
+        assert!(parse_resolv_conf("nameserver\nnameserver not-an-ip\n").is_empty());
+    }
 
     fn www(ttl: u32, addrs: &[&str]) -> RecordSet {
         RecordSet::new(

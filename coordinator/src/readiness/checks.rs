@@ -19,7 +19,7 @@ use crate::dns::{DnsBackend, DnsError, RecordSet, describe_sets};
 use crate::failover::Side;
 use crate::witnesses::{self, WitnessClient};
 
-/// Where the zone's authoritative servers are found: `[dns.verify]`.
+/// Where the zone's authoritative servers are found: a backend's `verify` table.
 #[derive(Clone, Debug)]
 pub struct AuthoritySettings {
     /// Servers listed in the config (or the backend's own server).
@@ -29,6 +29,69 @@ pub struct AuthoritySettings {
     /// The port discovered name servers are asked on.
     pub port: u16,
     pub timeout: Duration,
+    /// When nothing is listed: the recursive resolvers that say where the zone's name servers
+    /// are (a hosted provider's). `None`: nowhere to look (the built-in server, `dryrun`,
+    /// `exec`); an empty list: this machine's resolvers, read at each use.
+    pub resolvers: Option<Vec<SocketAddr>>,
+}
+
+/// The bound on each query that looks for the zone's name servers.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl AuthoritySettings {
+    /// A backend's `verify` table, and where its zone's servers can be found.
+    pub fn of(backend: &crate::config::Backend) -> AuthoritySettings {
+        let v = &backend.verify;
+        AuthoritySettings {
+            listed: backend.verify_servers(),
+            discover: v.discover_ns,
+            port: v.ns_port,
+            timeout: v.timeout,
+            resolvers: backend
+                .config
+                .has_remote_zone()
+                .then(|| v.resolvers.clone()),
+        }
+    }
+
+    /// Every authoritative server of `zone` to ask, and the problems met finding them: the
+    /// listed servers and, with `discover`, those the zone's NS records name (asked of the
+    /// listed servers, or of a resolver when none is listed).
+    pub async fn find(&self, zone: &str) -> (Vec<Authority>, Vec<String>) {
+        let timeout = self.timeout.min(DISCOVERY_TIMEOUT);
+        if !self.listed.is_empty() {
+            if self.discover {
+                return served::discover_authorities(
+                    zone,
+                    &self.listed,
+                    &self.listed,
+                    self.port,
+                    timeout,
+                )
+                .await;
+            }
+            let listed = self
+                .listed
+                .iter()
+                .map(|&addr| Authority {
+                    addr,
+                    ns_name: None,
+                })
+                .collect();
+            return (listed, Vec::new());
+        }
+        match &self.resolvers {
+            Some(resolvers) if self.discover => {
+                let resolvers = if resolvers.is_empty() {
+                    served::system_resolvers()
+                } else {
+                    resolvers.clone()
+                };
+                served::discover_via_resolvers(zone, &resolvers, self.port, timeout).await
+            }
+            _ => (Vec::new(), Vec::new()),
+        }
+    }
 }
 
 /// One authoritative server's answer, as the status shows it.
@@ -140,42 +203,26 @@ pub async fn dns_side(
         discovery: Vec::new(),
         drift: Vec::new(),
     };
-    // No server listed (the built-in server, dryrun, exec without [dns.verify]): nowhere to
-    // ask for the NS set either; the backend's check is the whole proof.
-    if skip_servers || authorities.listed.is_empty() {
+    // No server listed and none to find (the built-in server, dryrun, exec without a
+    // `verify` table): the backend's check is the whole proof.
+    if skip_servers {
         return side;
     }
-    let found = if authorities.discover {
-        let (found, problems) = served::discover_authorities(
-            zone,
-            &authorities.listed,
-            &authorities.listed,
-            authorities.port,
-            authorities.timeout,
-        )
-        .await;
-        side.discovery = problems
-            .into_iter()
-            .map(|p| {
-                Reason::new(
-                    "dns-servers",
-                    format!("dns {zone}"),
-                    p,
-                    "give every NS name of the zone an address the coordinator can reach, or set [dns.verify] discover_ns = false and list the servers",
-                )
-            })
-            .collect();
-        found
-    } else {
-        authorities
-            .listed
-            .iter()
-            .map(|&addr| Authority {
-                addr,
-                ns_name: None,
-            })
-            .collect()
-    };
+    let (found, problems) = authorities.find(zone).await;
+    side.discovery = problems
+        .into_iter()
+        .map(|p| {
+            Reason::new(
+                "dns-servers",
+                format!("dns {zone}"),
+                p,
+                "give every NS name of the zone an address the coordinator can reach, or set verify.discover_ns = false and list the servers in verify.servers",
+            )
+        })
+        .collect();
+    if found.is_empty() {
+        return side;
+    }
     let views = served::survey(&found, expected, authorities.timeout).await;
     side.drift = served::drift(expected, &views)
         .into_iter()

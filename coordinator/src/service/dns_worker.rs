@@ -27,9 +27,6 @@ pub(super) const MAX_RETRY: Duration = Duration::from_secs(10);
 /// A provider's `Retry-After` is honoured up to this long: Cloudflare and Route 53 ask for
 /// seconds to a few minutes; a larger hint (a broken header) must not park a failover for
 /// hours. The wait is cut short by a newer decision or shutdown either way.
-/// The bound on each query that looks for the zone's name servers before a verification.
-const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
-
 pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// How long to wait before the next try after a transient `error`: the backoff `delay`, or
@@ -265,28 +262,18 @@ impl Worker {
 
     /// Polls every authoritative server of the zone until it serves the change: the servers
     /// listed (or the backend's own), and, with `discover_ns`, every server the zone's NS
-    /// records name. Nothing listed: nothing to ask, not verified.
+    /// records name (asked of a resolver for a hosted provider's zone). None found: not
+    /// verified, and said so in the log.
     async fn confirm_served(&self, job: &Job) {
         let a = &self.dns.authorities;
-        if a.listed.is_empty() {
+        let (found, problems) = a.find(&job.change.zone).await;
+        for p in &problems {
+            warn!(problem = %p, "finding the zone's name servers to verify the change");
+        }
+        if found.is_empty() {
             return;
         }
-        let servers: Vec<std::net::SocketAddr> = if a.discover {
-            let (found, problems) = crate::dns::served::discover_authorities(
-                &job.change.zone,
-                &a.listed,
-                &a.listed,
-                a.port,
-                a.timeout.min(DISCOVERY_TIMEOUT),
-            )
-            .await;
-            for p in &problems {
-                warn!(problem = %p, "finding the zone's name servers to verify the change");
-            }
-            found.into_iter().map(|x| x.addr).collect()
-        } else {
-            a.listed.clone()
-        };
+        let servers: Vec<std::net::SocketAddr> = found.into_iter().map(|x| x.addr).collect();
         let checks = crate::dns::served::wait_until_served(
             &servers,
             &job.change.to,

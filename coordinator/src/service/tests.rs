@@ -136,6 +136,7 @@ impl Rig {
                     discover: true,
                     port: 53,
                     timeout: Duration::from_secs(1),
+                    resolvers: None,
                 },
             }),
             metrics: metrics.clone(),
