@@ -1,6 +1,7 @@
 //! The HTTP API (axum): service status, rounds and votes (filtered, paged), events, DNS
 //! changes, overrides and manual failback. JSON; bearer-token auth on everything under
-//! `/v1`; `/healthz` is open, and so is `/metrics` unless `[api] metrics_token_file` is set,
+//! `/v1`, with two roles: the admin token (`[api] token_file`) may do everything, the read-only
+//! token (`[api] read_token_file`) every `GET` and no action (403); `/healthz` is open, and so is `/metrics` unless `[api] metrics_token_file` is set,
 //! in which case it needs that token (or the API's). Documented in `docs/api.md`.
 //!
 //! Every request body is read by [`JsonObject`]: `application/json`, within the body limit, and
@@ -70,7 +71,10 @@ pub struct ApiState {
     /// The services and witnesses, swappable by a reload.
     pub live: LiveCell,
     pub metrics: Arc<Metrics>,
+    /// The admin token.
     pub token: String,
+    /// The read-only token, if one is configured.
+    pub read_token: Option<String>,
     /// The token `/metrics` asks for (the API token is accepted too); `None`: `/metrics` is
     /// open.
     pub metrics_token: Option<String>,
@@ -185,12 +189,35 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// What a bearer token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Every `GET`, no action.
+    Read,
+    /// Everything: overrides and manual failback too.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 pub fn router(state: Arc<ApiState>) -> Router {
+    // Actions: the admin token only (checked after `auth`, which knows the role).
+    let actions = Router::new()
+        .route("/services/{name}/override", post(set_override))
+        .route("/services/{name}/failback", post(manual_failback))
+        .route_layer(middleware::from_fn(admin_only));
     let v1 = Router::new()
         .route("/services", get(list_services))
         .route("/services/{name}", get(one_service))
-        .route("/services/{name}/override", post(set_override))
-        .route("/services/{name}/failback", post(manual_failback))
+        .merge(actions)
         .route("/witnesses", get(list_witnesses))
         .route("/rounds", get(list_rounds))
         .route("/rounds/{id}", get(one_round))
@@ -241,10 +268,36 @@ async fn auth(
     req: Request,
     next: Next,
 ) -> Response {
-    match bearer(&headers) {
-        Some(t) if token_matches(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
-        Some(_) => unauthorized("the bearer token is wrong"),
-        None => unauthorized("missing \"Authorization: Bearer <token>\" header"),
+    let mut req = req;
+    let role = match bearer(&headers) {
+        Some(t) if token_matches(t.as_bytes(), st.token.as_bytes()) => Role::Admin,
+        Some(t)
+            if st
+                .read_token
+                .as_ref()
+                .is_some_and(|r| token_matches(t.as_bytes(), r.as_bytes())) =>
+        {
+            Role::Read
+        }
+        Some(_) => return unauthorized("the bearer token is wrong"),
+        None => return unauthorized("missing \"Authorization: Bearer <token>\" header"),
+    };
+    req.extensions_mut().insert(role);
+    next.run(req).await
+}
+
+/// Lets only the admin token through (the role `auth` found).
+async fn admin_only(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Role>() {
+        Some(Role::Admin) => next.run(req).await,
+        _ => (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": "forbidden",
+                "reason": "this token is read-only; overrides and failback take the admin token ([api] token_file)",
+            })),
+        )
+            .into_response(),
     }
 }
 
@@ -262,7 +315,11 @@ async fn metrics(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Respons
         match bearer(&headers) {
             Some(t)
                 if token_matches(t.as_bytes(), want.as_bytes())
-                    || token_matches(t.as_bytes(), st.token.as_bytes()) => {}
+                    || token_matches(t.as_bytes(), st.token.as_bytes())
+                    || st
+                        .read_token
+                        .as_ref()
+                        .is_some_and(|r| token_matches(t.as_bytes(), r.as_bytes())) => {}
             Some(_) => {
                 return unauthorized(
                     "the bearer token is wrong; /metrics takes the token of [api] metrics_token_file",
@@ -587,6 +644,7 @@ mod tests {
             live: LiveCell::default(),
             metrics: Arc::new(Metrics::new()),
             token: API_TOKEN.into(),
+            read_token: None,
             metrics_token: metrics_token.map(String::from),
         }))
     }

@@ -134,7 +134,11 @@ pub async fn start_locked(
     let api_addr = api_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(api_listener)?;
     let key_id = config.key_id.clone();
-    let (token, metrics_token) = (config.api_token.clone(), config.metrics_token.clone());
+    let (token, read_token, metrics_token) = (
+        config.api_token.clone(),
+        config.api_read_token.clone(),
+        config.metrics_token.clone(),
+    );
     let running = reload::Running::start(
         config,
         sup.clone(),
@@ -150,6 +154,7 @@ pub async fn start_locked(
         live: running.live(),
         metrics: metrics.clone(),
         token,
+        read_token,
         metrics_token,
     });
     let app = api::router(state);

@@ -89,6 +89,10 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<String>> {
         old.api_token == new.api_token,
     );
     fixed(
+        "api.read_token_file (the read-only token)",
+        old.api_read_token == new.api_read_token,
+    );
+    fixed(
         "api.metrics_token_file (the metrics token)",
         old.metrics_token == new.metrics_token,
     );

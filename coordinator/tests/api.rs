@@ -111,6 +111,7 @@ impl Api {
             }),
             metrics: coord.metrics.clone(),
             token,
+            read_token: Some(READ_TOKEN.into()),
             metrics_token: None,
         });
         let base_ms = (shared::unix_ms(std::time::SystemTime::now()) - 3_600_000) / 1000 * 1000;
@@ -337,6 +338,58 @@ async fn bearer_token_guards_v1_but_not_healthz_or_metrics() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["service"], "web");
     assert_eq!(list[0]["state"], "primary-active");
+    api.stop().await;
+}
+
+/// The read-only token of the API under test.
+const READ_TOKEN: &str = "read-only-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_only_token_reads_everything_and_acts_on_nothing() {
+    let api = Api::start().await;
+    let read = |uri: &str| {
+        Request::get(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {READ_TOKEN}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for uri in [
+        "/v1/services",
+        "/v1/services/web",
+        "/v1/witnesses",
+        "/v1/rounds",
+        "/v1/events",
+        "/v1/dns-changes",
+        "/metrics",
+    ] {
+        let (s, j, _) = api.send(read(uri)).await;
+        assert_eq!(s, StatusCode::OK, "GET {uri} with the read-only token: {j}");
+    }
+    for (uri, body) in [
+        ("/v1/services/web/override", r#"{"mode":"pin-backup"}"#),
+        ("/v1/services/web/failback", "{}"),
+    ] {
+        let req = Request::post(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {READ_TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let (s, j, _) = api.send(req).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "POST {uri}: {j}");
+        assert_eq!(j["error"], "forbidden");
+        assert!(j["reason"].as_str().unwrap().contains("admin token"), "{j}");
+    }
+    // Nothing changed; the admin token may.
+    assert_eq!(api.get_ok("/v1/services/web").await["override"], "auto");
+    let (s, j) = api
+        .post(
+            "/v1/services/web/override",
+            "application/json",
+            r#"{"mode":"pin-backup"}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["status"]["override"], "pin-backup");
     api.stop().await;
 }
 

@@ -32,8 +32,13 @@ pub struct RawCoordinator {
 #[serde(deny_unknown_fields)]
 pub struct RawApi {
     pub listen: String,
-    /// File holding the bearer token (mode 0600).
+    /// File holding the admin bearer token (mode 0600): everything, overrides and failback
+    /// included.
     pub token_file: PathBuf,
+    /// File holding a read-only bearer token (mode 0600): every `GET` of the API, no action.
+    /// For `status` on another host, a dashboard viewer, a script.
+    #[serde(default)]
+    pub read_token_file: Option<PathBuf>,
     /// File holding a token that grants `/metrics` only (mode 0600), for a Prometheus
     /// scraper that must not hold the API token. Unset: `/metrics` is open, as before.
     #[serde(default)]
@@ -56,6 +61,8 @@ pub(super) struct Top {
     pub probe_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub api_listen: Option<SocketAddr>,
     pub api_token: Option<String>,
+    /// `Some(None)`: no read-only token; `None`: its file was wrong (recorded).
+    pub read_token: Option<Option<String>>,
     /// `Some(None)`: `/metrics` is open; `None`: the metrics token file was wrong (recorded).
     pub metrics_token: Option<Option<String>>,
 }
@@ -90,6 +97,18 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
         );
     }
     let api_token = read_token(&resolve(base, &api.token_file), "api.token_file", e);
+    let read_only = match &api.read_token_file {
+        None => Some(None),
+        Some(f) => read_token(&resolve(base, f), "api.read_token_file", e).map(Some),
+    };
+    if let (Some(admin), Some(Some(read))) = (&api_token, &read_only)
+        && admin == read
+    {
+        e.push(
+            "api.read_token_file",
+            "holds the same token as api.token_file: a read-only token must differ from the admin token (head -c 32 /dev/urandom | base64 > read.token)",
+        );
+    }
     let metrics_token = match &api.metrics_token_file {
         None => Some(None),
         Some(f) => read_token(&resolve(base, f), "api.metrics_token_file", e).map(Some),
@@ -102,6 +121,7 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
         probe_roots,
         api_listen,
         api_token,
+        read_token: read_only,
         metrics_token,
     }
 }
@@ -183,6 +203,36 @@ mod tests {
         assert!(
             errors[0].starts_with("api.metrics_token_file: ")
                 && errors[0].contains("missing.token"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_read_only_token_is_optional_checked_and_not_the_admin_token() {
+        let (top, errors) = api("", &[]);
+        assert!(errors.is_empty());
+        assert_eq!(top.read_token, Some(None));
+        let (top, errors) = api(
+            "read_token_file = \"read.token\"\n",
+            &[("read.token", "read-token-0123456789\n")],
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(top.read_token, Some(Some("read-token-0123456789".into())));
+        let (_, errors) = api(
+            "read_token_file = \"read.token\"\n",
+            &[("read.token", "short")],
+        );
+        assert_eq!(
+            errors,
+            ["api.read_token_file: the token must be at least 16 characters"]
+        );
+        let (_, errors) = api(
+            "read_token_file = \"read.token\"\n",
+            &[("read.token", "api-token-0123456789")],
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("api.read_token_file: holds the same token as api.token_file"),
             "{errors:?}"
         );
     }

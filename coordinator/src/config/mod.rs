@@ -66,7 +66,10 @@ pub struct Config {
     pub retention: Duration,
     pub probe_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub api_listen: SocketAddr,
+    /// The admin token: every route, actions included.
     pub api_token: String,
+    /// The read-only token (`[api] read_token_file`): every `GET`, no action.
+    pub api_read_token: Option<String>,
     /// The token `/metrics` asks for; `None`: `/metrics` is open.
     pub metrics_token: Option<String>,
     pub witnesses: Vec<WitnessConfig>,
@@ -126,6 +129,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             probe_roots: top.probe_roots,
             api_listen: top.api_listen?,
             api_token: top.api_token?,
+            api_read_token: top.read_token?,
             metrics_token: top.metrics_token?,
             witnesses,
             dns: dns?,
