@@ -29,7 +29,6 @@ impl Guard {
                 "QUORATE_LOG",
                 std::env::var("QB_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -129,18 +129,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs as `shared::logging` sets them up (filter from `QUORATE_LOG`, colour only on a
+/// terminal).
 fn init_tracing(format: &str, default_filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("QUORATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        "human" => b.init(),
-        "json" => b.json().init(),
-        o => anyhow::bail!("--log-format: expected human or json, got {o:?}"),
-    }
-    Ok(())
+    let format: shared::logging::Format = format
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--log-format: {e}"))?;
+    shared::logging::init(format, default_filter).map_err(anyhow::Error::msg)
 }
 
 async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {

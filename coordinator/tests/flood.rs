@@ -246,7 +246,7 @@ async fn a_witness_paused_for_60_s_has_its_first_vote_after_resuming_counted() {
     let mut child = tokio::process::Command::new(&bin)
         .args(["run", "--config"])
         .arg(dir.path().join("witness.toml"))
-        .env("RUST_LOG", "info,h2=debug,hyper=debug")
+        .env("QUORATE_LOG", "info,h2=debug,hyper=debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)

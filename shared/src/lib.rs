@@ -6,7 +6,7 @@
 //! `config` is the config kit both binaries use (diagnostics, durations, paths); `keys`
 //! reads and writes key files; `probe::runner` talks to the network; `tls` builds
 //! rustls configs and certificates; `listener` is the connection-limited accept loop both
-//! daemons serve HTTP on; `shutdown` holds the signal handler and the grace period.
+//! daemons serve HTTP on; `logging` sets up both binaries' logs; `shutdown` holds the signal handler and the grace period.
 //! Imports between them never form a cycle: `protocol` → `probe::spec` → `hostname`;
 //! `probe::runner` → `probe::spec`, `tls`; `tls` → `hostname`.
 
@@ -14,6 +14,7 @@ pub mod config;
 pub mod hostname;
 pub mod keys;
 pub mod listener;
+pub mod logging;
 pub mod probe;
 pub mod protocol;
 pub mod shutdown;

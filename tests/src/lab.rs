@@ -1114,7 +1114,7 @@ flap_window = "{flap_window}"
             Host::Witness(i),
             &format!("w{i}"),
             &[&bin, "run", "--config", &config],
-            &[("RUST_LOG", "info")],
+            &[("QUORATE_LOG", "info")],
         );
     }
 

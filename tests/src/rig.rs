@@ -947,7 +947,7 @@ impl Rig {
         let mut cmd = self.faked(&self.bin("quorate-witness"), &info.clock_file);
         cmd.args(["run", "--config"])
             .arg(&cfg)
-            .env("RUST_LOG", "info");
+            .env("QUORATE_LOG", "info");
         let mut p = self.spawn(&info.name, cmd, info.log.clone());
         let up = poll_until(
             &format!("{} to accept connections on {}", info.name, info.addr),

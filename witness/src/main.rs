@@ -102,7 +102,7 @@ fn real_main() -> anyhow::Result<()> {
         Command::Run { config } => {
             // Everything is validated before anything binds.
             let cfg = witness::config::load(&config)?;
-            init_tracing(cli.log_format.unwrap_or(cfg.log_format));
+            init_tracing(cli.log_format.unwrap_or(cfg.log_format)).map_err(anyhow::Error::msg)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -120,14 +120,12 @@ async fn serve(cfg: witness::Config) -> anyhow::Result<()> {
     witness::run(cfg, listener, shutdown).await
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// Logs as `shared::logging` sets them up (filter from `QUORATE_LOG`, colour only on a
+/// terminal).
+fn init_tracing(format: LogFormat) -> Result<(), String> {
+    let format = match format {
+        LogFormat::Human => shared::logging::Format::Human,
+        LogFormat::Json => shared::logging::Format::Json,
+    };
+    shared::logging::init(format, "info")
 }

@@ -74,7 +74,7 @@ fn start_witness(
     let child = tokio::process::Command::new("prlimit")
         .args(["--nofile=4096:4096", "--", BIN, "run", "--config"])
         .arg(dir.join("witness.toml"))
-        .env("RUST_LOG", "info")
+        .env("QUORATE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)

@@ -29,7 +29,7 @@ fn start(config: &Path, log: PathBuf) -> Daemon {
     command
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info");
+        .env("QUORATE_LOG", "info");
     Daemon::spawn("witness", command, log)
 }
 
