@@ -116,14 +116,17 @@ pub async fn start(
             .first()
             .map(|(b, _)| b.listen.clone())
             .unwrap_or_default();
-        let server = Arc::new(TEMP_with_zones(seeds, builtin::initial_serial(now))?);
+        let server = Arc::new(builtin::Builtin::with_zones(
+            seeds,
+            builtin::initial_serial(now),
+        )?);
         let (udp, tcp) = builtin::bind(&listen)
             .await
             .map_err(|source| StartError::Listen {
                 listen: listen.clone(),
                 source,
             })?;
-        tracing::info!(?listen, zones = ?server.apex().to_ascii(), "built-in DNS server listening");
+        tracing::info!(?listen, zones = %server.describe_zones(), "built-in DNS server listening");
         let shutdown = sup.shutdown().clone();
         let task = if i == 0 {
             "builtin-dns".to_string()
@@ -146,19 +149,4 @@ pub fn stored_side(store: &Store, service: &str) -> Result<Side, StoreError> {
     Ok(store
         .load_state(service)?
         .map_or(Side::Primary, |s| s.active))
-}
-
-#[allow(non_snake_case)]
-fn TEMP_with_zones(
-    mut seeds: Vec<(builtin::BuiltinConfig, Vec<crate::dns::RecordSet>)>,
-    serial: u32,
-) -> Result<builtin::Builtin, SettingError> {
-    if seeds.len() != 1 {
-        return Err(SettingError::new(
-            "zone",
-            "one built-in server serves one zone in this build",
-        ));
-    }
-    let (c, f) = seeds.remove(0);
-    builtin::Builtin::new(c, f, serial)
 }

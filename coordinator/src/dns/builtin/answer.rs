@@ -1,4 +1,4 @@
-//! The pure part of the server: a parsed query and a [`ZoneSnapshot`] in, an answer out
+//! The pure part of the server: a parsed query and the [`Zones`] served in, an answer out
 //! ([`answer`]); request bytes in, reply bytes out within the size limits ([`respond`]).
 //! No I/O, no clock.
 
@@ -8,7 +8,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as WireType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tracing::{debug, warn};
 
-use super::zone::ZoneSnapshot;
+use super::zone::{ZoneSnapshot, Zones};
 
 /// record; anything bigger is not worth parsing.
 pub const MAX_REQUEST_LEN: usize = 4096;
@@ -26,8 +26,9 @@ fn is_meta_type(rtype: WireType) -> bool {
     code == 0 || rtype == WireType::OPT || (128..=250).contains(&code)
 }
 
-/// Answers one parsed query from `zone`. Pure: no I/O, no clock.
-pub fn answer(request: &Message, zone: &ZoneSnapshot) -> Message {
+/// Answers one parsed query from the zone of `zones` closest to its name. Pure: no I/O, no
+/// clock.
+pub fn answer(request: &Message, zones: &Zones) -> Message {
     let mut response = Message::new(
         request.metadata.id,
         MessageType::Response,
@@ -61,10 +62,13 @@ pub fn answer(request: &Message, zone: &ZoneSnapshot) -> Message {
         return response;
     }
     let qname = query.name();
-    if query.query_class() != DNSClass::IN || !zone.data.apex.zone_of(qname) {
-        response.metadata.response_code = ResponseCode::Refused;
-        return response;
-    }
+    let zone = match zones.for_name(qname) {
+        Some(zone) if query.query_class() == DNSClass::IN => zone,
+        _ => {
+            response.metadata.response_code = ResponseCode::Refused;
+            return response;
+        }
+    };
     if matches!(qtype, WireType::AXFR | WireType::IXFR) {
         response.metadata.response_code = ResponseCode::Refused;
         return response;
@@ -163,7 +167,7 @@ pub struct Reply {
 }
 
 /// Answers raw request bytes. `None` means send nothing (not a query, or not even a header).
-pub fn respond(request: &[u8], zone: &ZoneSnapshot, transport: Transport) -> Option<Reply> {
+pub fn respond(request: &[u8], zones: &Zones, transport: Transport) -> Option<Reply> {
     let header = Header::read(&mut BinDecoder::new(request)).ok()?;
     if header.metadata.message_type != MessageType::Query {
         return None;
@@ -202,7 +206,7 @@ pub fn respond(request: &[u8], zone: &ZoneSnapshot, transport: Transport) -> Opt
             None => usize::from(CLASSIC_UDP_PAYLOAD),
         },
     };
-    let mut response = answer(&message, zone);
+    let mut response = answer(&message, zones);
     let rcode = response.metadata.response_code;
     let bytes = match response.to_vec() {
         Ok(bytes) => bytes,

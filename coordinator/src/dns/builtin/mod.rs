@@ -1,18 +1,21 @@
-//! Built-in authoritative DNS server: answers for one zone straight from in-memory state, and
-//! is the [`DnsBackend`] that switches the failover records (no external write on recovery).
+//! Built-in authoritative DNS server: answers for one or more zones straight from in-memory
+//! state, and is the [`DnsBackend`] that switches the failover records (no external write on
+//! recovery). Built-in backends with the same `listen` are one server: each query is answered
+//! by the zone closest to its name ([`Zones`]).
 //!
 //! Files, from the inside out:
 //! - `config.rs`: raw TOML → validated [`BuiltinConfig`];
-//! - `zone.rs`: [`ZoneData`] and its indexed [`ZoneSnapshot`], failover-set checks, serials;
-//! - `answer.rs`: pure, no I/O: [`answer()`] (parsed query + [`ZoneSnapshot`] →
+//! - `zone.rs`: [`ZoneData`] and its indexed [`ZoneSnapshot`], the [`Zones`] of one server,
+//!   failover-set checks, serials;
+//! - `answer.rs`: pure, no I/O: [`answer()`] (parsed query + [`Zones`] →
 //!   response [`Message`](hickory_proto::op::Message)) and [`respond`] (request bytes →
 //!   response bytes: malformed input, EDNS payload size, truncation), which is what the sockets
 //!   call and the unit tests hammer;
 //! - `server.rs`: the UDP/TCP loops in [`Builtin::serve`], their bounds ([`Limits`]), [`bind`]
 //!   and the response counters;
-//! - `mod.rs`: [`Builtin`], which holds the current snapshot behind an `RwLock<Arc<..>>` (a
-//!   read is one lock and an `Arc` clone; a change builds a new snapshot and swaps it in one
-//!   step) and implements [`DnsBackend`].
+//! - `mod.rs`: [`Builtin`], which holds the current [`Zones`] behind an `RwLock<Arc<..>>` (a
+//!   read is one lock and an `Arc` clone; a change builds a new snapshot of its zone and swaps
+//!   the set in one step) and implements [`DnsBackend`].
 //!
 //! The socket loops are a small tokio loop around hickory-proto's wire format rather than
 //! hickory-server's `ServerFuture`, so that every bound is explicit here: request size, TCP
@@ -43,7 +46,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::future::BoxFuture;
-use hickory_proto::rr::Name;
 
 use super::{Change, DnsBackend, DnsError, RecordSet, SettingError, Ttl, check_expected, same_set};
 
@@ -52,46 +54,51 @@ pub use answer::{
 };
 pub use config::{BuiltinConfig, Config, MAX_TTL, RecordConfig, SoaConfig, SoaFields, ValueError};
 pub use server::{Limits, QueryStats, bind, rcode_label};
-pub use zone::{FailoverError, ZoneData, ZoneSnapshot, check_failover, initial_serial};
+pub use zone::{FailoverError, ZoneData, ZoneSnapshot, Zones, check_failover, initial_serial};
 
 use server::Counters;
-use zone::{normalize, zone_matches};
+use zone::normalize;
 
-/// The built-in server: current zone snapshot, counters, limits.
+/// The built-in server: the zones it serves (one snapshot each), counters, limits.
 #[derive(Debug)]
 pub struct Builtin {
-    zone: RwLock<Arc<ZoneSnapshot>>,
+    zones: RwLock<Arc<Zones>>,
     counters: Counters,
     limits: Limits,
 }
 
 impl Builtin {
-    /// `failover`: the failover RRsets to serve at start (from the coordinator's state);
-    /// `serial`: the SOA serial to start from, see [`initial_serial`].
+    /// A server for one zone. `failover`: the failover RRsets to serve at start (from the
+    /// coordinator's state); `serial`: the SOA serial to start from, see [`initial_serial`].
     pub fn new(
         config: BuiltinConfig,
         failover: Vec<RecordSet>,
         serial: u32,
     ) -> Result<Builtin, SettingError> {
-        let failover = failover
-            .iter()
-            .filter(|s| !s.addrs.is_empty())
-            .map(normalize)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| SettingError::new("failover records", m.to_string()))?;
-        let data = ZoneData {
-            apex: config.apex,
-            ttl: config.ttl,
-            soa: config.soa,
-            serial,
-            ns: config.ns,
-            records: config.records,
-            failover,
-        };
-        let snapshot = ZoneSnapshot::new(data)
-            .map_err(|m| SettingError::new("failover records", m.to_string()))?;
+        Builtin::with_zones(vec![(config, failover)], serial)
+    }
+
+    /// One server answering for several zones (built-in backends with the same `listen`),
+    /// each with its config and the failover RRsets to serve at start.
+    pub fn with_zones(
+        zones: Vec<(BuiltinConfig, Vec<RecordSet>)>,
+        serial: u32,
+    ) -> Result<Builtin, SettingError> {
+        if zones.is_empty() {
+            return Err(SettingError::new("zone", "no zone to serve"));
+        }
+        let snapshots = zones
+            .into_iter()
+            .map(|(config, failover)| zone_snapshot(config, &failover, serial))
+            .collect::<Result<Vec<_>, _>>()?;
+        let zones = Zones::new(snapshots).map_err(|apex| {
+            SettingError::new(
+                "zone",
+                format!("{apex} is given twice to one server; each zone once per listen set"),
+            )
+        })?;
         Ok(Builtin {
-            zone: RwLock::new(Arc::new(snapshot)),
+            zones: RwLock::new(Arc::new(zones)),
             counters: Counters::default(),
             limits: Limits::default(),
         })
@@ -103,20 +110,22 @@ impl Builtin {
     }
 
     /// What is served right now.
-    pub fn snapshot(&self) -> Arc<ZoneSnapshot> {
-        self.zone
+    pub fn snapshot(&self) -> Arc<Zones> {
+        self.zones
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// The SOA serial served now (not persisted: a start begins at [`initial_serial`]).
-    pub fn serial(&self) -> u32 {
-        self.snapshot().serial()
+    /// The SOA serial `zone` is served with now (not persisted: a start begins at
+    /// [`initial_serial`]); `None` when this server does not serve it.
+    pub fn serial_of(&self, zone: &str) -> Option<u32> {
+        self.snapshot().get(zone).map(ZoneSnapshot::serial)
     }
 
-    pub fn apex(&self) -> Name {
-        self.snapshot().data.apex.clone()
+    /// The zones served, for messages: `b.test., c.test.`.
+    pub fn describe_zones(&self) -> String {
+        self.snapshot().describe()
     }
 
     pub fn stats(&self) -> QueryStats {
@@ -143,13 +152,8 @@ impl Builtin {
     /// The failover RRsets served now for each key of `like` (named as in `like`); a missing
     /// one comes back with no addresses and TTL 0.
     pub fn served(&self, zone: &str, like: &[RecordSet]) -> Result<Vec<RecordSet>, DnsError> {
-        let snapshot = self.snapshot();
-        if !zone_matches(&snapshot.data.apex, zone) {
-            return Err(DnsError::Rejected(format!(
-                "zone {zone} is not served here (this server has {})",
-                snapshot.data.apex
-            )));
-        }
+        let zones = self.snapshot();
+        let snapshot = zones.get(zone).ok_or_else(|| not_here(zone, &zones))?;
         Ok(like
             .iter()
             .map(|key| match snapshot.failover_set(&key.name, key.rtype) {
@@ -166,15 +170,15 @@ impl Builtin {
     /// unless `force`. If `to` is already served exactly, nothing changes (no serial bump) and
     /// it succeeds: the desired state holds.
     pub fn apply_change(&self, change: &Change, force: bool) -> Result<u32, DnsError> {
-        let mut guard = self.zone.write().unwrap_or_else(PoisonError::into_inner);
-        let current = guard.clone();
+        let mut guard = self.zones.write().unwrap_or_else(PoisonError::into_inner);
+        let zones = guard.clone();
+        let Some(index) = zones.position(&change.zone) else {
+            return Err(not_here(&change.zone, &zones));
+        };
+        let Some(current) = zones.iter().nth(index) else {
+            return Err(not_here(&change.zone, &zones));
+        };
         let data = &current.data;
-        if !zone_matches(&data.apex, &change.zone) {
-            return Err(DnsError::Rejected(format!(
-                "zone {} is not served here (this server has {})",
-                change.zone, data.apex
-            )));
-        }
         if change.from.len() != change.to.len()
             || change
                 .from
@@ -228,9 +232,40 @@ impl Builtin {
         next.serial = data.serial.wrapping_add(1);
         let snapshot = ZoneSnapshot::new(next).map_err(|e| DnsError::Rejected(e.to_string()))?;
         let serial = snapshot.serial();
-        *guard = Arc::new(snapshot);
+        *guard = Arc::new(zones.with_replaced(index, snapshot));
         Ok(serial)
     }
+}
+
+/// The one snapshot of a zone at start.
+fn zone_snapshot(
+    config: BuiltinConfig,
+    failover: &[RecordSet],
+    serial: u32,
+) -> Result<ZoneSnapshot, SettingError> {
+    let failover = failover
+        .iter()
+        .filter(|s| !s.addrs.is_empty())
+        .map(normalize)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| SettingError::new("failover records", m.to_string()))?;
+    let data = ZoneData {
+        apex: config.apex,
+        ttl: config.ttl,
+        soa: config.soa,
+        serial,
+        ns: config.ns,
+        records: config.records,
+        failover,
+    };
+    ZoneSnapshot::new(data).map_err(|m| SettingError::new("failover records", m.to_string()))
+}
+
+fn not_here(zone: &str, zones: &Zones) -> DnsError {
+    DnsError::Rejected(format!(
+        "zone {zone} is not served here (this server has {})",
+        zones.describe()
+    ))
 }
 
 impl DnsBackend for Builtin {
@@ -259,10 +294,12 @@ impl DnsBackend for Builtin {
         Box::pin(async move {
             let served = self.served(zone, expected)?;
             check_expected(expected, &served)?;
+            let zones = self.snapshot();
+            let served = zones.get(zone).ok_or_else(|| not_here(zone, &zones))?;
             Ok(format!(
                 "built-in server: zone {} served from memory (serial {})",
-                self.apex(),
-                self.serial()
+                served.data.apex,
+                served.serial()
             ))
         })
     }
@@ -301,7 +338,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(serial, 8);
-        assert_eq!(server.serial(), 8);
+        assert_eq!(server.serial_of("example.test.").unwrap(), 8);
         let response = ask(&server, "www.example.test.", WireType::A);
         assert_eq!(rdata(&response.answers), ["198.51.100.7", "198.51.100.8"]);
         assert!(response.answers.iter().all(|r| r.ttl == 60));
@@ -353,7 +390,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(error, DnsError::Conflict { .. }), "{error}");
-        assert_eq!(server.serial(), 7);
+        assert_eq!(server.serial_of("example.test.").unwrap(), 7);
         server
             .apply_change(
                 &change(www(&["192.0.2.99"], 300), www(&["198.51.100.7"], 60)),
@@ -439,10 +476,141 @@ mod tests {
             let error = server.apply_change(&bad, true).unwrap_err();
             assert!(matches!(error, DnsError::Rejected(_)), "{error}");
         }
-        assert_eq!(server.serial(), 7);
+        assert_eq!(server.serial_of("example.test.").unwrap(), 7);
         assert!(matches!(
             server.served("other.test.", &[]),
             Err(DnsError::Rejected(_))
         ));
+    }
+
+    // --- several zones on one server ---
+
+    /// `example.test.` (the fixture), `other.test.` and its child `sub.other.test.`, one server.
+    fn three_zones() -> Builtin {
+        let zone = |apex: &str| {
+            parse(&format!(
+                "listen = [\"127.0.0.1:53\"]\nzone = \"{apex}\"\nns = [\"ns.{apex}\"]\nrecords = [{{ name = \"ns\", type = \"A\", value = \"192.0.2.53\" }}]\n"
+            ))
+            .build()
+            .unwrap()
+        };
+        let set = |name: &str, addr: &str| {
+            RecordSet::new(name, RecordType::A, 60, vec![addr.parse().unwrap()])
+        };
+        Builtin::with_zones(
+            vec![
+                (
+                    parse(CONFIG).build().unwrap(),
+                    vec![www(&["192.0.2.10"], 300)],
+                ),
+                (
+                    zone("other.test."),
+                    vec![set("www.other.test.", "192.0.2.20")],
+                ),
+                (
+                    zone("sub.other.test."),
+                    vec![set("www.sub.other.test.", "192.0.2.30")],
+                ),
+            ],
+            7,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn each_name_is_answered_by_its_closest_zone() {
+        let server = three_zones();
+        for (name, addr, apex) in [
+            ("www.example.test.", "192.0.2.10", "example.test."),
+            ("www.other.test.", "192.0.2.20", "other.test."),
+            ("www.sub.other.test.", "192.0.2.30", "sub.other.test."),
+        ] {
+            let response = ask(&server, name, WireType::A);
+            assert_eq!(rdata(&response.answers), [addr], "{name}");
+            assert!(response.metadata.authoritative, "{name}");
+            let soa = ask(&server, apex, WireType::SOA);
+            assert_eq!(soa.answers.len(), 1, "{apex}");
+            assert_eq!(soa.answers[0].name.to_ascii(), apex);
+        }
+        // A missing name of the child zone: NXDOMAIN with the child's SOA, not the parent's.
+        let response = ask(&server, "nope.sub.other.test.", WireType::A);
+        assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(response.authorities[0].name.to_ascii(), "sub.other.test.");
+        // Outside every zone: REFUSED.
+        let response = ask(&server, "www.elsewhere.test.", WireType::A);
+        assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+        assert_eq!(
+            server.describe_zones(),
+            "sub.other.test., example.test., other.test."
+        );
+    }
+
+    #[test]
+    fn a_change_moves_only_its_own_zone() {
+        let server = three_zones();
+        let before = server.snapshot();
+        let moved = RecordSet::new(
+            "www.other.test.",
+            RecordType::A,
+            30,
+            vec!["198.51.100.9".parse().unwrap()],
+        );
+        let change = Change {
+            zone: "OTHER.test".into(),
+            from: vec![RecordSet::new(
+                "www.other.test.",
+                RecordType::A,
+                60,
+                vec!["192.0.2.20".parse().unwrap()],
+            )],
+            to: vec![moved.clone()],
+        };
+        assert_eq!(server.apply_change(&change, false).unwrap(), 8);
+        assert_eq!(server.serial_of("other.test.").unwrap(), 8);
+        assert_eq!(server.serial_of("example.test.").unwrap(), 7);
+        assert_eq!(server.serial_of("sub.other.test.").unwrap(), 7);
+        assert_eq!(server.serial_of("elsewhere.test."), None);
+        assert_eq!(
+            rdata(&ask(&server, "www.other.test.", WireType::A).answers),
+            ["198.51.100.9"]
+        );
+        assert_eq!(
+            rdata(&ask(&server, "www.sub.other.test.", WireType::A).answers),
+            ["192.0.2.30"]
+        );
+        assert_eq!(
+            server
+                .served("other.test.", std::slice::from_ref(&moved))
+                .unwrap(),
+            [moved]
+        );
+        // The untouched zones are the same snapshots, shared, not copies.
+        let after = server.snapshot();
+        let same = |apex: &str| std::ptr::eq(before.get(apex).unwrap(), after.get(apex).unwrap());
+        assert!(same("example.test.") && same("sub.other.test."));
+        assert!(!same("other.test."));
+        // A name of one zone cannot be changed through another zone.
+        let wrong = Change {
+            zone: "example.test.".into(),
+            ..change
+        };
+        assert!(matches!(
+            server.apply_change(&wrong, true),
+            Err(DnsError::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn one_zone_twice_on_one_server_is_refused() {
+        let config = parse(CONFIG).build().unwrap();
+        let error =
+            Builtin::with_zones(vec![(config.clone(), Vec::new()), (config, Vec::new())], 1)
+                .unwrap_err();
+        assert!(
+            error.to_string().contains("example.test. is given twice"),
+            "{error}"
+        );
+        let error = Builtin::with_zones(Vec::new(), 1).unwrap_err();
+        assert!(error.to_string().contains("no zone"), "{error}");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType as WireType};
@@ -137,6 +138,71 @@ impl ZoneSnapshot {
             soa.ttl = soa.ttl.min(self.data.soa.minimum);
             soa
         })
+    }
+}
+
+/// Every zone one server answers for, swapped whole on a change like each [`ZoneSnapshot`]:
+/// a query goes to the zone closest to its name (the longest apex it lies in), so a child zone
+/// served here answers for its own names even when its parent is served here too.
+#[derive(Debug, Clone)]
+pub struct Zones {
+    /// Most labels first: the first zone that contains a name is the closest one.
+    zones: Vec<Arc<ZoneSnapshot>>,
+}
+
+impl Zones {
+    /// Refuses the same apex twice (the config refuses it first, naming both backends).
+    pub fn new(zones: Vec<ZoneSnapshot>) -> Result<Zones, Name> {
+        let mut zones: Vec<Arc<ZoneSnapshot>> = zones.into_iter().map(Arc::new).collect();
+        zones.sort_by(|a, b| {
+            b.data
+                .apex
+                .num_labels()
+                .cmp(&a.data.apex.num_labels())
+                .then_with(|| a.data.apex.cmp(&b.data.apex))
+        });
+        if let Some(w) = zones.windows(2).find(|w| w[0].data.apex == w[1].data.apex) {
+            return Err(w[0].data.apex.clone());
+        }
+        Ok(Zones { zones })
+    }
+
+    /// The zone that answers for `name`: the closest enclosing one.
+    pub fn for_name(&self, name: &Name) -> Option<&ZoneSnapshot> {
+        self.zones
+            .iter()
+            .find(|z| z.data.apex.zone_of(name))
+            .map(|z| &**z)
+    }
+
+    /// The zone whose apex is `zone` (case and trailing dot do not matter).
+    pub fn get(&self, zone: &str) -> Option<&ZoneSnapshot> {
+        self.position(zone).map(|i| &*self.zones[i])
+    }
+
+    pub(super) fn position(&self, zone: &str) -> Option<usize> {
+        self.zones
+            .iter()
+            .position(|z| zone_matches(&z.data.apex, zone))
+    }
+
+    /// The same set with zone `i` replaced (the others are shared, not copied).
+    pub(super) fn with_replaced(&self, i: usize, zone: ZoneSnapshot) -> Zones {
+        let mut zones = self.zones.clone();
+        zones[i] = Arc::new(zone);
+        Zones { zones }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ZoneSnapshot> {
+        self.zones.iter().map(|z| &**z)
+    }
+
+    /// The apexes, closest-first order, for messages: `b.test., c.test.`.
+    pub fn describe(&self) -> String {
+        self.iter()
+            .map(|z| z.data.apex.to_ascii())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
