@@ -14,3 +14,4 @@ pub mod rig;
 pub mod route53;
 pub mod standin;
 pub mod virtualmin;
+pub mod zone_dns;

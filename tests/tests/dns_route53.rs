@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use coordinator::dns::route53::{self, Config};
-use coordinator::dns::{DnsBackend, DnsError};
+use coordinator::dns::{BackendConfig, DnsBackend, DnsError};
 use tests::fixtures::{
     SecretFile, ZONE, assert_current, change, secret_file, www_backup, www_primary,
 };
@@ -63,6 +63,11 @@ fn backend(r53: &Route53StandIn, creds: &SecretFile) -> route53::Route53 {
     route53::build(&config(r53, creds)).unwrap()
 }
 
+/// The backend's settings, for the DNS worker's verification of what it applied.
+fn served_by(r53: &Route53StandIn, token: &SecretFile) -> BackendConfig {
+    BackendConfig::Route53(config(r53, token))
+}
+
 #[tokio::test]
 async fn switch_to_backup_and_back_in_one_conditional_batch_each() {
     let r53 = start().await;
@@ -70,7 +75,9 @@ async fn switch_to_backup_and_back_in_one_conditional_batch_each() {
     let b = backend(&r53, &creds);
     assert_current(&b, &www_primary()).await;
 
-    b.apply(&change(www_primary(), www_backup())).await.unwrap();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    r53.dns().assert_served(&served_by(&r53, &creds), &c).await;
     r53.with_state(|s| {
         assert_eq!(s.batches_applied, 1, "one change must be one batch");
         assert!(
@@ -91,7 +98,9 @@ async fn switch_to_backup_and_back_in_one_conditional_batch_each() {
     });
     assert_current(&b, &www_backup()).await;
 
-    b.apply(&change(www_backup(), www_primary())).await.unwrap();
+    let c = change(www_backup(), www_primary());
+    b.apply(&c).await.unwrap();
+    r53.dns().assert_served(&served_by(&r53, &creds), &c).await;
     assert_current(&b, &www_primary()).await;
     // Applying again is "already applied": no third batch.
     b.apply(&change(www_backup(), www_primary())).await.unwrap();
@@ -380,4 +389,19 @@ async fn built_from_a_config_table() {
         panic!("route53 is built ready to use");
     };
     b.check(ZONE, &www_primary()).await.unwrap();
+}
+
+/// The zone's second name server stops following the provider: the DNS worker's verification
+/// says that server does not serve the change (a `dns-lagging` alert naming it), the first does.
+#[tokio::test]
+async fn verification_names_a_lagging_name_server() {
+    let r53 = start().await;
+    let creds = credentials(KEY_ID, SECRET);
+    let b = backend(&r53, &creds);
+    r53.dns().lag_second();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    r53.dns()
+        .assert_second_lags(&served_by(&r53, &creds), &c)
+        .await;
 }
