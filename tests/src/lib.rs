@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod gandi;
 pub mod hetzner;
 pub mod lab;
+pub mod moto;
 pub mod net;
 pub mod pdns;
 pub mod rig;
