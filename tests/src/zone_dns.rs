@@ -487,3 +487,84 @@ pub fn owner(relative: &str, zone: &str) -> String {
         r => format!("{r}.{zone}."),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use coordinator::dns::served::exchange;
+    use hickory_proto::op::Query;
+    use std::sync::atomic::AtomicBool;
+
+    async fn ask(server: SocketAddr, name: &str, rtype: WireType, tcp: bool) -> Message {
+        let mut msg = Message::query();
+        msg.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+        exchange(server, &msg, tcp, Duration::from_secs(2))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_over_udp_and_tcp_from_the_live_records_and_ns2_can_lag() {
+        let switched = Arc::new(AtomicBool::new(false));
+        let flag = switched.clone();
+        let dns = ZoneDns::start(
+            "example.test",
+            Box::new(move || {
+                let addr = if flag.load(Ordering::SeqCst) {
+                    "198.51.100.10"
+                } else {
+                    "192.0.2.10"
+                };
+                vec![RecordSet::new(
+                    "www.example.test.",
+                    RecordType::A,
+                    60,
+                    vec![addr.parse().unwrap()],
+                )]
+            }),
+        )
+        .await;
+        let [ns1, ns2] = dns.servers();
+        for tcp in [false, true] {
+            let a = ask(ns2, "WWW.example.test.", WireType::A, tcp).await;
+            assert!(a.metadata.authoritative, "tcp {tcp}");
+            assert_eq!(a.answers.len(), 1, "tcp {tcp}: {a:?}");
+            assert_eq!(a.answers[0].ttl, 60);
+        }
+        let ns = ask(ns1, "example.test.", WireType::NS, true).await;
+        assert_eq!(ns.answers.len(), 2, "{ns:?}");
+        let glue: Vec<String> = ns
+            .additionals
+            .iter()
+            .map(|r| format!("{} {:?}", r.name, r.data))
+            .collect();
+        assert_eq!(glue.len(), 2, "{glue:?}");
+        assert!(glue[1].contains("127.0.0.5"), "{glue:?}");
+        let soa = ask(ns1, "example.test.", WireType::SOA, false).await;
+        assert_eq!(soa.answers.len(), 1);
+        let none = ask(ns1, "nosuch.example.test.", WireType::A, false).await;
+        assert_eq!(none.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(none.authorities.len(), 1, "the SOA for negative caching");
+        let nodata = ask(ns1, "www.example.test.", WireType::AAAA, false).await;
+        assert_eq!(
+            (nodata.metadata.response_code, nodata.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        let outside = ask(ns1, "example.org.", WireType::A, false).await;
+        assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
+
+        dns.lag_second();
+        switched.store(true, Ordering::SeqCst);
+        let served = |m: &Message| format!("{:?}", m.answers[0].data);
+        let now1 = ask(ns1, "www.example.test.", WireType::A, false).await;
+        let now2 = ask(ns2, "www.example.test.", WireType::A, false).await;
+        assert!(served(&now1).contains("198.51.100.10"), "{now1:?}");
+        assert!(served(&now2).contains("192.0.2.10"), "ns2 lags: {now2:?}");
+        assert!(
+            dns.asked()[0] >= 2 && dns.asked()[1] >= 3,
+            "{:?}",
+            dns.asked()
+        );
+    }
+}
