@@ -265,22 +265,19 @@ impl Worker {
     /// records name (asked of a resolver for a hosted provider's zone). None found: not
     /// verified, and said so in the log.
     async fn confirm_served(&self, job: &Job) {
-        let a = &self.dns.authorities;
-        let (found, problems) = a.find(&job.change.zone).await;
-        for p in &problems {
+        let verification = self
+            .dns
+            .authorities
+            .verify_change(&job.change.zone, &job.change.to)
+            .await;
+        for p in &verification.problems {
             warn!(problem = %p, "finding the zone's name servers to verify the change");
         }
-        if found.is_empty() {
+        if verification.checks.is_empty() {
             return;
         }
-        let servers: Vec<std::net::SocketAddr> = found.into_iter().map(|x| x.addr).collect();
-        let checks = crate::dns::served::wait_until_served(
-            &servers,
-            &job.change.to,
-            a.timeout,
-            Duration::from_millis(100),
-        )
-        .await;
+        let checks: Vec<&crate::dns::served::ServerCheck> =
+            verification.checks.iter().map(|(_, c)| c).collect();
         let all_ok = checks.iter().all(|c| c.ok);
         for c in &checks {
             let label = crate::metrics::ServedLabel {
@@ -308,20 +305,9 @@ impl Worker {
                 .collect(),
         );
         let id = job.id;
-        let lagging: Vec<String> = checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| c.server.to_string())
-            .collect();
-        let alert = (!lagging.is_empty()).then(|| {
-            self.new_event(
-                EventKind::Alert,
-                format!(
-                    "dns-lagging: change {id} not served by {} in time",
-                    lagging.join(", ")
-                ),
-            )
-        });
+        let alert = verification
+            .alert(id)
+            .map(|text| self.new_event(EventKind::Alert, text));
         self.history
             .write(HistoryWrite::DnsVerified {
                 id,
