@@ -19,6 +19,10 @@ pub struct Context {
 impl Context {
     /// The dashboard link for the notice's service, when a dashboard is configured.
     pub fn link(&self, n: &Notice) -> Option<String> {
+        if n.service == "coordinator" {
+            // About the coordinator itself: no service page to link.
+            return None;
+        }
         self.dashboard_url
             .as_ref()
             .map(|u| u.replace("{service}", &n.service))
@@ -52,7 +56,10 @@ pub fn text(n: &Notice, ctx: &Context) -> String {
         n.title_event(),
         n.message
     );
-    if let Some(v) = votes(n) {
+    // A round's reason usually quotes its votes already.
+    if let Some(v) = votes(n)
+        && !n.message.contains("votes: ")
+    {
         s.push_str(&format!(" (votes: {v})"));
     }
     if let Some(by) = &n.by {
@@ -153,12 +160,32 @@ pub fn email_body(n: &Notice, ctx: &Context) -> String {
         facts.push(("Dashboard", link));
     }
     facts.push(("Coordinator", ctx.coordinator.clone()));
-    let mut s = format!("{}\n\n", n.message);
+    // Wrapped for a terminal (and so the body needs no quoted-printable soft breaks).
+    let mut s = format!("{}\n\n", wrap(&n.message, 72));
     for (k, v) in facts {
         s.push_str(&format!("{:<12} {v}\n", format!("{k}:")));
     }
     s.push_str("\n-- \nQuorate: docs/notifications.md explains every event.\n");
     s
+}
+
+/// Breaks `text` into lines of at most `width` characters at spaces (a longer word stays whole).
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split(' ') {
+        let len = word.chars().count();
+        if line > 0 && line + 1 + len > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += len;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -260,6 +287,7 @@ mod tests {
             "{b}"
         );
         assert!(b.lines().all(|l| l.len() <= 100), "{b}");
+        assert_eq!(wrap("aaa bbb ccc", 7), "aaa bbb\nccc");
     }
 
     #[test]
