@@ -799,8 +799,7 @@ events = ["failover", "failback", "gate-failing"]
     assert_eq!(lines[2], "pre_failback attempt 3 passed; failing back");
     let applied = events
         .iter()
-        .filter(|e| e.kind.as_str() == "dns-applied")
-        .next_back()
+        .rfind(|e| e.kind.as_str() == "dns-applied")
         .unwrap();
     assert!(gate[2].id < applied.id, "{events:#?}");
     assert!(

@@ -103,7 +103,7 @@ impl Notifier {
                 metrics: metrics.clone(),
                 shutdown: sup.shutdown().clone(),
             };
-            sup.spawn(&format!("notify:{name}"), task.run(rx), |_| {});
+            sup.spawn(format!("notify:{name}"), task.run(rx), |_| {});
             outs.push(Out {
                 config: c.clone(),
                 tx,
