@@ -641,7 +641,7 @@ async fn failover_and_failback_reach_every_channel_and_a_hung_receiver_delays_no
     let text = slack.json()["text"].as_str().unwrap().to_string();
     assert!(
         text.starts_with("[quorate] web: failover: primary-active -> backup-active")
-            && text.contains("(votes: ")
+            && text.contains("votes: ")
             && text.ends_with("https://dash.example.test/services/web"),
         "{text}"
     );
