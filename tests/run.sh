@@ -13,14 +13,16 @@ for b in "${need[@]}"; do command -v "$b" >/dev/null 2>&1 || missing=1; done
 python3 -c 'import cryptography' >/dev/null 2>&1 || missing=1
 # A virtualenv for moto (below), when moto is not installed already.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing=1
+# The notification tests (coordinator/tests/notify.rs) run Debian's SMTP sink.
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing=1
 if [ "$missing" = 1 ]; then
-  echo "tests/run.sh: installing test dependencies (bind9, pdns, nftables, iproute2, openssl, python3-cryptography, faketime)" >&2
+  echo "tests/run.sh: installing test dependencies (bind9, pdns, nftables, iproute2, openssl, python3-cryptography, python3-aiosmtpd, faketime)" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     bind9 bind9-dnsutils bind9-utils pdns-server pdns-backend-sqlite3 \
     nftables iproute2 procps python3 python3-venv curl ca-certificates openssl \
-    python3-cryptography faketime >/dev/null
+    python3-cryptography python3-aiosmtpd faketime >/dev/null
 fi
 
 # The Route 53 tests also run against moto's server (PyPI moto[server], tests/src/moto.rs),

@@ -1,7 +1,9 @@
-//! Where a provider's secret comes from (an API token; Route 53's secret access key): a file
-//! (mode 0600), an environment variable, or a systemd credential (`LoadCredential=` →
-//! `$CREDENTIALS_DIRECTORY/<name>`). Never from the command line, never inline in the config,
-//! never in a log line.
+//! Where a secret comes from — a provider's API token, Route 53's secret access key, an SMTP
+//! password, an ntfy token, a webhook's signing key: a file (mode 0600), an environment
+//! variable, or a systemd credential (`LoadCredential=` → `$CREDENTIALS_DIRECTORY/<name>`).
+//! Never from the command line, never inline in the config, never in a log line. Each secret
+//! has its three keys ([`SecretKeys`]): `api_token_*` for the DNS providers, `password_*` for
+//! SMTP, `token_*` for ntfy, `secret_*` for the webhook's HMAC key.
 
 use std::path::PathBuf;
 
@@ -23,6 +25,30 @@ pub const API_TOKEN: SecretKeys = SecretKeys {
     env: "api_token_env",
     credential: "api_token_credential",
     what: "the API token",
+};
+
+/// An SMTP server's password: `password_file`, `password_env`, `password_credential`.
+pub const SMTP_PASSWORD: SecretKeys = SecretKeys {
+    file: "password_file",
+    env: "password_env",
+    credential: "password_credential",
+    what: "the SMTP password",
+};
+
+/// An ntfy access token: `token_file`, `token_env`, `token_credential`.
+pub const NTFY_TOKEN: SecretKeys = SecretKeys {
+    file: "token_file",
+    env: "token_env",
+    credential: "token_credential",
+    what: "the ntfy access token",
+};
+
+/// The webhook's HMAC signing key: `secret_file`, `secret_env`, `secret_credential`.
+pub const WEBHOOK_SECRET: SecretKeys = SecretKeys {
+    file: "secret_file",
+    env: "secret_env",
+    credential: "secret_credential",
+    what: "the webhook's signing secret",
 };
 
 /// One of `<secret>_file`, `<secret>_env`, `<secret>_credential`.
@@ -66,6 +92,20 @@ impl SecretSource {
                 format!("give only one of {f}, {e} and {c}"),
             )),
         }
+    }
+
+    /// Like [`SecretSource::one_of`] for a secret that may be left out: `Ok(None)` when none
+    /// of the three keys is given.
+    pub fn choose(
+        keys: SecretKeys,
+        file: Option<&PathBuf>,
+        env: Option<&String>,
+        credential: Option<&String>,
+    ) -> Result<Option<SecretSource>, SettingError> {
+        if file.is_none() && env.is_none() && credential.is_none() {
+            return Ok(None);
+        }
+        SecretSource::one_of(keys, file, env, credential).map(Some)
     }
 
     /// The config key this source was given with, named in every error.

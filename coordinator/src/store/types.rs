@@ -85,10 +85,12 @@ pub enum EventKind {
     DnsReconciled,
     /// An operator hook failed.
     HookFailed,
+    /// One try of the pre-failback gate (failed, passed, or skipped by an operator).
+    Gate,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Alert,
         EventKind::Resolved,
         EventKind::Transition,
@@ -97,6 +99,7 @@ impl EventKind {
         EventKind::DnsFailed,
         EventKind::DnsReconciled,
         EventKind::HookFailed,
+        EventKind::Gate,
     ];
 
     /// The spelling stored in the history, sent in notifications and shown by the API.
@@ -110,6 +113,7 @@ impl EventKind {
             EventKind::DnsFailed => "dns-failed",
             EventKind::DnsReconciled => "dns-reconciled",
             EventKind::HookFailed => "hook-failed",
+            EventKind::Gate => "gate",
         }
     }
 
