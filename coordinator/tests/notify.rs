@@ -462,7 +462,7 @@ async fn notify_test_reaches_every_channel_and_reports_what_each_answered() {
 /// The e2e rig: three witnesses, two sites, the dry-run DNS, the coordinator with `extra`
 /// appended to its config.
 struct Rig {
-    _lab: Lab,
+    lab: Lab,
     primary: Site,
     _backup: Site,
     _witnesses: Vec<common::TestWitness>,
@@ -501,7 +501,7 @@ impl Rig {
             .await
             .unwrap();
         Rig {
-            _lab: lab,
+            lab,
             primary,
             _backup: backup,
             _witnesses: witnesses,
@@ -729,6 +729,29 @@ async fn failover_and_failback_reach_every_channel_and_a_hung_receiver_delays_no
         ntfy.header("Tags"),
         ntfy.text()
     );
+    // An operator's override reaches the channels too, naming the token role that set it.
+    let api = rig.coord.as_ref().unwrap().api_addr;
+    let answer = reqwest::Client::new()
+        .post(format!("http://{api}/v1/services/web/override"))
+        .bearer_auth(&rig.lab.token)
+        .json(&serde_json::json!({"mode": "pin-primary"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    let hook = wait_req(&rx, "/hook", "the webhook's override notice", |r| {
+        r.json()["event"] == "override"
+    })
+    .await;
+    assert!(hook.signature_ok(SECRET));
+    let o = hook.json();
+    assert_eq!(o["by"], "admin", "{o}");
+    assert_eq!(o["service"], "web", "{o}");
+    wait_req(&rx, "/slack/T000/B000/XXXX", "the chat's override", |r| {
+        let text = r.json()["text"].as_str().unwrap_or("").to_string();
+        text.contains(": override") && text.contains("admin")
+    })
+    .await;
     drop(hung);
     rig.stop().await;
 }
@@ -783,8 +806,17 @@ events = ["failover", "failback", "gate-failing"]
         j["event"] == "gate-failing" && j["resolved"] == true
     })
     .await;
-    // Every try is in the history, before the change was applied.
-    let events = rig.events().await;
+    // Every try is in the history, before the change was applied (the history is written
+    // after the notice went out: wait for the failback's dns-applied event).
+    let events = eventually("the failback's dns-applied event", DEADLINE, || async {
+        let events = rig.events().await;
+        let last_gate = events.iter().rfind(|e| e.kind.as_str() == "gate")?.id;
+        events
+            .iter()
+            .any(|e| e.kind.as_str() == "dns-applied" && e.id > last_gate)
+            .then_some(events)
+    })
+    .await;
     let gate: Vec<&coordinator::store::Event> = events
         .iter()
         .filter(|e| e.kind.as_str() == "gate")
