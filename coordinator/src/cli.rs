@@ -257,22 +257,45 @@ pub fn render_timeline(service: &str, lines: &[TimelineLine]) -> String {
 // ---------------------------------------------------------------------------------------
 // verify-history
 
-/// `verify-history`: re-verifies every stored vote (of one service, or all) against the
-/// configured witness keys; unsuccessful when any vote does not check out.
-pub fn verify_history(config: &Config, service: Option<&str>) -> anyhow::Result<Output> {
-    let store = Store::open_read_only(&config.database)?;
-    let rep = crate::audit::audit_history(&store, service, &config.witnesses)?;
+/// `verify-history`: re-verifies the history at `db` (of one service, or all) with the
+/// public keys alone; unsuccessful when anything does not check out.
+pub fn verify_history(
+    db: &Path,
+    keys: &crate::ledger::KeySet,
+    service: Option<&str>,
+) -> anyhow::Result<Output> {
+    let store = Store::open_read_only(db)?;
+    let rep = crate::audit::audit_history(&store, service, keys)?;
+    Ok(render_report(&rep))
+}
+
+/// The report as `verify-history` prints it: one summary line, then one `PROBLEM` line each.
+pub fn render_report(rep: &crate::audit::Report) -> Output {
     let mut text = format!(
-        "rounds {}  votes {}  valid and verified {}  invalid as recorded {}  no answer {}\n",
-        rep.rounds, rep.votes, rep.valid_ok, rep.invalid_confirmed, rep.no_answer
+        "rounds {}  votes {}  valid and verified {}  invalid as recorded {}  no answer {}\n\
+         requests signed by the coordinator {}  outcomes re-derived {}  not counted {}\n",
+        rep.rounds,
+        rep.votes,
+        rep.valid_ok,
+        rep.invalid_confirmed,
+        rep.no_answer,
+        rep.requests_ok,
+        rep.outcomes_checked,
+        rep.not_counted
     );
+    if rep.outcomes_unchecked > 0 {
+        text.push_str(&format!(
+            "note: {} round(s) were written before the policy was recorded with each round: their votes are checked, their outcome is not\n",
+            rep.outcomes_unchecked
+        ));
+    }
     for p in &rep.problems {
         text.push_str(&format!("PROBLEM {p}\n"));
     }
-    Ok(Output {
+    Output {
         text,
         success: rep.is_clean(),
-    })
+    }
 }
 
 /// A stored Unix-millisecond time as RFC 3339 with milliseconds; 0 is "never".
@@ -354,6 +377,7 @@ mod tests {
                 votes_invalid: 0,
                 votes_missing: 1,
                 changed_dns: true,
+                policy: None,
             },
         };
         let event = Event {

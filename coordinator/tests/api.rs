@@ -249,6 +249,7 @@ fn decision(service: &str, at_ms: u64, outcome: &str, votes: Vec<VoteRecord>) ->
             votes_invalid: 0,
             votes_missing: votes.iter().filter(|v| v.vote_envelope.is_none()).count() as u32,
             changed_dns: outcome == "failover",
+            policy: None,
         }),
         votes,
         ..Default::default()
@@ -702,7 +703,13 @@ async fn a_round_shows_its_votes_and_reverifies_them() {
         .lab
         .config(&std::fs::read_to_string(api.lab.path().join("coordinator.toml")).unwrap());
     let report = store
-        .call(move |s| coordinator::audit::audit_history(s, Some("alpha"), &cfg.witnesses))
+        .call(move |s| {
+            coordinator::audit::audit_history(
+                s,
+                Some("alpha"),
+                &coordinator::ledger::KeySet::from_config(&cfg),
+            )
+        })
         .await
         .unwrap();
     assert_eq!(report.valid_ok, 1);
@@ -868,7 +875,13 @@ async fn stored_votes_sent_as_arrays_reverify_as_malformed() {
         .lab
         .config(&std::fs::read_to_string(api.lab.path().join("coordinator.toml")).unwrap());
     let report = store
-        .call(move |s| coordinator::audit::audit_history(s, Some("alpha"), &cfg.witnesses))
+        .call(move |s| {
+            coordinator::audit::audit_history(
+                s,
+                Some("alpha"),
+                &coordinator::ledger::KeySet::from_config(&cfg),
+            )
+        })
         .await
         .unwrap();
     assert_eq!(report.valid_ok, 1, "{:?}", report.problems);

@@ -186,6 +186,7 @@ pub async fn spawn_service(
         backend: dns.label.clone(),
         primary: svc.records_for(Side::Primary),
         backup: svc.records_for(Side::Backup),
+        policy: svc.policy.clone(),
     };
     let svc = Arc::new(svc);
     let pending_flag = DnsPending {

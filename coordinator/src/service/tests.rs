@@ -385,6 +385,7 @@ async fn retention_runs_at_start_and_then_hourly() {
             votes_invalid: 0,
             votes_missing: 1,
             changed_dns: false,
+            policy: None,
         }),
         ..Default::default()
     };

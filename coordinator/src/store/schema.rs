@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema this build writes. A database from a newer build is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Applied in order; `PRAGMA user_version` says how many already ran.
 const MIGRATIONS: &[&str] = &[
@@ -70,6 +70,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dns_changes_by_service ON dns_changes(service, id);
     CREATE INDEX dns_changes_pending ON dns_changes(status);",
+    // 2: the policy each round was decided under (JSON of `failover::Policy`), so an auditor
+    // can re-derive its outcome from its votes; NULL for rounds written before.
+    "ALTER TABLE rounds ADD COLUMN policy_json TEXT;",
 ];
 
 /// Sets the pragmas, refuses a newer schema, then runs the migrations this file lacks, each

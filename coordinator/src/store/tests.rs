@@ -48,6 +48,7 @@ fn decision(service: &str, at_ms: u64, changed: bool, votes: usize) -> Decision 
             votes_invalid: 0,
             votes_missing: 0,
             changed_dns: changed,
+            policy: None,
         }),
         votes: vec![vote; votes],
         events: vec![(EventKind::Alert, "x".into())],

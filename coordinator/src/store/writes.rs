@@ -27,8 +27,8 @@ pub(super) fn record_decision(
     if let Some(r) = &d.round {
         tx.execute(
             "INSERT INTO rounds (service, at_ms, trigger, outcome, reason, primary_up, backup_up,
-                votes_up, votes_down, votes_invalid, votes_missing, changed_dns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                votes_up, votes_down, votes_invalid, votes_missing, changed_dns, policy_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 r.service,
                 r.at_ms as i64,
@@ -41,7 +41,8 @@ pub(super) fn record_decision(
                 r.votes_down,
                 r.votes_invalid,
                 r.votes_missing,
-                r.changed_dns
+                r.changed_dns,
+                r.policy
             ],
         )?;
         let id = tx.last_insert_rowid();
