@@ -6,6 +6,7 @@ use shared::protocol::Envelope;
 
 use crate::config::WitnessConfig;
 use crate::ledger::KeySet;
+use crate::ledger::chain::ChainReport;
 use crate::store::{Store, StoreError, VoteRecord};
 
 /// `ok`, or why the stored vote does not verify now. A vote that was stored as missing (no
@@ -106,6 +107,27 @@ pub fn audit_history(
         true
     })?;
     Ok(rep)
+}
+
+/// Checks the hash chain and the checkpoints of the whole file (`ledger::chain`).
+pub fn audit_chain(store: &Store, keys: &KeySet) -> Result<ChainReport, StoreError> {
+    Ok(crate::ledger::chain::check_chain(
+        keys,
+        &store.chain_input()?,
+    ))
+}
+
+/// Both checks, as `verify-history` runs them: every round (of `service`, or all) and the
+/// chain of the whole file.
+pub fn audit_all(
+    store: &Store,
+    service: Option<&str>,
+    keys: &KeySet,
+) -> Result<(Report, ChainReport), StoreError> {
+    Ok((
+        audit_history(store, service, keys)?,
+        audit_chain(store, keys)?,
+    ))
 }
 
 #[cfg(test)]

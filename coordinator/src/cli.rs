@@ -265,8 +265,38 @@ pub fn verify_history(
     service: Option<&str>,
 ) -> anyhow::Result<Output> {
     let store = Store::open_read_only(db)?;
-    let rep = crate::audit::audit_history(&store, service, keys)?;
-    Ok(render_report(&rep))
+    let (rep, chain) = crate::audit::audit_all(&store, service, keys)?;
+    let mut out = render_report(&rep);
+    let c = render_chain(&chain);
+    out.text.push_str(&c.text);
+    out.success &= c.success;
+    Ok(out)
+}
+
+/// The chain's part of `verify-history`: what the links and checkpoints prove, then one
+/// `PROBLEM` line each.
+pub fn render_chain(c: &crate::ledger::chain::ChainReport) -> Output {
+    let mut text = format!(
+        "chain links {}  rows pruned under a signed checkpoint {}  rows older than the chain {}  checkpoints verified {}\n",
+        c.links, c.pruned, c.before_chain, c.checkpoints_ok
+    );
+    match c.proven_through {
+        Some((seq, at)) => text.push_str(&format!(
+            "the newest checkpoint (signed {}) proves links 1..{seq}; {} later link(s) are not covered yet: a truncation among them cannot be detected\n",
+            fmt_ms(at),
+            c.unproven_links
+        )),
+        None => text.push_str(
+            "no checkpoint verifies: a truncated tail cannot be detected (the coordinator signs one every [history] checkpoint_every)\n",
+        ),
+    }
+    for p in &c.problems {
+        text.push_str(&format!("PROBLEM {p}\n"));
+    }
+    Output {
+        text,
+        success: c.problems.is_empty(),
+    }
 }
 
 /// The report as `verify-history` prints it: one summary line, then one `PROBLEM` line each.

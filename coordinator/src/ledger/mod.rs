@@ -2,7 +2,9 @@
 //! stored round must satisfy (`check`). No SQL, no clock, no network: `audit` reads the
 //! store and hands the rows here, and anyone holding the public keys can run the same checks.
 
+pub mod chain;
 pub mod check;
+pub mod checkpoint;
 pub mod keys;
 
 #[cfg(test)]

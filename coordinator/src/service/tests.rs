@@ -406,6 +406,7 @@ async fn retention_runs_at_start_and_then_hourly() {
         store.clone(),
         Arc::new(Metrics::new()),
         Duration::from_secs(86_400),
+        Arc::new(shared::keys::generate()),
         shutdown.clone(),
     ));
     let deadline = Instant::now() + Duration::from_secs(60);

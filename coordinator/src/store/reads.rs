@@ -267,7 +267,7 @@ fn list_where(f: &ListFilter, time_col: &str) -> (String, Vec<rusqlite::types::V
     (w, p)
 }
 
-fn round_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Round> {
+pub(super) fn round_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Round> {
     let id: i64 = r.get(0)?;
     Ok(Round {
         id,
@@ -313,7 +313,7 @@ struct BadPolicy {
     error: String,
 }
 
-fn votes_of(conn: &Connection, round_id: i64) -> rusqlite::Result<Vec<VoteRecord>> {
+pub(super) fn votes_of(conn: &Connection, round_id: i64) -> rusqlite::Result<Vec<VoteRecord>> {
     let mut st = conn.prepare_cached(
         "SELECT witness, witness_key_id, request_envelope, vote_envelope, valid, verdict, error, latency_ms
          FROM votes WHERE round_id = ?1 ORDER BY id",

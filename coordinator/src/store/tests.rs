@@ -180,6 +180,7 @@ fn a_failed_write_leaves_nothing_behind() {
 fn retention_keeps_the_file_bounded_and_keeps_dns_changing_rounds() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("h.sqlite")).unwrap();
+    let key = shared::keys::generate();
     let mut size_at = std::collections::BTreeMap::new();
     let mut changing = 0;
     for day in 0..365u64 {
@@ -191,7 +192,7 @@ fn retention_keeps_the_file_bounded_and_keeps_dns_changing_rounds() {
             record(&s, &decision("www", base + 1, true, 3)).unwrap();
             changing += 1;
         }
-        s.apply_retention(base + DAY - 1, 90 * DAY).unwrap();
+        s.apply_retention(base + DAY - 1, 90 * DAY, &key).unwrap();
         size_at.insert(day, file_size(dir.path()));
     }
     let at_120 = size_at[&120];
