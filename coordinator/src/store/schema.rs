@@ -9,7 +9,7 @@ use super::StoreError;
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// Applied in order; `PRAGMA user_version` says how many already ran.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the initial schema
     "CREATE TABLE service_state (
         service TEXT PRIMARY KEY,

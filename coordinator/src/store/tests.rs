@@ -96,6 +96,39 @@ fn migrates_a_new_file_and_reopens_it() {
     assert_eq!(mode, "wal");
 }
 
+/// A file written by schema 1 (no policy, no chain) opens: migrations 2 and 3 run forward,
+/// the genesis link says which rows predate the chain, and the old round verifies as "older
+/// than the chain", not as a row added behind its back.
+#[test]
+fn a_schema_1_file_migrates_forward_and_its_rows_predate_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(super::schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO rounds (service, at_ms, trigger, outcome, reason, primary_up, backup_up,
+                votes_up, votes_down, votes_invalid, votes_missing, changed_dns)
+             VALUES ('www', 5, 'primary-down', 'disputed', 'old', 0, 1, 1, 0, 0, 2, 0);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    let (old, _) = s.round(1).unwrap().unwrap();
+    assert_eq!(old.round.policy, None);
+    record(&s, &decision("www", 10, false, 0)).unwrap();
+    let keys = crate::ledger::fixtures::Keys::new().set();
+    let rep = crate::ledger::chain::check_chain(&keys, &s.chain_input().unwrap());
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert_eq!(
+        (rep.before_chain, rep.links),
+        (1, 3),
+        "genesis, round 2, its event"
+    );
+}
+
 #[test]
 fn refuses_a_database_from_a_newer_build() {
     let dir = tempfile::tempdir().unwrap();
