@@ -1,6 +1,6 @@
-//! Signed checkpoints of the chain head: the coordinator signs `(seq, head hash, time)` with
-//! its ed25519 key (the key that signs vote requests), every `[history] checkpoint_every`, on
-//! every DNS change and before retention deletes rows. Pure: signing and checking only.
+//! Checking signed checkpoints of the chain head (`store::codec` signs them). The coordinator
+//! signs `(seq, head hash, time)` with its ed25519 key (the key that signs vote requests),
+//! every `[history] checkpoint_every`, on every DNS change and before retention deletes rows.
 //!
 //! Same envelope as the protocol (`{"payload": base64, "signature": base64}`), its own domain:
 //!
@@ -17,50 +17,13 @@
 //! deletes prunable rows of links `..=seq` older than that time: their links stay.
 
 use base64::Engine as _;
-use ed25519_dalek::{Signature, Signer as _, SigningKey};
-use serde::{Deserialize, Serialize};
-use shared::protocol::{Envelope, KeyId};
+use ed25519_dalek::Signature;
+use shared::protocol::Envelope;
 
 use super::keys::KeySet;
-
-pub const CHECKPOINT_DOMAIN: &[u8] = b"quorate/v1/checkpoint\n";
+pub use crate::store::codec::{CHECKPOINT_DOMAIN, Checkpoint, StoredCheckpoint};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// What a checkpoint says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Checkpoint {
-    pub version: u32,
-    pub coordinator: KeyId,
-    pub seq: i64,
-    pub head: String,
-    pub at_ms: u64,
-    pub reason: String,
-    pub pruned_before_ms: Option<u64>,
-}
-
-/// A checkpoint as stored (and served): its row id and its envelope's JSON.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredCheckpoint {
-    pub id: i64,
-    pub envelope: String,
-}
-
-impl Checkpoint {
-    /// Signs the checkpoint; returns the envelope's JSON.
-    pub fn sign(&self, key: &SigningKey) -> String {
-        let payload = serde_json::to_vec(self).unwrap_or_default();
-        let mut signed = CHECKPOINT_DOMAIN.to_vec();
-        signed.extend_from_slice(&payload);
-        let sig = key.sign(&signed);
-        let env = Envelope {
-            payload: B64.encode(&payload),
-            signature: B64.encode(sig.to_bytes()),
-        };
-        String::from_utf8_lossy(&env.to_json()).into_owned()
-    }
-}
 
 impl StoredCheckpoint {
     /// The checkpoint, when its envelope is signed by a coordinator key of `keys`.

@@ -4,13 +4,12 @@
 
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 
+use super::codec::{
+    ChainInput, Checkpoint, DnsChangeCreated, Genesis, Kind, Link, StoredCheckpoint, ZERO_HASH,
+    digest_of, dns_change_canonical, event_canonical, link_hash, round_canonical,
+};
 use super::types::{Event, NewEvent, NewRound, VoteRecord};
 use super::{Store, StoreError};
-use crate::ledger::chain::{
-    ChainInput, DnsChangeCreated, Genesis, Kind, Link, ZERO_HASH, digest_of, dns_change_canonical,
-    event_canonical, link_hash, round_canonical,
-};
-use crate::ledger::checkpoint::{Checkpoint, StoredCheckpoint};
 
 /// Schema step 3: the chain and the checkpoints.
 pub(super) const MIGRATION: &str = "CREATE TABLE chain (
@@ -147,7 +146,7 @@ pub(super) fn dns_status(
     error: Option<&str>,
     at_ms: u64,
 ) -> Result<(), StoreError> {
-    let fact = crate::ledger::chain::dns_status_fact(id, status, error, at_ms);
+    let fact = super::codec::dns_status_fact(id, status, error, at_ms);
     append(
         tx,
         Kind::DnsStatus,
@@ -165,7 +164,7 @@ pub(super) fn dns_verified(
     verification: &str,
     at_ms: u64,
 ) -> Result<(), StoreError> {
-    let fact = crate::ledger::chain::dns_verified_fact(id, verification);
+    let fact = super::codec::dns_verified_fact(id, verification);
     append(
         tx,
         Kind::DnsVerified,

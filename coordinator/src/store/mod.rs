@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 mod chain;
+pub mod codec;
 mod reads;
 mod retention;
 mod schema;
@@ -170,7 +171,7 @@ impl Store {
         key: Arc<ed25519_dalek::SigningKey>,
         at_ms: u64,
         reason: &'static str,
-    ) -> Result<Option<crate::ledger::checkpoint::StoredCheckpoint>, StoreError> {
+    ) -> Result<Option<codec::StoredCheckpoint>, StoreError> {
         self.call(move |s| s.checkpoint_now(&key, at_ms, reason, None))
             .await
     }

@@ -117,7 +117,7 @@ pub(super) fn record_decision(
         let id = tx.last_insert_rowid();
         chain::dns_change(
             &tx,
-            &crate::ledger::chain::DnsChangeCreated {
+            &super::codec::DnsChangeCreated {
                 id,
                 service: d.service.clone(),
                 round_id,
