@@ -401,6 +401,7 @@ struct OverrideBody {
 
 async fn set_override(
     State(st): State<Arc<ApiState>>,
+    axum::Extension(role): axum::Extension<Role>,
     Path(name): Path<String>,
     body: Result<JsonObject<OverrideBody>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -418,7 +419,7 @@ async fn set_override(
     };
     let h = service(&st, &name)?;
     let (tx, rx) = oneshot::channel();
-    send(&h, Command::SetOverride(mode, tx)).await?;
+    send(&h, Command::SetOverride(mode, role.as_str(), tx)).await?;
     let msg = rx
         .await
         .map_err(|_| ApiError::internal("service task stopped"))?
@@ -430,11 +431,12 @@ async fn set_override(
 
 async fn manual_failback(
     State(st): State<Arc<ApiState>>,
+    axum::Extension(role): axum::Extension<Role>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let h = service(&st, &name)?;
     let (tx, rx) = oneshot::channel();
-    send(&h, Command::ManualFailback(tx)).await?;
+    send(&h, Command::ManualFailback(role.as_str(), tx)).await?;
     let msg = rx
         .await
         .map_err(|_| ApiError::internal("service task stopped"))?

@@ -1,10 +1,14 @@
 //! Operator hooks: commands run before and after a failover or failback, with the change as
-//! JSON on stdin and in `QUORATE_*` environment variables, under a timeout. `pre_failback` is
-//! a gate: the failback happens only if it exits 0.
+//! JSON on stdin and in `QUORATE_*` environment variables, under a timeout, and killed when
+//! they outlive the shutdown grace. `pre_failback` is a gate: the failback happens only once
+//! it exits 0 (the DNS worker retries it with backoff until then). Stderr is kept up to 4 KiB
+//! as it is read; stdout is not read at all.
 
 use std::time::Duration;
 
-use crate::subprocess::{self, Keep};
+use tokio_util::sync::CancellationToken;
+
+use crate::subprocess::{self, Keep, Stop};
 
 /// Bytes of a hook's stderr kept for the history and logs; the rest is read and dropped.
 const STDERR_KEEP: usize = 4096;
@@ -17,19 +21,25 @@ pub enum HookOutcome {
 }
 
 /// Runs `command` (argv form: no shell) with `payload` on stdin. Stdout is discarded, stderr
-/// beyond 4 KiB too; the process is killed at the timeout.
+/// beyond 4 KiB too; the process is killed at the timeout, or `grace` after `shutdown`.
 pub async fn run(
     command: &[String],
     payload: &serde_json::Value,
     env: &[(&str, String)],
     timeout: Duration,
+    shutdown: &CancellationToken,
+    grace: Duration,
 ) -> HookOutcome {
     let keep = Keep {
         stdout: None,
         stderr: STDERR_KEEP,
     };
     let input = payload.to_string();
-    match subprocess::run(command, input.as_bytes(), env, timeout, keep).await {
+    let stop = Stop {
+        token: shutdown,
+        grace,
+    };
+    match subprocess::run_until(command, input.as_bytes(), env, timeout, keep, Some(stop)).await {
         Ok(out) if out.status.success() => HookOutcome::Ok,
         Ok(out) => HookOutcome::Failed(format!(
             "{} exited with {}: {}",
@@ -44,6 +54,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GRACE: Duration = Duration::from_secs(5);
 
     fn sh(script: &str) -> Vec<String> {
         vec!["/bin/sh".into(), "-c".into(), script.into()]
@@ -63,6 +75,8 @@ mod tests {
             &payload,
             &[("QUORATE_SERVICE", "www".into())],
             Duration::from_secs(5),
+            &CancellationToken::new(),
+            GRACE,
         )
         .await;
         assert_eq!(r, HookOutcome::Ok);
@@ -77,6 +91,8 @@ mod tests {
             &payload,
             &[],
             Duration::from_secs(5),
+            &CancellationToken::new(),
+            GRACE,
         )
         .await;
         assert!(
@@ -93,6 +109,8 @@ mod tests {
             &serde_json::json!({}),
             &[],
             Duration::from_secs(30),
+            &CancellationToken::new(),
+            GRACE,
         )
         .await;
         let HookOutcome::Failed(m) = r else {
@@ -109,6 +127,8 @@ mod tests {
             &serde_json::json!({}),
             &[],
             Duration::from_millis(200),
+            &CancellationToken::new(),
+            GRACE,
         )
         .await;
         assert!(

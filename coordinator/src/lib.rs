@@ -119,7 +119,7 @@ pub async fn start_locked(
             .await
             .map_err(|e| anyhow::anyhow!("{}: dns: {e}", config.path.display()))?,
     };
-    let notifier = notify::Notifier::start(config.webhooks.clone(), &sup);
+    let notifier = notify::Notifier::start(&config.notify, metrics.clone(), &sup);
     sup.spawn(
         "retention",
         service::retention_loop(

@@ -102,12 +102,31 @@ enum Cmd {
         #[arg(long)]
         mode: String,
     },
-    /// Fail back now (services with failback = "manual"), through the API.
+    /// Fail back now (services with failback = "manual"), through the API. While a failback
+    /// waits on a failing pre_failback gate, this skips the gate.
     Failback {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
         service: String,
+    },
+    /// Notification channels (docs/notifications.md).
+    Notify {
+        #[command(subcommand)]
+        cmd: NotifyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyCmd {
+    /// Send a test notice through each channel (directly, not through a running daemon) and
+    /// print what each receiver answered; exit 1 on any failure.
+    Test {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only the channel with this name (`name`, or `webhook[0]`, `email[1]`, ...).
+        #[arg(long)]
+        channel: Option<String>,
     },
 }
 
@@ -260,6 +279,15 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let reply = client.set_override(&service, &mode).await?;
             println!("{}", reply.body);
             Ok(exit(reply.success))
+        }
+        Cmd::Notify {
+            cmd: NotifyCmd::Test { config, channel },
+        } => {
+            let cfg = cli::load_config(&config)?;
+            let (text, ok) =
+                coordinator::notify::test_channels(&cfg.notify, channel.as_deref()).await;
+            print!("{text}");
+            Ok(exit(ok))
         }
         Cmd::Failback { config, service } => {
             let client = ApiClient::new(&cli::load_config(&config)?)?;

@@ -67,6 +67,19 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// A notification channel (`[[notify.*]] name`), or `queue` for the notifier's shared queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    pub channel: String,
+}
+
+/// A notification channel and what became of a delivery (`sent` or `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabel {
+    pub channel: String,
+    pub result: String,
+}
+
 pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 pub struct Metrics {
@@ -95,6 +108,12 @@ pub struct Metrics {
     pub dns_verify_seconds: Family<ServedLabel, Histogram>,
     pub history_write_failures: Family<WriteLabel, Counter>,
     pub task_exits: Family<TaskLabel, Counter>,
+    /// Notices dropped because a queue was full (`channel="queue"`: the shared one).
+    pub notices_dropped: Family<ChannelLabel, Counter>,
+    /// Notices a channel delivered, or gave up on after its retries.
+    pub notices: Family<DeliveryLabel, Counter>,
+    /// Notices a channel's quiet window held back (counted into a later summary).
+    pub notices_coalesced: Family<ChannelLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +152,9 @@ impl Metrics {
             dns_verify: Family::default(),
             history_write_failures: Family::default(),
             task_exits: Family::default(),
+            notices_dropped: Family::default(),
+            notices: Family::default(),
+            notices_coalesced: Family::default(),
             dns_verify_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 2.0, 14))
             }),
@@ -197,6 +219,21 @@ impl Metrics {
                 "task_exits",
                 "long-lived tasks that ended, by how (returned, panicked, stopped)",
                 m.task_exits.clone(),
+            );
+            r.register(
+                "notices_dropped",
+                "notices dropped because a queue was full, by channel (queue: the notifier's shared queue)",
+                m.notices_dropped.clone(),
+            );
+            r.register(
+                "notices",
+                "notices delivered (sent) or given up after retries (failed), by channel",
+                m.notices.clone(),
+            );
+            r.register(
+                "notices_coalesced",
+                "notices a channel's quiet window held back and counted into a summary",
+                m.notices_coalesced.clone(),
             );
             r.register("ticks", "probe intervals run", m.ticks.clone());
             r.register(

@@ -18,7 +18,7 @@
 //! `verify` table changes.
 //!
 //! A config that does not validate, or that changes what cannot change in a running process
-//! (`api.listen`, `coordinator.database`, the tokens, `retention`, the webhooks, a DNS
+//! (`api.listen`, `coordinator.database`, the tokens, `retention`, the notification channels, a DNS
 //! backend's settings, a built-in server added or removed), is refused: every error is logged, one `alert`
 //! notification says so, and the running config stays as it was.
 //!
@@ -100,7 +100,7 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<String>> {
         "api.metrics_token_file (the metrics token)",
         old.metrics_token == new.metrics_token,
     );
-    fixed("notify.webhook", old.webhooks == new.webhooks);
+    fixed("notify", old.notify == new.notify);
     refused.extend(backend_changes(old, new));
     if !refused.is_empty() {
         return Err(refused);
@@ -251,6 +251,7 @@ pub(crate) fn deps(
         key_id: config.key_id.clone(),
         readiness: config.readiness.clone(),
         alerts: alerts.clone(),
+        dns_pending_after: config.notify.dns_pending_after,
     }))
 }
 
@@ -377,7 +378,7 @@ impl Running {
             error!(error = %format!("{e:#}"), "config reload: a service could not be started");
             self.notifier.send(Notice::new(
                 "coordinator",
-                "alert",
+                crate::notify::Event::ConfigReload,
                 format!("config reload: a service could not be started: {e:#}"),
                 shared::unix_ms(std::time::SystemTime::now()),
             ));
@@ -395,7 +396,7 @@ impl Running {
         );
         self.notifier.send(Notice::new(
             "coordinator",
-            "alert",
+            crate::notify::Event::ConfigReload,
             format!("config reload refused: {}", lines.join("; ")),
             shared::unix_ms(std::time::SystemTime::now()),
         ));

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
 
 /// How much output to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,16 @@ pub enum RunError {
     },
     #[error("{program} did not finish within {timeout:?} and was killed")]
     Timeout { program: String, timeout: Duration },
+    #[error("{program} was still running {grace:?} after shutdown began and was killed")]
+    Stopped { program: String, grace: Duration },
+}
+
+/// When to give up on a command besides its timeout: `grace` after `token` is cancelled
+/// (the daemon's shutdown), so a command cannot hold a stopping coordinator.
+#[derive(Debug, Clone, Copy)]
+pub struct Stop<'a> {
+    pub token: &'a CancellationToken,
+    pub grace: Duration,
 }
 
 /// Runs `command` (program, then arguments) with `stdin` written to its standard input (then
@@ -66,6 +77,18 @@ pub async fn run(
     env: &[(&str, String)],
     timeout: Duration,
     keep: Keep,
+) -> Result<Finished, RunError> {
+    run_until(command, stdin, env, timeout, keep, None).await
+}
+
+/// [`run`], also killed `stop.grace` after `stop.token` is cancelled.
+pub async fn run_until(
+    command: &[String],
+    stdin: &[u8],
+    env: &[(&str, String)],
+    timeout: Duration,
+    keep: Keep,
+    stop: Option<Stop<'_>>,
 ) -> Result<Finished, RunError> {
     let Some((program, args)) = command.split_first() else {
         return Err(RunError::Empty);
@@ -114,7 +137,25 @@ pub async fn run(
         let status = child.wait().await;
         (status, stdout, stderr)
     };
-    let finished = tokio::time::timeout(timeout, work).await;
+    let stopped = async {
+        match stop {
+            Some(s) => {
+                s.token.cancelled().await;
+                tokio::time::sleep(s.grace).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    // `work` (which borrows the child) is dropped when the select ends, so the child can be
+    // killed below.
+    let finished = tokio::select! {
+        r = work => Ok(r),
+        _ = tokio::time::sleep(timeout) => Err(RunError::Timeout { program: program.clone(), timeout }),
+        _ = stopped => Err(RunError::Stopped {
+            program: program.clone(),
+            grace: stop.map(|s| s.grace).unwrap_or_default(),
+        }),
+    };
     match finished {
         Ok((status, stdout, stderr)) => Ok(Finished {
             status: status.map_err(|source| RunError::Wait {
@@ -124,13 +165,10 @@ pub async fn run(
             stdout,
             stderr,
         }),
-        Err(_) => {
+        Err(e) => {
             // Kill it and reap it, so no zombie is left (kill_on_drop alone does not wait).
             let _ = child.kill().await;
-            Err(RunError::Timeout {
-                program: program.clone(),
-                timeout,
-            })
+            Err(e)
         }
     }
 }
@@ -227,6 +265,49 @@ mod tests {
         assert!(e.to_string().contains("killed"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(10));
         // Killed and reaped: the process is gone.
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "process {pid} still exists"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_outliving_the_shutdown_grace_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+        let token = CancellationToken::new();
+        let stop = Stop {
+            token: &token,
+            grace: Duration::from_millis(300),
+        };
+        let cmd = sh(&script);
+        let run = run_until(
+            &cmd,
+            b"",
+            &[],
+            Duration::from_secs(60),
+            KEEP_BOTH,
+            Some(stop),
+        );
+        let cancel = async {
+            // Shutdown begins once the command is running (it wrote its pid).
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !pid_file.exists() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            token.cancel();
+            std::time::Instant::now()
+        };
+        let (e, cancelled_at) = tokio::join!(run, cancel);
+        let e = e.unwrap_err();
+        assert!(matches!(e, RunError::Stopped { .. }), "{e}");
+        let took = cancelled_at.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(10),
+            "killed {took:?} after shutdown began"
+        );
         let pid = std::fs::read_to_string(&pid_file).unwrap();
         assert!(
             !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),

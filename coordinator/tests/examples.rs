@@ -14,13 +14,14 @@ use std::time::Duration;
 use coordinator::config::RawConfig;
 
 /// The keys whose value is a file the config reads while validating.
-const FILE_KEYS: [&str; 6] = [
+const FILE_KEYS: [&str; 7] = [
     "key_file",
     "token_file",
     "api_token_file",
     "tsig_secret_file",
     "url_file",
     "probe_ca_file",
+    "secret_file",
 ];
 
 fn examples() -> Vec<PathBuf> {
@@ -84,6 +85,19 @@ fn every_example_validates_once_its_files_exist() {
         let mut files: Vec<PathBuf> =
             vec![raw.coordinator.key_file.clone(), raw.api.token_file.clone()];
         files.extend(raw.notify.webhook.iter().filter_map(|w| w.url_file.clone()));
+        files.extend(
+            raw.notify
+                .webhook
+                .iter()
+                .filter_map(|w| w.secret_file.clone()),
+        );
+        files.extend(raw.notify.ntfy.iter().filter_map(|n| n.token_file.clone()));
+        files.extend(
+            raw.notify
+                .email
+                .iter()
+                .filter_map(|m| m.password_file.clone()),
+        );
         files.extend(raw.coordinator.probe_ca_file.clone());
         for b in &raw.dns.backends {
             for key in ["tsig_secret_file", "api_token_file"] {

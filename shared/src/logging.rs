@@ -9,8 +9,9 @@ use std::io::IsTerminal as _;
 pub const LOG_ENV: &str = "QUORATE_LOG";
 
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
+    #[default]
     Human,
     Json,
 }

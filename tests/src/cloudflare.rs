@@ -13,7 +13,10 @@
 //!   content) cannot be posted twice (81058); an unknown record id is 81044, HTTP 404;
 //! - rate limit: HTTP 429 with `Retry-After`, switched on by a test ([`CloudflareStandIn::throttle`]).
 //!
-//! The records are not served over DNS.
+//! The zone's A and AAAA records are served over DNS by two name servers ([`ZoneDns`]) as the
+//! state holds them at each query, a TTL of 1 ("automatic") as 300 s, Cloudflare's automatic
+//! TTL. A proxied record is served with its own address (the stand-in has no proxy to put in
+//! front of it; the backend keeps `proxied` as it was and the tests switch unproxied records).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+
+use crate::zone_dns::{ZoneDns, record_sets};
 
 /// One DNS record as Cloudflare lists it (names without the trailing dot).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +109,19 @@ pub struct CloudflareStandIn {
     addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    dns: ZoneDns,
+}
+
+/// Cloudflare's "automatic" TTL (`ttl: 1`), as served.
+pub const AUTOMATIC_TTL: u32 = 300;
+
+/// What the zones' name servers serve: every A and AAAA record, one RRset per name and type.
+fn served(shared: &Shared) -> Vec<coordinator::dns::RecordSet> {
+    let s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    record_sets(s.records.iter().map(|(_, r)| {
+        let ttl = if r.ttl == 1 { AUTOMATIC_TTL } else { r.ttl };
+        (r.name.clone(), r.rtype.as_str(), ttl, r.content.as_str())
+    }))
 }
 
 impl CloudflareStandIn {
@@ -134,11 +152,19 @@ impl CloudflareStandIn {
                 })
                 .await;
         });
+        let view = shared.clone();
+        let dns = ZoneDns::start(zone, Box::new(move || served(&view))).await;
         CloudflareStandIn {
             addr,
             shared,
             shutdown: Some(tx),
+            dns,
         }
+    }
+
+    /// The zone's name servers.
+    pub fn dns(&self) -> &ZoneDns {
+        &self.dns
     }
 
     /// `http://127.0.0.1:<port>/client/v4`, for `base_url`.

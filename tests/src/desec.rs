@@ -24,6 +24,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::standin::{GateSpec, Shared, StandIn, json, lock};
+use crate::zone_dns::{owner, record_sets};
 
 /// deSEC's default minimum TTL.
 pub const DEFAULT_MINIMUM_TTL: u32 = 3600;
@@ -121,8 +122,21 @@ pub async fn start(
         "/api/v1",
         state,
         routes,
+        domain,
+        served,
     )
     .await
+}
+
+/// What the domains' name servers serve: every A and AAAA RRset.
+fn served(st: &DesecState) -> Vec<coordinator::dns::RecordSet> {
+    record_sets(st.domains.iter().flat_map(|(domain, d)| {
+        d.rrsets.iter().flat_map(move |((subname, rtype), r)| {
+            r.records
+                .iter()
+                .map(move |v| (owner(subname, domain), rtype.as_str(), r.ttl, v.as_str()))
+        })
+    }))
 }
 
 fn not_found() -> Response {

@@ -22,6 +22,7 @@ use axum::routing::{get, put};
 use serde_json::{Value, json};
 
 use crate::standin::{GateSpec, Shared, StandIn, json, lock};
+use crate::zone_dns::{owner, record_sets};
 
 /// The smallest TTL the API accepts.
 pub const MIN_TTL: u32 = 30;
@@ -149,8 +150,24 @@ pub async fn start(
         "/v2",
         state,
         routes,
+        domain,
+        served,
     )
     .await
+}
+
+/// What the domains' name servers serve: every A and AAAA record, one RRset per name and type.
+fn served(st: &DoState) -> Vec<coordinator::dns::RecordSet> {
+    record_sets(st.domains.iter().flat_map(|(domain, d)| {
+        d.records.iter().map(move |r| {
+            (
+                owner(&r.name, domain),
+                r.rtype.as_str(),
+                r.ttl,
+                r.data.as_str(),
+            )
+        })
+    }))
 }
 
 fn not_found() -> Response {

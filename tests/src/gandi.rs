@@ -19,6 +19,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::standin::{GateSpec, Shared, StandIn, json, lock};
+use crate::zone_dns::{owner, record_sets};
 
 /// The smallest TTL LiveDNS accepts.
 pub const MIN_TTL: u32 = 300;
@@ -114,8 +115,21 @@ pub async fn start(
         "/v5",
         state,
         routes,
+        domain,
+        served,
     )
     .await
+}
+
+/// What the domains' name servers serve: every A and AAAA RRset.
+fn served(st: &GandiState) -> Vec<coordinator::dns::RecordSet> {
+    record_sets(st.domains.iter().flat_map(|(domain, rrsets)| {
+        rrsets.iter().flat_map(move |((name, rtype), r)| {
+            r.values
+                .iter()
+                .map(move |v| (owner(name, domain), rtype.as_str(), r.ttl, v.as_str()))
+        })
+    }))
 }
 
 fn not_found() -> Response {

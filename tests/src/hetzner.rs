@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::standin::{GateSpec, Shared, StandIn, json, lock};
+use crate::zone_dns::{owner, record_sets};
 
 /// The smallest TTL the API accepts.
 pub const MIN_TTL: u32 = 60;
@@ -178,8 +179,27 @@ pub async fn start(
         "/v1",
         state,
         routes,
+        zone,
+        served,
     )
     .await
+}
+
+/// What the zones' name servers serve: every A and AAAA RRset, a set without its own TTL at
+/// the zone's default.
+fn served(st: &HetznerState) -> Vec<coordinator::dns::RecordSet> {
+    record_sets(st.zones.iter().flat_map(|(zone, z)| {
+        z.rrsets.iter().flat_map(move |((name, rtype), r)| {
+            r.records.iter().map(move |v| {
+                (
+                    owner(name, zone),
+                    rtype.as_str(),
+                    r.ttl.unwrap_or(z.ttl),
+                    v.as_str(),
+                )
+            })
+        })
+    }))
 }
 
 fn zone_json(name: &str, z: &Zone) -> Value {

@@ -1799,6 +1799,34 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A web stand-in like the rig's two sites (200 `<name> ok` on every path), for a service a
+/// test adds beside the rig's own: stopped (connections refused) and started again on the
+/// same address; stopped on drop.
+pub struct WebSite {
+    server: HttpServer,
+}
+
+impl WebSite {
+    pub fn start(addr: SocketAddr, name: &'static str) -> WebSite {
+        WebSite {
+            server: HttpServer::start(addr, site_handler(name)),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Fault: the site stops (its port refuses connections).
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    pub fn start_again(&mut self) {
+        self.server.restart();
+    }
+}
+
 /// A tiny threaded HTTP/1.1 server (one thread per connection, `connection: close`):
 /// the web stand-ins and the webhook sink. `stop` closes the listening socket, so connects
 /// are refused until `restart` binds the same address again.

@@ -21,7 +21,9 @@
 //!   test ([`Route53StandIn::throttle`]).
 //! - TTL: Route 53 takes 0 to 2147483647 s (no minimum to enforce).
 //!
-//! The records are not served over DNS.
+//! The hosted zones' A and AAAA record sets are served over DNS by two name servers
+//! ([`ZoneDns`]) as the state holds them at each query (a committed batch is served at once;
+//! real Route 53 reaches its servers by `INSYNC`, which the backend waits for anyway).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
 use serde::Deserialize;
+
+use crate::zone_dns::{ZoneDns, record_sets};
 
 const XMLNS: &str = "https://route53.amazonaws.com/doc/2013-04-01/";
 
@@ -111,6 +115,19 @@ pub struct Route53StandIn {
     addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    dns: ZoneDns,
+}
+
+/// What the hosted zones' name servers serve: every A and AAAA record set.
+fn served(shared: &Shared) -> Vec<coordinator::dns::RecordSet> {
+    let s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    record_sets(s.zones.values().flat_map(|(_, sets)| {
+        sets.iter().flat_map(|set| {
+            set.values
+                .iter()
+                .map(move |v| (set.name.clone(), set.rtype.as_str(), set.ttl, v.as_str()))
+        })
+    }))
 }
 
 fn norm(name: &str) -> String {
@@ -153,11 +170,19 @@ impl Route53StandIn {
                 })
                 .await;
         });
+        let view = shared.clone();
+        let dns = ZoneDns::start(zone, Box::new(move || served(&view))).await;
         Route53StandIn {
             addr,
             shared,
             shutdown: Some(tx),
+            dns,
         }
+    }
+
+    /// The zone's name servers.
+    pub fn dns(&self) -> &ZoneDns {
+        &self.dns
     }
 
     /// `http://127.0.0.1:<port>`, for `endpoint`.

@@ -1,11 +1,19 @@
 //! What the hosted DNS providers' stand-ins (`hetzner`, `digitalocean`, `gandi`, `desec`)
 //! share: a plain-HTTP axum server on a free loopback port, stopped on drop; the token check
 //! (`Authorization: <scheme> <token>`, refused with the provider's own 401 body); the 429
-//! switch (the next N requests are throttled with the provider's own body and headers); and
-//! a log of every request that passed the gate, so a test can say "nothing was written".
+//! switch (the next N requests are throttled with the provider's own body and headers); a
+//! log of every request that passed the gate, so a test can say "nothing was written"; and
+//! the zone's name servers ([`ZoneDns`]), serving over DNS the A and AAAA records the state
+//! holds at each query, so the coordinator's verification runs against them for real.
 //!
-//! None of them serves the records over DNS: the backend tests read them back through the
-//! API and from the stand-in's state.
+//! The Cloudflare and Route 53 stand-ins (`cloudflare`, `route53`) are built alone but serve
+//! their zone the same way. For Route 53 there are two stand-ins on purpose: moto's server
+//! (`tests::moto`, PyPI `moto[server]`) is a third party's model of the whole API and checks
+//! SigV4 signatures against IAM users, but it does not enforce the change-batch rules (a stale
+//! DELETE and a CREATE over an existing set both succeed there); `route53` enforces them
+//! (DELETE must match, all or nothing, PENDING→INSYNC) and verifies signatures itself, so the
+//! conditional write is tested against this one and the signing and the wire format against
+//! moto's too.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,6 +23,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use coordinator::dns::RecordSet;
+
+use crate::zone_dns::ZoneDns;
 
 /// The provider-specific answers of the gate.
 pub struct GateSpec {
@@ -48,6 +59,7 @@ pub struct StandIn<S> {
     gate: Arc<Gate>,
     state: Arc<Mutex<S>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    dns: ZoneDns,
 }
 
 /// The state as the handlers see it.
@@ -59,13 +71,16 @@ pub fn lock<S>(state: &Shared<S>) -> std::sync::MutexGuard<'_, S> {
 }
 
 impl<S: Send + 'static> StandIn<S> {
-    /// Serves `routes` (paths starting with `prefix`, e.g. `/v1`) with `state` for `token`.
+    /// Serves `routes` (paths starting with `prefix`, e.g. `/v1`) with `state` for `token`,
+    /// and `zone` over DNS: `served` says which A and AAAA record sets the state holds.
     pub async fn start(
         spec: GateSpec,
         token: &str,
         prefix: &'static str,
         state: S,
         routes: axum::Router<Shared<S>>,
+        zone: &str,
+        served: fn(&S) -> Vec<RecordSet>,
     ) -> StandIn<S> {
         let gate = Arc::new(Gate {
             spec,
@@ -89,13 +104,21 @@ impl<S: Send + 'static> StandIn<S> {
                 })
                 .await;
         });
+        let view = state.clone();
+        let dns = ZoneDns::start(zone, Box::new(move || served(&lock(&view)))).await;
         StandIn {
             addr,
             prefix,
             gate,
             state,
             stop: Some(stop),
+            dns,
         }
+    }
+
+    /// The zone's name servers.
+    pub fn dns(&self) -> &ZoneDns {
+        &self.dns
     }
 
     /// The base URL a backend's `base_url` takes: `http://127.0.0.1:<port><prefix>`.

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use coordinator::dns::cloudflare::{self, Config};
-use coordinator::dns::{DnsBackend, DnsError};
+use coordinator::dns::{BackendConfig, DnsBackend, DnsError};
 use tests::cloudflare::CloudflareStandIn;
 use tests::fixtures::{
     SecretFile, ZONE, assert_current, change, secret_file, www_backup, www_primary,
@@ -53,6 +53,11 @@ fn backend(cf: &CloudflareStandIn, token: &SecretFile) -> cloudflare::Cloudflare
     cloudflare::build(&config(cf, token)).unwrap()
 }
 
+/// The backend's settings, for the DNS worker's verification of what it applied.
+fn served_by(cf: &CloudflareStandIn, token: &SecretFile) -> BackendConfig {
+    BackendConfig::Cloudflare(config(cf, token))
+}
+
 #[tokio::test]
 async fn switch_to_backup_and_back_in_one_batch_each() {
     let cf = start().await;
@@ -60,7 +65,9 @@ async fn switch_to_backup_and_back_in_one_batch_each() {
     let b = backend(&cf, &token);
     assert_current(&b, &www_primary()).await;
 
-    b.apply(&change(www_primary(), www_backup())).await.unwrap();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    cf.dns().assert_served(&served_by(&cf, &token), &c).await;
     assert_current(&b, &www_backup()).await;
     cf.with_state(|s| {
         assert_eq!(s.batches_applied, 1, "one change must be one batch");
@@ -83,7 +90,9 @@ async fn switch_to_backup_and_back_in_one_batch_each() {
         assert_eq!(s.contents("mail.example.test", "A"), ["192.0.2.25"]);
     });
 
-    b.apply(&change(www_backup(), www_primary())).await.unwrap();
+    let c = change(www_backup(), www_primary());
+    b.apply(&c).await.unwrap();
+    cf.dns().assert_served(&served_by(&cf, &token), &c).await;
     assert_current(&b, &www_primary()).await;
     // Applying again is "already applied": no third batch.
     b.apply(&change(www_backup(), www_primary())).await.unwrap();
@@ -343,4 +352,19 @@ async fn built_from_a_config_table() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("api_token"), "{e}");
+}
+
+/// The zone's second name server stops following the provider: the DNS worker's verification
+/// says that server does not serve the change (a `dns-lagging` alert naming it), the first does.
+#[tokio::test]
+async fn verification_names_a_lagging_name_server() {
+    let cf = start().await;
+    let token = secret_file("cf.token", TOKEN);
+    let b = backend(&cf, &token);
+    cf.dns().lag_second();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    cf.dns()
+        .assert_second_lags(&served_by(&cf, &token), &c)
+        .await;
 }

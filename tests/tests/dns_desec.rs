@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use coordinator::dns::desec::{self, Config, Desec};
-use coordinator::dns::{DnsBackend, DnsError, WARNING};
+use coordinator::dns::{BackendConfig, DnsBackend, DnsError, WARNING};
 use tests::desec::{DEFAULT_MINIMUM_TTL, DesecStandIn, Rrset, start};
 use tests::fixtures::{
     SecretFile, ZONE, apply_with_retries, assert_current, change, secret_file, with_ttl,
@@ -47,6 +47,11 @@ fn backend(s: &DesecStandIn, token: &str) -> (Desec, SecretFile) {
     (desec::build(&config(s, &file)).unwrap(), file)
 }
 
+/// The backend's settings, for the DNS worker's verification of what it applied.
+fn served_by(s: &DesecStandIn, token: &SecretFile) -> BackendConfig {
+    BackendConfig::Desec(config(s, token))
+}
+
 fn primary() -> Vec<coordinator::dns::RecordSet> {
     with_ttl(www_primary(), 3600)
 }
@@ -62,10 +67,12 @@ fn transactions(s: &DesecStandIn) -> u32 {
 #[tokio::test]
 async fn switch_to_backup_and_back_in_one_bulk_request() {
     let s = standin().await;
-    let (b, _t) = backend(&s, TOKEN);
+    let (b, t) = backend(&s, TOKEN);
     assert_current(&b, &primary()).await;
 
-    b.apply(&change(primary(), backup())).await.unwrap();
+    let c = change(primary(), backup());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_served(&served_by(&s, &t), &c).await;
     assert_current(&b, &backup()).await;
     assert_eq!(
         s.writes(),
@@ -83,7 +90,9 @@ async fn switch_to_backup_and_back_in_one_bulk_request() {
         );
     });
 
-    b.apply(&change(backup(), primary())).await.unwrap();
+    let c = change(backup(), primary());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_served(&served_by(&s, &t), &c).await;
     assert_current(&b, &primary()).await;
     assert_eq!(transactions(&s), 2);
 
@@ -214,4 +223,16 @@ async fn check_proves_the_token_and_zone_and_changes_nothing() {
     let err = b.check(ZONE, &stale).await.unwrap_err();
     assert!(matches!(err, DnsError::Conflict { .. }), "{err:?}");
     assert!(s.writes().is_empty(), "a check writes nothing");
+}
+
+/// The zone's second name server stops following the provider: the DNS worker's verification
+/// says that server does not serve the change (a `dns-lagging` alert naming it), the first does.
+#[tokio::test]
+async fn verification_names_a_lagging_name_server() {
+    let s = standin().await;
+    let (b, t) = backend(&s, TOKEN);
+    s.dns().lag_second();
+    let c = change(primary(), backup());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_second_lags(&served_by(&s, &t), &c).await;
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use coordinator::dns::digitalocean::{self, Config, DigitalOcean};
-use coordinator::dns::{DnsBackend, DnsError};
+use coordinator::dns::{BackendConfig, DnsBackend, DnsError};
 use tests::digitalocean::{DigitalOceanStandIn, start};
 use tests::fixtures::{
     SecretFile, ZONE, apply_with_retries, assert_current, change, secret_file, www_backup,
@@ -47,14 +47,21 @@ fn backend(s: &DigitalOceanStandIn, token: &str) -> (DigitalOcean, SecretFile) {
     (digitalocean::build(&config(s, &file)).unwrap(), file)
 }
 
+/// The backend's settings, for the DNS worker's verification of what it applied.
+fn served_by(s: &DigitalOceanStandIn, token: &SecretFile) -> BackendConfig {
+    BackendConfig::Digitalocean(config(s, token))
+}
+
 #[tokio::test]
 async fn switch_to_backup_and_back() {
     let s = standin().await;
-    let (b, _t) = backend(&s, TOKEN);
+    let (b, t) = backend(&s, TOKEN);
     assert_current(&b, &www_primary()).await;
     let a_id = s.with_state(|st| st.records("example.test", "www", "A")[0].id);
 
-    b.apply(&change(www_primary(), www_backup())).await.unwrap();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_served(&served_by(&s, &t), &c).await;
     assert_current(&b, &www_backup()).await;
     s.with_state(|st| {
         let a = st.records("example.test", "www", "A");
@@ -79,7 +86,9 @@ async fn switch_to_backup_and_back() {
         ]
     );
 
-    b.apply(&change(www_backup(), www_primary())).await.unwrap();
+    let c = change(www_backup(), www_primary());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_served(&served_by(&s, &t), &c).await;
     assert_current(&b, &www_primary()).await;
     assert_eq!(
         s.with_state(|st| st.records("example.test", "www", "A").len()),
@@ -215,4 +224,16 @@ async fn check_proves_the_token_and_zone_and_changes_nothing() {
     let err = b.check(ZONE, &stale).await.unwrap_err();
     assert!(matches!(err, DnsError::Conflict { .. }), "{err:?}");
     assert!(s.writes().is_empty(), "a check writes nothing");
+}
+
+/// The zone's second name server stops following the provider: the DNS worker's verification
+/// says that server does not serve the change (a `dns-lagging` alert naming it), the first does.
+#[tokio::test]
+async fn verification_names_a_lagging_name_server() {
+    let s = standin().await;
+    let (b, t) = backend(&s, TOKEN);
+    s.dns().lag_second();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_second_lags(&served_by(&s, &t), &c).await;
 }

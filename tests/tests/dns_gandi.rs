@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use coordinator::dns::gandi::{self, Config, Gandi};
-use coordinator::dns::{DnsBackend, DnsError};
+use coordinator::dns::{BackendConfig, DnsBackend, DnsError};
 use tests::fixtures::{
     SecretFile, ZONE, apply_with_retries, assert_current, change, secret_file, with_ttl,
     www_backup, www_primary,
@@ -46,6 +46,11 @@ fn backend(s: &GandiStandIn, token: &str) -> (Gandi, SecretFile) {
     (gandi::build(&config(s, &file)).unwrap(), file)
 }
 
+/// The backend's settings, for the DNS worker's verification of what it applied.
+fn served_by(s: &GandiStandIn, token: &SecretFile) -> BackendConfig {
+    BackendConfig::Gandi(config(s, token))
+}
+
 /// The backup's records with LiveDNS's minimum TTL.
 fn backup() -> Vec<coordinator::dns::RecordSet> {
     with_ttl(www_backup(), 300)
@@ -54,10 +59,12 @@ fn backup() -> Vec<coordinator::dns::RecordSet> {
 #[tokio::test]
 async fn switch_to_backup_and_back() {
     let s = standin().await;
-    let (b, _t) = backend(&s, TOKEN);
+    let (b, t) = backend(&s, TOKEN);
     assert_current(&b, &www_primary()).await;
 
-    b.apply(&change(www_primary(), backup())).await.unwrap();
+    let c = change(www_primary(), backup());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_served(&served_by(&s, &t), &c).await;
     assert_current(&b, &backup()).await;
     s.with_state(|st| {
         assert_eq!(
@@ -80,7 +87,9 @@ async fn switch_to_backup_and_back() {
         ]
     );
 
-    b.apply(&change(backup(), www_primary())).await.unwrap();
+    let c = change(backup(), www_primary());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_served(&served_by(&s, &t), &c).await;
     assert_current(&b, &www_primary()).await;
 }
 
@@ -211,4 +220,16 @@ async fn a_change_for_another_zone_or_outside_it_is_refused_before_any_request()
         "{err:?}"
     );
     assert!(s.requests().is_empty(), "{:?}", s.requests());
+}
+
+/// The zone's second name server stops following the provider: the DNS worker's verification
+/// says that server does not serve the change (a `dns-lagging` alert naming it), the first does.
+#[tokio::test]
+async fn verification_names_a_lagging_name_server() {
+    let s = standin().await;
+    let (b, t) = backend(&s, TOKEN);
+    s.dns().lag_second();
+    let c = change(www_primary(), backup());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_second_lags(&served_by(&s, &t), &c).await;
 }

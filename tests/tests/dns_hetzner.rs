@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use coordinator::dns::hetzner::{self, Config};
-use coordinator::dns::{DnsBackend, DnsError};
+use coordinator::dns::{BackendConfig, DnsBackend, DnsError};
 use tests::fixtures::{
     SecretFile, ZONE, apply_with_retries, assert_current, change, secret_file, www_backup,
     www_primary,
@@ -47,13 +47,20 @@ fn backend(s: &HetznerStandIn, token: &str) -> (hetzner::Hetzner, SecretFile) {
     (hetzner::build(&config(s, &file)).unwrap(), file)
 }
 
+/// The backend's settings, for the DNS worker's verification of what it applied.
+fn served_by(s: &HetznerStandIn, token: &SecretFile) -> BackendConfig {
+    BackendConfig::Hetzner(config(s, token))
+}
+
 #[tokio::test]
 async fn switch_to_backup_and_back_polls_the_actions() {
     let s = standin().await;
-    let (b, _t) = backend(&s, TOKEN);
+    let (b, t) = backend(&s, TOKEN);
     assert_current(&b, &www_primary()).await;
 
-    b.apply(&change(www_primary(), www_backup())).await.unwrap();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_served(&served_by(&s, &t), &c).await;
     assert_current(&b, &www_backup()).await;
     s.with_state(|st| {
         assert_eq!(
@@ -93,7 +100,9 @@ async fn switch_to_backup_and_back_polls_the_actions() {
         "each of the 4 actions polled twice: {polls}"
     );
 
-    b.apply(&change(www_backup(), www_primary())).await.unwrap();
+    let c = change(www_backup(), www_primary());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_served(&served_by(&s, &t), &c).await;
     assert_current(&b, &www_primary()).await;
 }
 
@@ -269,4 +278,16 @@ async fn an_action_still_running_at_the_bound_is_transient() {
         s.with_state(|st| st.running_actions()) >= 1,
         "the action was left running, not cancelled"
     );
+}
+
+/// The zone's second name server stops following the provider: the DNS worker's verification
+/// says that server does not serve the change (a `dns-lagging` alert naming it), the first does.
+#[tokio::test]
+async fn verification_names_a_lagging_name_server() {
+    let s = standin().await;
+    let (b, t) = backend(&s, TOKEN);
+    s.dns().lag_second();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    s.dns().assert_second_lags(&served_by(&s, &t), &c).await;
 }

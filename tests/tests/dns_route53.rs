@@ -3,13 +3,14 @@
 //! DELETE+CREATE batch per change, waiting for INSYNC (with a bound); a wrong secret or key id
 //! is auth naming the provider; throttling retried after `Retry-After` then applied; hand
 //! edits (before the read, and between the read and the batch) are conflicts that change
-//! nothing; `check`.
+//! nothing; `check`. The same backend against moto's server with IAM signature checking on
+//! (`tests::moto`): switch and back, and a wrong secret refused as auth.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
 use coordinator::dns::route53::{self, Config};
-use coordinator::dns::{DnsBackend, DnsError};
+use coordinator::dns::{BackendConfig, DnsBackend, DnsError};
 use tests::fixtures::{
     SecretFile, ZONE, assert_current, change, secret_file, www_backup, www_primary,
 };
@@ -50,6 +51,10 @@ fn config(r53: &Route53StandIn, creds: &SecretFile) -> Config {
         hosted_zone_id: ZONE_ID.into(),
         credentials_file: Some(creds.path.clone()),
         profile: Some("quorate".into()),
+        access_key_id: None,
+        secret_access_key_file: None,
+        secret_access_key_env: None,
+        secret_access_key_credential: None,
         endpoint: r53.endpoint(),
         region: "us-east-1".into(),
         ca_file: None,
@@ -63,6 +68,11 @@ fn backend(r53: &Route53StandIn, creds: &SecretFile) -> route53::Route53 {
     route53::build(&config(r53, creds)).unwrap()
 }
 
+/// The backend's settings, for the DNS worker's verification of what it applied.
+fn served_by(r53: &Route53StandIn, token: &SecretFile) -> BackendConfig {
+    BackendConfig::Route53(config(r53, token))
+}
+
 #[tokio::test]
 async fn switch_to_backup_and_back_in_one_conditional_batch_each() {
     let r53 = start().await;
@@ -70,7 +80,9 @@ async fn switch_to_backup_and_back_in_one_conditional_batch_each() {
     let b = backend(&r53, &creds);
     assert_current(&b, &www_primary()).await;
 
-    b.apply(&change(www_primary(), www_backup())).await.unwrap();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    r53.dns().assert_served(&served_by(&r53, &creds), &c).await;
     r53.with_state(|s| {
         assert_eq!(s.batches_applied, 1, "one change must be one batch");
         assert!(
@@ -91,7 +103,9 @@ async fn switch_to_backup_and_back_in_one_conditional_batch_each() {
     });
     assert_current(&b, &www_backup()).await;
 
-    b.apply(&change(www_backup(), www_primary())).await.unwrap();
+    let c = change(www_backup(), www_primary());
+    b.apply(&c).await.unwrap();
+    r53.dns().assert_served(&served_by(&r53, &creds), &c).await;
     assert_current(&b, &www_primary()).await;
     // Applying again is "already applied": no third batch.
     b.apply(&change(www_backup(), www_primary())).await.unwrap();
@@ -380,4 +394,124 @@ async fn built_from_a_config_table() {
         panic!("route53 is built ready to use");
     };
     b.check(ZONE, &www_primary()).await.unwrap();
+}
+
+/// The zone's second name server stops following the provider: the DNS worker's verification
+/// says that server does not serve the change (a `dns-lagging` alert naming it), the first does.
+#[tokio::test]
+async fn verification_names_a_lagging_name_server() {
+    let r53 = start().await;
+    let creds = credentials(KEY_ID, SECRET);
+    let b = backend(&r53, &creds);
+    r53.dns().lag_second();
+    let c = change(www_primary(), www_backup());
+    b.apply(&c).await.unwrap();
+    r53.dns()
+        .assert_second_lags(&served_by(&r53, &creds), &c)
+        .await;
+}
+
+/// moto's server with IAM signature checking on (`tests::moto`): the key is an IAM user's,
+/// its secret read from a systemd credential (`access_key_id` + `secret_access_key_credential`).
+async fn on_moto() -> (tests::moto::Moto, tempfile::TempDir, Config) {
+    let moto = tests::moto::Moto::start(
+        "example.test.",
+        &[
+            ("www.example.test.", "A", 300, &["192.0.2.10"]),
+            ("www.example.test.", "AAAA", 300, &["2001:db8::10"]),
+        ],
+    )
+    .await;
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(
+        credentials.path().join("route53-secret"),
+        format!("{}\n", moto.secret_access_key),
+    )
+    .unwrap();
+    let config = Config {
+        zone: "example.test.".into(),
+        hosted_zone_id: moto.zone_id.clone(),
+        credentials_file: None,
+        profile: None,
+        access_key_id: Some(moto.access_key_id.clone()),
+        secret_access_key_file: None,
+        secret_access_key_env: None,
+        secret_access_key_credential: Some("route53-secret".into()),
+        endpoint: moto.endpoint(),
+        region: "us-east-1".into(),
+        ca_file: None,
+        timeout: Duration::from_secs(10),
+        sync_timeout: Duration::from_secs(10),
+        force: false,
+    };
+    (moto, credentials, config)
+}
+
+/// The backend of `config`, its secret read as under systemd (`$CREDENTIALS_DIRECTORY`).
+fn from_credentials(config: &Config, dir: &tempfile::TempDir) -> route53::Route53 {
+    let dir = dir.path().display().to_string();
+    let creds = config
+        .read_credentials_with(|n| (n == "CREDENTIALS_DIRECTORY").then(|| dir.clone()))
+        .unwrap();
+    route53::build_with_credentials(config, creds).unwrap()
+}
+
+#[tokio::test]
+async fn moto_with_signature_checking_switch_to_backup_and_back() {
+    let (moto, dir, config) = on_moto().await;
+    let b = from_credentials(&config, &dir);
+    assert_current(&b, &www_primary()).await;
+    b.apply(&change(www_primary(), www_backup()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", moto.log()));
+    assert_current(&b, &www_backup()).await;
+    b.apply(&change(www_backup(), www_primary()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", moto.log()));
+    assert_current(&b, &www_primary()).await;
+    let proof = b.check(ZONE, &www_primary()).await.unwrap();
+    println!("check on moto: {proof}");
+}
+
+#[tokio::test]
+async fn moto_refuses_a_wrong_secret_as_auth_naming_the_provider() {
+    let (moto, dir, config) = on_moto().await;
+    std::fs::write(dir.path().join("route53-secret"), "not-the-secret-key\n").unwrap();
+    let wrong = from_credentials(&config, &dir);
+    let err = wrong
+        .apply(&change(www_primary(), www_backup()))
+        .await
+        .unwrap_err();
+    println!("wrong secret on moto: {err}");
+    match &err {
+        DnsError::Auth(t) => {
+            assert!(t.starts_with("route53"), "{t}");
+            assert!(t.contains("SignatureDoesNotMatch"), "{t}");
+            assert!(
+                t.contains("secret_access_key_credential (route53-secret)"),
+                "{t}"
+            );
+            assert!(t.contains("www.example.test."), "{t}");
+        }
+        other => panic!("expected auth, got {other:?}"),
+    }
+    assert!(!err.to_string().contains("not-the-secret-key"));
+    // A key moto's IAM does not know is refused too: signature checking is on.
+    let mut unknown = config.clone();
+    unknown.access_key_id = Some("AKIAUNKNOWN000000000".into());
+    let err = from_credentials(&unknown, &dir)
+        .current(ZONE, &www_primary())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DnsError::Auth(t) if t.contains("InvalidClientTokenId")),
+        "{err:?}"
+    );
+    // Nothing was changed: the right key still reads the primary's records.
+    std::fs::write(
+        dir.path().join("route53-secret"),
+        format!("{}\n", moto.secret_access_key),
+    )
+    .unwrap();
+    assert_current(&from_credentials(&config, &dir), &www_primary()).await;
 }

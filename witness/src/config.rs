@@ -171,23 +171,8 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    #[default]
-    Human,
-    Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = Invalid;
-    fn from_str(s: &str) -> Result<LogFormat, Invalid> {
-        match s {
-            "human" => Ok(LogFormat::Human),
-            "json" => Ok(LogFormat::Json),
-            other => Err(Invalid::new("\"human\" or \"json\"", other)),
-        }
-    }
-}
+/// How the witness logs (the one type both binaries use).
+pub use shared::logging::Format as LogFormat;
 
 /// The TLS certificate and key the witness serves, as PEM.
 #[derive(Clone)]
@@ -326,9 +311,7 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Diagnostics> {
 
     let log_format = match &raw.log_format {
         None => LogFormat::Human,
-        Some(s) => s
-            .parse()
-            .map_err(|m: Invalid| invalid("log_format", m.to_string()))?,
+        Some(s) => s.parse().map_err(|m: String| invalid("log_format", m))?,
     };
 
     if raw.coordinator.is_empty() {

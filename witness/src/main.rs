@@ -123,9 +123,5 @@ async fn serve(cfg: witness::Config) -> anyhow::Result<()> {
 /// Logs as `shared::logging` sets them up (filter from `QUORATE_LOG`, colour only on a
 /// terminal).
 fn init_tracing(format: LogFormat) -> Result<(), String> {
-    let format = match format {
-        LogFormat::Human => shared::logging::Format::Human,
-        LogFormat::Json => shared::logging::Format::Json,
-    };
     shared::logging::init(format, "info")
 }

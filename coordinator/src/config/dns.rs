@@ -182,6 +182,18 @@ pub struct VerifyConfig {
     pub resolvers: Vec<SocketAddr>,
 }
 
+impl VerifyConfig {
+    /// Where changes are verified and the NS records asked for a backend with `config`:
+    /// `servers`, else the server the backend itself talks DNS to, where it has one.
+    pub fn servers_of(&self, config: &BackendConfig) -> Vec<SocketAddr> {
+        if self.servers.is_empty() {
+            config.own_server().into_iter().collect()
+        } else {
+            self.servers.clone()
+        }
+    }
+}
+
 /// One validated backend.
 #[derive(Clone, Debug)]
 pub struct Backend {
@@ -201,11 +213,7 @@ impl Backend {
     /// Where changes are verified and the NS records asked: `verify.servers`, else the
     /// server the backend itself talks DNS to, where it has one.
     pub fn verify_servers(&self) -> Vec<SocketAddr> {
-        if self.verify.servers.is_empty() {
-            self.config.own_server().into_iter().collect()
-        } else {
-            self.verify.servers.clone()
-        }
+        self.verify.servers_of(&self.config)
     }
 
     /// How the backend is named in messages and the history: its type, with its name when

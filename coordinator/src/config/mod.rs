@@ -3,7 +3,7 @@
 //! the key and what was expected; `check` prints them all.
 //!
 //! One file per section: `coordinator` (`[coordinator]`, `[api]`), `witness` (`[[witness]]`),
-//! `dns` (`[dns]` or `[dns.<name>]`), `notify` (`[[notify.webhook]]`), `readiness` (`[readiness]`), `service` (`[[service]]`) and `probe`
+//! `dns` (`[dns]` or `[dns.<name>]`), `notify` (`[notify]`, `[[notify.webhook]]`, `[[notify.ntfy]]`, `[[notify.email]]`), `readiness` (`[readiness]`), `service` (`[[service]]`) and `probe`
 //! (a service's `probe`). Relative paths are relative to the config file's folder
 //! ([`shared::config::resolve`]); errors are the kit's [`Diagnostics`].
 
@@ -30,11 +30,12 @@ pub use self::coordinator::{RawApi, RawCoordinator};
 pub use self::dns::{
     Backend, DEFAULT_BACKEND, DnsConfig, RawBackend, RawDns, RawVerify, VerifyConfig,
 };
-pub use self::notify::{RawNotify, RawWebhook, WebhookConfig, WebhookFormat};
+pub use self::notify::{RawEmail, RawNotify, RawNtfy, RawWebhook, WebhookFormat};
 pub use self::probe::{RawDnsProbe, RawHttpProbe, RawProbe, RawTcpProbe};
 pub use self::readiness::{RawReadiness, ReadinessConfig};
 pub use self::service::{
-    HooksConfig, RawHooks, RawService, RawSide, ServiceConfig, normalize_zone, qualify,
+    GATE_FIRST_RETRY, HooksConfig, RawHooks, RawService, RawSide, ServiceConfig, normalize_zone,
+    qualify,
 };
 pub use self::witness::{RawWitness, WITNESS_TIMEOUT_MARGIN, WitnessConfig};
 
@@ -90,7 +91,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub witnesses: Vec<WitnessConfig>,
     pub dns: DnsConfig,
-    pub webhooks: Vec<WebhookConfig>,
+    /// `[notify]`: the channels, the dashboard link, when a pending DNS change is news.
+    pub notify: crate::notify::NotifyConfig,
     pub readiness: ReadinessConfig,
     pub services: Vec<ServiceConfig>,
     /// `[history] checkpoint_every`.
@@ -128,7 +130,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
     let top = coordinator::validate(&raw.coordinator, &raw.api, base, &mut e);
     let mut witnesses = witness::validate(&raw.witness, &mut e);
     let dns = dns::validate(&raw.dns, base, &mut e);
-    let webhooks = notify::validate(&raw.notify, base, &mut e);
+    let notify = notify::validate(&raw.notify, base, &mut e);
     let readiness = readiness::validate(&raw.readiness, &mut e);
     let mut services = service::validate_all(&raw.service, &raw.witness, top.interval, &mut e);
     if let Some(dns) = &dns {
@@ -164,7 +166,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             metrics_token: top.metrics_token?,
             witnesses,
             dns: dns?,
-            webhooks,
+            notify,
             readiness,
             services,
             checkpoint_every: checkpoint_every?,

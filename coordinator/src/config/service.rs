@@ -84,6 +84,13 @@ pub struct RawHooks {
     pub post_failback: Option<Vec<String>>,
     #[serde(default = "default_hook_timeout")]
     pub timeout: String,
+    /// A failing `pre_failback` is tried again after 1 s, doubling up to this ("5m").
+    #[serde(default)]
+    pub gate_retry_max: Option<String>,
+    /// A `pre_failback` still failing this long is a `gate-failing` notice ("10m"); the
+    /// retries go on.
+    #[serde(default)]
+    pub gate_alert_after: Option<String>,
 }
 
 impl Default for RawHooks {
@@ -94,6 +101,8 @@ impl Default for RawHooks {
             pre_failback: None,
             post_failback: None,
             timeout: default_hook_timeout(),
+            gate_retry_max: None,
+            gate_alert_after: None,
         }
     }
 }
@@ -141,13 +150,34 @@ pub struct ServiceConfig {
     pub hooks: HooksConfig,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HooksConfig {
     pub pre_failover: Option<Vec<String>>,
     pub post_failover: Option<Vec<String>>,
     pub pre_failback: Option<Vec<String>>,
     pub post_failback: Option<Vec<String>>,
     pub timeout: Duration,
+    /// The longest wait between two tries of a failing `pre_failback` gate.
+    pub gate_retry_max: Duration,
+    /// A gate failing this long is a `gate-failing` notice.
+    pub gate_alert_after: Duration,
+}
+
+/// The first retry of a failing gate comes after this; each next one twice as late.
+pub const GATE_FIRST_RETRY: Duration = Duration::from_secs(1);
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            pre_failover: None,
+            post_failover: None,
+            pre_failback: None,
+            post_failback: None,
+            timeout: Duration::from_secs(60),
+            gate_retry_max: Duration::from_secs(300),
+            gate_alert_after: Duration::from_secs(600),
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -354,6 +384,23 @@ fn validate(
     let quorum = s.quorum.unwrap_or(n / 2 + 1);
     let flap_window = e.duration(format!("{key}.flap_window"), &s.flap_window);
     let hook_timeout = e.duration(format!("{key}.hooks.timeout"), &s.hooks.timeout);
+    let hook_defaults = HooksConfig::default();
+    let gate_retry_max = match &s.hooks.gate_retry_max {
+        Some(t) => e.duration(format!("{key}.hooks.gate_retry_max"), t),
+        None => Some(hook_defaults.gate_retry_max),
+    };
+    if let Some(d) = gate_retry_max
+        && d < GATE_FIRST_RETRY
+    {
+        e.push(
+            format!("{key}.hooks.gate_retry_max"),
+            format!("expected at least {GATE_FIRST_RETRY:?} (the first retry's wait)"),
+        );
+    }
+    let gate_alert_after = match &s.hooks.gate_alert_after {
+        Some(t) => e.duration(format!("{key}.hooks.gate_alert_after"), t),
+        None => Some(hook_defaults.gate_alert_after),
+    };
     for (k, cmd) in [
         ("pre_failover", &s.hooks.pre_failover),
         ("post_failover", &s.hooks.post_failover),
@@ -408,6 +455,8 @@ fn validate(
             pre_failback: s.hooks.pre_failback.clone(),
             post_failback: s.hooks.post_failback.clone(),
             timeout: hook_timeout?,
+            gate_retry_max: gate_retry_max?,
+            gate_alert_after: gate_alert_after?,
         },
     })
 }

@@ -317,3 +317,43 @@ fn dns_verify_discovery_keys() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn route53_secret_access_key_sources_are_checked_with_the_key_named() {
+    const R53: &str =
+        "[aws]\ntype = \"route53\"\nzone = \"example.com.\"\nhosted_zone_id = \"Z1\"\n";
+    // A relative secret file is read from the config's folder (`s`, 0600).
+    let (got, _, lines) = dns(&format!(
+        "{R53}access_key_id = \"AKIAQUORATE\"\nsecret_access_key_file = \"s\"\n"
+    ));
+    assert!(lines.is_empty(), "{lines:?}");
+    assert!(got.is_some());
+    let cases = [
+        (
+            "secret_access_key_env = \"QUORATE_R53\"\n",
+            "c.toml: dns.aws.access_key_id: missing; a secret_access_key_* key is set",
+        ),
+        (
+            "access_key_id = \"AKIAQ\"\n",
+            "c.toml: dns.aws.secret_access_key_file: missing; expected one of secret_access_key_file (a mode 0600 file), secret_access_key_env (an environment variable's name) or secret_access_key_credential (a systemd credential's name)",
+        ),
+        (
+            "access_key_id = \"AKIAQ\"\nsecret_access_key_env = \"A\"\nsecret_access_key_credential = \"b\"\n",
+            "c.toml: dns.aws.secret_access_key_file: give only one of secret_access_key_file, secret_access_key_env and secret_access_key_credential",
+        ),
+        (
+            "access_key_id = \"AKIAQ\"\nsecret_access_key_file = \"s\"\ncredentials_file = \"s\"\n",
+            "c.toml: dns.aws.credentials_file: give either credentials_file (and profile) or access_key_id",
+        ),
+        (
+            "access_key_id = \"AKIAQ\"\nsecret_access_key_env = \"QUORATE_SURELY_UNSET_R53\"\n",
+            "c.toml: dns.aws.secret_access_key_env: environment variable QUORATE_SURELY_UNSET_R53 is not set",
+        ),
+    ];
+    for (extra, want) in cases {
+        let (got, _, lines) = dns(&format!("{R53}{extra}"));
+        assert!(got.is_none(), "{extra}");
+        assert_eq!(lines.len(), 1, "{extra}: {lines:?}");
+        assert!(lines[0].starts_with(want), "{extra}: {}", lines[0]);
+    }
+}

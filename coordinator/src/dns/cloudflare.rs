@@ -29,8 +29,8 @@ use tokio::sync::OnceCell;
 use super::http::{self, Trust};
 use super::secret::SecretSource;
 use super::{
-    Change, DnsBackend, DnsError, RecordSet, RecordType, SettingError, Ttl, check_expected,
-    describe_sets, normalize_name, precheck, same_records,
+    Change, DnsBackend, DnsError, RecordSet, RecordType, SettingError, Ttl, WARNING,
+    check_expected, describe_sets, normalize_name, precheck, same_records,
 };
 
 /// Cloudflare's API.
@@ -571,13 +571,38 @@ impl Cloudflare {
         let zone_id = self.zone_id().await?.to_string();
         let records = self.read(expected).await?;
         check_expected(expected, &Self::sets_of(&records, expected))?;
-        Ok(format!(
+        let proof = format!(
             "cloudflare: API token from {} accepted, zone {} there (id {zone_id}); {} record set(s) are as expected; the permission to edit (Zone:DNS:Edit) is not proven by a read",
             self.token_from,
             self.zone_name,
             expected.len()
-        ))
+        );
+        Ok(match proxied_warning(&records) {
+            Some(warning) => format!("{warning}; {proof}"),
+            None => proof,
+        })
     }
+}
+
+/// A proxied name is answered with Cloudflare's own addresses: a switch still moves the
+/// origin behind the proxy, but no name server will ever serve the backup's address, so the
+/// verification after each switch reports the change as lagging. Said before an outage, as a
+/// readiness warning, not discovered at the first failover.
+fn proxied_warning(records: &[RecordJson]) -> Option<String> {
+    let mut names: Vec<String> = records
+        .iter()
+        .filter(|r| r.proxied == Some(true))
+        .map(|r| format!("{} {}", r.name, r.rtype))
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{WARNING} {} proxied by Cloudflare: its name servers answer with Cloudflare's addresses, so a switch moves the origin but the verification on the name servers cannot see it and reports every switch as lagging; set these records to \"DNS only\" to fail over in DNS",
+        names.join(", ")
+    ))
 }
 
 impl DnsBackend for Cloudflare {
@@ -610,6 +635,39 @@ impl DnsBackend for Cloudflare {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn proxied_records_are_a_readiness_warning() {
+        let record = |name: &str, rtype: &str, proxied: Option<bool>| RecordJson {
+            id: format!("{name}-{rtype}"),
+            name: name.into(),
+            rtype: rtype.into(),
+            content: "192.0.2.1".into(),
+            ttl: 60,
+            proxied,
+        };
+        assert_eq!(
+            proxied_warning(&[
+                record("www.example.test", "A", Some(false)),
+                record("api.example.test", "A", None),
+            ]),
+            None
+        );
+        let warning = proxied_warning(&[
+            record("www.example.test", "AAAA", Some(true)),
+            record("www.example.test", "A", Some(true)),
+            record("www.example.test", "A", Some(true)),
+            record("api.example.test", "A", Some(false)),
+        ])
+        .unwrap();
+        assert!(
+            warning.starts_with(&format!(
+                "{WARNING} www.example.test A, www.example.test AAAA proxied by Cloudflare"
+            )),
+            "{warning}"
+        );
+        assert!(warning.contains("\"DNS only\""), "{warning}");
+    }
 
     #[test]
     fn the_documented_example_parses() {

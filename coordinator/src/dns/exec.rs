@@ -160,7 +160,7 @@ impl Exec {
             .await
             .map_err(|e| match e {
                 RunError::Empty | RunError::Spawn { .. } => DnsError::Rejected(e.to_string()),
-                RunError::Wait { .. } | RunError::Timeout { .. } => {
+                RunError::Wait { .. } | RunError::Timeout { .. } | RunError::Stopped { .. } => {
                     DnsError::Transient(e.to_string())
                 }
             })

@@ -354,6 +354,7 @@ impl BackendConfig {
             }
             BackendConfig::Route53(c) => {
                 c.credentials_file.iter_mut().for_each(file);
+                c.secret_access_key_file.iter_mut().for_each(file);
                 c.ca_file.iter_mut().for_each(file);
             }
             BackendConfig::Exec(c) => {

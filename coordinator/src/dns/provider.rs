@@ -29,19 +29,7 @@ pub(crate) fn token_source(
     env: Option<&String>,
     credential: Option<&String>,
 ) -> Result<SecretSource, SettingError> {
-    match (file, env, credential) {
-        (Some(f), None, None) => Ok(SecretSource::File(f.clone())),
-        (None, Some(e), None) => Ok(SecretSource::Env(e.clone())),
-        (None, None, Some(c)) => Ok(SecretSource::Credential(c.clone())),
-        (None, None, None) => Err(SettingError::new(
-            "api_token_file",
-            "missing; expected one of api_token_file (a mode 0600 file), api_token_env (an environment variable's name) or api_token_credential (a systemd credential's name)",
-        )),
-        _ => Err(SettingError::new(
-            "api_token_file",
-            "give only one of api_token_file, api_token_env and api_token_credential",
-        )),
-    }
+    SecretSource::one_of(super::secret::API_TOKEN, file, env, credential)
 }
 
 /// `base_url` checked: https, or http to a loopback address (a local stand-in); no trailing

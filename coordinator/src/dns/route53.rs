@@ -25,6 +25,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, Trust};
+use super::secret::{SecretKeys, SecretSource};
 use super::{
     Change, DnsBackend, DnsError, RecordSet, RecordType, SettingError, Ttl, check_expected,
     describe_sets, normalize_name, precheck, same_records,
@@ -53,13 +54,27 @@ pub struct Config {
     pub zone: String,
     /// The hosted zone's id, e.g. `"Z0123456789ABCDEFGHIJ"` (with or without `/hostedzone/`).
     pub hosted_zone_id: String,
-    /// An AWS shared credentials file (INI, mode 0600) to read the keys from; without it the
-    /// environment's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`).
+    /// An AWS shared credentials file (INI, mode 0600) to read the keys from; without it (and
+    /// without `access_key_id`) the environment's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
+    /// (and `AWS_SESSION_TOKEN`).
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
     /// The profile (section) of `credentials_file` (default `"default"`).
     #[serde(default)]
     pub profile: Option<String>,
+    /// The access key's id (`AKIA…`: an identifier, not a secret), whose secret comes from
+    /// exactly one of `secret_access_key_file`, `_env`, `_credential`.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// A mode 0600 file holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// The name of an environment variable holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// The name of a systemd credential (`$CREDENTIALS_DIRECTORY/<name>`) holding it.
+    #[serde(default)]
+    pub secret_access_key_credential: Option<String>,
     /// The API endpoint (default [`DEFAULT_ENDPOINT`]; tests point it at a stand-in).
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
@@ -121,17 +136,39 @@ impl fmt::Debug for AwsCredentials {
     }
 }
 
+/// The keys Route 53's secret access key can be given with.
+pub const SECRET_ACCESS_KEY: SecretKeys = SecretKeys {
+    file: "secret_access_key_file",
+    env: "secret_access_key_env",
+    credential: "secret_access_key_credential",
+    what: "the secret access key",
+};
+
 impl Config {
-    /// Reads the credentials from `credentials_file` or the environment.
+    /// Reads the credentials: `access_key_id` with its secret from a file, an environment
+    /// variable or a systemd credential; or `credentials_file` (and `profile`); or the AWS
+    /// environment variables.
     pub fn read_credentials(&self) -> Result<AwsCredentials, SettingError> {
         self.read_credentials_with(|n| std::env::var(n).ok())
     }
 
-    /// [`Config::read_credentials`] with the environment given (tests).
+    /// Whether one of the `access_key_id` / `secret_access_key_*` keys is set.
+    fn has_access_key(&self) -> bool {
+        self.access_key_id.is_some()
+            || self.secret_access_key_file.is_some()
+            || self.secret_access_key_env.is_some()
+            || self.secret_access_key_credential.is_some()
+    }
+
+    /// [`Config::read_credentials`] with the process's environment given (tests): the AWS
+    /// variables, the variable `secret_access_key_env` names, and `CREDENTIALS_DIRECTORY`.
     pub fn read_credentials_with(
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<AwsCredentials, SettingError> {
+        if self.has_access_key() {
+            return self.read_access_key(&env);
+        }
         match &self.credentials_file {
             Some(path) => {
                 let profile = self.profile.as_deref().unwrap_or("default");
@@ -160,11 +197,61 @@ impl Config {
                     }),
                     _ => Err(SettingError::new(
                         "credentials_file",
-                        "missing; expected a 0600 AWS credentials file, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+                        "missing; expected access_key_id with one of secret_access_key_file, secret_access_key_env or secret_access_key_credential, or a 0600 AWS credentials file, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
                     )),
                 }
             }
         }
+    }
+
+    /// `access_key_id` and its secret from one of the `secret_access_key_*` sources.
+    fn read_access_key(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AwsCredentials, SettingError> {
+        if self.credentials_file.is_some() || self.profile.is_some() {
+            let key = if self.credentials_file.is_some() {
+                "credentials_file"
+            } else {
+                "profile"
+            };
+            return Err(SettingError::new(
+                key,
+                "give either credentials_file (and profile) or access_key_id with one of secret_access_key_file, secret_access_key_env and secret_access_key_credential, not both",
+            ));
+        }
+        let id = self
+            .access_key_id
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or_default();
+        if id.is_empty() {
+            return Err(SettingError::new(
+                "access_key_id",
+                "missing; a secret_access_key_* key is set, so expected the access key's id too (like \"AKIAIOSFODNN7EXAMPLE\"; not a secret)",
+            ));
+        }
+        if !id.bytes().all(|b| b.is_ascii_alphanumeric()) || id.len() > 128 {
+            return Err(SettingError::new(
+                "access_key_id",
+                format!(
+                    "expected an access key id of letters and digits like \"AKIAIOSFODNN7EXAMPLE\", got {id:?} (the secret belongs in secret_access_key_file, _env or _credential)"
+                ),
+            ));
+        }
+        let source = SecretSource::one_of(
+            SECRET_ACCESS_KEY,
+            self.secret_access_key_file.as_ref(),
+            self.secret_access_key_env.as_ref(),
+            self.secret_access_key_credential.as_ref(),
+        )?;
+        let secret = source.read_as(SECRET_ACCESS_KEY, env)?;
+        Ok(AwsCredentials {
+            access_key_id: id.to_string(),
+            secret_access_key: secret,
+            session_token: None,
+            from: source.describe_in(SECRET_ACCESS_KEY),
+        })
     }
 }
 
@@ -619,8 +706,13 @@ impl Route53 {
         Ok(Err(failure))
     }
 
-    /// The SigV4 headers (`authorization`, `x-amz-date`, maybe `x-amz-security-token`) for
-    /// one request.
+    /// The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-content-sha256`, maybe
+    /// `x-amz-security-token`) for one request.
+    ///
+    /// The payload's hash travels as a signed `x-amz-content-sha256` header, a standard SigV4
+    /// header (S3 requires it, the other services take it): the signature is the same, and a
+    /// verifier that rebuilds the body wrongly still finds the hash (moto 5.2's check of
+    /// Route 53 GET requests rebuilds it from the wrong fields and refuses every one without it).
     fn sign(
         &self,
         method: &str,
@@ -628,7 +720,9 @@ impl Route53 {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Vec<(String, String)>, String> {
-        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+        use aws_sigv4::http_request::{
+            PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+        };
         let creds = aws_credential_types::Credentials::new(
             &self.creds.access_key_id,
             &self.creds.secret_access_key,
@@ -637,12 +731,14 @@ impl Route53 {
             "quorate",
         );
         let identity = creds.into();
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
             .name(SERVICE)
             .time(SystemTime::now())
-            .settings(SigningSettings::default())
+            .settings(settings)
             .build()
             .map_err(|e| e.to_string())?
             .into();
@@ -1008,6 +1104,143 @@ mod tests {
         );
         let e = config.read_credentials_with(|_| None).unwrap_err();
         assert_eq!(e.key, "credentials_file");
+    }
+
+    #[test]
+    fn the_secret_access_key_from_a_file_a_variable_or_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r53.secret");
+        shared::keys::write_private_file(&file, b"from-file\n").unwrap();
+        std::fs::write(dir.path().join("route53-secret"), "from-credential\n").unwrap();
+        let creds_dir = dir.path().display().to_string();
+        let env = |n: &str| match n {
+            "QUORATE_R53_SECRET" => Some("from-env".to_string()),
+            "CREDENTIALS_DIRECTORY" => Some(creds_dir.clone()),
+            // Ignored when access_key_id is given.
+            "AWS_ACCESS_KEY_ID" => Some("AKIAENV".to_string()),
+            "AWS_SECRET_ACCESS_KEY" => Some("aws-env".to_string()),
+            _ => None,
+        };
+        let config = |extra: &str| -> Config {
+            toml::from_str(&format!(
+                "zone = \"example.test.\"\nhosted_zone_id = \"Z1\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        let cases = [
+            (
+                format!("secret_access_key_file = {:?}", file.display().to_string()),
+                "from-file",
+                format!("secret_access_key_file ({})", file.display()),
+            ),
+            (
+                "secret_access_key_env = \"QUORATE_R53_SECRET\"".to_string(),
+                "from-env",
+                "secret_access_key_env ($QUORATE_R53_SECRET)".to_string(),
+            ),
+            (
+                "secret_access_key_credential = \"route53-secret\"".to_string(),
+                "from-credential",
+                "secret_access_key_credential (route53-secret)".to_string(),
+            ),
+        ];
+        for (source, secret, from) in cases {
+            let c = config(&format!("access_key_id = \"AKIAQUORATE\"\n{source}\n"))
+                .read_credentials_with(env)
+                .unwrap();
+            assert_eq!(
+                (
+                    c.access_key_id.as_str(),
+                    c.secret_access_key.as_str(),
+                    c.from.as_str()
+                ),
+                ("AKIAQUORATE", secret, from.as_str())
+            );
+            assert!(c.session_token.is_none());
+            assert!(!format!("{c:?}").contains(secret));
+        }
+    }
+
+    #[test]
+    fn access_key_settings_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let creds_dir = dir.path().display().to_string();
+        let env = |n: &str| (n == "CREDENTIALS_DIRECTORY").then(|| creds_dir.clone());
+        let err = |extra: &str| -> SettingError {
+            let c: Config = toml::from_str(&format!(
+                "zone = \"example.test.\"\nhosted_zone_id = \"Z1\"\n{extra}"
+            ))
+            .unwrap();
+            c.read_credentials_with(env).unwrap_err()
+        };
+        // (settings, key named, words the message must hold)
+        let cases: [(&str, &str, &[&str]); 9] = [
+            (
+                "secret_access_key_env = \"X\"",
+                "access_key_id",
+                &["missing", "not a secret"],
+            ),
+            (
+                "access_key_id = \"AKIAQ\"",
+                "secret_access_key_file",
+                &[
+                    "missing",
+                    "secret_access_key_env",
+                    "secret_access_key_credential",
+                ],
+            ),
+            (
+                "access_key_id = \"AKIAQ\"\nsecret_access_key_env = \"X\"\nsecret_access_key_credential = \"y\"",
+                "secret_access_key_file",
+                &["give only one of"],
+            ),
+            (
+                "access_key_id = \"AKIAQ\"\nsecret_access_key_env = \"X\"\ncredentials_file = \"/etc/aws\"",
+                "credentials_file",
+                &["not both"],
+            ),
+            (
+                "access_key_id = \"AKIAQ\"\nsecret_access_key_env = \"X\"\nprofile = \"q\"",
+                "profile",
+                &["not both"],
+            ),
+            (
+                "access_key_id = \"wJalr/K7MDENG+secret\"\nsecret_access_key_env = \"X\"",
+                "access_key_id",
+                &["letters and digits", "secret_access_key_file"],
+            ),
+            (
+                "access_key_id = \"AKIAQ\"\nsecret_access_key_env = \"QUORATE_SURELY_UNSET\"",
+                "secret_access_key_env",
+                &["QUORATE_SURELY_UNSET", "not set"],
+            ),
+            (
+                "access_key_id = \"AKIAQ\"\nsecret_access_key_credential = \"empty\"",
+                "secret_access_key_credential",
+                &["is empty", "expected the secret access key"],
+            ),
+            (
+                "access_key_id = \"AKIAQ\"\nsecret_access_key_credential = \"../x\"",
+                "secret_access_key_credential",
+                &["no '/'"],
+            ),
+        ];
+        for (settings, key, words) in cases {
+            let e = err(settings);
+            assert_eq!(e.key, key, "{settings}: {e}");
+            for w in words {
+                assert!(e.message.contains(w), "{settings}: {e}");
+            }
+        }
+        // A credential without $CREDENTIALS_DIRECTORY (not under systemd).
+        let c: Config = toml::from_str(
+            "zone = \"example.test.\"\nhosted_zone_id = \"Z1\"\naccess_key_id = \"AKIAQ\"\nsecret_access_key_credential = \"r53\"\n",
+        )
+        .unwrap();
+        let e = c.read_credentials_with(|_| None).unwrap_err();
+        assert_eq!(e.key, "secret_access_key_credential");
+        assert!(e.message.contains("LoadCredential=r53:"), "{e}");
     }
 
     #[test]

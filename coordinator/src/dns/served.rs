@@ -413,6 +413,22 @@ fn glue(answer: &Message, name: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Adds each of `addrs` (the addresses of name server `name`, IPv4 first) at `port` to
+/// `found`, once.
+fn push_authorities(found: &mut Vec<Authority>, mut addrs: Vec<IpAddr>, port: u16, name: &str) {
+    addrs.sort_by_key(|a| (a.is_ipv6(), *a));
+    addrs.dedup();
+    for ip in addrs {
+        let addr = SocketAddr::new(ip, port);
+        if !found.iter().any(|a| a.addr == addr) {
+            found.push(Authority {
+                addr,
+                ns_name: Some(name.to_string()),
+            });
+        }
+    }
+}
+
 /// The zone's NS records asked of each server in `via` (first that answers), each NS name's
 /// A/AAAA asked of the same server (in-zone glue / zone data), addresses on port `port`;
 /// plus `listed`, deduplicated. Problems (an NS name with no address found, no server answered)
@@ -469,17 +485,7 @@ pub async fn discover_authorities(
                     continue;
                 }
             }
-            addrs.sort_by_key(|a| (a.is_ipv6(), *a));
-            addrs.dedup();
-            for ip in addrs {
-                let addr = SocketAddr::new(ip, port);
-                if !found.iter().any(|a| a.addr == addr) {
-                    found.push(Authority {
-                        addr,
-                        ns_name: Some(name.clone()),
-                    });
-                }
-            }
+            push_authorities(&mut found, addrs, port, &name);
         }
         break;
     }
@@ -578,17 +584,7 @@ pub async fn discover_via_resolvers(
                 ));
                 continue;
             }
-            addrs.sort_by_key(|a| (a.is_ipv6(), *a));
-            addrs.dedup();
-            for ip in addrs {
-                let addr = SocketAddr::new(ip, port);
-                if !found.iter().any(|a| a.addr == addr) {
-                    found.push(Authority {
-                        addr,
-                        ns_name: Some(name.clone()),
-                    });
-                }
-            }
+            push_authorities(&mut found, addrs, port, &name);
         }
         return (found, problems);
     }

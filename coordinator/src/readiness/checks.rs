@@ -13,9 +13,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Asked, Reason, witness_reason};
-use crate::config::ServiceConfig;
-use crate::dns::served::{self, Authority};
-use crate::dns::{DnsBackend, DnsError, RecordSet, describe_sets};
+use crate::config::{ServiceConfig, VerifyConfig};
+use crate::dns::served::{self, Authority, ServerCheck};
+use crate::dns::{BackendConfig, DnsBackend, DnsError, RecordSet, describe_sets};
 use crate::failover::Side;
 use crate::witnesses::{self, WitnessClient};
 
@@ -35,22 +35,77 @@ pub struct AuthoritySettings {
     pub resolvers: Option<Vec<SocketAddr>>,
 }
 
+/// How often a server that does not serve a change yet is asked again.
+pub const VERIFY_POLL: Duration = Duration::from_millis(100);
+
+/// What [`AuthoritySettings::verify_change`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    /// Servers that could not be found (an NS name without an address, no resolver answered).
+    pub problems: Vec<String>,
+    /// Every server found, in the order found, and whether it served the change in time.
+    pub checks: Vec<(Authority, ServerCheck)>,
+}
+
+impl Verification {
+    /// The servers that did not serve the change in time, as `ns2.example.test. (addr)`.
+    pub fn lagging(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|(_, c)| !c.ok)
+            .map(|(a, _)| a.to_string())
+            .collect()
+    }
+
+    /// The `dns-lagging` alert for change `id`, when a server did not serve it in time.
+    pub fn alert(&self, id: i64) -> Option<String> {
+        let lagging = self.lagging();
+        (!lagging.is_empty()).then(|| {
+            format!(
+                "dns-lagging: change {id} not served by {} in time",
+                lagging.join(", ")
+            )
+        })
+    }
+}
+
 /// The bound on each query that looks for the zone's name servers.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl AuthoritySettings {
     /// A backend's `verify` table, and where its zone's servers can be found.
     pub fn of(backend: &crate::config::Backend) -> AuthoritySettings {
-        let v = &backend.verify;
+        AuthoritySettings::new(&backend.config, &backend.verify)
+    }
+
+    /// A backend's settings and its `verify` table (what [`AuthoritySettings::of`] reads
+    /// from a validated backend).
+    pub fn new(config: &BackendConfig, v: &VerifyConfig) -> AuthoritySettings {
         AuthoritySettings {
-            listed: backend.verify_servers(),
+            listed: v.servers_of(config),
             discover: v.discover_ns,
             port: v.ns_port,
             timeout: v.timeout,
-            resolvers: backend
-                .config
-                .has_remote_zone()
-                .then(|| v.resolvers.clone()),
+            resolvers: config.has_remote_zone().then(|| v.resolvers.clone()),
+        }
+    }
+
+    /// The check after a change, as the DNS worker runs it: every authoritative server
+    /// [`find`](Self::find) finds, polled (every [`VERIFY_POLL`]) until it serves exactly
+    /// `expected`, addresses and TTL, or `timeout` has passed.
+    pub async fn verify_change(&self, zone: &str, expected: &[RecordSet]) -> Verification {
+        let (found, problems) = self.find(zone).await;
+        if found.is_empty() {
+            return Verification {
+                problems,
+                checks: Vec::new(),
+            };
+        }
+        let servers: Vec<SocketAddr> = found.iter().map(|a| a.addr).collect();
+        let checks = served::wait_until_served(&servers, expected, self.timeout, VERIFY_POLL).await;
+        Verification {
+            problems,
+            checks: found.into_iter().zip(checks).collect(),
         }
     }
 

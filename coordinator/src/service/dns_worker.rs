@@ -1,9 +1,12 @@
-//! The DNS worker of one service: takes the newest pending change, runs the pre-hook, applies
+//! The DNS worker of one service: takes the newest pending change, runs the pre-hook (for a
+//! failback, the gate: retried with backoff until it passes, a newer decision supersedes the
+//! failback, or an operator's failback skips it), applies
 //! it (transient errors retried with backoff, 250 ms doubling to 10 s, until a newer decision
 //! supersedes it), records the result, verifies it on the authoritative servers and runs the
 //! post-hook. Every result goes through `History`, so a failed write is retried, not lost.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -12,12 +15,13 @@ use tracing::{error, info, warn};
 
 use super::history::History;
 use super::{DnsPending, Job, now_ms};
+use crate::config::GATE_FIRST_RETRY;
 use crate::config::HooksConfig;
 use crate::dns::DnsError;
 use crate::failover::Side;
 use crate::hooks::{self, HookOutcome};
 use crate::metrics::{DnsLabel, Metrics};
-use crate::notify::{Notice, Notifier};
+use crate::notify::{Event as NoticeEvent, Notice, Notifier};
 use crate::store::{ChangeStatus, EventKind, HistoryWrite, NewEvent};
 
 /// The first retry of a transient DNS error waits this long, then twice as long each time.
@@ -50,6 +54,8 @@ pub(super) struct Worker {
     /// Permanent failures, reported to the service task (which blocks automatic switching).
     pub(super) failed: mpsc::Sender<(Side, String)>,
     pub(super) pending_flag: DnsPending,
+    /// `notify.dns_pending_after`.
+    pub(super) pending_after: Duration,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -75,22 +81,29 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
             ("QUORATE_SERVICE", w.service.clone()),
             ("QUORATE_TO", job.to.as_str().to_string()),
         ];
-        let pre = match job.to {
-            Side::Backup => hooks.pre_failover.as_ref().map(|c| (c, false)),
-            Side::Primary => hooks.pre_failback.as_ref().map(|c| (c, true)),
-        };
-        if let Some((cmd, gate)) = pre
-            && let HookOutcome::Failed(why) = hooks::run(cmd, &payload, &env, hooks.timeout).await
-        {
-            if gate {
-                let msg = format!("pre_failback hook failed, failback not done: {why}");
-                error!(%msg);
-                w.fail(&job, msg).await;
-                continue;
+        let mut pending = PendingAlarm::new(w.pending_after);
+        match (job.to, &hooks.pre_failover, &hooks.pre_failback) {
+            (Side::Backup, Some(cmd), _) => {
+                if let HookOutcome::Failed(why) = w.hook(cmd, &payload, &env).await {
+                    warn!(reason = %why, "pre_failover hook failed; failing over anyway");
+                    w.hook_failed(format!("pre_failover: {why}; failing over anyway"))
+                        .await;
+                }
             }
-            warn!(reason = %why, "pre_failover hook failed; failing over anyway");
-            w.event(EventKind::HookFailed, format!("pre_failover: {why}"))
-                .await;
+            (Side::Primary, _, Some(cmd)) => {
+                match w
+                    .gate(&job, cmd, &payload, &env, &mut jobs, &mut pending)
+                    .await
+                {
+                    Gate::Passed => {}
+                    Gate::Superseded(j) => {
+                        next = Some(j);
+                        continue;
+                    }
+                    Gate::Stopped => return,
+                }
+            }
+            _ => {}
         }
         let started = Instant::now();
         let mut delay = FIRST_RETRY;
@@ -106,6 +119,7 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                     w.attempt(job.id, None).await;
                     w.finish(job.id, ChangeStatus::Applied, None, EventKind::DnsApplied)
                         .await;
+                    pending.applied(&w, &job);
                     w.pending_flag.set(false);
                     w.pending_flag
                         .status
@@ -126,11 +140,10 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                         Side::Primary => hooks.post_failback.as_ref(),
                     };
                     if let Some(cmd) = post
-                        && let HookOutcome::Failed(why) =
-                            hooks::run(cmd, &payload, &env, hooks.timeout).await
+                        && let HookOutcome::Failed(why) = w.hook(cmd, &payload, &env).await
                     {
                         warn!(reason = %why, "post hook failed");
-                        w.event(EventKind::HookFailed, why).await;
+                        w.hook_failed(why).await;
                     }
                     break;
                 }
@@ -138,7 +151,8 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
                     let msg = e.to_string();
                     let wait = retry_wait(delay, &e);
                     warn!(id = job.id, error = %msg, retry_in_ms = wait.as_millis() as u64, "DNS change failed; will retry");
-                    w.attempt(job.id, Some(msg)).await;
+                    w.attempt(job.id, Some(msg.clone())).await;
+                    pending.check(&w, &job, &msg).await;
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         j = jobs.recv() => {
@@ -175,6 +189,72 @@ pub(super) async fn run(w: Worker, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
+/// How a pre-failback gate ended.
+enum Gate {
+    /// It exited 0, or an operator's failback skipped it: fail back.
+    Passed,
+    /// A newer decision came while it waited (the primary failed again, an override).
+    Superseded(Job),
+    /// Shutdown: the change stays pending; the next start runs the gate again.
+    Stopped,
+}
+
+/// `dns-pending`: a change not applied `after` its decision is news, once per change; and so
+/// is its landing, when that was reported.
+struct PendingAlarm {
+    since: tokio::time::Instant,
+    after: Duration,
+    raised: bool,
+}
+
+impl PendingAlarm {
+    fn new(after: Duration) -> PendingAlarm {
+        PendingAlarm {
+            since: tokio::time::Instant::now(),
+            after,
+            raised: false,
+        }
+    }
+
+    /// After a try that did not apply the change (`why`: what stands in the way).
+    async fn check(&mut self, w: &Worker, job: &Job, why: &str) {
+        let waited = self.since.elapsed();
+        if self.raised || waited < self.after {
+            return;
+        }
+        self.raised = true;
+        let msg = format!(
+            "change {} to {} still pending after {}: {why}",
+            job.id,
+            job.to,
+            humantime::format_duration(Duration::from_secs(waited.as_secs()))
+        );
+        warn!(id = job.id, "{msg}");
+        w.event(EventKind::Alert, format!("dns-pending: {msg}"))
+            .await;
+        w.notifier.send(Notice::new(
+            &w.service,
+            NoticeEvent::DnsPending,
+            msg,
+            now_ms(),
+        ));
+    }
+
+    fn applied(&self, w: &Worker, job: &Job) {
+        if self.raised {
+            w.notifier.send(
+                Notice::new(
+                    &w.service,
+                    NoticeEvent::DnsPending,
+                    format!("change {} to {} applied", job.id, job.to),
+                    now_ms(),
+                )
+                .resolved(),
+            );
+        }
+    }
+}
+
 fn describe_permanent(e: &DnsError) -> String {
     match e {
         DnsError::Conflict { .. } => format!(
@@ -185,6 +265,139 @@ fn describe_permanent(e: &DnsError) -> String {
 }
 
 impl Worker {
+    /// Runs an operator hook; killed at its timeout, or when it outlives the shutdown grace.
+    async fn hook(
+        &self,
+        cmd: &[String],
+        payload: &serde_json::Value,
+        env: &[(&str, String)],
+    ) -> HookOutcome {
+        hooks::run(
+            cmd,
+            payload,
+            env,
+            self.hooks.timeout,
+            &self.shutdown,
+            shared::shutdown::GRACE,
+        )
+        .await
+    }
+
+    /// A hook failed: in the history, and a `hook-failed` notice.
+    async fn hook_failed(&self, why: String) {
+        self.event(EventKind::HookFailed, why.clone()).await;
+        self.notifier.send(Notice::new(
+            &self.service,
+            NoticeEvent::HookFailed,
+            why,
+            now_ms(),
+        ));
+    }
+
+    /// The pre-failback gate: run until it exits 0, retried with backoff (1 s doubling to
+    /// `gate_retry_max`), every try in the history; a `gate-failing` notice once it has failed
+    /// for `gate_alert_after` (the retries go on). A newer decision supersedes the failback
+    /// (the primary failing again decides a failover); an operator's failback skips the gate.
+    async fn gate(
+        &self,
+        job: &Job,
+        cmd: &[String],
+        payload: &serde_json::Value,
+        env: &[(&str, String)],
+        jobs: &mut mpsc::Receiver<Job>,
+        pending: &mut PendingAlarm,
+    ) -> Gate {
+        let skip = self.pending_flag.gate_skip.clone();
+        // A skip meant for an earlier wait must not skip this one.
+        let _ = futures::FutureExt::now_or_never(skip.notified());
+        let started = tokio::time::Instant::now();
+        let mut delay = GATE_FIRST_RETRY;
+        let mut alerted = false;
+        let waiting = |on: bool| self.pending_flag.gate_waiting.store(on, Ordering::SeqCst);
+        let resolve = |alerted: bool, how: &str| {
+            if alerted {
+                self.notifier.send(
+                    Notice::new(&self.service, NoticeEvent::GateFailing, how, now_ms()).resolved(),
+                );
+            }
+        };
+        for attempt in 1u32.. {
+            let why = match self.hook(cmd, payload, env).await {
+                HookOutcome::Ok => {
+                    waiting(false);
+                    let msg = format!("pre_failback attempt {attempt} passed; failing back");
+                    info!(id = job.id, attempt, "pre_failback gate passed");
+                    self.event(EventKind::Gate, msg.clone()).await;
+                    resolve(alerted, &msg);
+                    return Gate::Passed;
+                }
+                HookOutcome::Failed(why) => why,
+            };
+            if self.shutdown.is_cancelled() {
+                return Gate::Stopped;
+            }
+            waiting(true);
+            let wait = delay;
+            let msg = format!(
+                "pre_failback attempt {attempt} failed: {why}; failback waits, next try in {}",
+                humantime::format_duration(wait)
+            );
+            warn!(id = job.id, attempt, reason = %why, retry_in_ms = wait.as_millis() as u64, "pre_failback gate failed; failback waits");
+            self.event(EventKind::Gate, msg).await;
+            self.attempt(job.id, Some(format!("pre_failback gate: {why}")))
+                .await;
+            let failing = started.elapsed();
+            if !alerted && failing >= self.hooks.gate_alert_after {
+                alerted = true;
+                let msg = format!(
+                    "the pre_failback gate has failed for {} ({attempt} tries, last: {why}); failback waits and the gate is still retried; `quorate-coordinator failback` skips it",
+                    humantime::format_duration(Duration::from_secs(failing.as_secs()))
+                );
+                self.event(EventKind::Alert, format!("gate-failing: {msg}"))
+                    .await;
+                self.notifier.send(Notice::new(
+                    &self.service,
+                    NoticeEvent::GateFailing,
+                    msg,
+                    now_ms(),
+                ));
+            }
+            pending
+                .check(self, job, &format!("the pre_failback gate fails: {why}"))
+                .await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = skip.notified() => {
+                    waiting(false);
+                    let msg = format!("pre_failback skipped by an operator's failback after {attempt} failed tries; failing back");
+                    warn!(id = job.id, "{msg}");
+                    self.event(EventKind::Gate, msg.clone()).await;
+                    resolve(alerted, &msg);
+                    return Gate::Passed;
+                }
+                j = jobs.recv() => {
+                    waiting(false);
+                    return match j {
+                        Some(j) => {
+                            let msg = format!("failback superseded by a newer decision after {attempt} failed pre_failback tries");
+                            info!(id = job.id, "{msg}");
+                            self.event(EventKind::Gate, msg.clone()).await;
+                            resolve(alerted, &msg);
+                            Gate::Superseded(j)
+                        }
+                        None => Gate::Stopped,
+                    };
+                }
+                _ = self.shutdown.cancelled() => {
+                    waiting(false);
+                    return Gate::Stopped;
+                }
+            }
+            delay = (delay * 2).min(self.hooks.gate_retry_max);
+        }
+        Gate::Stopped
+    }
+
     /// What the backend serves now for the change's record sets, in words.
     async fn describe_served(&self, job: &Job) -> String {
         match self
@@ -256,8 +469,12 @@ impl Worker {
                 event: Some(self.new_event(kind, msg.clone())),
             })
             .await;
+        let event = match kind {
+            EventKind::DnsApplied => NoticeEvent::DnsApplied,
+            _ => NoticeEvent::DnsFailed,
+        };
         self.notifier
-            .send(Notice::new(&self.service, kind.as_str(), msg, now_ms()));
+            .send(Notice::new(&self.service, event, msg, now_ms()));
     }
 
     /// Polls every authoritative server of the zone until it serves the change: the servers
@@ -265,22 +482,19 @@ impl Worker {
     /// records name (asked of a resolver for a hosted provider's zone). None found: not
     /// verified, and said so in the log.
     async fn confirm_served(&self, job: &Job) {
-        let a = &self.dns.authorities;
-        let (found, problems) = a.find(&job.change.zone).await;
-        for p in &problems {
+        let verification = self
+            .dns
+            .authorities
+            .verify_change(&job.change.zone, &job.change.to)
+            .await;
+        for p in &verification.problems {
             warn!(problem = %p, "finding the zone's name servers to verify the change");
         }
-        if found.is_empty() {
+        if verification.checks.is_empty() {
             return;
         }
-        let servers: Vec<std::net::SocketAddr> = found.into_iter().map(|x| x.addr).collect();
-        let checks = crate::dns::served::wait_until_served(
-            &servers,
-            &job.change.to,
-            a.timeout,
-            Duration::from_millis(100),
-        )
-        .await;
+        let checks: Vec<&crate::dns::served::ServerCheck> =
+            verification.checks.iter().map(|(_, c)| c).collect();
         let all_ok = checks.iter().all(|c| c.ok);
         for c in &checks {
             let label = crate::metrics::ServedLabel {
@@ -308,20 +522,9 @@ impl Worker {
                 .collect(),
         );
         let id = job.id;
-        let lagging: Vec<String> = checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| c.server.to_string())
-            .collect();
-        let alert = (!lagging.is_empty()).then(|| {
-            self.new_event(
-                EventKind::Alert,
-                format!(
-                    "dns-lagging: change {id} not served by {} in time",
-                    lagging.join(", ")
-                ),
-            )
-        });
+        let alert = verification
+            .alert(id)
+            .map(|text| self.new_event(EventKind::Alert, text));
         self.history
             .write(HistoryWrite::DnsVerified {
                 id,
@@ -339,8 +542,8 @@ impl Worker {
             warn!(id, "some authoritative servers do not serve the change yet");
             self.notifier.send(Notice::new(
                 &self.service,
-                "alert",
-                format!("dns-lagging: change {id} not served everywhere in time"),
+                NoticeEvent::DnsLagging,
+                format!("change {id} not served everywhere in time"),
                 now_ms(),
             ));
         }

@@ -53,6 +53,8 @@ pub struct ServiceDeps {
     pub readiness: crate::config::ReadinessConfig,
     /// Services with a "not ready" alert out, across restarts by a reload.
     pub alerts: crate::readiness::AlertMemory,
+    /// `notify.dns_pending_after`: a change pending this long is a `dns-pending` notice.
+    pub dns_pending_after: Duration,
 }
 
 /// One DNS backend as its services use it: the backend, and where the zone's authoritative
@@ -117,8 +119,15 @@ pub struct ServiceStatus {
 /// An operator's command to one service.
 #[derive(Debug)]
 pub enum Command {
-    SetOverride(Override, oneshot::Sender<Result<String, String>>),
-    ManualFailback(oneshot::Sender<Result<String, String>>),
+    /// The override, and the API token role that set it (for the history and notices).
+    SetOverride(
+        Override,
+        &'static str,
+        oneshot::Sender<Result<String, String>>,
+    ),
+    /// A failback, and the role that asked for it. While a failback waits on a failing
+    /// pre-failback gate, it skips the gate.
+    ManualFailback(&'static str, oneshot::Sender<Result<String, String>>),
 }
 
 /// How the API and CLI reach a running service.
@@ -193,6 +202,8 @@ pub async fn spawn_service(
     let pending_flag = DnsPending {
         flag: Arc::new(AtomicBool::new(false)),
         status: status_tx.clone(),
+        gate_waiting: Arc::new(AtomicBool::new(false)),
+        gate_skip: Arc::new(tokio::sync::Notify::new()),
     };
     let history = Arc::new(history::History::new(
         deps.store.clone(),
@@ -209,6 +220,7 @@ pub async fn spawn_service(
         history: history.clone(),
         failed: failed_tx,
         pending_flag: pending_flag.clone(),
+        pending_after: deps.dns_pending_after,
         shutdown: sup.shutdown().clone(),
     };
     sup.spawn(
@@ -336,6 +348,10 @@ fn decided(status: &mut ServiceStatus, s: &State, obs: Option<(Observation, u64)
 struct DnsPending {
     flag: Arc<AtomicBool>,
     status: watch::Sender<ServiceStatus>,
+    /// Set by the DNS worker while a failback waits on its failing pre-failback gate.
+    gate_waiting: Arc<AtomicBool>,
+    /// An operator's failback while the gate waits: the worker skips the gate.
+    gate_skip: Arc<tokio::sync::Notify>,
 }
 
 impl DnsPending {

@@ -11,7 +11,7 @@ use super::ServiceDeps;
 use crate::config::{ReadinessConfig, ServiceConfig, WitnessConfig};
 use crate::failover::Observation;
 use crate::metrics::{ReasonLabel, ServiceLabel};
-use crate::notify::Notice;
+use crate::notify::{Event, Notice};
 use crate::readiness::checks::SideReport;
 use crate::readiness::{self, Alarm, Alert, Asked, ReadinessStatus, Reason, Spells};
 use crate::witnesses::Answer;
@@ -87,12 +87,15 @@ impl Tracker {
             reasons.extend(side.reasons.iter().cloned());
         }
         let mut notices = Vec::new();
-        let notice = |kind: &str, msg: String| Notice::new(&svc.name, kind, msg, now);
+        let notice = |(event, resolved): (Event, bool), msg: String| {
+            let n = Notice::new(&svc.name, event, msg, now);
+            if resolved { n.resolved() } else { n }
+        };
         let mono = self.origin.elapsed().as_millis() as u64;
 
         match self.alarm.update(mono, &reasons) {
             Some(Alert::NotReady { reasons, more }) => notices.push(notice(
-                "not-ready",
+                (Event::NotReady, false),
                 format!(
                     "{}{}",
                     if more {
@@ -104,7 +107,7 @@ impl Tracker {
                 ),
             )),
             Some(Alert::ReadyAgain) => notices.push(notice(
-                "ready-again",
+                (Event::NotReady, true),
                 "ready again: every witness, the DNS credentials and the authoritative servers check out".into(),
             )),
             None => {}
@@ -118,7 +121,7 @@ impl Tracker {
         let ch = self.witness_spells.update(mono, &witness_reasons);
         for r in ch.confirmed {
             notices.push(notice(
-                "witness-alert",
+                (Event::WitnessAlert, false),
                 format!(
                     "{} silent or refusing for more than {}: {}",
                     r.subject,
@@ -129,7 +132,7 @@ impl Tracker {
         }
         for r in ch.ended {
             notices.push(notice(
-                "witness-ok",
+                (Event::WitnessAlert, true),
                 format!("{} answers with valid votes again", r.subject),
             ));
         }
@@ -138,7 +141,7 @@ impl Tracker {
         let ch = self.disputed.update(mono, disputed.as_slice());
         for r in ch.confirmed {
             notices.push(notice(
-                "disputed-alert",
+                (Event::DisputedAlert, false),
                 format!(
                     "disputed for more than {}: {}",
                     humantime(self.disputed_after_ms()),
@@ -148,7 +151,7 @@ impl Tracker {
         }
         if !ch.ended.is_empty() {
             notices.push(notice(
-                "disputed-over",
+                (Event::DisputedAlert, true),
                 "this coordinator reaches the primary again (or the witnesses agree)".into(),
             ));
         }

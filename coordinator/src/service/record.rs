@@ -5,7 +5,7 @@
 
 use crate::dns::{Change, RecordSet};
 use crate::failover::{Action, Event, Observation, Policy, Side, State};
-use crate::notify::Notice;
+use crate::notify::{Event as NoticeEvent, Notice};
 use crate::store::{Decision, EventKind, NewRound, PendingChange, VoteRecord};
 
 /// What a service's decisions are about: fixed for the life of the service task.
@@ -43,6 +43,8 @@ pub struct Input<'a> {
     pub obs: Observation,
     /// The last tick's raw votes, stored with a round decided on them.
     pub votes: Option<Vec<VoteRecord>>,
+    /// For an operator's command: the API token role that gave it (`admin`).
+    pub by: Option<&'a str>,
     pub now_ms: u64,
 }
 
@@ -87,6 +89,7 @@ pub fn record(target: &Target, input: Input<'_>) -> Recorded {
         actions,
         obs,
         votes,
+        by,
         now_ms: now,
     } = input;
     let name = target.service.as_str();
@@ -101,9 +104,10 @@ pub fn record(target: &Target, input: Input<'_>) -> Recorded {
     }
     let mut switch = None;
     let mut notices = Vec::new();
-    let mut note = |d: &mut Decision, kind: EventKind, msg: String| {
-        d.events.push((kind, msg.clone()));
-        notices.push(Notice::new(name, kind.as_str(), msg, now));
+    let operator = matches!(event, Event::SetOverride(_) | Event::ManualFailback);
+    let by_role = |n: Notice| match by {
+        Some(role) if operator => n.by(role),
+        _ => n,
     };
     for a in actions {
         match a {
@@ -147,28 +151,59 @@ pub fn record(target: &Target, input: Input<'_>) -> Recorded {
                 }
             }
             Action::Alert { kind, message } => {
-                note(&mut d, EventKind::Alert, format!("{kind}: {message}"));
+                d.events
+                    .push((EventKind::Alert, format!("{kind}: {message}")));
+                notices.push(by_role(Notice::new(
+                    name,
+                    NoticeEvent::from_alert(kind),
+                    message,
+                    now,
+                )));
             }
             Action::Resolve { kind, message } => {
-                note(&mut d, EventKind::Resolved, format!("{kind}: {message}"));
+                d.events
+                    .push((EventKind::Resolved, format!("{kind}: {message}")));
+                notices.push(
+                    Notice::new(name, NoticeEvent::from_alert(kind), message, now).resolved(),
+                );
             }
             Action::Transition { from, to, reason } => {
-                note(
-                    &mut d,
-                    EventKind::Transition,
-                    format!("{from}-active -> {to}-active: {reason}"),
-                );
+                let msg = format!("{from}-active -> {to}-active: {reason}");
+                d.events.push((EventKind::Transition, msg.clone()));
+                let mut n = Notice::new(name, NoticeEvent::switch_to(to), msg, now);
+                n.switch = Some((from, to));
+                // The votes of the round that decided it (an operator's command has none).
+                if !operator {
+                    n.votes = Some(obs.votes);
+                }
+                notices.push(by_role(n));
             }
         }
     }
     if let Some(r) = d.round.as_mut() {
         r.changed_dns = d.dns_change.is_some();
     }
-    if matches!(event, Event::SetOverride(_)) {
-        d.events.push((
-            EventKind::Override,
-            format!("operator set {}", next.override_.as_str()),
-        ));
+    match event {
+        Event::SetOverride(_) => {
+            let msg = format!("operator set {}", next.override_.as_str());
+            d.events.push((EventKind::Override, msg.clone()));
+            notices.insert(
+                0,
+                by_role(Notice::new(name, NoticeEvent::Override, msg, now)),
+            );
+        }
+        Event::ManualFailback => {
+            notices.insert(
+                0,
+                by_role(Notice::new(
+                    name,
+                    NoticeEvent::ManualFailback,
+                    "operator asked for a failback",
+                    now,
+                )),
+            );
+        }
+        _ => {}
     }
     let wrote =
         d.state.is_some() || d.round.is_some() || !d.events.is_empty() || d.dns_change.is_some();

@@ -3,6 +3,7 @@
 //! `failover::step`, recorded (`record`), written, and only then acted on.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use shared::protocol::Verdict;
 use tokio::sync::{mpsc, watch};
@@ -15,6 +16,7 @@ use super::{Command, DnsPending, Job, ServiceDeps, ServiceStatus, decided, now_m
 use crate::config::ServiceConfig;
 use crate::failover::{self, Action, Event, Observation, Side, State, VoteTally};
 use crate::metrics::{InvalidLabel, RoundLabel, ServiceLabel, WitnessLabel};
+use crate::notify::{Event as NoticeEvent, Notice};
 use crate::store::VoteRecord;
 use crate::witnesses::Answer;
 
@@ -83,7 +85,7 @@ impl ServiceTask {
 
     /// Feeds `event`; when its decision cannot be written, keeps it for [`Self::catch_up`].
     async fn feed_or_keep(&mut self, event: Event) {
-        if !self.unrecorded.is_empty() || self.feed(event, None).await.is_err() {
+        if !self.unrecorded.is_empty() || self.feed(event, None, None).await.is_err() {
             self.unrecorded.push(event);
         }
     }
@@ -92,7 +94,7 @@ impl ServiceTask {
     /// worker's backlog). Stops at the first failure; the next tick tries again.
     async fn catch_up(&mut self) {
         while let Some(&event) = self.unrecorded.first() {
-            if self.feed(event, None).await.is_err() {
+            if self.feed(event, None, None).await.is_err() {
                 return;
             }
             self.unrecorded.remove(0);
@@ -102,25 +104,47 @@ impl ServiceTask {
 
     async fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::SetOverride(o, reply) => {
+            Command::SetOverride(o, by, reply) => {
                 let r = self
-                    .feed(Event::SetOverride(o), None)
+                    .feed(Event::SetOverride(o), None, Some(by))
                     .await
                     .map(|()| format!("override {} set; {}", o.as_str(), self.state.label()));
                 let _ = reply.send(r);
             }
-            Command::ManualFailback(reply) => {
-                let before = self.state.active;
-                let r = self.feed(Event::ManualFailback, None).await.map(|()| {
-                    if before == Side::Backup && self.state.active == Side::Primary {
-                        "failback started".to_string()
-                    } else {
-                        format!(
-                            "no failback: {} (see the events for why)",
-                            self.state.label()
+            Command::ManualFailback(by, reply) => {
+                if self.pending_flag.gate_waiting.load(Ordering::SeqCst) {
+                    // The failback is decided and waits on its failing gate: the operator
+                    // takes it from here. The worker records the skip in the history.
+                    self.pending_flag.gate_skip.notify_one();
+                    self.deps.notifier.send(
+                        Notice::new(
+                            &self.svc.name,
+                            NoticeEvent::ManualFailback,
+                            "operator forced the failback past the failing pre_failback gate",
+                            now_ms(),
                         )
-                    }
-                });
+                        .by(by),
+                    );
+                    let _ = reply.send(Ok(
+                        "failback forced: the pre_failback gate is skipped for the pending change"
+                            .to_string(),
+                    ));
+                    return;
+                }
+                let before = self.state.active;
+                let r = self
+                    .feed(Event::ManualFailback, None, Some(by))
+                    .await
+                    .map(|()| {
+                        if before == Side::Backup && self.state.active == Side::Primary {
+                            "failback started".to_string()
+                        } else {
+                            format!(
+                                "no failback: {} (see the events for why)",
+                                self.state.label()
+                            )
+                        }
+                    });
                 let _ = reply.send(r);
             }
         }
@@ -178,7 +202,7 @@ impl ServiceTask {
         });
         let records: Vec<VoteRecord> = answers.into_iter().map(|a| a.record).collect();
         // A failed write is logged and counted inside; the next tick decides again.
-        let _ = self.feed(Event::Tick(obs), Some(records)).await;
+        let _ = self.feed(Event::Tick(obs), Some(records), None).await;
     }
 
     /// Notes, per witness, whether its valid vote agreed with the round's majority (a round
@@ -282,7 +306,12 @@ impl ServiceTask {
     /// Runs the decision function, writes its record and carries out what it returns.
     /// Errs (and changes nothing) when the decision could not be written to the history;
     /// the failure is logged and counted in `quorate_history_write_failures_total`.
-    async fn feed(&mut self, event: Event, votes: Option<Vec<VoteRecord>>) -> Result<(), String> {
+    async fn feed(
+        &mut self,
+        event: Event,
+        votes: Option<Vec<VoteRecord>>,
+        by: Option<&str>,
+    ) -> Result<(), String> {
         let now = now_ms();
         let (next, actions) = failover::step(&self.svc.policy, &self.state, event, now);
         let obs = self.last_obs.map(|(o, _)| o).unwrap_or_default();
@@ -296,6 +325,7 @@ impl ServiceTask {
                 actions,
                 obs,
                 votes,
+                by,
                 now_ms: now,
             },
         );

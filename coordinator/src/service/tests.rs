@@ -146,7 +146,10 @@ impl Rig {
             pending_flag: DnsPending {
                 flag: Arc::new(AtomicBool::new(false)),
                 status: status_tx.clone(),
+                gate_waiting: Arc::new(AtomicBool::new(false)),
+                gate_skip: Arc::new(tokio::sync::Notify::new()),
             },
+            pending_after: Duration::from_secs(120),
             shutdown: sup.shutdown().clone(),
         };
         sup.spawn(

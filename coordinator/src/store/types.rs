@@ -88,10 +88,12 @@ pub enum EventKind {
     DnsReconciled,
     /// An operator hook failed.
     HookFailed,
+    /// One try of the pre-failback gate (failed, passed, or skipped by an operator).
+    Gate,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Alert,
         EventKind::Resolved,
         EventKind::Transition,
@@ -100,6 +102,7 @@ impl EventKind {
         EventKind::DnsFailed,
         EventKind::DnsReconciled,
         EventKind::HookFailed,
+        EventKind::Gate,
     ];
 
     /// The spelling stored in the history, sent in notifications and shown by the API.
@@ -113,6 +116,7 @@ impl EventKind {
             EventKind::DnsFailed => "dns-failed",
             EventKind::DnsReconciled => "dns-reconciled",
             EventKind::HookFailed => "hook-failed",
+            EventKind::Gate => "gate",
         }
     }
 

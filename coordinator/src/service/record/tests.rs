@@ -131,7 +131,14 @@ fn render(r: &Recorded) -> String {
         writeln!(out, "job     to {} ({})", j.to, j.reason).unwrap();
     }
     for n in &r.notices {
-        writeln!(out, "notice  {}: {}", n.kind, n.message).unwrap();
+        let votes = crate::notify::render::votes(n)
+            .map(|v| format!(" [votes {v}]"))
+            .unwrap_or_default();
+        let by =
+            n.by.as_ref()
+                .map(|b| format!(" [by {b}]"))
+                .unwrap_or_default();
+        writeln!(out, "notice  {}: {}{votes}{by}", n.title_event(), n.message).unwrap();
     }
     out
 }
@@ -205,7 +212,7 @@ round   primary-down -> failover (2 of 3 down) votes 0 up / 2 down / 1 missing, 
 event   transition: primary-active -> backup-active: quorum
 pending to backup via dryrun in example.test. -> [192.0.2.2]
 job     to backup (quorum)
-notice  transition: primary-active -> backup-active: quorum
+notice  failover: primary-active -> backup-active: quorum [votes 2 down, 0 up, 0 invalid, 1 missing]
 ",
         },
         Row {
@@ -222,7 +229,7 @@ round   primary-down -> disputed (1 up) votes 1 up / 2 down / 0 missing, 3 store
 ",
         },
         Row {
-            name: "an override: no votes stored with its round, an override event, no notice for it",
+            name: "an override: no votes stored with its round, an override event and notice naming the token role",
             event: Event::SetOverride(Override::PinBackup),
             persisted: Some(primary.clone()),
             next: pinned.clone(),
@@ -247,7 +254,8 @@ event   transition: primary-active -> backup-active: override
 event   override: operator set pin-backup
 pending to backup via dryrun in example.test. -> [192.0.2.2]
 job     to backup (override)
-notice  transition: primary-active -> backup-active: override
+notice  override: operator set pin-backup [by admin]
+notice  failover: primary-active -> backup-active: override [by admin]
 ",
         },
         Row {
@@ -271,8 +279,8 @@ notice  transition: primary-active -> backup-active: override
 state   primary-active override auto
 event   resolved: backup-down: backup answers again
 event   alert: both-down: primary and backup down
-notice  resolved: backup-down: backup answers again
-notice  alert: both-down: primary and backup down
+notice  backup-down resolved: backup answers again
+notice  both-down: primary and backup down
 ",
         },
     ];
@@ -288,6 +296,7 @@ notice  alert: both-down: primary and backup down
                 actions: row.actions,
                 obs: row.obs,
                 votes: row.votes,
+                by: Some("admin"),
                 now_ms: NOW,
             },
         ));
@@ -317,6 +326,7 @@ fn the_persisted_state_forgets_the_streaks() {
             actions: vec![],
             obs: Observation::default(),
             votes: None,
+            by: None,
             now_ms: NOW,
         },
     );
