@@ -223,6 +223,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/rounds/{id}", get(one_round))
         .route("/events", get(list_events))
         .route("/dns-changes", get(list_dns_changes))
+        .route("/history/checkpoint", get(latest_checkpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .nest("/v1", v1)
@@ -607,6 +608,31 @@ async fn list_plain<T: Serialize + Send + 'static>(
     let l = f.limit;
     let rows = st.store.call(move |s| read(s, &f)).await?;
     Ok(Json(json!(page(rows, l, id))))
+}
+
+/// The newest signed checkpoint of the history's hash chain (docs/history.md): what an
+/// auditor keeps to prove later that the history up to it was not rewritten or truncated.
+async fn latest_checkpoint(
+    State(st): State<Arc<ApiState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(c) = st.store.call(|s| s.latest_checkpoint()).await? else {
+        return Err(ApiError::not_found(
+            "no checkpoint yet: the first is signed within [history] checkpoint_every",
+        ));
+    };
+    let envelope: serde_json::Value = serde_json::from_str(&c.envelope).unwrap_or_default();
+    let payload = envelope
+        .get("payload")
+        .and_then(|p| p.as_str())
+        .and_then(|p| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(p).ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .unwrap_or_default();
+    Ok(Json(
+        json!({"id": c.id, "checkpoint": payload, "envelope": envelope}),
+    ))
 }
 
 async fn list_events(

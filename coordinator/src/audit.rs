@@ -5,6 +5,8 @@
 use shared::protocol::Envelope;
 
 use crate::config::WitnessConfig;
+use crate::ledger::KeySet;
+use crate::ledger::chain::ChainReport;
 use crate::store::{Store, StoreError, VoteRecord};
 
 /// `ok`, or why the stored vote does not verify now. A vote that was stored as missing (no
@@ -56,8 +58,16 @@ pub struct Report {
     /// Votes stored as invalid that still fail (as they should).
     pub invalid_confirmed: u64,
     pub no_answer: u64,
-    /// Votes whose stored verdict disagrees with what verification says now: the history
-    /// has been tampered with, or a key was changed. Each line names the round and witness.
+    /// Votes that verify but do not count (a retired key, a witness's second vote).
+    pub not_counted: u64,
+    /// Distinct vote requests whose coordinator signature verifies.
+    pub requests_ok: u64,
+    /// Rounds whose tally and outcome were re-derived from their votes under their policy.
+    pub outcomes_checked: u64,
+    /// Vote rounds written before the policy was recorded with each round (schema 1): their
+    /// votes are checked, their outcome cannot be.
+    pub outcomes_unchecked: u64,
+    /// Everything that does not verify; each line names the round (and witness).
     pub problems: Vec<String>,
 }
 
@@ -65,126 +75,75 @@ impl Report {
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// Adds one round's check.
+    pub fn add(&mut self, round: &crate::store::Round, c: crate::ledger::RoundCheck) {
+        self.rounds += 1;
+        self.votes += c.votes;
+        self.valid_ok += c.valid_ok;
+        self.invalid_confirmed += c.invalid_confirmed;
+        self.no_answer += c.no_answer;
+        self.not_counted += c.not_counted;
+        self.requests_ok += c.requests_ok;
+        if c.outcome_checked {
+            self.outcomes_checked += 1;
+        } else if round.round.trigger.has_votes() && round.round.policy.is_none() {
+            self.outcomes_unchecked += 1;
+        }
+        self.problems.extend(c.problems);
+    }
 }
 
-/// Re-verifies every stored vote (optionally of one service).
+/// Re-verifies every stored round (optionally of one service) with public keys only: request
+/// and vote signatures and bindings, and each round's tally and outcome (`ledger::check`).
 pub fn audit_history(
     store: &Store,
     service: Option<&str>,
-    witnesses: &[WitnessConfig],
+    keys: &KeySet,
 ) -> Result<Report, StoreError> {
     let mut rep = Report::default();
     store.for_each_round_with_votes(service, |round, votes| {
-        rep.rounds += 1;
-        for v in votes {
-            rep.votes += 1;
-            let now = reverify_vote(v, &round.round.service, witnesses);
-            match (v.valid, now.as_str()) {
-                (_, "no-answer") => rep.no_answer += 1,
-                (true, "ok") => rep.valid_ok += 1,
-                (false, r) if r != "ok" => rep.invalid_confirmed += 1,
-                (true, r) => rep.problems.push(format!(
-                    "round {} ({}), witness {}: stored as valid but now fails: {r}",
-                    round.id, round.round.service, v.witness
-                )),
-                (false, _) => rep.problems.push(format!(
-                    "round {} ({}), witness {}: stored as invalid ({}) but verifies now",
-                    round.id,
-                    round.round.service,
-                    v.witness,
-                    v.error.as_deref().unwrap_or("")
-                )),
-            }
-        }
+        rep.add(round, crate::ledger::check_round(keys, round, votes));
         true
     })?;
     Ok(rep)
+}
+
+/// Checks the hash chain and the checkpoints of the whole file (`ledger::chain`).
+pub fn audit_chain(store: &Store, keys: &KeySet) -> Result<ChainReport, StoreError> {
+    Ok(crate::ledger::chain::check_chain(
+        keys,
+        &store.chain_input()?,
+    ))
+}
+
+/// Both checks, as `verify-history` runs them: every round (of `service`, or all) and the
+/// chain of the whole file.
+pub fn audit_all(
+    store: &Store,
+    service: Option<&str>,
+    keys: &KeySet,
+) -> Result<(Report, ChainReport), StoreError> {
+    Ok((
+        audit_history(store, service, keys)?,
+        audit_chain(store, keys)?,
+    ))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::{Decision, NewRound};
-    use shared::probe::{Evidence, ProbeSpec, TcpProbe};
-    use shared::protocol::{KeyId, PROTOCOL_VERSION, Verdict, Vote, VoteRequest};
+    use crate::failover::Outcome;
+    use crate::ledger::fixtures::{Keys, round};
+    use crate::store::Decision;
+    use shared::protocol::Verdict::Down;
 
-    /// A round with one real signed vote from `witness_key`, stored as `valid`.
-    fn signed_vote(
-        ckey: &ed25519_dalek::SigningKey,
-        wkey: &ed25519_dalek::SigningKey,
-        round: u64,
-    ) -> VoteRecord {
-        let req = VoteRequest {
-            version: PROTOCOL_VERSION,
-            coordinator: KeyId::of(&ckey.verifying_key()),
-            service: "www".into(),
-            round,
-            nonce: "00112233445566778899aabbccddeeff".into(),
-            issued_at_ms: round,
-            target: ProbeSpec::Tcp(TcpProbe {
-                address: "192.0.2.10:80".parse().unwrap(),
-                timeout_ms: 500,
-            }),
-        };
-        let (env, hash) = req.sign(ckey);
-        let vote = Vote {
-            version: PROTOCOL_VERSION,
-            witness: KeyId::of(&wkey.verifying_key()),
-            service: "www".into(),
-            round,
-            request_hash: hash.hex(),
-            verdict: Verdict::Down,
-            evidence: Evidence {
-                probe: "tcp".into(),
-                latency_us: 500_000,
-                status: None,
-                error: Some(shared::probe::ProbeError::Timeout),
-                detail: None,
-            },
-            probed_at_ms: round + 500,
-        };
-        VoteRecord {
-            witness: "w1".into(),
-            witness_key_id: KeyId::of(&wkey.verifying_key()).0,
-            request_envelope: String::from_utf8(env.to_json()).unwrap(),
-            vote_envelope: Some(vote.sign(wkey).to_json()),
-            valid: true,
-            verdict: Some("down".into()),
-            error: None,
-            latency_ms: Some(1.0),
-        }
-    }
-
-    fn witness(key: &ed25519_dalek::SigningKey) -> WitnessConfig {
-        WitnessConfig {
-            name: "w1".into(),
-            url: "https://127.0.0.1:1".into(),
-            key: key.verifying_key(),
-            key_id: KeyId::of(&key.verifying_key()),
-            cert_sha256: None,
-            timeout: std::time::Duration::from_secs(1),
-        }
-    }
-
-    fn store_round(store: &Store, votes: Vec<VoteRecord>, at: u64) {
+    fn store_round(store: &Store, outcome: Outcome, votes: Vec<VoteRecord>, at: u64) {
         let d = Decision {
             service: "www".into(),
             at_ms: at,
-            round: Some(NewRound {
-                service: "www".into(),
-                at_ms: at,
-                trigger: crate::failover::Trigger::PrimaryDown,
-                outcome: crate::failover::Outcome::Failover,
-                reason: "test".into(),
-                primary_up: false,
-                backup_up: true,
-                votes_up: 0,
-                votes_down: 1,
-                votes_invalid: 0,
-                votes_missing: 0,
-                changed_dns: false,
-            }),
+            round: Some(round("www", at, outcome, &votes)),
             votes,
             ..Default::default()
         };
@@ -201,16 +160,42 @@ mod tests {
     fn clean_history_verifies_and_a_tampered_vote_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
-        let (ckey, wkey) = (shared::keys::generate(), shared::keys::generate());
-        store_round(&store, vec![signed_vote(&ckey, &wkey, 1000)], 1000);
-        let rep = audit_history(&store, None, &[witness(&wkey)]).unwrap();
+        let k = Keys::new();
+        store_round(
+            &store,
+            Outcome::Failover,
+            k.votes("www", 1000, &[Some(Down), Some(Down), None]),
+            1000,
+        );
+        let rep = audit_history(&store, None, &k.set()).unwrap();
         assert!(rep.is_clean(), "{:?}", rep.problems);
-        assert_eq!((rep.rounds, rep.votes, rep.valid_ok), (1, 1, 1));
+        assert_eq!(
+            (rep.rounds, rep.votes, rep.valid_ok, rep.no_answer),
+            (1, 3, 2, 1)
+        );
+        assert_eq!((rep.requests_ok, rep.outcomes_checked), (1, 1));
+
+        // A "failover" backed by one valid vote under quorum 2: its signatures are fine, its
+        // outcome does not follow from them.
+        store_round(
+            &store,
+            Outcome::Failover,
+            k.votes("www", 1500, &[Some(Down)]),
+            1500,
+        );
+        let rep = audit_history(&store, None, &k.set()).unwrap();
+        assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+        assert!(
+            rep.problems[0]
+                .starts_with("round 2 (www): failover backed by too few valid votes: 1 valid down"),
+            "{}",
+            rep.problems[0]
+        );
 
         // Someone edits a stored vote after the fact: "down" becomes "up".
-        let mut forged = signed_vote(&ckey, &wkey, 2000);
+        let mut votes = k.votes("www", 2000, &[Some(Down), Some(Down)]);
         let env: shared::protocol::Envelope =
-            serde_json::from_slice(forged.vote_envelope.as_ref().unwrap()).unwrap();
+            serde_json::from_slice(votes[0].vote_envelope.as_ref().unwrap()).unwrap();
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
         let payload = String::from_utf8(b64.decode(&env.payload).unwrap()).unwrap();
@@ -220,20 +205,25 @@ mod tests {
             payload: b64.encode(edited),
             signature: env.signature,
         };
-        forged.vote_envelope = Some(env.to_json());
-        store_round(&store, vec![forged], 2000);
-        let rep = audit_history(&store, None, &[witness(&wkey)]).unwrap();
-        assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+        votes[0].vote_envelope = Some(env.to_json());
+        store_round(&store, Outcome::Disputed, votes, 2000);
+        let rep = audit_history(&store, None, &k.set()).unwrap();
+        let third: Vec<_> = rep
+            .problems
+            .iter()
+            .filter(|p| p.starts_with("round 3 "))
+            .collect();
         assert!(
-            rep.problems[0].contains("round 2") && rep.problems[0].contains("bad_signature"),
-            "{}",
-            rep.problems[0]
+            third
+                .iter()
+                .any(|p| p.contains("witness w1: stored as valid but now fails: bad_signature")),
+            "{third:?}"
         );
 
-        // Without the witness's key, nothing can be called verified.
-        let other = shared::keys::generate();
-        let rep = audit_history(&store, None, &[witness(&other)]).unwrap();
+        // Without the witnesses' keys, nothing can be called verified.
+        let mut other = k.set();
+        other.witnesses.clear();
+        let rep = audit_history(&store, None, &other).unwrap();
         assert_eq!(rep.valid_ok, 0);
-        assert_eq!(rep.problems.len(), 2);
     }
 }

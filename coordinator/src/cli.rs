@@ -257,22 +257,75 @@ pub fn render_timeline(service: &str, lines: &[TimelineLine]) -> String {
 // ---------------------------------------------------------------------------------------
 // verify-history
 
-/// `verify-history`: re-verifies every stored vote (of one service, or all) against the
-/// configured witness keys; unsuccessful when any vote does not check out.
-pub fn verify_history(config: &Config, service: Option<&str>) -> anyhow::Result<Output> {
-    let store = Store::open_read_only(&config.database)?;
-    let rep = crate::audit::audit_history(&store, service, &config.witnesses)?;
+/// `verify-history`: re-verifies the history at `db` (of one service, or all) with the
+/// public keys alone; unsuccessful when anything does not check out.
+pub fn verify_history(
+    db: &Path,
+    keys: &crate::ledger::KeySet,
+    service: Option<&str>,
+) -> anyhow::Result<Output> {
+    let store = Store::open_read_only(db)?;
+    let (rep, chain) = crate::audit::audit_all(&store, service, keys)?;
+    let mut out = render_report(&rep);
+    let c = render_chain(&chain);
+    out.text.push_str(&c.text);
+    out.success &= c.success;
+    Ok(out)
+}
+
+/// The chain's part of `verify-history`: what the links and checkpoints prove, then one
+/// `PROBLEM` line each.
+pub fn render_chain(c: &crate::ledger::chain::ChainReport) -> Output {
     let mut text = format!(
-        "rounds {}  votes {}  valid and verified {}  invalid as recorded {}  no answer {}\n",
-        rep.rounds, rep.votes, rep.valid_ok, rep.invalid_confirmed, rep.no_answer
+        "chain links {}  rows pruned under a signed checkpoint {}  rows older than the chain {}  checkpoints verified {}\n",
+        c.links, c.pruned, c.before_chain, c.checkpoints_ok
     );
+    match c.proven_through {
+        Some((seq, at)) => text.push_str(&format!(
+            "the newest checkpoint (signed {}) proves links 1..{seq}; {} later link(s) are not covered yet: a truncation among them cannot be detected\n",
+            fmt_ms(at),
+            c.unproven_links
+        )),
+        None => text.push_str(
+            "no checkpoint verifies: a truncated tail cannot be detected (the coordinator signs one every [history] checkpoint_every)\n",
+        ),
+    }
+    for p in &c.problems {
+        text.push_str(&format!("PROBLEM {p}\n"));
+    }
+    Output {
+        text,
+        success: c.problems.is_empty(),
+    }
+}
+
+/// The report as `verify-history` prints it: one summary line, then one `PROBLEM` line each.
+pub fn render_report(rep: &crate::audit::Report) -> Output {
+    let mut text = format!(
+        "rounds {}  votes {}  valid and verified {}  invalid as recorded {}  no answer {}\n\
+         requests signed by the coordinator {}  outcomes re-derived {}  not counted {}\n",
+        rep.rounds,
+        rep.votes,
+        rep.valid_ok,
+        rep.invalid_confirmed,
+        rep.no_answer,
+        rep.requests_ok,
+        rep.outcomes_checked,
+        rep.not_counted
+    );
+    if rep.outcomes_unchecked > 0 {
+        text.push_str(&format!(
+            "note: {} round(s) were written before the policy was recorded with each round: their votes are checked, their outcome is not\n",
+            rep.outcomes_unchecked
+        ));
+    }
     for p in &rep.problems {
         text.push_str(&format!("PROBLEM {p}\n"));
     }
-    Ok(Output {
+    Output {
         text,
         success: rep.is_clean(),
-    })
+    }
 }
 
 /// A stored Unix-millisecond time as RFC 3339 with milliseconds; 0 is "never".
@@ -354,6 +407,7 @@ mod tests {
                 votes_invalid: 0,
                 votes_missing: 1,
                 changed_dns: true,
+                policy: None,
             },
         };
         let event = Event {

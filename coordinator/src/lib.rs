@@ -15,6 +15,7 @@ pub mod demo;
 pub mod dns;
 pub mod failover;
 pub mod hooks;
+pub mod ledger;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
@@ -125,6 +126,18 @@ pub async fn start_locked(
             store.clone(),
             metrics.clone(),
             config.retention,
+            Arc::new(config.signing_key.clone()),
+            shutdown.clone(),
+        ),
+        |_| {},
+    );
+    sup.spawn(
+        "checkpoint",
+        service::checkpoint_loop(
+            store.clone(),
+            metrics.clone(),
+            Arc::new(config.signing_key.clone()),
+            config.checkpoint_every,
             shutdown.clone(),
         ),
         |_| {},

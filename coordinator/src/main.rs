@@ -71,12 +71,26 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Re-verify every stored vote against the witnesses' public keys; exit 1 on any problem.
+    /// Re-verify the history with public keys only (--db and --keys; or --config, which
+    /// takes both from a coordinator config): request and vote signatures, each round's
+    /// outcome from its votes; exit 1 on any problem.
     VerifyHistory {
-        #[arg(long)]
-        config: PathBuf,
+        /// A coordinator config: the database and the keys it pins.
+        #[arg(long, conflicts_with_all = ["db", "keys"], required_unless_present_all = ["db", "keys"])]
+        config: Option<PathBuf>,
+        /// The history database (read only).
+        #[arg(long, requires = "keys")]
+        db: Option<PathBuf>,
+        /// The public keys (`quorate-coordinator keys --config F` writes one).
+        #[arg(long, requires = "db")]
+        keys: Option<PathBuf>,
         #[arg(long)]
         service: Option<String>,
+    },
+    /// Print the public keys an auditor needs (the keys file of verify-history --keys).
+    Keys {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Set a service's maintenance mode through the running coordinator's API.
     Override {
@@ -229,11 +243,32 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             print!("{}", cli::history(&cfg, &service, limit)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::VerifyHistory { config, service } => {
-            let cfg = cli::load_config(&config)?;
-            let out = cli::verify_history(&cfg, service.as_deref())?;
+        Cmd::VerifyHistory {
+            config,
+            db,
+            keys,
+            service,
+        } => {
+            let (db, keys) = match (config, db, keys) {
+                (Some(config), _, _) => {
+                    let cfg = cli::load_config(&config)?;
+                    let keys = coordinator::ledger::KeySet::from_config(&cfg);
+                    (cfg.database, keys)
+                }
+                (None, Some(db), Some(keys)) => (db, coordinator::ledger::KeySet::load(&keys)?),
+                _ => anyhow::bail!("verify-history: give --db and --keys, or --config"),
+            };
+            let out = cli::verify_history(&db, &keys, service.as_deref())?;
             print!("{}", out.text);
             Ok(exit(out.success))
+        }
+        Cmd::Keys { config } => {
+            let cfg = cli::load_config(&config)?;
+            print!(
+                "{}",
+                coordinator::ledger::KeySet::from_config(&cfg).to_toml()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Override {
             config,

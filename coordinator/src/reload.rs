@@ -85,6 +85,10 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<String>> {
     fixed("coordinator.database", old.database == new.database);
     fixed("coordinator.retention", old.retention == new.retention);
     fixed(
+        "history.checkpoint_every",
+        old.checkpoint_every == new.checkpoint_every,
+    );
+    fixed(
         "api.token_file (the API token)",
         old.api_token == new.api_token,
     );

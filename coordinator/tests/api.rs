@@ -249,6 +249,7 @@ fn decision(service: &str, at_ms: u64, outcome: &str, votes: Vec<VoteRecord>) ->
             votes_invalid: 0,
             votes_missing: votes.iter().filter(|v| v.vote_envelope.is_none()).count() as u32,
             changed_dns: outcome == "failover",
+            policy: None,
         }),
         votes,
         ..Default::default()
@@ -702,7 +703,13 @@ async fn a_round_shows_its_votes_and_reverifies_them() {
         .lab
         .config(&std::fs::read_to_string(api.lab.path().join("coordinator.toml")).unwrap());
     let report = store
-        .call(move |s| coordinator::audit::audit_history(s, Some("alpha"), &cfg.witnesses))
+        .call(move |s| {
+            coordinator::audit::audit_history(
+                s,
+                Some("alpha"),
+                &coordinator::ledger::KeySet::from_config(&cfg),
+            )
+        })
         .await
         .unwrap();
     assert_eq!(report.valid_ok, 1);
@@ -868,7 +875,13 @@ async fn stored_votes_sent_as_arrays_reverify_as_malformed() {
         .lab
         .config(&std::fs::read_to_string(api.lab.path().join("coordinator.toml")).unwrap());
     let report = store
-        .call(move |s| coordinator::audit::audit_history(s, Some("alpha"), &cfg.witnesses))
+        .call(move |s| {
+            coordinator::audit::audit_history(
+                s,
+                Some("alpha"),
+                &coordinator::ledger::KeySet::from_config(&cfg),
+            )
+        })
         .await
         .unwrap();
     assert_eq!(report.valid_ok, 1, "{:?}", report.problems);
@@ -902,4 +915,54 @@ fn request_bodies_are_read_only_through_json_object() {
         }
     }
     assert!(source.contains("Result<JsonObject<OverrideBody>, ApiError>"));
+}
+
+/// `GET /v1/history/checkpoint`: the coordinator signs the chain head at start and again on
+/// every DNS change; the served checkpoint verifies with the coordinator's public key alone
+/// and commits to the link the history's head has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_checkpoint_is_served_signed_and_follows_dns_changes() {
+    let api = Api::start().await;
+    let store = api.coord.as_ref().unwrap().store.clone();
+    let mut d = decision("alpha", api.base_ms, "failover", Vec::new());
+    d.dns_change = Some(coordinator::store::PendingChange {
+        to_side: coordinator::failover::Side::Backup,
+        backend: "dryrun".into(),
+        change: coordinator::dns::Change {
+            zone: "example.test.".into(),
+            from: vec![],
+            to: vec![],
+        },
+    });
+    api.record(d).await;
+    let head = store.call(|s| s.chain_head()).await.unwrap().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let (status, body) = api.get("/v1/history/checkpoint").await;
+        if status == StatusCode::OK && body["checkpoint"]["seq"] == head.0 {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint of link {} after a DNS change: {status} {body}",
+            head.0
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["checkpoint"]["head"], head.1);
+    let cfg = api
+        .lab
+        .config(&std::fs::read_to_string(api.lab.path().join("coordinator.toml")).unwrap());
+    let keys = coordinator::ledger::KeySet::from_config(&cfg);
+    let stored = coordinator::ledger::checkpoint::StoredCheckpoint {
+        id: body["id"].as_i64().unwrap(),
+        envelope: body["envelope"].to_string(),
+    };
+    let cp = stored.open(&keys).unwrap();
+    assert_eq!(cp.seq, head.0);
+    // Another key does not verify it.
+    let mut other = keys.clone();
+    other.coordinators[0].key = SigningKey::from_bytes(&[9; 32]).verifying_key();
+    assert!(stored.open(&other).is_err());
+    api.stop().await;
 }

@@ -40,7 +40,8 @@ struct Rig {
     primary_records: Vec<RecordSet>,
     backup_records: Vec<RecordSet>,
     zone: String,
-    witness_configs: Vec<coordinator::config::WitnessConfig>,
+    /// The public keys of the coordinator and the witnesses, as an auditor holds them.
+    keys: coordinator::ledger::KeySet,
     http: reqwest::Client,
 }
 
@@ -74,7 +75,7 @@ impl Rig {
         let config = lab.config(&opts.toml());
         assert_eq!(config.dns.backends[0].config.kind(), "dryrun");
         let svc = config.services[0].clone();
-        let witness_configs = config.witnesses.clone();
+        let keys = coordinator::ledger::KeySet::from_config(&config);
         let primary_records = svc.records_for(Side::Primary);
         let backup_records = svc.records_for(Side::Backup);
         // DNS starts out serving the primary, as a real zone would.
@@ -95,7 +96,7 @@ impl Rig {
             primary_records,
             backup_records,
             zone: svc.zone.clone(),
-            witness_configs,
+            keys,
             http: reqwest::Client::new(),
         }
     }
@@ -300,11 +301,11 @@ async fn failover_then_failback_after_hold_down_then_isolated_coordinator_does_n
         good_down >= 2,
         "at least two valid signed down votes, got {votes:#?}"
     );
-    let witnesses = rig.witness_configs.clone();
+    let keys = rig.keys.clone();
     let report = rig
         .coord()
         .store
-        .call(move |s| coordinator::audit::audit_history(s, Some(SERVICE), &witnesses))
+        .call(move |s| coordinator::audit::audit_history(s, Some(SERVICE), &keys))
         .await
         .unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);

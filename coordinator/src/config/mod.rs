@@ -56,7 +56,23 @@ pub struct RawConfig {
     pub readiness: RawReadiness,
     #[serde(default)]
     pub service: Vec<RawService>,
+    #[serde(default)]
+    pub history: RawHistory,
 }
+
+/// `[history]`: how the tamper-evident history is kept (`ledger`, docs/history.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHistory {
+    /// How often the coordinator signs a checkpoint of the chain head ("10m" by default);
+    /// it also signs one on every DNS change and before retention deletes rows.
+    #[serde(default)]
+    pub checkpoint_every: Option<String>,
+}
+
+/// [`RawHistory::checkpoint_every`] when not set: a truncation of the history's tail can go
+/// unnoticed for at most this long (DNS changes are checkpointed at once anyway).
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 
 /// The validated configuration.
 pub struct Config {
@@ -79,6 +95,8 @@ pub struct Config {
     pub notify: crate::notify::NotifyConfig,
     pub readiness: ReadinessConfig,
     pub services: Vec<ServiceConfig>,
+    /// `[history] checkpoint_every`.
+    pub checkpoint_every: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -119,6 +137,19 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
         dns::bind_services(dns, raw.dns.named, &mut services, &mut e);
     }
     witness::default_timeouts(&mut witnesses, &raw.witness, &services, &mut e);
+    let checkpoint_every = match &raw.history.checkpoint_every {
+        None => Some(DEFAULT_CHECKPOINT_EVERY),
+        Some(t) => e.duration("history.checkpoint_every", t).filter(|d| {
+            let ok = (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(d);
+            if !ok {
+                e.push(
+                    "history.checkpoint_every",
+                    format!("expected between 1s and 24h, got {t:?}"),
+                );
+            }
+            ok
+        }),
+    };
 
     e.finish(|| {
         let signing_key = top.signing_key?;
@@ -138,6 +169,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             notify,
             readiness,
             services,
+            checkpoint_every: checkpoint_every?,
         })
     })
 }

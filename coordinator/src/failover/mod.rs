@@ -58,6 +58,36 @@ pub fn step(policy: &Policy, state: &State, event: Event, now_ms: u64) -> (State
     (m.s, m.out)
 }
 
+/// What `step` decides for one vote round on its own: the outcome of a `trigger` round with
+/// observation `obs` under `policy`, when no hold is in force (not just restarted, not
+/// blocked, not damped). `None` when `trigger` is not a vote round, or when `obs` could not
+/// have triggered one (a primary-down round whose observation says the primary is up).
+///
+/// The auditor (`ledger`) and the replay use it to re-derive a recorded outcome from its
+/// verified votes; a recorded `startup-hold`, `blocked` or `damped` stands where this says
+/// `failover` or `failback` (those holds depend on state the round does not record).
+pub fn decide_round(policy: &Policy, trigger: Trigger, obs: &Observation) -> Option<Outcome> {
+    let mut s = match trigger {
+        Trigger::PrimaryDown => State::new(Side::Primary),
+        Trigger::PrimaryUp => State::new(Side::Backup),
+        Trigger::Override | Trigger::ManualFailback => return None,
+    };
+    s.ticks_since_start = MIN_TICKS_BEFORE_SWITCH;
+    // One probe short of the threshold: this observation is the one that reaches it.
+    s.primary_down_streak = policy.fail_after.saturating_sub(1);
+    s.primary_up_streak = policy.recover_after.saturating_sub(1);
+    if trigger == Trigger::PrimaryDown {
+        s.primary_up_streak = 0;
+    } else {
+        s.primary_down_streak = 0;
+    }
+    let (_, actions) = step(policy, &s, Event::Tick(*obs), 0);
+    actions.into_iter().find_map(|a| match a {
+        Action::RecordRound { outcome, .. } => Some(outcome),
+        _ => None,
+    })
+}
+
 /// One step in progress: the state being built and the actions collected so far.
 struct Machine<'a> {
     policy: &'a Policy,

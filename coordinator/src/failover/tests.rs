@@ -1285,3 +1285,133 @@ proptest! {
         }
     }
 }
+
+/// `decide_round`, the outcome of one vote round on its own, row by row: the table the
+/// auditor re-derives recorded outcomes with.
+#[test]
+fn decide_round_table() {
+    let obs = |primary_up, backup_up, up, down| Observation {
+        primary_up,
+        backup_up,
+        votes: VoteTally {
+            up,
+            down,
+            invalid: 0,
+            missing: W - up - down,
+        },
+    };
+    let majority = Policy {
+        veto: VetoRule::Majority,
+        ..policy()
+    };
+    let gated = Policy {
+        failback_needs_quorum: true,
+        ..policy()
+    };
+    let manual = Policy {
+        failback: FailbackMode::Manual,
+        ..policy()
+    };
+    let strict = Policy {
+        quorum: 3,
+        ..policy()
+    };
+    let down = Trigger::PrimaryDown;
+    let up = Trigger::PrimaryUp;
+    let rows: &[(&str, &Policy, Trigger, Observation, Option<Outcome>)] = &[
+        (
+            "no valid vote",
+            &policy(),
+            down,
+            obs(false, true, 0, 0),
+            Some(Outcome::CoordinatorIsolated),
+        ),
+        (
+            "one up vetoes (any)",
+            &policy(),
+            down,
+            obs(false, true, 1, 2),
+            Some(Outcome::Disputed),
+        ),
+        (
+            "1 up vs 2 down (majority)",
+            &majority,
+            down,
+            obs(false, true, 1, 2),
+            Some(Outcome::Failover),
+        ),
+        (
+            "one down vote",
+            &policy(),
+            down,
+            obs(false, true, 0, 1),
+            Some(Outcome::InsufficientVotes),
+        ),
+        (
+            "quorum of downs",
+            &policy(),
+            down,
+            obs(false, true, 0, 2),
+            Some(Outcome::Failover),
+        ),
+        (
+            "2 of 3 under quorum 3",
+            &strict,
+            down,
+            obs(false, true, 0, 2),
+            Some(Outcome::InsufficientVotes),
+        ),
+        (
+            "quorum, backup down",
+            &policy(),
+            down,
+            obs(false, false, 0, 3),
+            Some(Outcome::BothDown),
+        ),
+        (
+            "primary-down round with the primary up",
+            &policy(),
+            down,
+            obs(true, true, 0, 3),
+            None,
+        ),
+        (
+            "failback",
+            &policy(),
+            up,
+            obs(true, true, 0, 0),
+            Some(Outcome::Failback),
+        ),
+        (
+            "failback needs quorum, 1 up",
+            &gated,
+            up,
+            obs(true, true, 1, 0),
+            Some(Outcome::FailbackNotAgreed),
+        ),
+        (
+            "failback needs quorum, 2 up",
+            &gated,
+            up,
+            obs(true, true, 2, 0),
+            Some(Outcome::Failback),
+        ),
+        (
+            "manual failback",
+            &manual,
+            up,
+            obs(true, true, 0, 0),
+            Some(Outcome::FailbackAwaitingOperator),
+        ),
+        (
+            "override has no vote round",
+            &policy(),
+            Trigger::Override,
+            obs(false, true, 0, 3),
+            None,
+        ),
+    ];
+    for (name, p, trigger, o, want) in rows {
+        assert_eq!(decide_round(p, *trigger, o), *want, "{name}");
+    }
+}

@@ -105,7 +105,10 @@ pub enum FailbackMode {
 
 /// The numbers the rules run on, per service. Built and defaulted by the config module
 /// (e.g. `quorum` = majority of the configured witnesses); [`Policy::validate`] checks them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Stored with every round (as this JSON) so the round's outcome can be re-derived from its
+/// votes later, under the policy in force then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Consecutive "down" probes of the primary before a decision round is held; also how long
     /// the backup must be down before the "backup down" alert (one failed probe is noise).

@@ -30,6 +30,7 @@ use crate::store::Store;
 use crate::supervise::Supervisor;
 use crate::witnesses::WitnessClient;
 
+mod checkpoint;
 mod dns_worker;
 mod history;
 mod readiness;
@@ -195,6 +196,7 @@ pub async fn spawn_service(
         backend: dns.label.clone(),
         primary: svc.records_for(Side::Primary),
         backup: svc.records_for(Side::Backup),
+        policy: svc.policy.clone(),
     };
     let svc = Arc::new(svc);
     let pending_flag = DnsPending {
@@ -364,15 +366,19 @@ impl DnsPending {
     }
 }
 
+pub use checkpoint::checkpoint_loop;
+
 /// How often retention runs: hourly keeps each run small (an hour of rounds) without
 /// mattering for a window measured in days.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-/// Deletes old history every [`RETENTION_EVERY`] (the first run at once).
+/// Deletes old history every [`RETENTION_EVERY`] (the first run at once), each time after a
+/// checkpoint signed with `key` that commits to what is deleted.
 pub async fn retention_loop(
     store: Store,
     metrics: Arc<Metrics>,
     keep: Duration,
+    key: Arc<SigningKey>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut every = tokio::time::interval(RETENTION_EVERY);
@@ -381,7 +387,7 @@ pub async fn retention_loop(
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {
                 let keep_ms = keep.as_millis() as u64;
-                match store.retain(now_ms(), keep_ms).await {
+                match store.retain(now_ms(), keep_ms, key.clone()).await {
                     Ok(n) if n > 0 => info!(rounds = n, "retention: old rounds deleted"),
                     Ok(_) => {}
                     Err(e) => {

@@ -4,7 +4,7 @@
 //! service task writes the record first and acts only once it is in the history.
 
 use crate::dns::{Change, RecordSet};
-use crate::failover::{Action, Event, Observation, Side, State};
+use crate::failover::{Action, Event, Observation, Policy, Side, State};
 use crate::notify::{Event as NoticeEvent, Notice};
 use crate::store::{Decision, EventKind, NewRound, PendingChange, VoteRecord};
 
@@ -17,6 +17,8 @@ pub struct Target {
     pub backend: String,
     pub primary: Vec<RecordSet>,
     pub backup: Vec<RecordSet>,
+    /// The policy `step` runs on, stored with every round so its outcome can be re-derived.
+    pub policy: Policy,
 }
 
 impl Target {
@@ -140,6 +142,7 @@ pub fn record(target: &Target, input: Input<'_>) -> Recorded {
                     votes_invalid: obs.votes.invalid,
                     votes_missing: obs.votes.missing,
                     changed_dns: false,
+                    policy: Some(target.policy.clone()),
                 });
                 if trigger.has_votes()
                     && let Some(v) = &votes

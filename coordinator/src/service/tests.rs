@@ -388,6 +388,7 @@ async fn retention_runs_at_start_and_then_hourly() {
             votes_invalid: 0,
             votes_missing: 1,
             changed_dns: false,
+            policy: None,
         }),
         ..Default::default()
     };
@@ -408,6 +409,7 @@ async fn retention_runs_at_start_and_then_hourly() {
         store.clone(),
         Arc::new(Metrics::new()),
         Duration::from_secs(86_400),
+        Arc::new(shared::keys::generate()),
         shutdown.clone(),
     ));
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
+mod chain;
+pub mod codec;
 mod reads;
 mod retention;
 mod schema;
@@ -78,6 +80,9 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Woken when a decision with a DNS change is written: the checkpointer signs the chain
+    /// head on every DNS change.
+    dns_changed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,6 +102,7 @@ impl Store {
         schema::migrate(&mut conn, &p)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            dns_changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -115,6 +121,7 @@ impl Store {
         schema::check_version(&conn, &p)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            dns_changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -142,7 +149,30 @@ impl Store {
         &self,
         d: Decision,
     ) -> Result<(Option<i64>, Option<i64>), StoreError> {
-        self.call(move |s| writes::record_decision(&mut s.lock(), &d))
+        let ids = self
+            .call(move |s| writes::record_decision(&mut s.lock(), &d))
+            .await?;
+        if ids.1.is_some() {
+            self.dns_changed.notify_one();
+        }
+        Ok(ids)
+    }
+
+    /// Resolves after the next decision with a DNS change is written (or at once when one
+    /// was written since the last call).
+    pub async fn dns_changed(&self) {
+        self.dns_changed.notified().await
+    }
+
+    /// Signs and stores a checkpoint of the chain head (`ledger::checkpoint`) unless the head
+    /// is already checkpointed; returns it.
+    pub async fn checkpoint(
+        &self,
+        key: Arc<ed25519_dalek::SigningKey>,
+        at_ms: u64,
+        reason: &'static str,
+    ) -> Result<Option<codec::StoredCheckpoint>, StoreError> {
+        self.call(move |s| s.checkpoint_now(&key, at_ms, reason, None))
             .await
     }
 
@@ -151,9 +181,17 @@ impl Store {
         self.call(move |s| writes::write(&mut s.lock(), &w)).await
     }
 
-    /// Applies retention (see `retention`); returns the number of rounds deleted.
-    pub async fn retain(&self, now_ms: u64, keep_ms: u64) -> Result<usize, StoreError> {
-        self.call(move |s| s.apply_retention(now_ms, keep_ms)).await
+    /// Applies retention (see `retention`): first a checkpoint signed with `key` that
+    /// commits to the chain and says what is deleted, then the deletion; returns the number
+    /// of rounds deleted.
+    pub async fn retain(
+        &self,
+        now_ms: u64,
+        keep_ms: u64,
+        key: Arc<ed25519_dalek::SigningKey>,
+    ) -> Result<usize, StoreError> {
+        self.call(move |s| s.apply_retention(now_ms, keep_ms, &key))
+            .await
     }
 }
 

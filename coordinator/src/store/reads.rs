@@ -155,7 +155,7 @@ impl Store {
         let conn = self.lock();
         let mut st = conn.prepare(&format!(
             "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up, votes_up,
-                votes_down, votes_invalid, votes_missing, changed_dns
+                votes_down, votes_invalid, votes_missing, changed_dns, policy_json
              FROM rounds WHERE {w} ORDER BY id DESC LIMIT {}",
             f.limit
         ))?;
@@ -168,7 +168,7 @@ impl Store {
         let round = conn
             .query_row(
                 "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up, votes_up,
-                    votes_down, votes_invalid, votes_missing, changed_dns FROM rounds WHERE id = ?1",
+                    votes_down, votes_invalid, votes_missing, changed_dns, policy_json FROM rounds WHERE id = ?1",
                 [id],
                 round_from_row,
             )
@@ -191,7 +191,7 @@ impl Store {
                 let conn = self.lock();
                 let mut st = conn.prepare_cached(
                     "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up, votes_up,
-                        votes_down, votes_invalid, votes_missing, changed_dns FROM rounds
+                        votes_down, votes_invalid, votes_missing, changed_dns, policy_json FROM rounds
                      WHERE id > ?1 AND (?2 IS NULL OR service = ?2) ORDER BY id LIMIT 500",
                 )?;
                 let rounds: Vec<Round> = st
@@ -267,7 +267,7 @@ fn list_where(f: &ListFilter, time_col: &str) -> (String, Vec<rusqlite::types::V
     (w, p)
 }
 
-fn round_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Round> {
+pub(super) fn round_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Round> {
     let id: i64 = r.get(0)?;
     Ok(Round {
         id,
@@ -284,11 +284,36 @@ fn round_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Round> {
             votes_invalid: r.get(10)?,
             votes_missing: r.get(11)?,
             changed_dns: r.get(12)?,
+            policy: r
+                .get::<_, Option<String>>(13)?
+                .map(|j| {
+                    serde_json::from_str(&j).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            13,
+                            rusqlite::types::Type::Text,
+                            Box::new(BadPolicy {
+                                row: id,
+                                error: e.to_string(),
+                            }),
+                        )
+                    })
+                })
+                .transpose()?,
         },
     })
 }
 
-fn votes_of(conn: &Connection, round_id: i64) -> rusqlite::Result<Vec<VoteRecord>> {
+/// A stored policy that does not parse (reported with its row).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "history database: table rounds, row {row}, column policy_json: stored JSON is unreadable ({error}); restore a backup or correct the row"
+)]
+struct BadPolicy {
+    row: i64,
+    error: String,
+}
+
+pub(super) fn votes_of(conn: &Connection, round_id: i64) -> rusqlite::Result<Vec<VoteRecord>> {
     let mut st = conn.prepare_cached(
         "SELECT witness, witness_key_id, request_envelope, vote_envelope, valid, verdict, error, latency_ms
          FROM votes WHERE round_id = ?1 ORDER BY id",

@@ -13,8 +13,20 @@ impl Store {
     /// and all DNS changes are kept. Then returns freed pages to the file system and
     /// truncates the WAL, so the file stays bounded under a long run. Returns the number of
     /// rounds deleted. Blocks: the daemon runs it through [`Store::retain`].
-    pub(super) fn apply_retention(&self, now_ms: u64, keep_ms: u64) -> Result<usize, StoreError> {
+    ///
+    /// The chain stays verifiable: the links of the deleted rows stay (about 300 bytes each,
+    /// against kilobytes of votes), and before anything is deleted a checkpoint signed with
+    /// `key` commits to the chain head and names the cut-off (`pruned_before_ms`): the
+    /// verifier accepts a missing row only when its link is prunable, older than a prune
+    /// checkpoint's cut-off and covered by it.
+    pub(super) fn apply_retention(
+        &self,
+        now_ms: u64,
+        keep_ms: u64,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<usize, StoreError> {
         let cutoff = now_ms.saturating_sub(keep_ms) as i64;
+        self.checkpoint_now(key, now_ms, "prune", Some(cutoff as u64))?;
         let mut total = 0;
         loop {
             // The lock is taken per slice, so the writer lock is never held for long.

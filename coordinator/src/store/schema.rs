@@ -6,10 +6,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema this build writes. A database from a newer build is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Applied in order; `PRAGMA user_version` says how many already ran.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the initial schema
     "CREATE TABLE service_state (
         service TEXT PRIMARY KEY,
@@ -70,7 +70,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dns_changes_by_service ON dns_changes(service, id);
     CREATE INDEX dns_changes_pending ON dns_changes(status);",
+    // 2: the policy each round was decided under (JSON of `failover::Policy`), so an auditor
+    // can re-derive its outcome from its votes; NULL for rounds written before.
+    "ALTER TABLE rounds ADD COLUMN policy_json TEXT;",
+    // 3: the hash chain over rounds, events and DNS changes, and the signed checkpoints of
+    // its head (`store::chain`, `ledger::chain`); its genesis link is written in the same
+    // transaction (see `migrate`).
+    super::chain::MIGRATION,
 ];
+
+/// The migration after which the chain's genesis link is written.
+const CHAIN_MIGRATION: usize = 3;
 
 /// Sets the pragmas, refuses a newer schema, then runs the migrations this file lacks, each
 /// in its own transaction.
@@ -87,6 +97,9 @@ pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i + 1 == CHAIN_MIGRATION {
+            super::chain::genesis(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }

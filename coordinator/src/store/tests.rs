@@ -48,6 +48,7 @@ fn decision(service: &str, at_ms: u64, changed: bool, votes: usize) -> Decision 
             votes_invalid: 0,
             votes_missing: 0,
             changed_dns: changed,
+            policy: None,
         }),
         votes: vec![vote; votes],
         events: vec![(EventKind::Alert, "x".into())],
@@ -93,6 +94,39 @@ fn migrates_a_new_file_and_reopens_it() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
+}
+
+/// A file written by schema 1 (no policy, no chain) opens: migrations 2 and 3 run forward,
+/// the genesis link says which rows predate the chain, and the old round verifies as "older
+/// than the chain", not as a row added behind its back.
+#[test]
+fn a_schema_1_file_migrates_forward_and_its_rows_predate_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(super::schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO rounds (service, at_ms, trigger, outcome, reason, primary_up, backup_up,
+                votes_up, votes_down, votes_invalid, votes_missing, changed_dns)
+             VALUES ('www', 5, 'primary-down', 'disputed', 'old', 0, 1, 1, 0, 0, 2, 0);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    let (old, _) = s.round(1).unwrap().unwrap();
+    assert_eq!(old.round.policy, None);
+    record(&s, &decision("www", 10, false, 0)).unwrap();
+    let keys = crate::ledger::fixtures::Keys::new().set();
+    let rep = crate::ledger::chain::check_chain(&keys, &s.chain_input().unwrap());
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert_eq!(
+        (rep.before_chain, rep.links),
+        (1, 3),
+        "genesis, round 2, its event"
+    );
 }
 
 #[test]
@@ -179,6 +213,7 @@ fn a_failed_write_leaves_nothing_behind() {
 fn retention_keeps_the_file_bounded_and_keeps_dns_changing_rounds() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("h.sqlite")).unwrap();
+    let key = shared::keys::generate();
     let mut size_at = std::collections::BTreeMap::new();
     let mut changing = 0;
     for day in 0..365u64 {
@@ -190,7 +225,7 @@ fn retention_keeps_the_file_bounded_and_keeps_dns_changing_rounds() {
             record(&s, &decision("www", base + 1, true, 3)).unwrap();
             changing += 1;
         }
-        s.apply_retention(base + DAY - 1, 90 * DAY).unwrap();
+        s.apply_retention(base + DAY - 1, 90 * DAY, &key).unwrap();
         size_at.insert(day, file_size(dir.path()));
     }
     let at_120 = size_at[&120];

@@ -10,7 +10,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use serde::{Deserialize, Serialize};
 
 use crate::dns::Change;
-use crate::failover::{Outcome, Side, State, Trigger};
+use crate::failover::{Outcome, Policy, Side, State, Trigger};
 
 /// One vote as stored: the request we sent and the envelope exactly as received.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,6 +56,9 @@ pub struct NewRound {
     pub votes_invalid: u32,
     pub votes_missing: u32,
     pub changed_dns: bool,
+    /// The policy the round was decided under; `None` for rounds written before schema 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,6 +218,12 @@ fn json_sql<T: Serialize>(v: &T) -> rusqlite::Result<ToSqlOutput<'static>> {
 }
 
 impl ToSql for State {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        json_sql(self)
+    }
+}
+
+impl ToSql for Policy {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         json_sql(self)
     }

@@ -5,6 +5,7 @@
 use rusqlite::{Connection, Transaction, params};
 
 use super::StoreError;
+use super::chain;
 use super::types::{ChangeStatus, Decision, HistoryWrite, NewEvent};
 
 /// Writes, in one transaction: the new state (if any), the round with its votes (if any),
@@ -27,8 +28,8 @@ pub(super) fn record_decision(
     if let Some(r) = &d.round {
         tx.execute(
             "INSERT INTO rounds (service, at_ms, trigger, outcome, reason, primary_up, backup_up,
-                votes_up, votes_down, votes_invalid, votes_missing, changed_dns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                votes_up, votes_down, votes_invalid, votes_missing, changed_dns, policy_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 r.service,
                 r.at_ms as i64,
@@ -41,7 +42,8 @@ pub(super) fn record_decision(
                 r.votes_down,
                 r.votes_invalid,
                 r.votes_missing,
-                r.changed_dns
+                r.changed_dns,
+                r.policy
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -63,6 +65,7 @@ pub(super) fn record_decision(
                 v.latency_ms
             ])?;
         }
+        chain::round(&tx, id, r, &d.votes)?;
     }
     for (kind, message) in &d.events {
         insert_event(
@@ -78,6 +81,10 @@ pub(super) fn record_decision(
     let mut change_id = None;
     if let Some(c) = &d.dns_change {
         // A newer decision supersedes any change still pending for this service.
+        let superseded: Vec<i64> = tx
+            .prepare_cached("SELECT id FROM dns_changes WHERE service = ?1 AND status = ?2")?
+            .query_map(params![d.service, ChangeStatus::Pending], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         tx.execute(
             "UPDATE dns_changes SET status = ?3, updated_ms = ?2
              WHERE service = ?1 AND status = ?4",
@@ -88,6 +95,12 @@ pub(super) fn record_decision(
                 ChangeStatus::Pending
             ],
         )?;
+        for id in superseded {
+            chain::dns_status(&tx, id, ChangeStatus::Superseded.as_str(), None, d.at_ms)?;
+        }
+        // The text stored is the text the chain hashes.
+        let change_json = serde_json::to_string(&c.change)
+            .map_err(|e| StoreError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         tx.execute(
             "INSERT INTO dns_changes (service, round_id, to_side, backend, change_json, status,
                 attempts, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7)",
@@ -96,12 +109,25 @@ pub(super) fn record_decision(
                 round_id,
                 c.to_side,
                 c.backend,
-                c.change,
+                change_json,
                 ChangeStatus::Pending,
                 d.at_ms as i64
             ],
         )?;
-        change_id = Some(tx.last_insert_rowid());
+        let id = tx.last_insert_rowid();
+        chain::dns_change(
+            &tx,
+            &super::codec::DnsChangeCreated {
+                id,
+                service: d.service.clone(),
+                round_id,
+                to_side: c.to_side.as_str().to_string(),
+                backend: c.backend.clone(),
+                change_json,
+                created_ms: d.at_ms,
+            },
+        )?;
+        change_id = Some(id);
     }
     tx.commit()?;
     Ok((round_id, change_id))
@@ -130,6 +156,7 @@ pub(super) fn write(conn: &mut Connection, w: &HistoryWrite) -> Result<(), Store
                  WHERE id = ?1",
                 params![id, status, error, *at_ms as i64],
             )?;
+            chain::dns_status(&tx, *id, status.as_str(), error.as_deref(), *at_ms)?;
             if let Some(e) = event {
                 insert_event(&tx, e)?;
             }
@@ -139,10 +166,13 @@ pub(super) fn write(conn: &mut Connection, w: &HistoryWrite) -> Result<(), Store
             verification,
             alert,
         } => {
+            let text = verification.to_string();
             tx.execute(
                 "UPDATE dns_changes SET verification_json = ?2 WHERE id = ?1",
-                params![id, verification.to_string()],
+                params![id, text],
             )?;
+            // The verification has no time of its own: the newest link's time is kept.
+            chain::dns_verified(&tx, *id, &text, alert.as_ref().map_or(0, |e| e.at_ms))?;
             if let Some(e) = alert {
                 insert_event(&tx, e)?;
             }
@@ -157,5 +187,6 @@ fn insert_event(tx: &Transaction<'_>, e: &NewEvent) -> Result<(), StoreError> {
         "INSERT INTO events (service, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)",
         params![e.service, e.at_ms as i64, e.kind, e.message],
     )?;
+    chain::event(tx, tx.last_insert_rowid(), e)?;
     Ok(())
 }

@@ -25,6 +25,17 @@ fn target() -> Target {
         backend: "dryrun".into(),
         primary: rs("192.0.2.1"),
         backup: rs("192.0.2.2"),
+        policy: crate::failover::Policy {
+            fail_after: 2,
+            recover_after: 3,
+            quorum: 2,
+            witnesses: 3,
+            veto: crate::failover::VetoRule::Any,
+            failback: crate::failover::FailbackMode::Auto,
+            failback_needs_quorum: false,
+            max_flips: 4,
+            flap_window_ms: 600_000,
+        },
     }
 }
 

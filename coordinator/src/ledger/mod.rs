@@ -1,0 +1,14 @@
+//! The auditable history, as pure functions: which public keys verify it (`keys`), what one
+//! stored round must satisfy (`check`). No SQL, no clock, no network: `audit` reads the
+//! store and hands the rows here, and anyone holding the public keys can run the same checks.
+
+pub mod chain;
+pub mod check;
+pub mod checkpoint;
+pub mod keys;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+pub use check::{RoundCheck, VoteStatus, check_round, check_vote};
+pub use keys::{KeySet, PublicKey};
