@@ -328,6 +328,108 @@ pub fn render_report(rep: &crate::audit::Report) -> Output {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// incident proofs
+
+/// `export-incident`: the bundle of round `round` of the history at `db` (opened read-only)
+/// as JSON text, carrying the keys file at `keys_path`.
+pub fn export_incident(db: &Path, round: i64, keys_path: &Path) -> anyhow::Result<String> {
+    use crate::ledger::incident::Incident;
+    let keys_toml = std::fs::read_to_string(keys_path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot read the keys file: {e} (`quorate-coordinator keys --config F` writes one)",
+            keys_path.display()
+        )
+    })?;
+    let keys = crate::ledger::KeySet::parse(&keys_toml, keys_path)?;
+    let store = Store::open_read_only(db)?;
+    let Some((r, votes)) = store.round(round)? else {
+        anyhow::bail!(
+            "round {round} is not in the history file {}: check the round id (`quorate-coordinator history` and GET /v1/rounds show them) and that this is the right file",
+            db.display()
+        );
+    };
+    let dns = store.dns_change_of_round(round)?;
+    let input = store.chain_input()?;
+    let inc = Incident::build(&keys_toml, &keys, r, &votes, dns, &input)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
+    let mut text = serde_json::to_string_pretty(&inc)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// `verify-history --incident`: verifies the bundle at `path` with its own keys, or with
+/// `pinned` (a keys file the auditor trusts) when given.
+pub fn verify_incident(path: &Path, pinned: Option<&Path>) -> anyhow::Result<Output> {
+    use crate::ledger::incident;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let inc = incident::parse(&text, path).map_err(|e| anyhow::anyhow!(e))?;
+    let bundled = crate::ledger::KeySet::parse(&inc.keys_toml, &path.join("keys_toml"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = String::new();
+    let keys = match pinned {
+        Some(k) => {
+            let pinned = crate::ledger::KeySet::load(k)?;
+            if pinned == bundled {
+                out.push_str(&format!(
+                    "keys: pinned by {}; the bundle carries the same keys\n",
+                    k.display()
+                ));
+            } else {
+                out.push_str(&format!(
+                    "note: the bundle's keys differ from {}: verified with {}\n",
+                    k.display(),
+                    k.display()
+                ));
+            }
+            pinned
+        }
+        None => {
+            out.push_str(
+                "keys: the bundle's own (keys_toml): compare them with keys you got out of band, or pin yours with --keys\n",
+            );
+            bundled
+        }
+    };
+    let rep = incident::verify(&inc, &keys);
+    let r = &inc.round;
+    out.push_str(&format!(
+        "round {} ({}) at {}: {} by {}; votes {}  valid and verified {}  requests signed by the coordinator {}  outcome re-derived {}\n",
+        r.id,
+        r.round.service,
+        fmt_ms(r.round.at_ms),
+        r.round.outcome,
+        r.round.trigger,
+        rep.votes,
+        rep.valid_ok,
+        rep.requests_ok,
+        if rep.outcome_checked { "yes" } else { "no" }
+    ));
+    if let Some(d) = &inc.dns_change {
+        out.push_str(&format!(
+            "dns change {} to {} via {}: {}\n",
+            d.created.id, d.created.to_side, d.created.backend, d.status
+        ));
+    }
+    if let Some((a, b)) = rep.links {
+        out.push_str(&format!("chain links {a}..{b}\n"));
+    }
+    if let Some((seq, at, key)) = &rep.checkpoint {
+        out.push_str(&format!(
+            "checkpoint of link {seq} signed {} by coordinator key {key}: verified\n",
+            fmt_ms(*at)
+        ));
+    }
+    for p in &rep.problems {
+        out.push_str(&format!("PROBLEM {p}\n"));
+    }
+    Ok(Output {
+        text: out,
+        success: rep.problems.is_empty(),
+    })
+}
+
 /// A stored Unix-millisecond time as RFC 3339 with milliseconds; 0 is "never".
 pub fn fmt_ms(ms: u64) -> String {
     if ms == 0 {

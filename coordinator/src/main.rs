@@ -76,16 +76,37 @@ enum Cmd {
     /// outcome from its votes; exit 1 on any problem.
     VerifyHistory {
         /// A coordinator config: the database and the keys it pins.
-        #[arg(long, conflicts_with_all = ["db", "keys"], required_unless_present_all = ["db", "keys"])]
+        #[arg(long, conflicts_with_all = ["db", "keys", "incident"])]
         config: Option<PathBuf>,
         /// The history database (read only).
-        #[arg(long, requires = "keys")]
+        #[arg(long, requires = "keys", conflicts_with = "incident")]
         db: Option<PathBuf>,
-        /// The public keys (`quorate-coordinator keys --config F` writes one).
-        #[arg(long, requires = "db")]
-        keys: Option<PathBuf>,
+        /// The public keys (`quorate-coordinator keys --config F` writes one); with
+        /// --incident, the keys to verify the bundle with instead of its own.
         #[arg(long)]
+        keys: Option<PathBuf>,
+        #[arg(long, conflicts_with = "incident")]
         service: Option<String>,
+        /// An incident bundle (`export-incident`): verified offline with nothing else.
+        #[arg(long)]
+        incident: Option<PathBuf>,
+    },
+    /// Write one round as a self-contained, offline-verifiable incident bundle (JSON): the
+    /// round, its signed requests and votes, its DNS change, the chain links to the next
+    /// signed checkpoint, that checkpoint and the public keys.
+    ExportIncident {
+        /// The history database (read only).
+        #[arg(long)]
+        db: PathBuf,
+        /// The round id.
+        #[arg(long)]
+        round: i64,
+        /// The public keys to carry (`quorate-coordinator keys --config F` writes one).
+        #[arg(long)]
+        keys: PathBuf,
+        /// Where to write the bundle (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Print the public keys an auditor needs (the keys file of verify-history --keys).
     Keys {
@@ -248,7 +269,13 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             db,
             keys,
             service,
+            incident,
         } => {
+            if let Some(incident) = incident {
+                let out = cli::verify_incident(&incident, keys.as_deref())?;
+                print!("{}", out.text);
+                return Ok(exit(out.success));
+            }
             let (db, keys) = match (config, db, keys) {
                 (Some(config), _, _) => {
                     let cfg = cli::load_config(&config)?;
@@ -256,11 +283,26 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     (cfg.database, keys)
                 }
                 (None, Some(db), Some(keys)) => (db, coordinator::ledger::KeySet::load(&keys)?),
-                _ => anyhow::bail!("verify-history: give --db and --keys, or --config"),
+                _ => anyhow::bail!("verify-history: give --db and --keys, --config, or --incident"),
             };
             let out = cli::verify_history(&db, &keys, service.as_deref())?;
             print!("{}", out.text);
             Ok(exit(out.success))
+        }
+        Cmd::ExportIncident {
+            db,
+            round,
+            keys,
+            out,
+        } => {
+            let text = cli::export_incident(&db, round, &keys)?;
+            match out {
+                Some(path) => std::fs::write(&path, text).map_err(|e| {
+                    anyhow::anyhow!("{}: cannot write the bundle: {e}", path.display())
+                })?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Keys { config } => {
             let cfg = cli::load_config(&config)?;

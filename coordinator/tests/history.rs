@@ -4,7 +4,7 @@
 //! alone. Each kind of tampering must be detected and located; a clean copy passes; the real
 //! binary's `verify-history --db --keys` agrees.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -566,5 +566,243 @@ async fn the_binary_verifies_with_a_keys_file_and_nothing_else() {
     assert!(
         text.contains("PROBLEM round 2 (www): failover backed by too few valid votes"),
         "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// incident proofs
+
+fn binary(args: &[&std::ffi::OsStr], dir: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
+        .args(args)
+        .current_dir(dir)
+        .env("QUORATE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Exports round `round` of `db` with the binary (the bundle on stdout).
+fn export(db: &Path, k: &Keys, round: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, k.public().to_toml()).unwrap();
+    binary(
+        &[
+            "export-incident".as_ref(),
+            "--db".as_ref(),
+            db.as_os_str(),
+            "--round".as_ref(),
+            round.as_ref(),
+            "--keys".as_ref(),
+            keys.as_os_str(),
+        ],
+        dir.path(),
+    )
+}
+
+/// Writes `bundle` alone into a fresh folder and verifies it from there with the binary
+/// (plus `extra` arguments); returns (exit code, stdout).
+fn verify_bundle(bundle: &str, extra: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("incident.json"), bundle).unwrap();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "verify-history".as_ref(),
+        "--incident".as_ref(),
+        "incident.json".as_ref(),
+    ];
+    args.extend_from_slice(extra);
+    let out = binary(&args, dir.path());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+async fn exported_failover() -> (tempfile::TempDir, Keys, String) {
+    let (d, path, k) = written_history().await;
+    let out = export(&path, &k, "3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (d, k, String::from_utf8(out.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn an_exported_failover_verifies_alone_in_an_empty_folder() {
+    let (_d, k, bundle) = exported_failover().await;
+    let json: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+    assert_eq!(json["format"], "quorate-incident");
+    assert_eq!(json["round"]["outcome"], "failover");
+    assert_eq!(json["votes"].as_array().unwrap().len(), 3);
+    assert_eq!(json["dns_change"]["status"], "applied");
+    assert!(
+        json["dns_change"]["verification_json"]
+            .as_str()
+            .unwrap()
+            .contains("192.0.2.53:53")
+    );
+    // From the round's link to the dns-change checkpoint, which covers the change's updates.
+    let chain = json["chain"].as_array().unwrap();
+    assert_eq!(chain[0]["kind"], "round");
+    assert!(
+        chain.iter().any(|l| l["kind"] == "dns-verified"),
+        "{bundle}"
+    );
+
+    let (code, text) = verify_bundle(&bundle, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("round 3 (www)")
+            && text.contains("valid and verified 2")
+            && text.contains("outcome re-derived yes")
+            && text.contains("dns change 1 to backup via dryrun: applied")
+            && text.contains("signed")
+            && text.contains(": verified")
+            && text.contains("compare them with keys you got out of band")
+            && !text.contains("PROBLEM"),
+        "{text}"
+    );
+
+    // Pinned keys: the same keys pass; other keys fail on every signature.
+    let dir = tempfile::tempdir().unwrap();
+    let same = dir.path().join("same.toml");
+    std::fs::write(&same, k.public().to_toml()).unwrap();
+    let (code, text) = verify_bundle(&bundle, &["--keys".as_ref(), same.as_os_str()]);
+    assert_eq!(code, Some(0), "{text}");
+    let mut other = Keys::new();
+    other.coordinator = SigningKey::from_bytes(&[2; 32]);
+    let forged = dir.path().join("other.toml");
+    std::fs::write(&forged, other.public().to_toml()).unwrap();
+    let (code, text) = verify_bundle(&bundle, &["--keys".as_ref(), forged.as_os_str()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("PROBLEM checkpoint") && text.contains("not in the keys"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_flipped_vote_byte_in_a_bundle_is_named() {
+    let (_d, _k, bundle) = exported_failover().await;
+    let mut json: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut raw = b64
+        .decode(json["votes"][1]["vote_envelope_base64"].as_str().unwrap())
+        .unwrap();
+    // One byte of the vote's base64 payload: its signature no longer matches.
+    let at = raw.iter().position(|&b| b == b'"').unwrap() + 15;
+    raw[at] = if raw[at] == b'A' { b'B' } else { b'A' };
+    json["votes"][1]["vote_envelope_base64"] = b64.encode(&raw).into();
+    let (code, text) = verify_bundle(&json.to_string(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("PROBLEM round 3 (www), witness w2: stored as valid but now fails")
+            && text.contains("failover backed by too few valid votes: 1 valid down")
+            && text.contains("PROBLEM round 3 (or one of its votes) does not match its chain link"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_outcome_or_link_in_a_bundle_is_named() {
+    let (_d, _k, bundle) = exported_failover().await;
+    let mut json: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+    json["round"]["outcome"] = "insufficient-votes".into();
+    let (code, text) = verify_bundle(&json.to_string(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("recorded outcome insufficient-votes does not follow from its votes")
+            && text.contains("PROBLEM round 3 (or one of its votes) does not match its chain link"),
+        "{text}"
+    );
+
+    // A link's digest edited (as if the DNS change had been swapped): its hash no longer
+    // matches, and the checkpoint still names the original head.
+    let mut json: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+    let chain = json["chain"].as_array_mut().unwrap();
+    let i = chain
+        .iter()
+        .position(|l| l["kind"] == "dns-change")
+        .unwrap();
+    let seq = chain[i]["seq"].as_i64().unwrap();
+    chain[i]["digest"] = "00".repeat(32).into();
+    let (code, text) = verify_bundle(&json.to_string(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "PROBLEM chain link {seq} (dns-change 1): its hash does not match its fields"
+        )) && text.contains("dns change 1 does not match its chain link"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn exporting_an_unknown_round_names_the_round_and_the_file() {
+    let (_d, path, k) = written_history().await;
+    let out = export(&path, &k, "99");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty(), "no bundle is written");
+    assert!(
+        err.contains("round 99 is not in the history file")
+            && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn export_incident_out_writes_the_same_bundle_as_stdout_and_leaves_the_file_alone() {
+    let (_d, path, k) = written_history().await;
+    let before = std::fs::read(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, k.public().to_toml()).unwrap();
+    let file = dir.path().join("round-3.json");
+    let out = binary(
+        &[
+            "export-incident".as_ref(),
+            "--db".as_ref(),
+            path.as_os_str(),
+            "--round".as_ref(),
+            "3".as_ref(),
+            "--keys".as_ref(),
+            keys.as_os_str(),
+            "--out".as_ref(),
+            file.as_os_str(),
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    let stdout = export(&path, &k, "3").stdout;
+    assert_eq!(std::fs::read(&file).unwrap(), stdout);
+    // Read-only: the history file is byte for byte what it was.
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "export changed the history file"
+    );
+}
+
+#[tokio::test]
+async fn a_round_with_no_checkpoint_after_it_cannot_be_exported() {
+    // Round 6 was written after the last checkpoint: nothing signed covers it yet.
+    let (_d, path, k) = written_history().await;
+    let out = export(&path, &k, "6");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty(), "no bundle is written");
+    assert!(
+        err.contains("no checkpoint signed by a listed coordinator key covers round 6")
+            && err.contains(&path.display().to_string()),
+        "{err}"
     );
 }

@@ -5,6 +5,7 @@
 pub mod chain;
 pub mod check;
 pub mod checkpoint;
+pub mod incident;
 pub mod keys;
 
 #[cfg(test)]

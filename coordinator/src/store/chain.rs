@@ -252,6 +252,37 @@ impl Store {
             .optional()?)
     }
 
+    /// The DNS change a round made, as created (the columns its digest covers), with its
+    /// status and verification JSON as they stand now; `None` when the round made none.
+    pub fn dns_change_of_round(
+        &self,
+        round_id: i64,
+    ) -> Result<Option<(DnsChangeCreated, String, Option<String>)>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id, service, round_id, to_side, backend, change_json, created_ms, status,
+                    verification_json FROM dns_changes WHERE round_id = ?1 ORDER BY id LIMIT 1",
+                [round_id],
+                |r| {
+                    Ok((
+                        DnsChangeCreated {
+                            id: r.get(0)?,
+                            service: r.get(1)?,
+                            round_id: r.get(2)?,
+                            to_side: r.get(3)?,
+                            backend: r.get(4)?,
+                            change_json: r.get(5)?,
+                            created_ms: r.get::<_, i64>(6)? as u64,
+                        },
+                        r.get::<_, String>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
     /// Everything the chain check needs, read in one read transaction so it is one
     /// consistent picture while the daemon writes.
     pub fn chain_input(&self) -> Result<ChainInput, StoreError> {
