@@ -936,19 +936,15 @@ async fn the_latest_checkpoint_is_served_signed_and_follows_dns_changes() {
     });
     api.record(d).await;
     let head = store.call(|s| s.chain_head()).await.unwrap().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        let (status, body) = api.get("/v1/history/checkpoint").await;
-        if status == StatusCode::OK && body["checkpoint"]["seq"] == head.0 {
-            break body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint of link {} after a DNS change: {status} {body}",
-            head.0
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let body = common::eventually(
+        &format!("a checkpoint of link {} after a DNS change", head.0),
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = api.get("/v1/history/checkpoint").await;
+            (status == StatusCode::OK && body["checkpoint"]["seq"] == head.0).then_some(body)
+        },
+    )
+    .await;
     assert_eq!(body["checkpoint"]["head"], head.1);
     let cfg = api
         .lab

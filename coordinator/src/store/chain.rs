@@ -261,24 +261,9 @@ impl Store {
         Ok(self
             .lock()
             .query_row(
-                "SELECT id, service, round_id, to_side, backend, change_json, created_ms, status,
-                    verification_json FROM dns_changes WHERE round_id = ?1 ORDER BY id LIMIT 1",
+                &format!("{DNS_CHANGE_COLUMNS} WHERE round_id = ?1 ORDER BY id LIMIT 1"),
                 [round_id],
-                |r| {
-                    Ok((
-                        DnsChangeCreated {
-                            id: r.get(0)?,
-                            service: r.get(1)?,
-                            round_id: r.get(2)?,
-                            to_side: r.get(3)?,
-                            backend: r.get(4)?,
-                            change_json: r.get(5)?,
-                            created_ms: r.get::<_, i64>(6)? as u64,
-                        },
-                        r.get::<_, String>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                    ))
-                },
+                dns_change_row,
             )
             .optional()?)
     }
@@ -360,25 +345,8 @@ impl Store {
                     .digests
                     .insert((Kind::Event, e.id), digest_of(&event_canonical(&e)));
             }
-            let mut st = conn.prepare(
-                "SELECT id, service, round_id, to_side, backend, change_json, created_ms, status,
-                    verification_json FROM dns_changes ORDER BY id",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    DnsChangeCreated {
-                        id: r.get(0)?,
-                        service: r.get(1)?,
-                        round_id: r.get(2)?,
-                        to_side: r.get(3)?,
-                        backend: r.get(4)?,
-                        change_json: r.get(5)?,
-                        created_ms: r.get::<_, i64>(6)? as u64,
-                    },
-                    r.get::<_, String>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                ))
-            })?;
+            let mut st = conn.prepare(&format!("{DNS_CHANGE_COLUMNS} ORDER BY id"))?;
+            let rows = st.query_map([], dns_change_row)?;
             for row in rows {
                 let (c, status, verification) = row?;
                 input.digests.insert(
@@ -400,4 +368,27 @@ impl Store {
         }
         Ok(input)
     }
+}
+
+/// The columns [`dns_change_row`] reads, in its order.
+const DNS_CHANGE_COLUMNS: &str = "SELECT id, service, round_id, to_side, backend, change_json, \
+     created_ms, status, verification_json FROM dns_changes";
+
+/// A `dns_changes` row as chained: what was created, its status and its verification.
+fn dns_change_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(DnsChangeCreated, String, Option<String>)> {
+    Ok((
+        DnsChangeCreated {
+            id: r.get(0)?,
+            service: r.get(1)?,
+            round_id: r.get(2)?,
+            to_side: r.get(3)?,
+            backend: r.get(4)?,
+            change_json: r.get(5)?,
+            created_ms: r.get::<_, i64>(6)? as u64,
+        },
+        r.get::<_, String>(7)?,
+        r.get::<_, Option<String>>(8)?,
+    ))
 }
