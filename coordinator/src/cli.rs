@@ -273,6 +273,120 @@ pub fn verify_history(
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------
+// replay
+
+/// `replay`: the rounds of the history at `db` decided again under the policies of
+/// `proposed` (see `ledger::replay`); unsuccessful when any round would be decided otherwise.
+pub fn replay(db: &Path, proposed_path: &Path, proposed: &Config) -> anyhow::Result<Output> {
+    use crate::ledger::replay::{Recorded, replay};
+    let store = Store::open_read_only(db)?;
+    let mut rounds = Vec::new();
+    store.for_each_round_with_votes(None, |r, _| {
+        rounds.push(Recorded::from_round(r));
+        true
+    })?;
+    let policies = proposed
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.policy.clone()))
+        .collect();
+    let (services, unknown) = replay(&policies, &rounds);
+    Ok(render_replay(
+        &db.display().to_string(),
+        &proposed_path.display().to_string(),
+        &services,
+        &unknown,
+    ))
+}
+
+/// The replay report: per service its totals, both policies, one line per round decided
+/// otherwise (runs of rounds that are not comparable in one line), the caveats.
+pub fn render_replay(
+    db: &str,
+    proposed: &str,
+    services: &[crate::ledger::replay::ServiceReplay],
+    unknown: &[String],
+) -> Output {
+    use crate::ledger::replay::{Replayed, describe};
+    let mut text = format!("replay of {db} under the policies of {proposed}\n");
+    let mut differences = 0;
+    for s in services {
+        let (diff, nc) = (s.differences(), s.not_comparable());
+        differences += diff;
+        text.push_str(&format!(
+            "\nservice {}: {} rounds replayed: {diff} decided differently, {nc} not comparable\n",
+            s.service,
+            s.lines.len()
+        ));
+        if let Some(p) = &s.recorded_policy {
+            text.push_str(&format!("  recorded: {}\n", describe(p)));
+        }
+        if let Some(p) = &s.proposed {
+            text.push_str(&format!("  proposed: {}\n", describe(p)));
+        }
+        let mut i = 0;
+        while i < s.lines.len() {
+            let l = &s.lines[i];
+            let r = &l.round;
+            match &l.replayed {
+                Replayed::Same | Replayed::Operator => {}
+                Replayed::Different { proposed } => text.push_str(&format!(
+                    "  round {} at {} ({}; {}): recorded {}, proposed {}\n",
+                    r.id,
+                    fmt_ms(r.at_ms),
+                    r.trigger.as_str(),
+                    r.obs.votes,
+                    r.outcome.as_str(),
+                    match proposed {
+                        Some(o) => o.as_str().to_string(),
+                        None => format!(
+                            "no round yet (streak {} below the threshold)",
+                            r.streak.unwrap_or(0)
+                        ),
+                    }
+                )),
+                Replayed::NotComparable { recorded } => {
+                    let run = s.lines[i..]
+                        .iter()
+                        .take_while(|x| x.replayed == l.replayed)
+                        .count();
+                    let last = &s.lines[i + run - 1].round;
+                    let which = if run == 1 {
+                        format!("round {}", r.id)
+                    } else {
+                        format!("rounds {}..{} ({run} rounds)", r.id, last.id)
+                    };
+                    text.push_str(&format!(
+                        "  {which} from {}: recorded while {recorded}-active; under the proposed policy the service would be {}-active: not comparable\n",
+                        fmt_ms(r.at_ms),
+                        recorded.other()
+                    ));
+                    i += run;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        for n in &s.notes {
+            text.push_str(&format!("  note: {n}\n"));
+        }
+    }
+    for u in unknown {
+        text.push_str(&format!(
+            "\nservice {u}: in the history but not in {proposed}: not replayed\n"
+        ));
+    }
+    text.push_str(&match differences {
+        0 => "\nno difference: every comparable round is decided as recorded\n".to_string(),
+        n => format!("\n{n} round(s) would have been decided differently\n"),
+    });
+    Output {
+        text,
+        success: differences == 0,
+    }
+}
+
 /// The chain's part of `verify-history`: what the links and checkpoints prove, then one
 /// `PROBLEM` line each.
 pub fn render_chain(c: &crate::ledger::chain::ChainReport) -> Output {

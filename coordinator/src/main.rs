@@ -108,6 +108,17 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Decide the recorded rounds again under the policies of a proposed config (quorum, veto,
+    /// fail_after, recover_after, failback, flap damping) and print every round it would have
+    /// decided differently; exit 1 when there is one.
+    Replay {
+        /// The history database (read only).
+        #[arg(long)]
+        db: PathBuf,
+        /// The proposed coordinator config.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the public keys an auditor needs (the keys file of verify-history --keys).
     Keys {
         #[arg(long)]
@@ -303,6 +314,12 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 None => print!("{text}"),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Replay { db, config } => {
+            let cfg = cli::load_config(&config)?;
+            let out = cli::replay(&db, &config, &cfg)?;
+            print!("{}", out.text);
+            Ok(exit(out.success))
         }
         Cmd::Keys { config } => {
             let cfg = cli::load_config(&config)?;

@@ -816,3 +816,88 @@ async fn votes_sent_as_arrays_are_invalid_and_never_counted() {
     assert_eq!(rig.status().active, Side::Primary);
     rig.stop().await;
 }
+
+/// `quorate-coordinator replay` on a history this run recorded: a failover decided on 2 of 3
+/// votes (one witness stopped) and its failback. Replayed under quorum 3 of 3 it names the
+/// failover round as one that would not have happened and the hold-down's rounds as not
+/// comparable; under the config it ran with, it reports no difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_names_the_failover_a_stricter_quorum_would_not_have_made() {
+    let mut rig = Rig::start().await;
+    eventually("a healthy tick with 3 up votes", DEADLINE, || async {
+        (rig.status().last_votes.up == 3).then_some(())
+    })
+    .await;
+    rig.witnesses[2].stop().await;
+    rig.primary.stop().await;
+    eventually("DNS to serve the backup", DEADLINE, || async {
+        rig.serves(Side::Backup).await.then_some(())
+    })
+    .await;
+    rig.primary.start().await;
+    eventually("DNS to serve the primary again", DEADLINE, || async {
+        rig.serves(Side::Primary).await.then_some(())
+    })
+    .await;
+    let failovers = rig.rounds_with("failover").await;
+    assert_eq!(failovers.len(), 1, "{failovers:?}");
+    let fo = failovers[0].clone();
+    assert_eq!((fo.round.votes_down, fo.round.votes_missing), (2, 1));
+    let failback = rig.rounds_with("failback").await[0].clone();
+    rig.shutdown.cancel();
+    rig.coord
+        .take()
+        .unwrap()
+        .wait(Duration::from_secs(10))
+        .await;
+
+    let dir = rig.lab.path();
+    let ran = std::fs::read_to_string(dir.join("coordinator.toml")).unwrap();
+    assert!(ran.contains("quorum = 2\n"));
+    std::fs::write(
+        dir.join("strict.toml"),
+        ran.replace("quorum = 2\n", "quorum = 3\n"),
+    )
+    .unwrap();
+    let replay = |config: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
+            .args(["replay", "--db", "history.sqlite", "--config", config])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.code(),
+            text + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    let (code, text) = replay("strict.toml");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "round {} at {} (primary-down; 2 down, 0 up, 0 invalid, 1 missing): recorded failover, proposed insufficient-votes",
+            fo.id,
+            coordinator::cli::fmt_ms(fo.round.at_ms)
+        )),
+        "{text}"
+    );
+    assert!(text.contains("proposed: quorum 3 of 3"), "{text}");
+    assert!(text.contains("recorded: quorum 2 of 3"), "{text}");
+    assert!(
+        text.contains(&format!("{}", failback.id)) && text.contains("not comparable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 round(s) would have been decided differently"),
+        "{text}"
+    );
+
+    let (code, text) = replay("coordinator.toml");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("0 decided differently, 0 not comparable"),
+        "{text}"
+    );
+    assert!(text.contains("no difference"), "{text}");
+}

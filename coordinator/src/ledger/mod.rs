@@ -7,6 +7,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod incident;
 pub mod keys;
+pub mod replay;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
