@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod compose;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod dns;
 pub mod failover;
@@ -147,6 +148,7 @@ pub async fn start_locked(
     let api_addr = api_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(api_listener)?;
     let key_id = config.key_id.clone();
+    let dashboard_config = config.dashboard.clone();
     let (token, read_token, metrics_token) = (
         config.api_token.clone(),
         config.api_read_token.clone(),
@@ -170,7 +172,8 @@ pub async fn start_locked(
         read_token,
         metrics_token,
     });
-    let app = api::router(state);
+    // The dashboard's pages (`/ui/`) share the API's listener, state and tokens.
+    let app = api::router(state.clone()).merge(dashboard::router(state, &dashboard_config));
     // The API listener has the same connection bounds as a witness (shared::listener's
     // defaults): one source address cannot hold more than its share of connections.
     let server = shared::listener::Server::new(

@@ -8,6 +8,7 @@
 //! ([`shared::config::resolve`]); errors are the kit's [`Diagnostics`].
 
 mod coordinator;
+mod dashboard;
 mod dns;
 mod notify;
 mod probe;
@@ -27,6 +28,7 @@ pub use shared::config::Diagnostics;
 use shared::protocol::KeyId;
 
 pub use self::coordinator::{RawApi, RawCoordinator};
+pub use self::dashboard::{DEFAULT_SESSION_TTL, DashboardConfig, RawDashboard};
 pub use self::dns::{
     Backend, DEFAULT_BACKEND, DnsConfig, RawBackend, RawDns, RawVerify, VerifyConfig,
 };
@@ -58,6 +60,8 @@ pub struct RawConfig {
     pub service: Vec<RawService>,
     #[serde(default)]
     pub history: RawHistory,
+    #[serde(default)]
+    pub dashboard: RawDashboard,
 }
 
 /// `[history]`: how the tamper-evident history is kept (`ledger`, docs/history.md).
@@ -97,6 +101,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `[history] checkpoint_every`.
     pub checkpoint_every: Duration,
+    /// `[dashboard]`: the web pages under `/ui/`.
+    pub dashboard: DashboardConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -132,6 +138,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
     let dns = dns::validate(&raw.dns, base, &mut e);
     let notify = notify::validate(&raw.notify, base, &mut e);
     let readiness = readiness::validate(&raw.readiness, &mut e);
+    let dashboard = dashboard::validate(&raw.dashboard, &mut e);
     let mut services = service::validate_all(&raw.service, &raw.witness, top.interval, &mut e);
     if let Some(dns) = &dns {
         dns::bind_services(dns, raw.dns.named, &mut services, &mut e);
@@ -170,6 +177,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             readiness,
             services,
             checkpoint_every: checkpoint_every?,
+            dashboard,
         })
     })
 }
