@@ -23,13 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use askama::Template;
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 
@@ -132,7 +132,11 @@ fn page(t: &impl Template) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "dashboard page failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page failed to render",
+            )
+                .into_response()
         }
     }
 }
@@ -221,7 +225,13 @@ async fn login(
     };
     let (id, _) = match d.sessions.create(role, Instant::now()) {
         Ok(s) => s,
-        Err(e) => return message(StatusCode::INTERNAL_SERVER_ERROR, "Login failed", e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Login failed",
+                e.to_string(),
+            );
+        }
     };
     tracing::info!(role = role.as_str(), "dashboard login");
     let cookie = format!(
@@ -230,7 +240,10 @@ async fn login(
     );
     (
         StatusCode::SEE_OTHER,
-        [(header::SET_COOKIE, cookie), (header::LOCATION, "/ui/".into())],
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/ui/".into()),
+        ],
     )
         .into_response()
 }
@@ -365,7 +378,10 @@ impl Stream {
         // Marked seen before the table is read: a change during the render is the next event.
         self.rewatch();
         self.last = Some(Instant::now());
-        let html = match fragment(&self.dash.api, s.role == Role::Admin).await.render() {
+        let html = match fragment(&self.dash.api, s.role == Role::Admin)
+            .await
+            .render()
+        {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(error = %e, "dashboard: the services table failed to render");
@@ -435,7 +451,11 @@ async fn service_page(
         );
     };
     let Some(handle) = d.api.live.get().services.get(&name).cloned() else {
-        return message(StatusCode::NOT_FOUND, "Not found", format!("no service named {name:?}"));
+        return message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no service named {name:?}"),
+        );
     };
     let outcome = match q.outcome.as_deref().filter(|o| !o.is_empty()) {
         None => None,
@@ -482,14 +502,24 @@ async fn service_page(
         .await;
     let (rounds, evs, changes) = match read {
         Ok(x) => x,
-        Err(e) => return message(StatusCode::INTERNAL_SERVER_ERROR, "History unreadable", e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "History unreadable",
+                e.to_string(),
+            );
+        }
     };
     let next = (rounds.len() as u32 == PAGE)
         .then(|| rounds.last().map(|r| r.id))
         .flatten()
         .map(|id| {
             let mut parts = vec![format!("before_id={id}")];
-            for (k, v) in [("outcome", &q.outcome), ("since", &q.since), ("until", &q.until)] {
+            for (k, v) in [
+                ("outcome", &q.outcome),
+                ("since", &q.since),
+                ("until", &q.until),
+            ] {
                 if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
                     parts.push(format!("{k}={}", urlencode(v)));
                 }
@@ -534,12 +564,22 @@ async fn round_page(
         return to_login();
     };
     let Ok(id) = id.parse::<i64>() else {
-        return message(StatusCode::BAD_REQUEST, "Bad request", format!("round id: expected a number, got {id:?}"));
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            format!("round id: expected a number, got {id:?}"),
+        );
     };
     let (round, votes) = match d.api.store.call(move |st| st.round(id)).await {
         Ok(Some(x)) => x,
         Ok(None) => return message(StatusCode::NOT_FOUND, "Not found", format!("no round {id}")),
-        Err(e) => return message(StatusCode::INTERNAL_SERVER_ERROR, "History unreadable", e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "History unreadable",
+                e.to_string(),
+            );
+        }
     };
     let witnesses = d.api.live.get().witnesses.clone();
     let votes = votes
@@ -591,17 +631,34 @@ struct ConfirmQuery {
     action: String,
 }
 
-/// The session, if it is an admin's; otherwise the page to answer.
-fn admin(d: &Dash, headers: &HeaderMap) -> Result<Session, Response> {
+/// Why a page that takes an admin refused.
+enum NotAdmin {
+    /// No live session: to the login form.
+    Login,
+    /// A read-only session.
+    ReadOnly,
+}
+
+impl IntoResponse for NotAdmin {
+    fn into_response(self) -> Response {
+        match self {
+            NotAdmin::Login => to_login(),
+            NotAdmin::ReadOnly => message(
+                StatusCode::FORBIDDEN,
+                "Read-only",
+                "This login is read-only: overrides and failback take the admin token.",
+            ),
+        }
+    }
+}
+
+/// The session, if it is an admin's.
+fn admin(d: &Dash, headers: &HeaderMap) -> Result<Session, NotAdmin> {
     let Some((_, s)) = d.session(headers) else {
-        return Err(to_login());
+        return Err(NotAdmin::Login);
     };
     if s.role != Role::Admin {
-        return Err(message(
-            StatusCode::FORBIDDEN,
-            "Read-only",
-            "This login is read-only: overrides and failback take the admin token.",
-        ));
+        return Err(NotAdmin::ReadOnly);
     }
     Ok(s)
 }
@@ -614,10 +671,14 @@ async fn confirm(
 ) -> Response {
     let s = match admin(&d, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(handle) = d.api.live.get().services.get(&name).cloned() else {
-        return message(StatusCode::NOT_FOUND, "Not found", format!("no service named {name:?}"));
+        return message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no service named {name:?}"),
+        );
     };
     let action = q.map(|Query(q)| q.action).unwrap_or_default();
     let Some(action) = views::ACTIONS.into_iter().find(|a| *a == action) else {
@@ -655,7 +716,7 @@ async fn action(
 ) -> Response {
     let s = match admin(&d, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let f = match form {
         Ok(Form(f)) => f,
@@ -670,7 +731,11 @@ async fn action(
         return csrf_refused();
     }
     let Some(handle) = d.api.live.get().services.get(&name).cloned() else {
-        return message(StatusCode::NOT_FOUND, "Not found", format!("no service named {name:?}"));
+        return message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no service named {name:?}"),
+        );
     };
     let (tx, rx) = oneshot::channel();
     // Recorded in the history as done by the admin role, from the dashboard.

@@ -341,8 +341,7 @@ impl Store {
         let ids: Vec<i64> = {
             let mut st = conn
                 .prepare_cached("SELECT MAX(id) FROM rounds GROUP BY service ORDER BY service")?;
-            st.query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
+            st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
         };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
