@@ -199,12 +199,15 @@ async fn login(
     State(d): State<Arc<Dash>>,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "expected a form with one field, token",
-        );
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(e) => {
+            return message(
+                e.status(),
+                "Bad request",
+                format!("expected a form with one field, token: {}", e.body_text()),
+            );
+        }
     };
     let given = f.token.trim().as_bytes();
     let api = &d.api;
@@ -778,3 +781,7 @@ async fn action(
         ),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
