@@ -9,7 +9,9 @@
 //! - an admin pins the service to the backup from the page, confirms, and the built-in DNS
 //!   server answers the backup; the same form posted without its CSRF token is refused;
 //! - the primary stops: the open overview shows the failover within 2 s through server-sent
-//!   events (no reload), and the failover round's votes open with their signatures verified.
+//!   events (no reload), and the failover round's votes open with their signatures verified;
+//!   the public status page (no login) says the service runs on the backup, the incident
+//!   ongoing.
 //!
 //! Screenshots of the overview, the timeline and a round are written under the target folder
 //! on every run, and into `docs/dashboard/` when `QUORATE_SCREENSHOTS=1`.
@@ -488,7 +490,11 @@ async fn admin_pins_the_backup_from_the_page_and_dns_answers_it_a_form_without_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_shows_on_the_open_overview_within_2s_and_its_votes_verify() {
     let _turn = BROWSER.lock().await;
-    let mut s = Setup::start("").await;
+    let mut s = Setup::start(
+        "\n[status_page]\nlisten = \"127.0.0.1:0\"\nservices = [\"web\"]\ntitle = \"Example status\"\n",
+    )
+    .await;
+    let status_page = format!("http://{}/", s.coord.status_addr.unwrap());
     let b = Browser::start().await;
     s.wait_served(s.p_ip).await;
 
@@ -503,6 +509,22 @@ async fn a_failover_shows_on_the_open_overview_within_2s_and_its_votes_verify() 
     assert_eq!(
         b.text("tr[data-service=\"web\"] .side").await.as_deref(),
         Some("primary")
+    );
+    // The public status page, before: operational, no incident.
+    let before: String = reqwest::get(&status_page)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(before.contains("operational"), "{before}");
+    assert!(
+        before.contains("No incident in the last 90 days"),
+        "{before}"
+    );
+    assert!(
+        !before.contains("w1") && !before.contains("127.0.0.2"),
+        "no votes, no addresses"
     );
 
     s.primary.stop().await;
@@ -562,6 +584,16 @@ async fn a_failover_shows_on_the_open_overview_within_2s_and_its_votes_verify() 
         );
     }
     b.screenshot("round.png").await;
+
+    // The public status page, without a login: on the backup, the incident ongoing.
+    b.goto(&status_page).await;
+    b.wait_text(
+        "section[data-service=\"web\"] .status",
+        "running on the backup",
+    )
+    .await;
+    assert_eq!(b.count("tr.incident.ongoing").await, 1);
+    b.screenshot("status.png").await;
 
     b.quit().await;
     s.stop().await;

@@ -14,6 +14,7 @@ mod notify;
 mod probe;
 mod readiness;
 mod service;
+mod status_page;
 #[cfg(test)]
 mod tests;
 mod witness;
@@ -39,6 +40,7 @@ pub use self::service::{
     GATE_FIRST_RETRY, HooksConfig, RawHooks, RawService, RawSide, ServiceConfig, normalize_zone,
     qualify,
 };
+pub use self::status_page::{RawStatusPage, StatusPageConfig};
 pub use self::witness::{RawWitness, WITNESS_TIMEOUT_MARGIN, WitnessConfig};
 
 /// The example printed by `quorate-coordinator example-config` and parsed by the tests.
@@ -62,6 +64,8 @@ pub struct RawConfig {
     pub history: RawHistory,
     #[serde(default)]
     pub dashboard: RawDashboard,
+    #[serde(default)]
+    pub status_page: Option<RawStatusPage>,
 }
 
 /// `[history]`: how the tamper-evident history is kept (`ledger`, docs/history.md).
@@ -103,6 +107,8 @@ pub struct Config {
     pub checkpoint_every: Duration,
     /// `[dashboard]`: the web pages under `/ui/`.
     pub dashboard: DashboardConfig,
+    /// `[status_page]`: the public status page, if one is configured.
+    pub status_page: Option<StatusPageConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -140,6 +146,8 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
     let readiness = readiness::validate(&raw.readiness, &mut e);
     let dashboard = dashboard::validate(&raw.dashboard, &mut e);
     let mut services = service::validate_all(&raw.service, &raw.witness, top.interval, &mut e);
+    let names: Vec<String> = raw.service.iter().map(|s| s.name.clone()).collect();
+    let status_page = status_page::validate(&raw.status_page, &names, &mut e);
     if let Some(dns) = &dns {
         dns::bind_services(dns, raw.dns.named, &mut services, &mut e);
     }
@@ -178,6 +186,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             services,
             checkpoint_every: checkpoint_every?,
             dashboard,
+            status_page,
         })
     })
 }

@@ -17,6 +17,7 @@
 //! unknown session is sent to the login form; bodies and query strings are bounded.
 
 pub mod session;
+pub mod status;
 pub mod views;
 
 use std::sync::Arc;
