@@ -4,8 +4,9 @@
 //! this process — a coordinator with the built-in DNS server, three real witnesses over HTTPS,
 //! stand-in primary and backup web servers — and uses the pages as an operator would:
 //!
-//! - a read-only login shows no action buttons and cannot reach a confirmation; a session
-//!   that expires is sent to the login form;
+//! - a read-only login shows no action buttons and cannot reach a confirmation; when the
+//!   session expires, the open overview says so over its event stream and the next page is
+//!   the login form;
 //! - an admin pins the service to the backup from the page, confirms, and the built-in DNS
 //!   server answers the backup; the same form posted without its CSRF token is refused;
 //! - the primary stops: the open overview shows the failover within 2 s through server-sent
@@ -404,12 +405,19 @@ async fn read_only_login_shows_no_actions_and_an_expired_session_goes_to_login()
     b.goto(&s.url("/ui/services/web")).await;
     b.wait_text("h1", "web").await;
     assert_eq!(b.count(".action").await, 0);
+    // The overview again, its event stream open while the session still lasts.
+    b.goto(&s.url("/ui/")).await;
+    b.wait_url("/ui/").await;
     assert!(
-        logged_in.elapsed() < Duration::from_secs(4),
+        logged_in.elapsed() < Duration::from_secs(3),
         "the checks above took longer than the session lasts; the expiry below proves nothing"
     );
 
-    // Four seconds after the login the session is over: the next page is the login form.
+    // Four seconds after the login the session is over. The open overview is told so over
+    // its event stream…
+    b.wait_text("#expired", "The session is over").await;
+    assert!(logged_in.elapsed() >= Duration::from_secs(4));
+    // …and the next page is the login form.
     eventually(
         "the expired session to be sent to login",
         DEADLINE,

@@ -3,7 +3,7 @@
 //! the key and what was expected; `check` prints them all.
 //!
 //! One file per section: `coordinator` (`[coordinator]`, `[api]`), `witness` (`[[witness]]`),
-//! `dns` (`[dns]` or `[dns.<name>]`), `notify` (`[notify]`, `[[notify.webhook]]`, `[[notify.ntfy]]`, `[[notify.email]]`), `readiness` (`[readiness]`), `service` (`[[service]]`) and `probe`
+//! `dns` (`[dns]` or `[dns.<name>]`), `notify` (`[notify]`, `[[notify.webhook]]`, `[[notify.ntfy]]`, `[[notify.email]]`), `readiness` (`[readiness]`), `dashboard` (`[dashboard]`), `status_page` (`[status_page]`), `service` (`[[service]]`) and `probe`
 //! (a service's `probe`). Relative paths are relative to the config file's folder
 //! ([`shared::config::resolve`]); errors are the kit's [`Diagnostics`].
 

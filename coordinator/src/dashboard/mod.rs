@@ -335,6 +335,8 @@ struct Stream {
     session: String,
     watching: Vec<watch::Receiver<ServiceStatus>>,
     last: Option<Instant>,
+    /// The session is over and the page was told so: the stream ends.
+    ended: bool,
 }
 
 impl Stream {
@@ -378,7 +380,15 @@ impl Stream {
         if let Some(last) = self.last {
             tokio::time::sleep_until((last + SSE_MIN_GAP).into()).await;
         }
-        let s = self.dash.sessions.get(&self.session, Instant::now())?;
+        if self.ended {
+            return None;
+        }
+        let Some(s) = self.dash.sessions.get(&self.session, Instant::now()) else {
+            // The last event replaces the table with a way back in.
+            self.ended = true;
+            let html = "<p class=\"bad\" id=\"expired\">The session is over: <a href=\"/ui/login\">log in again</a>.</p>";
+            return Some((Ok(Event::default().event("services").data(html)), self));
+        };
         // Marked seen before the table is read: a change during the render is the next event.
         self.rewatch();
         self.last = Some(Instant::now());
@@ -406,6 +416,7 @@ async fn events(State(d): State<Arc<Dash>>, headers: HeaderMap) -> Response {
         session: id,
         watching: Vec::new(),
         last: None,
+        ended: false,
     };
     let stream = futures::stream::unfold(first, Stream::next);
     Sse::new(stream)
