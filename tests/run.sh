@@ -15,14 +15,16 @@ python3 -c 'import cryptography' >/dev/null 2>&1 || missing=1
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing=1
 # The notification tests (coordinator/tests/notify.rs) run Debian's SMTP sink.
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing=1
+# The dashboard's browser tests (coordinator/tests/dashboard.rs) drive Debian's chromium.
+[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || missing=1
 if [ "$missing" = 1 ]; then
-  echo "tests/run.sh: installing test dependencies (bind9, pdns, nftables, iproute2, openssl, python3-cryptography, python3-aiosmtpd, faketime)" >&2
+  echo "tests/run.sh: installing test dependencies (bind9, pdns, nftables, iproute2, openssl, python3-cryptography, python3-aiosmtpd, faketime, chromium, chromium-driver)" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     bind9 bind9-dnsutils bind9-utils pdns-server pdns-backend-sqlite3 \
     nftables iproute2 procps python3 python3-venv curl ca-certificates openssl \
-    python3-cryptography python3-aiosmtpd faketime >/dev/null
+    python3-cryptography python3-aiosmtpd faketime chromium chromium-driver >/dev/null
 fi
 
 # The Route 53 tests also run against moto's server (PyPI moto[server], tests/src/moto.rs),

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod compose;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod dns;
 pub mod failover;
@@ -49,6 +50,8 @@ pub struct Coordinator {
     /// The services as started; after a reload, [`Coordinator::running`] has the current set.
     pub services: HashMap<String, ServiceHandle>,
     pub api_addr: SocketAddr,
+    /// Where the public status page listens (`[status_page]`), if it is configured.
+    pub status_addr: Option<SocketAddr>,
     pub metrics: Arc<metrics::Metrics>,
     running: reload::Running,
     tasks: TaskTracker,
@@ -147,6 +150,17 @@ pub async fn start_locked(
     let api_addr = api_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(api_listener)?;
     let key_id = config.key_id.clone();
+    let dashboard_config = config.dashboard.clone();
+    // The public status page binds before the services start: a port in use stops the start.
+    let status_page = match &config.status_page {
+        Some(c) => {
+            let l = std::net::TcpListener::bind(c.listen)
+                .with_context(|| format!("status_page.listen: binding {}", c.listen))?;
+            l.set_nonblocking(true)?;
+            Some((l, c.clone()))
+        }
+        None => None,
+    };
     let (token, read_token, metrics_token) = (
         config.api_token.clone(),
         config.api_read_token.clone(),
@@ -170,7 +184,8 @@ pub async fn start_locked(
         read_token,
         metrics_token,
     });
-    let app = api::router(state);
+    // The dashboard's pages (`/ui/`) share the API's listener, state and tokens.
+    let app = api::router(state.clone()).merge(dashboard::router(state, &dashboard_config));
     // The API listener has the same connection bounds as a witness (shared::listener's
     // defaults): one source address cannot hold more than its share of connections.
     let server = shared::listener::Server::new(
@@ -190,11 +205,38 @@ pub async fn start_locked(
         },
         |_| {},
     );
+    let status_addr = match status_page {
+        Some((l, c)) => {
+            let addr = l.local_addr()?;
+            let app = dashboard::status::router(store.clone(), running.live(), c);
+            let server = shared::listener::Server::new(
+                tokio::net::TcpListener::from_std(l)?,
+                None,
+                shared::listener::Limits::default(),
+                shared::shutdown::GRACE,
+            );
+            let sd = shutdown.clone();
+            sup.spawn(
+                "status-page",
+                async move {
+                    let serve = server.serve(shared::listener::TowerToHyperService::new(app), sd);
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "status page server failed");
+                    }
+                },
+                |_| {},
+            );
+            tracing::info!(status_page = %addr, "status page listening");
+            Some(addr)
+        }
+        None => None,
+    };
     tracing::info!(api = %api_addr, services = services.len(), %key_id, "coordinator running");
     Ok(Coordinator {
         store,
         services,
         api_addr,
+        status_addr,
         metrics,
         running,
         tasks,

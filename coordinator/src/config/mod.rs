@@ -3,16 +3,18 @@
 //! the key and what was expected; `check` prints them all.
 //!
 //! One file per section: `coordinator` (`[coordinator]`, `[api]`), `witness` (`[[witness]]`),
-//! `dns` (`[dns]` or `[dns.<name>]`), `notify` (`[notify]`, `[[notify.webhook]]`, `[[notify.ntfy]]`, `[[notify.email]]`), `readiness` (`[readiness]`), `service` (`[[service]]`) and `probe`
+//! `dns` (`[dns]` or `[dns.<name>]`), `notify` (`[notify]`, `[[notify.webhook]]`, `[[notify.ntfy]]`, `[[notify.email]]`), `readiness` (`[readiness]`), `dashboard` (`[dashboard]`), `status_page` (`[status_page]`), `service` (`[[service]]`) and `probe`
 //! (a service's `probe`). Relative paths are relative to the config file's folder
 //! ([`shared::config::resolve`]); errors are the kit's [`Diagnostics`].
 
 mod coordinator;
+mod dashboard;
 mod dns;
 mod notify;
 mod probe;
 mod readiness;
 mod service;
+mod status_page;
 #[cfg(test)]
 mod tests;
 mod witness;
@@ -27,6 +29,7 @@ pub use shared::config::Diagnostics;
 use shared::protocol::KeyId;
 
 pub use self::coordinator::{RawApi, RawCoordinator};
+pub use self::dashboard::{DEFAULT_SESSION_TTL, DashboardConfig, RawDashboard};
 pub use self::dns::{
     Backend, DEFAULT_BACKEND, DnsConfig, RawBackend, RawDns, RawVerify, VerifyConfig,
 };
@@ -37,6 +40,7 @@ pub use self::service::{
     GATE_FIRST_RETRY, HooksConfig, RawHooks, RawService, RawSide, ServiceConfig, normalize_zone,
     qualify,
 };
+pub use self::status_page::{RawStatusPage, StatusPageConfig};
 pub use self::witness::{RawWitness, WITNESS_TIMEOUT_MARGIN, WitnessConfig};
 
 /// The example printed by `quorate-coordinator example-config` and parsed by the tests.
@@ -58,6 +62,10 @@ pub struct RawConfig {
     pub service: Vec<RawService>,
     #[serde(default)]
     pub history: RawHistory,
+    #[serde(default)]
+    pub dashboard: RawDashboard,
+    #[serde(default)]
+    pub status_page: Option<RawStatusPage>,
 }
 
 /// `[history]`: how the tamper-evident history is kept (`ledger`, docs/history.md).
@@ -97,6 +105,10 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `[history] checkpoint_every`.
     pub checkpoint_every: Duration,
+    /// `[dashboard]`: the web pages under `/ui/`.
+    pub dashboard: DashboardConfig,
+    /// `[status_page]`: the public status page, if one is configured.
+    pub status_page: Option<StatusPageConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -132,7 +144,10 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
     let dns = dns::validate(&raw.dns, base, &mut e);
     let notify = notify::validate(&raw.notify, base, &mut e);
     let readiness = readiness::validate(&raw.readiness, &mut e);
+    let dashboard = dashboard::validate(&raw.dashboard, &mut e);
     let mut services = service::validate_all(&raw.service, &raw.witness, top.interval, &mut e);
+    let names: Vec<String> = raw.service.iter().map(|s| s.name.clone()).collect();
+    let status_page = status_page::validate(&raw.status_page, &names, &mut e);
     if let Some(dns) = &dns {
         dns::bind_services(dns, raw.dns.named, &mut services, &mut e);
     }
@@ -170,6 +185,8 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             readiness,
             services,
             checkpoint_every: checkpoint_every?,
+            dashboard,
+            status_page,
         })
     })
 }

@@ -332,3 +332,27 @@ pub(super) fn votes_of(conn: &Connection, round_id: i64) -> rusqlite::Result<Vec
     })?;
     rows.collect()
 }
+
+impl Store {
+    /// The newest stored round of each service, with its votes, by service name (the
+    /// dashboard's "last votes per witness"). One lock for the whole read.
+    pub fn latest_rounds(&self) -> Result<Vec<(Round, Vec<VoteRecord>)>, StoreError> {
+        let conn = self.lock();
+        let ids: Vec<i64> = {
+            let mut st = conn
+                .prepare_cached("SELECT MAX(id) FROM rounds GROUP BY service ORDER BY service")?;
+            st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let round = conn.query_row(
+                "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up, votes_up,
+                    votes_down, votes_invalid, votes_missing, changed_dns, policy_json FROM rounds WHERE id = ?1",
+                [id],
+                round_from_row,
+            )?;
+            out.push((round, votes_of(&conn, id)?));
+        }
+        Ok(out)
+    }
+}
