@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use coordinator::cli;
-use coordinator::client::ApiClient;
+use coordinator::client::{ApiClient, ReadConfig};
 
 #[derive(Parser)]
 #[command(
@@ -293,10 +293,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { config } => {
-            let cfg = cli::load_config(&config)?;
-            print!("{}", cli::status(&cfg)?);
+            // No secret but the read-only token (client::ReadConfig).
+            let cfg = ReadConfig::load(&config)?;
+            print!("{}", cli::status(&cfg.database, &cfg.services)?);
             // Readiness is the running daemon's: ask its API, say so when it does not answer.
-            let api = ApiClient::new(&cfg)?;
+            let api = ApiClient::for_api(cfg.api_listen, &cfg.read_token()?)?;
             match api.get("/v1/services").await {
                 Ok(r) if r.success => {
                     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
@@ -315,8 +316,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             service,
             limit,
         } => {
-            let cfg = cli::load_config(&config)?;
-            print!("{}", cli::history(&cfg, &service, limit)?);
+            let cfg = ReadConfig::load(&config)?;
+            print!("{}", cli::history(&cfg.database, &service, limit)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::VerifyHistory {
@@ -372,7 +373,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             service,
             mode,
         } => {
-            let client = ApiClient::new(&cli::load_config(&config)?)?;
+            let cfg = ReadConfig::load(&config)?;
+            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
             let reply = client.set_override(&service, &mode).await?;
             println!("{}", reply.body);
             Ok(exit(reply.success))
@@ -387,7 +389,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(exit(ok))
         }
         Cmd::Failback { config, service } => {
-            let client = ApiClient::new(&cli::load_config(&config)?)?;
+            let cfg = ReadConfig::load(&config)?;
+            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
             let reply = client.failback(&service).await?;
             println!("{}", reply.body);
             Ok(exit(reply.success))
