@@ -349,12 +349,21 @@ impl InitOutput {
              \x20  it prints a [[witness]] block.\n\
              2. paste every [[witness]] block into {config}; set [dns] and add a [[service]]\n\
              \x20  (docs/dns-backends.md, `quorate-coordinator example-config`).\n\
-             3. quorate-coordinator check --online --config {config}\n\
+             3. {sudo}quorate-coordinator check --online --config {config}\n\
              4. systemctl enable --now quorate-coordinator\n\
              \n\
              the API listens on http://{} (plain HTTP, no TLS: keep it on loopback or behind a\n\
              TLS proxy); `status` and `history` need only the read-only token.\n",
-            self.key_id, self.public_key, self.name, self.public_key, self.api_listen,
+            self.key_id,
+            self.public_key,
+            self.name,
+            self.public_key,
+            self.api_listen,
+            sudo = self
+                .owner
+                .as_ref()
+                .map(|u| format!("sudo -u {} ", u.name))
+                .unwrap_or_default(),
         ));
         s
     }

@@ -430,9 +430,13 @@ impl InitOutput {
             s.push_str("then run:\n");
         }
         s.push_str(&format!(
-            "  quorate-witness check --config {0}\n\
+            "  {1}quorate-witness check --config {0}\n\
              \x20 systemctl enable --now quorate-witness   (the package's unit; by hand: quorate-witness run --config {0})\n",
-            self.config_file.display()
+            self.config_file.display(),
+            self.owner
+                .as_ref()
+                .map(|u| format!("sudo -u {u} "))
+                .unwrap_or_default(),
         ));
         s
     }
