@@ -20,9 +20,15 @@ witness_deb=$(ls target/debian/quorate-witness_*.deb)
 
 root=$(mktemp -d /var/tmp/quorate-nspawn.XXXXXX)
 nspawn_pid=
+leader=
 cleanup() {
-    if [ -n "$nspawn_pid" ]; then
+    # Killing the container's PID 1 ends its whole PID namespace at once; nspawn then exits.
+    if [ -n "$leader" ]; then
+        kill -KILL "$leader" 2>/dev/null || true
+    elif [ -n "$nspawn_pid" ]; then
         kill "$nspawn_pid" 2>/dev/null || true
+    fi
+    if [ -n "$nspawn_pid" ]; then
         wait "$nspawn_pid" 2>/dev/null || true
     fi
     rm -rf "$root"
@@ -40,9 +46,8 @@ cp "$coordinator_deb" "$witness_deb" "$root/root/"
 echo "== boot"
 systemd-nspawn --boot --register=no --keep-unit --quiet -D "$root" >/dev/null 2>&1 &
 nspawn_pid=$!
-leader=
 for _ in $(seq 100); do
-    leader=$(ps --ppid "$nspawn_pid" -o pid= | tr -d ' ' | head -1)
+    leader=$(ps --ppid "$nspawn_pid" -o pid= | tr -d ' ' | head -1 || true)
     [ -n "$leader" ] && break
     sleep 0.1
 done
