@@ -19,6 +19,8 @@ coordinator_deb=$(ls target/debian/quorate-coordinator_*.deb)
 witness_deb=$(ls target/debian/quorate-witness_*.deb)
 
 root=$(mktemp -d /var/tmp/quorate-nspawn.XXXXXX)
+# The container's / : mktemp makes it 0700, which no service user could traverse.
+chmod 755 "$root"
 nspawn_pid=
 leader=
 cleanup() {
@@ -34,10 +36,11 @@ cleanup() {
     rm -rf "$root"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 echo "== debootstrap bookworm ($mirror)"
 start=$(date +%s)
-debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,sudo \
+debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,sudo,procps \
     bookworm "$root" "$mirror" >"$root.debootstrap.log" 2>&1 || { tail -20 "$root.debootstrap.log"; exit 1; }
 rm -f "$root.debootstrap.log"
 echo "   $(( $(date +%s) - start )) s"
@@ -47,13 +50,18 @@ echo "== boot"
 systemd-nspawn --boot --register=no --keep-unit --quiet -D "$root" >/dev/null 2>&1 &
 nspawn_pid=$!
 for _ in $(seq 100); do
-    leader=$(ps --ppid "$nspawn_pid" -o pid= | tr -d ' ' | head -1 || true)
+    # The container's PID 1 is nspawn's child running systemd (nspawn forks helpers first).
+    leader=$(ps --ppid "$nspawn_pid" -o pid=,comm= | awk '$2 == "systemd" { print $1; exit }' || true)
     [ -n "$leader" ] && break
     sleep 0.1
 done
 [ -n "$leader" ] || { echo "nspawn-test: the container did not start" >&2; exit 1; }
 inside() { nsenter -t "$leader" -a -- env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 # `--wait` blocks until boot has finished (running or degraded), with systemd's own deadline.
+for _ in $(seq 600); do
+    inside test -S /run/dbus/system_bus_socket && break
+    sleep 0.2
+done
 state=$(inside timeout 120 systemctl is-system-running --wait || true)
 echo "   system: $state"
 
@@ -77,7 +85,11 @@ cat /root/coordinator-init.txt
 '
 
 echo "== start"
-inside systemctl start quorate-witness quorate-coordinator
+if ! inside systemctl start quorate-witness quorate-coordinator; then
+    inside systemctl status --no-pager -l quorate-witness quorate-coordinator || true
+    inside journalctl --no-pager -o cat -u quorate-witness -u quorate-coordinator | tail -30
+    exit 1
+fi
 inside systemctl is-active quorate-witness quorate-coordinator
 inside ps -o user=,pid=,args= -C quorate-witness,quorate-coordinator
 
