@@ -77,17 +77,18 @@ pub fn keygen(out: &Path) -> anyhow::Result<String> {
 
 /// `status`: one line per configured service, from the history database (opened read-only,
 /// so it works while the daemon runs).
-pub fn status(config: &Config) -> anyhow::Result<String> {
-    let store = Store::open_read_only(&config.database)?;
+/// Needs the database and the services' names only (`client::ReadConfig`): no secret.
+pub fn status(database: &Path, services: &[String]) -> anyhow::Result<String> {
+    let store = Store::open_read_only(database)?;
     let states = store.all_states()?;
     let mut out = String::new();
-    for svc in &config.services {
+    for svc in services {
         let stored = states
             .iter()
-            .find(|(name, _, _)| name == &svc.name)
+            .find(|(name, _, _)| name == svc)
             .map(|(_, state, updated_ms)| (state, *updated_ms));
-        let pending = store.pending_dns_changes(&svc.name)?.len();
-        out.push_str(&status_line(&svc.name, stored, pending));
+        let pending = store.pending_dns_changes(svc)?.len();
+        out.push_str(&status_line(svc, stored, pending));
     }
     Ok(out)
 }
@@ -172,8 +173,9 @@ pub struct TimelineLine {
 
 /// `history`: rounds, events and DNS changes of one service (at most `limit` of each, newest
 /// first from the store), merged oldest first.
-pub fn history(config: &Config, service: &str, limit: u32) -> anyhow::Result<String> {
-    let store = Store::open_read_only(&config.database)?;
+/// Needs the database only (`client::ReadConfig`): no secret.
+pub fn history(database: &Path, service: &str, limit: u32) -> anyhow::Result<String> {
+    let store = Store::open_read_only(database)?;
     let limit = limit.clamp(1, MAX_HISTORY_LIMIT);
     let rounds = store.list_rounds(&RoundFilter {
         service: Some(service.into()),

@@ -1,12 +1,84 @@
 //! A client for the running coordinator's own HTTP API (`docs/api.md`), used by
 //! `quorate-coordinator override` and `failback`: it posts to `http://<api.listen>/v1/...` with
 //! the configured bearer token and hands back the API's answer as it came.
+//!
+//! [`ReadConfig`]: what `status`, `history` and this client need from a coordinator config —
+//! read without the signing key, the DNS or notification secrets, and each token only when
+//! asked for (`status` the read-only one, `override` and `failback` the admin one).
 
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
 
 use crate::config::Config;
+
+/// The parts of a coordinator config the read-only commands and the API client use. The file
+/// is parsed with the daemon's own raw shape (unknown keys are still errors), but nothing
+/// secret is read: an operator with the read-only token and read access to the database can
+/// run `status` and `history` on a host that holds neither the private key nor the admin
+/// token nor any DNS credential.
+#[derive(Clone, Debug)]
+pub struct ReadConfig {
+    pub path: std::path::PathBuf,
+    /// `[coordinator] database`, resolved against the config's folder.
+    pub database: std::path::PathBuf,
+    /// The services' names, in config order.
+    pub services: Vec<String>,
+    /// `[api] listen`.
+    pub api_listen: SocketAddr,
+    token_file: std::path::PathBuf,
+    read_token_file: Option<std::path::PathBuf>,
+}
+
+impl ReadConfig {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<ReadConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let raw: crate::config::RawConfig =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = shared::config::base_dir(path);
+        let resolve = |p: &std::path::Path| shared::config::resolve(base, p);
+        let api_listen = raw.api.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: api.listen: expected an address like \"127.0.0.1:8080\", got {:?}",
+                path.display(),
+                raw.api.listen
+            )
+        })?;
+        Ok(ReadConfig {
+            path: path.to_owned(),
+            database: resolve(&raw.coordinator.database),
+            services: raw.service.into_iter().map(|s| s.name).collect(),
+            api_listen,
+            token_file: resolve(&raw.api.token_file),
+            read_token_file: raw.api.read_token_file.as_deref().map(resolve),
+        })
+    }
+
+    /// The read-only token (`api.read_token_file`); without one configured, the admin token.
+    pub fn read_token(&self) -> anyhow::Result<String> {
+        match &self.read_token_file {
+            Some(f) => read_token(&self.path, "api.read_token_file", f),
+            None => read_token(&self.path, "api.token_file", &self.token_file).map_err(|e| {
+                e.context("no api.read_token_file is set (quorate-coordinator init writes one)")
+            }),
+        }
+    }
+
+    /// The admin token (`api.token_file`).
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        read_token(&self.path, "api.token_file", &self.token_file)
+    }
+}
+
+fn read_token(
+    config: &std::path::Path,
+    key: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<String> {
+    shared::keys::read_secret_file(file)
+        .map_err(|e| anyhow::anyhow!("{}: {key}: {e}", config.display()))
+}
 
 /// The API's answer to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +170,67 @@ impl ApiClient {
             success,
             body: resp.text().await.unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod read_config_tests {
+    use super::*;
+
+    /// `status` and `history` on a config whose private key, admin token and DNS secret are
+    /// all gone: they need the database and (for status's readiness) the read-only token only.
+    #[test]
+    fn status_and_history_need_no_secret_but_the_read_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::init::init_with(
+            &crate::init::InitOptions {
+                dir: dir.path().to_owned(),
+                name: "backup-1".into(),
+                database: "history.sqlite".into(),
+                api_listen: "127.0.0.1:8080".parse().unwrap(),
+                owner: None,
+            },
+            "/nonexistent",
+        )
+        .unwrap();
+        // A DNS backend whose secret file does not exist, and no private key, no admin token.
+        let text = std::fs::read_to_string(&out.config_file).unwrap().replace(
+            "type = \"dryrun\"",
+            "type = \"cloudflare\"\nzone = \"example.com\"\napi_token_file = \"missing.token\"",
+        );
+        std::fs::write(&out.config_file, text).unwrap();
+        std::fs::remove_file(dir.path().join(crate::init::KEY_FILE)).unwrap();
+        std::fs::remove_file(dir.path().join(crate::init::TOKEN_FILE)).unwrap();
+        assert!(crate::config::load(&out.config_file).is_err());
+        crate::store::Store::open(&dir.path().join("history.sqlite")).unwrap();
+
+        let cfg = ReadConfig::load(&out.config_file).unwrap();
+        assert_eq!(cfg.services, ["www"]);
+        assert_eq!(cfg.database, dir.path().join("history.sqlite"));
+        let status = crate::cli::status(&cfg.database, &cfg.services).unwrap();
+        assert!(status.starts_with("www"), "{status}");
+        crate::cli::history(&cfg.database, "www", 10).unwrap();
+        assert!(cfg.read_token().unwrap().len() >= 16);
+        let err = cfg.admin_token().unwrap_err().to_string();
+        assert!(
+            err.contains("api.token_file") && err.contains("api.token"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[coordinator]\nkey_file = \"k\"\ndatabase = \"h\"\n[api]\nlisten = \"nowhere\"\ntoken_file = \"t\"\n[dns]\ntype = \"dryrun\"\n").unwrap();
+        let err = ReadConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("c.toml: api.listen: expected an address"),
+            "{err}"
+        );
+        std::fs::write(&path, "[coordinator]\nsurprise = 1\n").unwrap();
+        assert!(ReadConfig::load(&path).is_err());
     }
 }
 

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod dns;
 pub mod failover;
 pub mod hooks;
+pub mod init;
 pub mod ledger;
 pub mod lock;
 pub mod metrics;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use coordinator::cli;
-use coordinator::client::ApiClient;
+use coordinator::client::{ApiClient, ReadConfig};
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +54,33 @@ enum Cmd {
     Keygen {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// First run: the signing key, the admin and read-only API tokens and a skeleton config in
+    /// DIR (secrets mode 0600, owned by --owner); prints the public key for each witness's
+    /// --coordinator, and the next steps. Never overwrites.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The name witnesses know this coordinator by (default: this host's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The history database.
+        #[arg(long, default_value = coordinator::init::DEFAULT_DATABASE)]
+        database: PathBuf,
+        /// Where the API listens (plain HTTP).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api_listen: std::net::SocketAddr,
+        /// Who owns the secrets: the user the daemon runs as (the package's unit: quorate);
+        /// default: you.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// For packagers: write the man pages or the bash, zsh and fish completions into DIR.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+        dir: PathBuf,
     },
     /// Print the example configuration.
     ExampleConfig,
@@ -147,6 +174,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NotifyCmd,
     },
+}
+
+/// What `generate` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    Man,
+    Completions,
 }
 
 #[derive(Subcommand)]
@@ -244,15 +278,37 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             print!("{}", cli::keygen(&out)?);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Init {
+            dir,
+            name,
+            database,
+            api_listen,
+            owner,
+        } => {
+            let out = coordinator::init::init(&coordinator::init::InitOptions {
+                dir,
+                name: name.unwrap_or_else(coordinator::init::default_name),
+                database,
+                api_listen,
+                owner,
+            })?;
+            print!("{}", out.instructions());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Generate { what, dir } => {
+            generate(what, &dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::ExampleConfig => {
             print!("{}", coordinator::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { config } => {
-            let cfg = cli::load_config(&config)?;
-            print!("{}", cli::status(&cfg)?);
+            // No secret but the read-only token (client::ReadConfig).
+            let cfg = ReadConfig::load(&config)?;
+            print!("{}", cli::status(&cfg.database, &cfg.services)?);
             // Readiness is the running daemon's: ask its API, say so when it does not answer.
-            let api = ApiClient::new(&cfg)?;
+            let api = ApiClient::for_api(cfg.api_listen, &cfg.read_token()?)?;
             match api.get("/v1/services").await {
                 Ok(r) if r.success => {
                     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
@@ -271,8 +327,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             service,
             limit,
         } => {
-            let cfg = cli::load_config(&config)?;
-            print!("{}", cli::history(&cfg, &service, limit)?);
+            let cfg = ReadConfig::load(&config)?;
+            print!("{}", cli::history(&cfg.database, &service, limit)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::VerifyHistory {
@@ -334,7 +390,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             service,
             mode,
         } => {
-            let client = ApiClient::new(&cli::load_config(&config)?)?;
+            let cfg = ReadConfig::load(&config)?;
+            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
             let reply = client.set_override(&service, &mode).await?;
             println!("{}", reply.body);
             Ok(exit(reply.success))
@@ -349,12 +406,34 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(exit(ok))
         }
         Cmd::Failback { config, service } => {
-            let client = ApiClient::new(&cli::load_config(&config)?)?;
+            let cfg = ReadConfig::load(&config)?;
+            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
             let reply = client.failback(&service).await?;
             println!("{}", reply.body);
             Ok(exit(reply.success))
         }
     }
+}
+
+/// `generate man|completions DIR`: one man page per subcommand, or the completions of each
+/// shell, from the clap definitions above (`deploy/package.sh`).
+fn generate(what: Generated, dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let mut cmd = Cli::command();
+    match what {
+        Generated::Man => clap_mangen::generate_to(cmd, dir),
+        Generated::Completions => [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ]
+        .into_iter()
+        .try_for_each(|shell| {
+            clap_complete::generate_to(shell, &mut cmd, "quorate-coordinator", dir).map(|_| ())
+        }),
+    }
+    .with_context(|| format!("{}: cannot write", dir.display()))
 }
 
 fn exit(success: bool) -> ExitCode {

@@ -82,8 +82,8 @@ fn every_example_validates_once_its_files_exist() {
             );
         }
         let raw: RawConfig = toml::from_str(&text).unwrap();
-        let mut files: Vec<PathBuf> =
-            vec![raw.coordinator.key_file.clone(), raw.api.token_file.clone()];
+        let mut files: Vec<PathBuf> = vec![raw.api.token_file.clone()];
+        files.extend(raw.coordinator.key_file.clone());
         files.extend(raw.notify.webhook.iter().filter_map(|w| w.url_file.clone()));
         files.extend(
             raw.notify

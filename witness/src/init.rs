@@ -1,11 +1,14 @@
 //! `quorate-witness init`: a first-start directory with a signing key (PKCS#8 v1 PEM, as
 //! OpenSSL writes it: `openssl pkey` and Python's `cryptography` read it), a self-signed TLS
 //! certificate and a commented config, and the identity block a coordinator pastes into its
-//! own config. Never overwrites anything.
+//! own config, named after the first `--name`. Never overwrites anything. With `--owner USER`
+//! (root only; the package's unit runs as `quorate-witness`) the two private keys go to that
+//! user and the config and certificate stay root's: the daemon reads them but cannot change
+//! them.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use shared::config::Invalid;
@@ -16,6 +19,10 @@ pub const KEY_FILE: &str = "witness.key";
 pub const CERT_FILE: &str = "tls.crt";
 pub const TLS_KEY_FILE: &str = "tls.key";
 pub const CONFIG_FILE: &str = "witness.toml";
+/// The service user the package creates (`deploy/systemd/quorate-witness.sysusers`).
+pub const SERVICE_USER: &str = "quorate-witness";
+/// The user database `--owner` is looked up in (system users live here: sysusers writes it).
+const PASSWD: &str = "/etc/passwd";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -32,6 +39,19 @@ pub enum InitError {
         flag: &'static str,
         value: String,
         message: FlagError,
+    },
+    #[error(
+        "--owner {0}: no such user in {PASSWD} (install the quorate-witness package, which creates {SERVICE_USER}, or name an existing user)"
+    )]
+    NoSuchUser(String),
+    #[error(
+        "--owner {user}: cannot give {path} to it: {source} (run init as root, or leave --owner out)"
+    )]
+    Chown {
+        user: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error(transparent)]
     Key(#[from] shared::keys::KeyError),
@@ -67,6 +87,8 @@ pub struct InitOptions {
     pub allow: Vec<String>,
     /// `NAME=ed25519:KEY`.
     pub coordinators: Vec<String>,
+    /// Who owns the private keys (`--owner`); `None`: the user running init.
+    pub owner: Option<String>,
 }
 
 /// What `init` made.
@@ -83,6 +105,24 @@ pub struct InitOutput {
     pub listen: SocketAddr,
     /// False when the config still lacks a coordinator or an allow entry.
     pub complete: bool,
+    /// Whether `--coordinator` named at least one coordinator (already in the config).
+    pub has_coordinator: bool,
+    /// The first `--name`, which names the coordinator's `[[witness]]` block.
+    pub first_name: Option<String>,
+    /// `--owner`, when the keys were given to it: its name.
+    pub owner: Option<String>,
+}
+
+/// The uid and gid of `name` in `passwd` text (`name:x:uid:gid:...`).
+pub fn find_user(passwd: &str, name: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    })
 }
 
 /// Parses `CIDR=PORT,PORT`.
@@ -121,7 +161,22 @@ fn quote(s: &str) -> String {
 
 /// Creates the key, certificate and config in `opts.dir`.
 pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
+    init_with(opts, PASSWD)
+}
+
+/// [`init`] with the passwd database at `passwd` (tests give their own).
+pub fn init_with(opts: &InitOptions, passwd: &str) -> Result<InitOutput, InitError> {
     // Everything that can be wrong with the flags is checked before a file is written.
+    let owner = match &opts.owner {
+        Some(name) => {
+            let text = std::fs::read_to_string(passwd).map_err(|source| InitError::Io {
+                path: passwd.into(),
+                source,
+            })?;
+            Some(find_user(&text, name).ok_or_else(|| InitError::NoSuchUser(name.clone()))?)
+        }
+        None => None,
+    };
     let mut allow = Vec::new();
     for a in &opts.allow {
         let rule = parse_allow_flag(a).map_err(|message| InitError::BadFlag {
@@ -174,9 +229,31 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
     write_new(&cert_file, cert_pem.as_bytes(), 0o644)?;
     let text = config_text(opts.listen, &coordinators, &allow, &public_key, &key_id);
     write_new(&config_file, text.as_bytes(), 0o644)?;
+    if let (Some((uid, gid)), Some(user)) = (owner, &opts.owner) {
+        let running = std::fs::metadata(&key_file)
+            .map_err(|source| InitError::Io {
+                path: key_file.clone(),
+                source,
+            })?
+            .uid();
+        if uid != running {
+            for path in [&key_file, &tls_key_file] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| {
+                    InitError::Chown {
+                        user: user.clone(),
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+    }
 
     Ok(InitOutput {
         complete: !coordinators.is_empty() && !allow.is_empty(),
+        has_coordinator: !coordinators.is_empty(),
+        first_name: opts.names.first().cloned(),
+        owner: opts.owner.clone(),
         config_file,
         key_file,
         cert_file,
@@ -240,12 +317,14 @@ fn config_text(
     ));
     t.push_str(
         "# Coordinators this witness answers: one [[coordinator]] per trusted key.\n\
-         # The coordinator prints its public key when it is initialised.\n\
+         # `quorate-coordinator init` (or `quorate-coordinator keygen`) prints its public key;\n\
+         # `quorate-witness init --coordinator NAME=KEY` writes the block for you.\n\
          # At least one is required.\n",
     );
     if coordinators.is_empty() {
         t.push_str(
-            "# EDIT ME: add the coordinator(s) you trust, then run `quorate-witness check`.\n\
+            "# EDIT ME: add the coordinator(s) you trust, then run\n\
+             # `quorate-witness check --config <this file>`.\n\
              # [[coordinator]]\n\
              # name = \"backup-1\"\n\
              # public_key = \"ed25519:...\"\n\n",
@@ -265,7 +344,8 @@ fn config_text(
     );
     if allow.is_empty() {
         t.push_str(
-            "# EDIT ME: list your primary servers, then run `quorate-witness check`.\n\
+            "# EDIT ME: list your primary servers, then run\n\
+             # `quorate-witness check --config <this file>`.\n\
              # [[allow]]\n\
              # cidr = \"203.0.113.10/32\"\n\
              # ports = [80, 443]\n\n",
@@ -294,13 +374,11 @@ fn config_text(
 }
 
 impl InitOutput {
-    /// A name for the coordinator's `[[witness]]` entry: the first DNS name of the
-    /// certificate, else `witness-` and the start of the key id.
+    /// A name for the coordinator's `[[witness]]` entry: the first `--name` (a host name or
+    /// an address), else `witness-` and the start of the key id.
     pub fn suggested_name(&self) -> String {
-        self.cert_names
-            .iter()
-            .find(|n| n.parse::<std::net::IpAddr>().is_err() && n.as_str() != "localhost")
-            .cloned()
+        self.first_name
+            .clone()
             .unwrap_or_else(|| format!("witness-{}", &self.key_id[..8.min(self.key_id.len())]))
     }
 
@@ -329,11 +407,20 @@ impl InitOutput {
             self.public_key,
             self.cert_sha256,
         );
-        s.push_str(&format!(
-            "to trust a coordinator, add to {}:\n\n\
-             [[coordinator]]\nname = \"backup-1\"\npublic_key = \"ed25519:<the coordinator's public key>\"\n\n",
-            self.config_file.display()
-        ));
+        if !self.has_coordinator {
+            s.push_str(&format!(
+                "to trust a coordinator, add to {} (`quorate-coordinator init` printed its key):\n\n\
+                 [[coordinator]]\nname = \"backup-1\"\npublic_key = \"ed25519:<the coordinator's public key>\"\n\n",
+                self.config_file.display()
+            ));
+        }
+        if let Some(owner) = &self.owner {
+            s.push_str(&format!(
+                "{} and {} are owned by {owner} (mode 0600); the rest by you.\n\n",
+                self.key_file.display(),
+                self.tls_key_file.display()
+            ));
+        }
         if !self.complete {
             s.push_str(
                 "the config is not complete yet: it needs at least one [[coordinator]] and one \
@@ -343,8 +430,13 @@ impl InitOutput {
             s.push_str("then run:\n");
         }
         s.push_str(&format!(
-            "  quorate-witness check --config {0}\n  quorate-witness run --config {0}\n",
-            self.config_file.display()
+            "  {1}quorate-witness check --config {0}\n\
+             \x20 systemctl enable --now quorate-witness   (the package's unit; by hand: quorate-witness run --config {0})\n",
+            self.config_file.display(),
+            self.owner
+                .as_ref()
+                .map(|u| format!("sudo -u {u} "))
+                .unwrap_or_default(),
         ));
         s
     }
@@ -354,6 +446,89 @@ impl InitOutput {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn opts(dir: &Path, names: &[&str], coordinators: Vec<String>) -> InitOptions {
+        InitOptions {
+            dir: dir.to_owned(),
+            listen: "0.0.0.0:8443".parse().unwrap(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            allow: vec!["203.0.113.10/32=80,443".into()],
+            coordinators,
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn the_block_is_named_after_the_first_name_and_nothing_is_asked_twice() {
+        let key = shared::keys::format_public_key(&shared::keys::generate().verifying_key());
+        let dir = tempfile::tempdir().unwrap();
+        let out = init(&opts(
+            dir.path(),
+            &["198.51.100.7", "w1.example.net"],
+            vec![format!("backup-1={key}")],
+        ))
+        .unwrap();
+        let text = out.instructions();
+        assert!(
+            text.contains("[[witness]]\nname = \"198.51.100.7\"\n"),
+            "{text}"
+        );
+        // --coordinator already wrote the [[coordinator]] block: no request to add one.
+        assert!(!text.contains("[[coordinator]]"), "{text}");
+        assert!(
+            text.contains("systemctl enable --now quorate-witness"),
+            "{text}"
+        );
+        let config = std::fs::read_to_string(&out.config_file).unwrap();
+        assert!(config.contains(&format!(
+            "[[coordinator]]\nname = \"backup-1\"\npublic_key = \"{key}\""
+        )));
+        assert!(config.contains("`quorate-coordinator init`"), "{config}");
+
+        // Without --coordinator: the block to add, and where its key comes from.
+        let dir = tempfile::tempdir().unwrap();
+        let text = init(&opts(dir.path(), &[], vec![])).unwrap().instructions();
+        assert!(
+            text.contains("[[coordinator]]") && text.contains("quorate-coordinator init"),
+            "{text}"
+        );
+        assert!(text.contains("name = \"witness-"), "{text}");
+    }
+
+    #[test]
+    fn owner_gets_the_private_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n",
+        )
+        .unwrap();
+        let mut o = opts(&dir.path().join("etc"), &["w1"], vec![]);
+        o.owner = Some("nobody".into());
+        let root = std::fs::metadata(&passwd).unwrap().uid() == 0;
+        match init_with(&o, passwd.to_str().unwrap()) {
+            Ok(out) => {
+                assert!(root, "only root can give files away");
+                for path in [&out.key_file, &out.tls_key_file] {
+                    assert_eq!(std::fs::metadata(path).unwrap().uid(), 65534, "{path:?}");
+                }
+                assert_eq!(std::fs::metadata(&out.config_file).unwrap().uid(), 0);
+            }
+            Err(e) => {
+                assert!(!root, "{e}");
+                assert!(
+                    e.to_string().starts_with("--owner nobody: cannot give"),
+                    "{e}"
+                );
+            }
+        }
+        o.owner = Some("nobody-here".into());
+        o.dir = dir.path().join("etc2");
+        let err = init_with(&o, passwd.to_str().unwrap()).unwrap_err();
+        assert!(matches!(err, InitError::NoSuchUser(_)), "{err}");
+        assert!(!o.dir.exists(), "nothing is written before the refusal");
+    }
 
     #[test]
     fn flag_errors_say_what_was_expected() {

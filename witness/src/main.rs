@@ -40,9 +40,21 @@ enum Command {
         /// e.g. 203.0.113.10/32=80,443 (repeatable).
         #[arg(long)]
         allow: Vec<String>,
-        /// A coordinator to trust, as NAME=ed25519:KEY (repeatable).
+        /// A coordinator to trust, as NAME=ed25519:KEY (repeatable); `quorate-coordinator
+        /// init` prints this.
         #[arg(long)]
         coordinator: Vec<String>,
+        /// Who owns the private keys: the user the witness runs as (the package's unit:
+        /// quorate-witness); default: you.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// For packagers: write the man pages or the bash, zsh and fish completions into DIR.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+        dir: PathBuf,
     },
     /// Serve vote requests.
     Run {
@@ -54,6 +66,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+/// What `generate` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    Man,
+    Completions,
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +95,7 @@ fn real_main() -> anyhow::Result<()> {
             names,
             allow,
             coordinator,
+            owner,
         } => {
             let out = witness::init::init(&witness::init::InitOptions {
                 dir,
@@ -83,10 +103,12 @@ fn real_main() -> anyhow::Result<()> {
                 names,
                 allow,
                 coordinators: coordinator,
+                owner,
             })?;
             print!("{}", out.instructions());
             Ok(())
         }
+        Command::Generate { what, dir } => generate(what, &dir),
         Command::Check { config } => {
             let cfg = witness::config::load(&config)?;
             println!(
@@ -110,6 +132,27 @@ fn real_main() -> anyhow::Result<()> {
             runtime.block_on(serve(cfg))
         }
     }
+}
+
+/// `generate man|completions DIR`: one man page per subcommand, or the completions of each
+/// shell, from the clap definitions above (`deploy/package.sh`).
+fn generate(what: Generated, dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let mut cmd = Cli::command();
+    match what {
+        Generated::Man => clap_mangen::generate_to(cmd, dir),
+        Generated::Completions => [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ]
+        .into_iter()
+        .try_for_each(|shell| {
+            clap_complete::generate_to(shell, &mut cmd, "quorate-witness", dir).map(|_| ())
+        }),
+    }
+    .with_context(|| format!("{}: cannot write", dir.display()))
 }
 
 async fn serve(cfg: witness::Config) -> anyhow::Result<()> {

@@ -27,6 +27,7 @@ fn key_material(dir: &Path) {
         names: vec!["127.0.0.1".into()],
         allow: vec![],
         coordinators: vec![],
+        owner: None,
     })
     .unwrap();
 }

@@ -14,7 +14,12 @@ use shared::config::{Diagnostics, resolve};
 #[serde(deny_unknown_fields)]
 pub struct RawCoordinator {
     /// The coordinator's ed25519 signing key (PKCS#8 PEM, mode 0600).
-    pub key_file: PathBuf,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Instead of `key_file`: the name of a systemd credential holding the key
+    /// (`LoadCredential=NAME:/etc/quorate/coordinator.key` → `$CREDENTIALS_DIRECTORY/NAME`).
+    #[serde(default)]
+    pub key_credential: Option<String>,
     /// The SQLite history file.
     pub database: PathBuf,
     /// Default probe interval for services ("1s").
@@ -71,13 +76,7 @@ pub(super) struct Top {
 const MIN_TOKEN_LEN: usize = 16;
 
 pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Diagnostics) -> Top {
-    let signing_key = match shared::keys::load_signing_key(&resolve(base, &c.key_file)) {
-        Ok(k) => Some(k),
-        Err(err) => {
-            e.push("coordinator.key_file", err);
-            None
-        }
-    };
+    let signing_key = signing_key(c, base, &|n| std::env::var(n).ok(), e);
     let interval = e.duration("coordinator.interval", &c.interval);
     let retention = e.duration("coordinator.retention", &c.retention);
     let mut probe_roots = Vec::new();
@@ -126,6 +125,50 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
     }
 }
 
+/// The signing key from `key_file` or `key_credential` (exactly one); `env` is the process's
+/// environment (`CREDENTIALS_DIRECTORY`), an argument for the tests.
+fn signing_key(
+    c: &RawCoordinator,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    e: &mut Diagnostics,
+) -> Option<SigningKey> {
+    let (key, path) = match (&c.key_file, &c.key_credential) {
+        (Some(f), None) => ("coordinator.key_file", resolve(base, f)),
+        (None, Some(name)) => {
+            let key = "coordinator.key_credential";
+            match crate::dns::secret::credential_path(key, name, env) {
+                Ok(p) => (key, p),
+                Err(err) => {
+                    e.push(key, err.message);
+                    return None;
+                }
+            }
+        }
+        (None, None) => {
+            e.push(
+                "coordinator.key_file",
+                "missing; expected key_file (a mode 0600 file: quorate-coordinator init writes one) or key_credential (a systemd credential's name)",
+            );
+            return None;
+        }
+        (Some(_), Some(_)) => {
+            e.push(
+                "coordinator.key_file",
+                "give only one of key_file and key_credential",
+            );
+            return None;
+        }
+    };
+    match shared::keys::load_signing_key(&path) {
+        Ok(k) => Some(k),
+        Err(err) => {
+            e.push(key, err);
+            None
+        }
+    }
+}
+
 /// A bearer token from a secret file; `None` (recorded at `key`) unless it is long enough.
 fn read_token(path: &Path, key: &str, e: &mut Diagnostics) -> Option<String> {
     match shared::keys::read_secret_file(path) {
@@ -168,6 +211,52 @@ mod tests {
                 .map(|x| format!("{}: {}", x.key, x.message))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn the_signing_key_comes_from_a_file_or_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        let key = shared::keys::generate();
+        shared::keys::write_signing_key(&creds.join("coordinator.key"), &key).unwrap();
+        let raw = |text: &str| -> RawCoordinator {
+            toml::from_str(&format!("database = \"h.db\"\n{text}")).unwrap()
+        };
+        let dir_env = creds.to_string_lossy().into_owned();
+        let env = move |n: &str| (n == "CREDENTIALS_DIRECTORY").then(|| dir_env.clone());
+        let load = |c: &RawCoordinator, env: &dyn Fn(&str) -> Option<String>| {
+            let mut d = Diagnostics::new(Path::new("c.toml"));
+            let k = signing_key(c, dir.path(), env, &mut d);
+            let errors: Vec<String> = d
+                .iter()
+                .map(|x| format!("{}: {}", x.key, x.message))
+                .collect();
+            (k, errors)
+        };
+        let (k, errors) = load(&raw("key_credential = \"coordinator.key\""), &env);
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(k.unwrap().verifying_key(), key.verifying_key());
+        let (k, errors) = load(&raw("key_file = \"creds/coordinator.key\""), &env);
+        assert!(k.is_some() && errors.is_empty(), "{errors:?}");
+        let (_, errors) = load(&raw("key_credential = \"coordinator.key\""), &|_| None);
+        assert!(
+            errors[0].starts_with("coordinator.key_credential: credential \"coordinator.key\": $CREDENTIALS_DIRECTORY is not set"),
+            "{errors:?}"
+        );
+        let (_, errors) = load(&raw(""), &env);
+        assert!(
+            errors[0].starts_with("coordinator.key_file: missing; expected key_file"),
+            "{errors:?}"
+        );
+        let (_, errors) = load(
+            &raw("key_file = \"k\"\nkey_credential = \"coordinator.key\""),
+            &env,
+        );
+        assert_eq!(
+            errors,
+            ["coordinator.key_file: give only one of key_file and key_credential"]
+        );
     }
 
     #[test]

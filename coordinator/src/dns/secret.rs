@@ -174,19 +174,7 @@ impl SecretSource {
                 )
             })?,
             SecretSource::Credential(name) => {
-                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                    return Err(SettingError::new(
-                        key,
-                        format!("expected a credential name like \"dns-token\" (no '/'), got {name:?}"),
-                    ));
-                }
-                let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-                    SettingError::new(
-                        key,
-                        format!("credential {name:?}: $CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={name}:<file>"),
-                    )
-                })?;
-                let path = PathBuf::from(dir).join(name);
+                let path = credential_path(key, name, env)?;
                 std::fs::read_to_string(&path).map_err(|e| {
                     SettingError::new(key, format!("credential {name:?} ({}): {e}", path.display()))
                 })?
@@ -205,6 +193,29 @@ impl SecretSource {
         }
         Ok(text)
     }
+}
+
+/// Where the systemd credential `name` is: `$CREDENTIALS_DIRECTORY/<name>` (`LoadCredential=`),
+/// or an error at `key` saying what is missing. Also used for the signing key
+/// (`coordinator.key_credential`).
+pub fn credential_path(
+    key: &str,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PathBuf, SettingError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(SettingError::new(
+            key,
+            format!("expected a credential name like \"dns-token\" (no '/'), got {name:?}"),
+        ));
+    }
+    let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+        SettingError::new(
+            key,
+            format!("credential {name:?}: $CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={name}:<file>"),
+        )
+    })?;
+    Ok(PathBuf::from(dir).join(name))
 }
 
 #[cfg(test)]

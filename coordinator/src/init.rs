@@ -1,0 +1,517 @@
+//! `quorate-coordinator init --dir DIR`: a first-start directory — the signing key, the admin
+//! and read-only API tokens, a skeleton config that `check` accepts — with the owners and modes
+//! the daemon insists on, and what to do next (the public key each witness's `--coordinator`
+//! takes). Never overwrites anything: every target is checked before the first file is written.
+//!
+//! No TLS certificate: the API speaks plain HTTP (`api.listen`, loopback by default); put a
+//! TLS proxy in front of it to reach it from elsewhere (`docs/install.md`).
+//!
+//! Owners: secrets must be owned by the user the daemon runs as (or root) and mode 0600
+//! (`shared::keys::check_private_mode`), so with `--owner quorate` (the packages' service
+//! user; root only) the secrets go to that user and the config stays root's, mode 0640, group
+//! that user's group: the daemon reads it but cannot change it. Without `--owner` everything is
+//! the running user's; root is warned when the service user exists. Never a default owner:
+//! root's own tests would then write keys that root refuses to load.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use ring::rand::SecureRandom as _;
+
+pub const KEY_FILE: &str = "coordinator.key";
+pub const TOKEN_FILE: &str = "api.token";
+pub const READ_TOKEN_FILE: &str = "read.token";
+pub const CONFIG_FILE: &str = "coordinator.toml";
+/// The service user the packages create (`deploy/systemd/quorate-coordinator.sysusers`).
+pub const SERVICE_USER: &str = "quorate";
+/// Where the packages keep the history (the unit's `StateDirectory=quorate`).
+pub const DEFAULT_DATABASE: &str = "/var/lib/quorate/history.sqlite";
+/// Bytes of randomness in each API token (base64: 44 characters).
+const TOKEN_BYTES: usize = 32;
+/// The user database `--owner` is looked up in (system users live here: sysusers writes it).
+const PASSWD: &str = "/etc/passwd";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0}: already exists; init never overwrites (move it away or pick another --dir)")]
+    Exists(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "--owner {0}: no such user in {PASSWD} (install the quorate-coordinator package, which creates {SERVICE_USER}, or name an existing user)"
+    )]
+    NoSuchUser(String),
+    #[error(
+        "--owner {user}: cannot give {path} to it: {source} (run init as root, or leave --owner out)"
+    )]
+    Chown {
+        user: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--name {0:?}: expected 1..=64 characters, no quotes or control characters")]
+    BadName(String),
+    #[error("cannot draw random bytes for the API tokens")]
+    Random,
+    #[error(transparent)]
+    Key(#[from] shared::keys::KeyError),
+}
+
+/// What `init` is asked to do.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub dir: PathBuf,
+    /// The name witnesses know this coordinator by (their `--coordinator NAME=...`).
+    pub name: String,
+    /// `[coordinator] database`.
+    pub database: PathBuf,
+    /// `[api] listen`.
+    pub api_listen: SocketAddr,
+    /// Who owns the secrets (`--owner`; the packages' unit runs as [`SERVICE_USER`]);
+    /// `None`: the user running init.
+    pub owner: Option<String>,
+}
+
+/// A user from the passwd database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What `init` made.
+#[derive(Clone, Debug)]
+pub struct InitOutput {
+    pub config_file: PathBuf,
+    /// Each file written, with its mode, in the order written.
+    pub files: Vec<(PathBuf, u32, &'static str)>,
+    /// Who owns the secrets (`None`: the user who ran init, nothing was changed).
+    pub owner: Option<User>,
+    /// Root ran init without `--owner` where this service user exists: the daemon, run as
+    /// it, could not read the secrets.
+    pub unowned: Option<String>,
+    pub name: String,
+    pub public_key: String,
+    pub key_id: String,
+    pub api_listen: SocketAddr,
+}
+
+/// Looks `name` up in `passwd` text (`name:x:uid:gid:...`).
+pub fn find_user(passwd: &str, name: &str) -> Option<User> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        Some(User {
+            name: name.to_string(),
+            uid: f.next()?.parse().ok()?,
+            gid: f.next()?.parse().ok()?,
+        })
+    })
+}
+
+/// A fresh API token: [`TOKEN_BYTES`] random bytes, base64.
+fn token() -> Result<String, InitError> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| InitError::Random)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// This host's name, for `--name`'s default (`coordinator` when it cannot be read).
+pub fn default_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| valid_name(h))
+        .unwrap_or_else(|| "coordinator".into())
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && !name.chars().any(|c| c.is_control() || c == '"')
+}
+
+/// Creates the key, the tokens and the config in `opts.dir`.
+pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
+    init_with(opts, PASSWD)
+}
+
+/// [`init`] with the passwd database at `passwd` (tests give their own).
+pub fn init_with(opts: &InitOptions, passwd: &str) -> Result<InitOutput, InitError> {
+    if !valid_name(&opts.name) {
+        return Err(InitError::BadName(opts.name.clone()));
+    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| InitError::Io { path, source }
+    };
+    std::fs::create_dir_all(&opts.dir).map_err(io(&opts.dir))?;
+    let key_file = opts.dir.join(KEY_FILE);
+    let token_file = opts.dir.join(TOKEN_FILE);
+    let read_token_file = opts.dir.join(READ_TOKEN_FILE);
+    let config_file = opts.dir.join(CONFIG_FILE);
+    for p in [&key_file, &token_file, &read_token_file, &config_file] {
+        if p.symlink_metadata().is_ok() {
+            return Err(InitError::Exists(p.clone()));
+        }
+    }
+    // An explicit --owner is looked up before anything is written.
+    let explicit = match &opts.owner {
+        Some(name) => {
+            let text = std::fs::read_to_string(passwd).map_err(io(Path::new(passwd)))?;
+            Some(find_user(&text, name).ok_or_else(|| InitError::NoSuchUser(name.clone()))?)
+        }
+        None => None,
+    };
+
+    let signing_key = shared::keys::generate();
+    let vk = signing_key.verifying_key();
+    let public_key = shared::keys::format_public_key(&vk);
+    let key_id = shared::protocol::KeyId::of(&vk).0;
+    let (admin, read) = (token()?, token()?);
+
+    let mut files = Vec::new();
+    shared::keys::write_signing_key(&key_file, &signing_key)?;
+    // Who runs this: the owner of what it creates (`std` has no safe geteuid).
+    let running_uid = std::fs::metadata(&key_file).map_err(io(&key_file))?.uid();
+    let owner = explicit.filter(|u| u.uid != running_uid);
+    // Root without --owner, where the packages' service user exists: say so, loudly.
+    let unowned = (running_uid == 0 && opts.owner.is_none())
+        .then(|| std::fs::read_to_string(passwd).ok())
+        .flatten()
+        .and_then(|t| find_user(&t, SERVICE_USER))
+        .map(|u| u.name);
+    files.push((key_file, 0o600, "the signing key (requests, checkpoints)"));
+    shared::keys::write_private_file(&token_file, format!("{admin}\n").as_bytes())?;
+    files.push((token_file, 0o600, "admin API token (override, failback)"));
+    shared::keys::write_private_file(&read_token_file, format!("{read}\n").as_bytes())?;
+    files.push((
+        read_token_file,
+        0o600,
+        "read-only API token (status, history, viewers)",
+    ));
+    let text = config_text(opts, &public_key, &key_id);
+    write_new(&config_file, text.as_bytes(), 0o640)?;
+    files.push((
+        config_file.clone(),
+        0o640,
+        "the config (a skeleton: edit it)",
+    ));
+
+    if let Some(user) = &owner {
+        for (path, mode, _) in &files {
+            // Secrets to the service user; the config stays root's, readable by its group.
+            let (uid, gid) = if *mode == 0o600 {
+                (Some(user.uid), Some(user.gid))
+            } else {
+                (None, Some(user.gid))
+            };
+            std::os::unix::fs::chown(path, uid, gid).map_err(|source| InitError::Chown {
+                user: user.name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(InitOutput {
+        config_file,
+        files,
+        owner,
+        unowned,
+        name: opts.name.clone(),
+        public_key,
+        key_id,
+        api_listen: opts.api_listen,
+    })
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), InitError> {
+    let io = |source| InitError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                InitError::Exists(path.to_owned())
+            } else {
+                io(e)
+            }
+        })?;
+    f.write_all(contents).and_then(|_| f.sync_all()).map_err(io)
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The skeleton config: valid as written (no witness, no service, the `dryrun` backend), every
+/// part still to fill in marked `EDIT ME`.
+fn config_text(opts: &InitOptions, public_key: &str, key_id: &str) -> String {
+    format!(
+        "# quorate-coordinator configuration, written by `quorate-coordinator init`.\n\
+         # This coordinator is {name:?}; its public key (key id {key_id}):\n\
+         #   {public_key}\n\
+         # Each witness trusts it with:\n\
+         #   quorate-witness init ... --coordinator {name}={public_key}\n\
+         # Check with:  quorate-coordinator check --config <this file>   (then with --online)\n\
+         # Every key is explained in `quorate-coordinator example-config`. Relative paths are\n\
+         # relative to this file's folder. Unknown keys are errors.\n\n\
+         [coordinator]\n\
+         # ed25519 signing key, mode 0600, owned by the user the coordinator runs as.\n\
+         key_file = \"{KEY_FILE}\"\n\
+         # The history (SQLite); the unit's StateDirectory= is /var/lib/quorate.\n\
+         database = {database}\n\
+         interval = \"1s\"\n\
+         retention = \"90d\"\n\n\
+         [api]\n\
+         # Plain HTTP: keep it on loopback, or put a TLS proxy in front of it.\n\
+         listen = {listen}\n\
+         # Admin token (override, failback) and read-only token (status, history, viewers).\n\
+         token_file = \"{TOKEN_FILE}\"\n\
+         read_token_file = \"{READ_TOKEN_FILE}\"\n\n\
+         # EDIT ME: paste here the [[witness]] block each `quorate-witness init` printed.\n\n\
+         # EDIT ME: where the records live (docs/dns-backends.md). `dryrun` changes nothing\n\
+         # anywhere: it only lets this skeleton validate.\n\
+         [dns]\n\
+         type = \"dryrun\"\n\n\
+         # EDIT ME: one [[service]] per name to fail over (`quorate-coordinator example-config`\n\
+         # shows every key). This placeholder names documentation addresses only.\n\
+         [[service]]\n\
+         name = \"www\"\n\
+         zone = \"example.com\"\n\
+         names = [\"www\"]\n\
+         ttl = 60\n\
+         primary = {{ addresses = [\"192.0.2.10\"] }}\n\
+         backup = {{ addresses = [\"198.51.100.20\"] }}\n\
+         probe = {{ kind = \"https\", port = 443, host = \"www.example.com\", path = \"/\", expect_status = [200], timeout = \"1s\" }}\n\
+         # Valid \"down\" votes needed (default: a majority of the witnesses).\n\
+         # quorum = 2\n",
+        name = opts.name,
+        database = quote(&opts.database.to_string_lossy()),
+        listen = quote(&opts.api_listen.to_string()),
+    )
+}
+
+impl InitOutput {
+    /// What to tell the operator: what was written, the public key, the next steps in order.
+    pub fn instructions(&self) -> String {
+        let owner = match &self.owner {
+            Some(u) => format!(
+                " (secrets owned by {0}, the config by root with group {0})",
+                u.name
+            ),
+            None => String::new(),
+        };
+        let mut s = format!("created{owner}:\n");
+        for (path, mode, what) in &self.files {
+            s.push_str(&format!("  {:04o}  {}  {what}\n", mode, path.display()));
+        }
+        if let Some(user) = &self.unowned {
+            let secrets: Vec<String> = self
+                .files
+                .iter()
+                .filter(|(_, mode, _)| *mode == 0o600)
+                .map(|(p, _, _)| p.display().to_string())
+                .collect();
+            s.push_str(&format!(
+                "\nwarning: these are root's; the packaged unit runs as {user} and cannot read them:\n\
+                 \x20 chown {user}: {}\n\
+                 \x20 chgrp {user} {}\n\
+                 (next time: init --owner {user})\n",
+                secrets.join(" "),
+                self.config_file.display()
+            ));
+        }
+        let config = self.config_file.display();
+        s.push_str(&format!(
+            "\nthis coordinator's public key (key id {}):\n  {}\n\n\
+             next steps:\n\
+             1. on each witness host (quorate-witness package):\n\
+             \x20    quorate-witness init --dir /etc/quorate-witness --name <its address> \\\n\
+             \x20        --allow <primary's IP>/32=80,443 --coordinator {}={}\n\
+             \x20  it prints a [[witness]] block.\n\
+             2. paste every [[witness]] block into {config}; set [dns] and add a [[service]]\n\
+             \x20  (docs/dns-backends.md, `quorate-coordinator example-config`).\n\
+             3. {sudo}quorate-coordinator check --online --config {config}\n\
+             4. systemctl enable --now quorate-coordinator\n\
+             \n\
+             the API listens on http://{} (plain HTTP, no TLS: keep it on loopback or behind a\n\
+             TLS proxy); `status` and `history` need only the read-only token.\n",
+            self.key_id,
+            self.public_key,
+            self.name,
+            self.public_key,
+            self.api_listen,
+            sudo = self
+                .owner
+                .as_ref()
+                .map(|u| format!("sudo -u {} ", u.name))
+                .unwrap_or_default(),
+        ));
+        s
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn opts(dir: &Path) -> InitOptions {
+        InitOptions {
+            dir: dir.to_owned(),
+            name: "backup-1".into(),
+            database: dir.join("history.sqlite"),
+            api_listen: "127.0.0.1:8080".parse().unwrap(),
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn users_are_found_by_name() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nquorate:x:998:997::/var/lib/quorate:/usr/sbin/nologin\n";
+        assert_eq!(
+            find_user(passwd, "quorate"),
+            Some(User {
+                name: "quorate".into(),
+                uid: 998,
+                gid: 997
+            })
+        );
+        assert_eq!(find_user(passwd, "quor"), None);
+        assert_eq!(find_user("broken:x:y\n", "broken"), None);
+    }
+
+    #[test]
+    fn writes_private_secrets_and_a_config_check_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = init_with(&opts(dir.path()), "/nonexistent").unwrap();
+        for (path, mode, _) in &out.files {
+            let meta = std::fs::metadata(path).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, *mode, "{path:?}");
+        }
+        // As written, `check` names what is missing: the witnesses.
+        let err = crate::config::load(&out.config_file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a service needs at least one witness"),
+            "{err}"
+        );
+        // With a witness block pasted (as `quorate-witness init` prints it), it validates.
+        let witness_key = shared::keys::generate().verifying_key();
+        let mut text = std::fs::read_to_string(&out.config_file).unwrap();
+        text.push_str(&format!(
+            "\n[[witness]]\nname = \"w1\"\nurl = \"https://198.51.100.7:8443\"\npublic_key = \"{}\"\n",
+            shared::keys::format_public_key(&witness_key)
+        ));
+        std::fs::write(&out.config_file, text).unwrap();
+        let cfg = crate::config::load(&out.config_file).unwrap();
+        assert_eq!(cfg.key_id.0, out.key_id);
+        assert_eq!((cfg.services.len(), cfg.witnesses.len()), (1, 1));
+        assert_ne!(Some(&cfg.api_token), cfg.api_read_token.as_ref());
+        let text = out.instructions();
+        assert!(
+            text.contains(&format!("--coordinator backup-1={}", out.public_key)),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refuses_to_overwrite_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(READ_TOKEN_FILE), "keep me").unwrap();
+        let err = init_with(&opts(dir.path()), "/nonexistent").unwrap_err();
+        assert!(
+            err.to_string().ends_with("read.token: already exists; init never overwrites (move it away or pick another --dir)"),
+            "{err}"
+        );
+        // Nothing was written before the refusal.
+        assert!(!dir.path().join(KEY_FILE).exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(READ_TOKEN_FILE)).unwrap(),
+            "keep me"
+        );
+        // A second init over a first one is refused too.
+        let dir = tempfile::tempdir().unwrap();
+        init_with(&opts(dir.path()), "/nonexistent").unwrap();
+        assert!(matches!(
+            init_with(&opts(dir.path()), "/nonexistent"),
+            Err(InitError::Exists(_))
+        ));
+    }
+
+    #[test]
+    fn owner_gets_the_secrets_and_the_configs_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n",
+        )
+        .unwrap();
+        let mut o = opts(&dir.path().join("etc"));
+        o.owner = Some("nobody".into());
+        let root = std::fs::metadata(&passwd).unwrap().uid() == 0;
+        match init_with(&o, passwd.to_str().unwrap()) {
+            Ok(out) => {
+                assert!(root, "only root can give files away");
+                for (path, mode, _) in &out.files {
+                    let meta = std::fs::metadata(path).unwrap();
+                    let want_uid = if *mode == 0o600 { 65534 } else { 0 };
+                    assert_eq!((meta.uid(), meta.gid()), (want_uid, 65534), "{path:?}");
+                }
+                assert!(!out.instructions().contains("warning"));
+            }
+            Err(e) => {
+                assert!(!root, "{e}");
+                assert!(
+                    e.to_string().starts_with("--owner nobody: cannot give"),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_owner_or_a_bad_name_is_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let mut o = opts(&dir.path().join("etc"));
+        o.owner = Some("nobody-here".into());
+        let err = init_with(&o, passwd.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--owner nobody-here: no such user"),
+            "{err}"
+        );
+        assert!(!dir.path().join("etc").join(KEY_FILE).exists());
+        let mut o = opts(&dir.path().join("etc"));
+        o.name = "a\"b".into();
+        assert!(matches!(
+            init_with(&o, passwd.to_str().unwrap()),
+            Err(InitError::BadName(_))
+        ));
+    }
+}
