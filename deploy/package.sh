@@ -12,6 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${QUORATE_PACKAGE_PROFILE:-release}
 target_dir=${CARGO_TARGET_DIR:-target}
+# Cargo puts the dev profile's binaries under debug/.
+bin_dir=$target_dir/$profile
+[ "$profile" = dev ] && bin_dir=$target_dir/debug
 out=target/debian
 start=$(date +%s)
 
@@ -26,10 +29,10 @@ built=$(date +%s)
 for pkg in quorate-witness quorate-coordinator; do
     gen=target/package/$pkg
     rm -rf "$gen"
-    "$target_dir/$profile/$pkg" generate man "$gen/man"
+    "$bin_dir/$pkg" generate man "$gen/man"
     # Debian policy: man pages compressed, reproducibly (no name, no time stamp).
     gzip -9n "$gen"/man/*.1
-    "$target_dir/$profile/$pkg" generate completions "$gen/completions"
+    "$bin_dir/$pkg" generate completions "$gen/completions"
 done
 
 mkdir -p "$out"
