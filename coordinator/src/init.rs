@@ -13,9 +13,8 @@
 //! the running user's; root is warned when the service user exists. Never a default owner:
 //! root's own tests would then write keys that root refuses to load.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -237,24 +236,13 @@ pub fn init_with(opts: &InitOptions, passwd: &str) -> Result<InitOutput, InitErr
     })
 }
 
+/// [`shared::keys::write_new_file`], with an existing file named as init names it.
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), InitError> {
-    let io = |source| InitError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                InitError::Exists(path.to_owned())
-            } else {
-                io(e)
-            }
-        })?;
-    f.write_all(contents).and_then(|_| f.sync_all()).map_err(io)
+    shared::keys::write_new_file(path, contents, mode).map_err(|e| match e {
+        shared::keys::KeyError::Exists { path } => InitError::Exists(path),
+        shared::keys::KeyError::Io { path, source } => InitError::Io { path, source },
+        other => InitError::Key(other),
+    })
 }
 
 fn quote(s: &str) -> String {

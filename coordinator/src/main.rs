@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use coordinator::cli;
 use coordinator::client::{ApiClient, ReadConfig};
+use shared::cli_docs::Generated;
 
 #[derive(Parser)]
 #[command(
@@ -174,13 +175,6 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NotifyCmd,
     },
-}
-
-/// What `generate` writes.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Generated {
-    Man,
-    Completions,
 }
 
 #[derive(Subcommand)]
@@ -415,25 +409,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `generate man|completions DIR`: one man page per subcommand, or the completions of each
-/// shell, from the clap definitions above (`deploy/package.sh`).
+/// `generate man|completions DIR` (`deploy/package.sh`), from the clap definitions above.
 fn generate(what: Generated, dir: &std::path::Path) -> anyhow::Result<()> {
     use clap::CommandFactory as _;
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let mut cmd = Cli::command();
-    match what {
-        Generated::Man => clap_mangen::generate_to(cmd, dir),
-        Generated::Completions => [
-            clap_complete::Shell::Bash,
-            clap_complete::Shell::Zsh,
-            clap_complete::Shell::Fish,
-        ]
-        .into_iter()
-        .try_for_each(|shell| {
-            clap_complete::generate_to(shell, &mut cmd, "quorate-coordinator", dir).map(|_| ())
-        }),
-    }
-    .with_context(|| format!("{}: cannot write", dir.display()))
+    shared::cli_docs::generate(Cli::command(), "quorate-coordinator", what, dir)
+        .map_err(anyhow::Error::msg)
 }
 
 fn exit(success: bool) -> ExitCode {

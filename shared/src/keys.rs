@@ -113,10 +113,16 @@ fn effective_uid() -> Result<u32, KeyError> {
 
 /// Writes `contents` to a new file with mode 0600; never overwrites.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    write_new_file(path, contents, 0o600)
+}
+
+/// Writes `contents` to a new file with `mode`, synced to disk; never overwrites (an existing
+/// file is [`KeyError::Exists`]).
+pub fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {

@@ -10,6 +10,7 @@
 //! Imports between them never form a cycle: `protocol` → `probe::spec` → `hostname`;
 //! `probe::runner` → `probe::spec`, `tls`; `tls` → `hostname`.
 
+pub mod cli_docs;
 pub mod config;
 pub mod hostname;
 pub mod keys;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use shared::cli_docs::Generated;
 use witness::config::LogFormat;
 
 #[derive(Parser)]
@@ -66,13 +67,6 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-}
-
-/// What `generate` writes.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Generated {
-    Man,
-    Completions,
 }
 
 fn main() -> std::process::ExitCode {
@@ -134,25 +128,11 @@ fn real_main() -> anyhow::Result<()> {
     }
 }
 
-/// `generate man|completions DIR`: one man page per subcommand, or the completions of each
-/// shell, from the clap definitions above (`deploy/package.sh`).
+/// `generate man|completions DIR` (`deploy/package.sh`), from the clap definitions above.
 fn generate(what: Generated, dir: &std::path::Path) -> anyhow::Result<()> {
     use clap::CommandFactory as _;
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let mut cmd = Cli::command();
-    match what {
-        Generated::Man => clap_mangen::generate_to(cmd, dir),
-        Generated::Completions => [
-            clap_complete::Shell::Bash,
-            clap_complete::Shell::Zsh,
-            clap_complete::Shell::Fish,
-        ]
-        .into_iter()
-        .try_for_each(|shell| {
-            clap_complete::generate_to(shell, &mut cmd, "quorate-witness", dir).map(|_| ())
-        }),
-    }
-    .with_context(|| format!("{}: cannot write", dir.display()))
+    shared::cli_docs::generate(Cli::command(), "quorate-witness", what, dir)
+        .map_err(anyhow::Error::msg)
 }
 
 async fn serve(cfg: witness::Config) -> anyhow::Result<()> {
