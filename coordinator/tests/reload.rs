@@ -428,3 +428,161 @@ async fn an_invalid_config_or_a_changed_listen_address_is_refused_and_the_old_on
     assert!(daemon.child.try_wait().unwrap().is_none(), "still running");
     drop(witnesses);
 }
+
+/// The witness key ids its votes in `db` were signed with, `(key id, votes)`, oldest first.
+fn vote_keys(db: &std::path::Path, witness: &str) -> Vec<(String, i64)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut q = conn
+        .prepare(
+            "SELECT witness_key_id, COUNT(*) FROM votes WHERE witness = ?1 AND valid = 1
+             GROUP BY witness_key_id ORDER BY MIN(id)",
+        )
+        .unwrap();
+    q.query_map([witness], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// `quorate-coordinator verify-history --db history.sqlite --keys keys`: exit code, output.
+fn verify_history(dir: &std::path::Path, keys: &str) -> (Option<i32>, String) {
+    std::fs::write(dir.join("keys.toml"), keys).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
+        .args([
+            "verify-history",
+            "--db",
+            "history.sqlite",
+            "--keys",
+            "keys.toml",
+        ])
+        .current_dir(dir)
+        .env("QUORATE_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Key rotation of a witness under the running binary: w1 gets a new key, its config block the
+/// new key with the old one under `retired_keys`, SIGHUP; votes signed with the new key count
+/// from then on, and `verify-history` with the keys that `keys --config` prints passes every
+/// vote, old and new. Without the retired key, the old votes are the problems it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_key_rotated_with_sighup_leaves_a_history_whose_old_and_new_votes_verify() {
+    let lab = Lab::new();
+    let common::BinarySetup {
+        mut primary,
+        backup: _backup,
+        mut witnesses,
+        opts,
+        api_port,
+    } = common::binary_setup(&lab).await;
+    let port = opts.port;
+    lab.config(&opts.toml());
+    let config = lab.path().join("coordinator.toml");
+    let db = lab.path().join("history.sqlite");
+    let api = format!("http://127.0.0.1:{api_port}");
+    let http = reqwest::Client::new();
+    let mut daemon = common::run_binary(&config, lab.path().join("coordinator.log"));
+
+    // Votes are asked while the primary is down: fail over on the old keys' votes.
+    primary.stop().await;
+    daemon
+        .wait_until("the failover", |_| async {
+            common::api_get(&http, &api, &lab.token, "/v1/services/web")
+                .await
+                .is_some_and(|s| s["active"] == "backup")
+        })
+        .await;
+    let old = witnesses[0].key.verifying_key();
+    let old_id = shared::protocol::KeyId::of(&old).to_string();
+    daemon
+        .wait_until("w1's old key to have signed votes", |_| async {
+            vote_keys(&db, "w1").iter().any(|(k, _)| *k == old_id)
+        })
+        .await;
+
+    // The rotation: the witness restarts with a new key; the coordinator's block names it and
+    // keeps the old one as retired from now.
+    witnesses[0].stop().await;
+    let rotated = TestWitness::start("w1", lab.key.verifying_key(), &[port], vec![]);
+    let new_id = shared::protocol::KeyId::of(&rotated.key.verifying_key()).to_string();
+    let retired_at = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    let mut rotated_opts = opts;
+    rotated_opts.witnesses[0] = format!(
+        "{}retired_keys = [{{ public_key = \"{}\", retired_at = \"{retired_at}\" }}]\n",
+        rotated.block(),
+        shared::keys::format_public_key(&old)
+    );
+    witnesses[0] = rotated;
+    lab.config(&rotated_opts.toml());
+    daemon.signal("HUP");
+    daemon
+        .wait_until("the reload", |log| async move {
+            log.contains(RELOADED) && log.contains("w1")
+        })
+        .await;
+    // Back to the primary, then down again: the failback and the next failover are voted
+    // with w1's new key.
+    primary.start().await;
+    daemon
+        .wait_until("the failback", |_| async {
+            common::api_get(&http, &api, &lab.token, "/v1/services/web")
+                .await
+                .is_some_and(|s| s["active"] == "primary")
+        })
+        .await;
+    primary.stop().await;
+    daemon
+        .wait_until("the second failover, voted with w1's new key", |_| async {
+            vote_keys(&db, "w1")
+                .iter()
+                .any(|(k, n)| *k == new_id && *n >= 2)
+        })
+        .await;
+    daemon.signal("TERM");
+    tokio::time::timeout(DEADLINE, daemon.child.wait())
+        .await
+        .expect("the coordinator stops after SIGTERM")
+        .unwrap();
+    let keys = vote_keys(&db, "w1");
+    assert_eq!(
+        keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        [old_id.as_str(), new_id.as_str()],
+        "{keys:?}"
+    );
+
+    // What an auditor gets from the operator: the public keys, the retired one included.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
+        .args(["keys", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains(&format!(
+            "name = \"w1\"\nkey = \"{}\"\nretired_at = ",
+            shared::keys::format_public_key(&old)
+        )),
+        "{printed}"
+    );
+    let (code, text) = verify_history(lab.path(), &printed);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("PROBLEM"), "{text}");
+
+    // The same history without the retired key: every old vote of w1 is named.
+    let without: String = printed
+        .split("\n[[")
+        .filter(|block| !block.contains("retired_at"))
+        .collect::<Vec<_>>()
+        .join("\n[[");
+    let (code, text) = verify_history(lab.path(), &without);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("PROBLEM") && text.contains("w1"), "{text}");
+}

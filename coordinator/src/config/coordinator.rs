@@ -31,6 +31,10 @@ pub struct RawCoordinator {
     /// Extra CA certificates (PEM) trusted by HTTPS probes of primary and backup.
     #[serde(default)]
     pub probe_ca_file: Option<PathBuf>,
+    /// Public keys this coordinator signed with before a rotation: the requests and
+    /// checkpoints they signed still verify (docs/history.md §7).
+    #[serde(default)]
+    pub retired_keys: Vec<super::witness::RawRetiredKey>,
 }
 
 #[derive(Debug, Deserialize)]

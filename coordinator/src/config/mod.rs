@@ -41,7 +41,9 @@ pub use self::service::{
     qualify,
 };
 pub use self::status_page::{RawStatusPage, StatusPageConfig};
-pub use self::witness::{RawWitness, WITNESS_TIMEOUT_MARGIN, WitnessConfig};
+pub use self::witness::{
+    RawRetiredKey, RawWitness, RetiredKey, WITNESS_TIMEOUT_MARGIN, WitnessConfig,
+};
 
 /// The example printed by `quorate-coordinator example-config` and parsed by the tests.
 pub const EXAMPLE: &str = include_str!("../../../deploy/examples/coordinator.toml");
@@ -87,6 +89,8 @@ pub struct Config {
     pub path: PathBuf,
     pub signing_key: SigningKey,
     pub key_id: KeyId,
+    /// `[coordinator] retired_keys`: keys it signed with before a rotation.
+    pub retired_keys: Vec<RetiredKey>,
     pub database: PathBuf,
     pub retention: Duration,
     pub probe_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
@@ -140,6 +144,12 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
     let mut e = Diagnostics::new(path);
 
     let top = coordinator::validate(&raw.coordinator, &raw.api, base, &mut e);
+    let retired_keys = witness::retired_keys(
+        &raw.coordinator.retired_keys,
+        "coordinator.retired_keys",
+        top.signing_key.as_ref().map(|k| k.verifying_key()).as_ref(),
+        &mut e,
+    );
     let mut witnesses = witness::validate(&raw.witness, &mut e);
     let dns = dns::validate(&raw.dns, base, &mut e);
     let notify = notify::validate(&raw.notify, base, &mut e);
@@ -172,6 +182,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             path: path.to_owned(),
             key_id: KeyId::of(&signing_key.verifying_key()),
             signing_key,
+            retired_keys,
             database: top.database,
             retention: top.retention?,
             probe_roots: top.probe_roots,

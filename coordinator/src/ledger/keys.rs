@@ -150,19 +150,27 @@ impl KeySet {
     }
 
     /// The keys a coordinator config pins: its own (from its private key) and each
-    /// configured witness's, all in service.
+    /// configured witness's, in service, and the retired ones listed beside them.
     pub fn from_config(config: &crate::config::Config) -> KeySet {
+        let retired = |name: &str, r: &[crate::config::RetiredKey]| {
+            r.iter()
+                .map(|k| PublicKey::new(name, k.key, Some(k.retired_at_ms)))
+                .collect::<Vec<_>>()
+        };
+        let mut coordinators = vec![PublicKey::new(
+            "coordinator",
+            config.signing_key.verifying_key(),
+            None,
+        )];
+        coordinators.extend(retired("coordinator", &config.retired_keys));
+        let mut witnesses = Vec::new();
+        for w in &config.witnesses {
+            witnesses.push(PublicKey::new(&w.name, w.key, None));
+            witnesses.extend(retired(&w.name, &w.retired));
+        }
         KeySet {
-            coordinators: vec![PublicKey::new(
-                "coordinator",
-                config.signing_key.verifying_key(),
-                None,
-            )],
-            witnesses: config
-                .witnesses
-                .iter()
-                .map(|w| PublicKey::new(&w.name, w.key, None))
-                .collect(),
+            coordinators,
+            witnesses,
         }
     }
 

@@ -15,6 +15,7 @@ fn witness(name: &str) -> WitnessConfig {
         key_id: shared::protocol::KeyId::of(&key),
         cert_sha256: None,
         timeout: Duration::from_secs(1),
+        retired: Vec::new(),
     }
 }
 

@@ -509,6 +509,7 @@ mod tests {
             key_id: shared::protocol::KeyId::of(&key),
             cert_sha256: None,
             timeout: Duration::from_secs(1),
+            retired: Vec::new(),
         }
     }
 
