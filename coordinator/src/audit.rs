@@ -67,6 +67,9 @@ pub struct Report {
     /// Vote rounds written before the policy was recorded with each round (schema 1): their
     /// votes are checked, their outcome cannot be.
     pub outcomes_unchecked: u64,
+    /// Rounds a spell's closing rounds stand for beyond themselves (decided, counted, not
+    /// kept: `store::spells`).
+    pub spell_rounds: u64,
     /// Everything that does not verify; each line names the round (and witness).
     pub problems: Vec<String>,
 }
@@ -79,6 +82,9 @@ impl Report {
     /// Adds one round's check.
     pub fn add(&mut self, round: &crate::store::Round, c: crate::ledger::RoundCheck) {
         self.rounds += 1;
+        if let Some(s) = round.round.spell {
+            self.spell_rounds += u64::from(s.rounds.saturating_sub(1));
+        }
         self.votes += c.votes;
         self.valid_ok += c.valid_ok;
         self.invalid_confirmed += c.invalid_confirmed;
@@ -102,8 +108,13 @@ pub fn audit_history(
     keys: &KeySet,
 ) -> Result<Report, StoreError> {
     let mut rep = Report::default();
+    // Each service's last round so far: a spell's closing round is checked against it.
+    let mut last: std::collections::HashMap<String, crate::store::Round> = Default::default();
     store.for_each_round_with_votes(service, |round, votes| {
         rep.add(round, crate::ledger::check_round(keys, round, votes));
+        let prev = last.get(&round.round.service);
+        rep.problems.extend(crate::ledger::check_spell(prev, round));
+        last.insert(round.round.service.clone(), round.clone());
         true
     })?;
     Ok(rep)
@@ -225,5 +236,84 @@ mod tests {
         other.witnesses.clear();
         let rep = audit_history(&store, None, &other).unwrap();
         assert_eq!(rep.valid_ok, 0);
+    }
+
+    #[test]
+    fn a_spell_of_identical_rounds_is_two_rows_that_verify_and_a_forged_spell_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let store = Store::open(&path).unwrap();
+        let k = Keys::new();
+        let disputed = |at: u64| {
+            k.votes(
+                "www",
+                at,
+                &[Some(Down), Some(shared::protocol::Verdict::Up), None],
+            )
+        };
+        // 100 identical disputed rounds, then a failover: the first disputed round, the
+        // closing one standing for 99, the failover.
+        for i in 0..100 {
+            let at = 1_000 + i * 1_000;
+            store_round(&store, Outcome::Disputed, disputed(at), at);
+        }
+        store_round(
+            &store,
+            Outcome::Failover,
+            k.votes("www", 200_000, &[Some(Down), Some(Down), None]),
+            200_000,
+        );
+        let rounds = store
+            .list_rounds(&crate::store::RoundFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        let spells: Vec<_> = rounds.iter().rev().map(|r| r.round.spell).collect();
+        assert_eq!(
+            spells,
+            [
+                None,
+                Some(crate::store::Spell {
+                    first_round: 1,
+                    rounds: 99
+                }),
+                None
+            ]
+        );
+        assert_eq!(
+            rounds[1].round.at_ms, 100_000,
+            "the closing round is the last one"
+        );
+        let rep = audit_history(&store, None, &k.set()).unwrap();
+        assert!(rep.is_clean(), "{:?}", rep.problems);
+        assert_eq!((rep.rounds, rep.spell_rounds), (3, 98));
+        let chain = audit_chain(&store, &k.set()).unwrap();
+        assert!(chain.problems.is_empty(), "{:?}", chain.problems);
+
+        // A spell claimed from a round decided differently: named by the spell check (and
+        // the edit by the chain).
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE rounds SET spell_first = 3, spell_rounds = 5 WHERE id = 2",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open_read_only(&path).unwrap();
+        let rep = audit_history(&store, None, &k.set()).unwrap();
+        assert!(
+            rep.problems.iter().any(|p| p
+                == "round 2 (www): closes a spell of 5 round(s) from round 3: expected at least one round after an earlier first round"),
+            "{:?}",
+            rep.problems
+        );
+        let chain = audit_chain(&store, &k.set()).unwrap();
+        assert!(
+            chain.problems.iter().any(|p| p.contains("round 2")),
+            "{:?}",
+            chain.problems
+        );
     }
 }

@@ -429,6 +429,12 @@ pub fn render_report(rep: &crate::audit::Report) -> Output {
         rep.outcomes_checked,
         rep.not_counted
     );
+    if rep.spell_rounds > 0 {
+        text.push_str(&format!(
+            "spells: {} more identical round(s) were decided, counted in their spell's closing round and not kept\n",
+            rep.spell_rounds
+        ));
+    }
     if rep.outcomes_unchecked > 0 {
         text.push_str(&format!(
             "note: {} round(s) were written before the policy was recorded with each round: their votes are checked, their outcome is not\n",
@@ -626,6 +632,7 @@ mod tests {
                 votes_missing: 1,
                 changed_dns: true,
                 policy: None,
+                spell: None,
             },
         };
         let event = Event {

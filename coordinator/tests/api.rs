@@ -250,6 +250,7 @@ fn decision(service: &str, at_ms: u64, outcome: &str, votes: Vec<VoteRecord>) ->
             votes_missing: votes.iter().filter(|v| v.vote_envelope.is_none()).count() as u32,
             changed_dns: outcome == "failover",
             policy: None,
+            spell: None,
         }),
         votes,
         ..Default::default()

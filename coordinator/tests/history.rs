@@ -154,6 +154,7 @@ fn decision(k: &Keys, at_ms: u64, outcome: Outcome, verdicts: &[Option<Verdict>]
             votes_missing: votes.iter().filter(|v| v.vote_envelope.is_none()).count() as u32,
             changed_dns: failover,
             policy: Some(policy()),
+            spell: None,
         }),
         votes,
         events: if failover {

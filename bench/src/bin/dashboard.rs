@@ -79,6 +79,7 @@ fn fill(store: &Store, services: u32, now_ms: u64) -> anyhow::Result<()> {
                 votes_missing: 1,
                 changed_dns: false,
                 policy: None,
+                spell: None,
             }),
             votes,
             ..Default::default()

@@ -104,6 +104,54 @@ pub fn check_vote(keys: &KeySet, v: &VoteRecord) -> VoteStatus {
     }
 }
 
+/// Checks a spell's closing round (`store::spells`) against `prev`, the round of the same
+/// service stored just before it: that must be the spell's first round (or a closing round
+/// the spell ran on from), decided the same way: trigger, outcome, both probes, tally and
+/// policy. A first round no longer stored (retention) is not a problem here: the chain check
+/// tells deletion from pruning. `None`: consistent, or not a closing round.
+pub fn check_spell(prev: Option<&Round>, round: &Round) -> Option<String> {
+    let spell = round.round.spell?;
+    let at = format!("round {} ({})", round.id, round.round.service);
+    if spell.rounds == 0 || spell.first_round >= round.id {
+        return Some(format!(
+            "{at}: closes a spell of {} round(s) from round {}: expected at least one round after an earlier first round",
+            spell.rounds, spell.first_round
+        ));
+    }
+    let prev = prev.filter(|p| p.id >= spell.first_round)?;
+    if prev.id != spell.first_round {
+        return Some(format!(
+            "{at}: closes a spell from round {}, but round {} of the service comes between: a spell's rounds are consecutive",
+            spell.first_round, prev.id
+        ));
+    }
+    let (a, b) = (&prev.round, &round.round);
+    let same = a.trigger == b.trigger
+        && a.outcome == b.outcome
+        && a.primary_up == b.primary_up
+        && a.backup_up == b.backup_up
+        && (a.votes_up, a.votes_down, a.votes_invalid, a.votes_missing)
+            == (b.votes_up, b.votes_down, b.votes_invalid, b.votes_missing)
+        && a.policy == b.policy
+        && !a.changed_dns
+        && !b.changed_dns
+        && a.at_ms <= b.at_ms;
+    (!same).then(|| {
+        format!(
+            "{at}: closes a spell from round {}, which was decided differently ({} {} with {} down, {} up; this one {} {} with {} down, {} up): a spell is a run of identical rounds",
+            prev.id,
+            a.trigger,
+            a.outcome,
+            a.votes_down,
+            a.votes_up,
+            b.trigger,
+            b.outcome,
+            b.votes_down,
+            b.votes_up
+        )
+    })
+}
+
 /// Checks one round and its votes; see the module doc for what is checked.
 pub fn check_round(keys: &KeySet, round: &Round, votes: &[VoteRecord]) -> RoundCheck {
     let mut c = RoundCheck::default();

@@ -151,5 +151,6 @@ pub fn round(service: &str, at_ms: u64, outcome: Outcome, votes: &[VoteRecord]) 
         votes_missing: votes.iter().filter(|v| v.vote_envelope.is_none()).count() as u32,
         changed_dns: outcome == Outcome::Failover,
         policy: Some(policy()),
+        spell: None,
     }
 }

@@ -12,5 +12,5 @@ pub mod replay;
 #[cfg(test)]
 pub(crate) mod fixtures;
 
-pub use check::{RoundCheck, VoteStatus, check_round, check_vote};
+pub use check::{RoundCheck, VoteStatus, check_round, check_spell, check_vote};
 pub use keys::{KeySet, PublicKey};

@@ -143,6 +143,7 @@ pub fn record(target: &Target, input: Input<'_>) -> Recorded {
                     votes_missing: obs.votes.missing,
                     changed_dns: false,
                     policy: Some(target.policy.clone()),
+                    spell: None,
                 });
                 if trigger.has_votes()
                     && let Some(v) = &votes

@@ -389,6 +389,7 @@ async fn retention_runs_at_start_and_then_hourly() {
             votes_missing: 1,
             changed_dns: false,
             policy: None,
+            spell: None,
         }),
         ..Default::default()
     };

@@ -206,6 +206,8 @@ impl Store {
     ) -> Result<Option<StoredCheckpoint>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        // A checkpoint covers every round decided before it: the open spells close first.
+        super::spells::close_all(&tx, super::spells::Close::Checkpoint)?;
         let Some((seq, head)) = head(&tx)? else {
             return Ok(None);
         };
@@ -310,11 +312,7 @@ impl Store {
         // The rows' digests now, in the same read transaction (one snapshot of the file).
         // A row that does not parse is an error naming it.
         {
-            let mut st = tx.prepare(
-                "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up,
-                    votes_up, votes_down, votes_invalid, votes_missing, changed_dns, policy_json
-                 FROM rounds ORDER BY id",
-            )?;
+            let mut st = tx.prepare(super::reads::round_select!("ORDER BY id"))?;
             let rounds = st.query_map([], super::reads::round_from_row)?;
             for r in rounds {
                 let r = r?;

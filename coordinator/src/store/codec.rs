@@ -174,6 +174,9 @@ struct RoundRow<'a> {
     votes_missing: u32,
     changed_dns: bool,
     policy: Option<&'a Policy>,
+    /// Only on a spell's closing round, so every other row encodes as before schema 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spell: Option<super::Spell>,
     votes: Vec<VoteRow<'a>>,
 }
 
@@ -199,6 +202,7 @@ pub fn round_canonical(id: i64, r: &NewRound, votes: &[VoteRecord]) -> Vec<u8> {
         votes_missing: r.votes_missing,
         changed_dns: r.changed_dns,
         policy: r.policy.as_ref(),
+        spell: r.spell,
         votes: votes
             .iter()
             .map(|v| VoteRow {

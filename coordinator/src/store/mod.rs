@@ -18,10 +18,12 @@ pub mod codec;
 mod reads;
 mod retention;
 mod schema;
+mod spells;
 mod types;
 mod writes;
 
 pub use schema::SCHEMA_VERSION;
+pub use spells::Spell;
 pub use types::{
     ChangeStatus, Decision, DnsChangeRow, Event, EventKind, HistoryWrite, ListFilter, NewEvent,
     NewRound, PendingChange, Round, RoundFilter, UnknownStored, UnknownValue, VoteRecord,
@@ -100,6 +102,10 @@ impl Store {
             source,
         })?;
         schema::migrate(&mut conn, &p)?;
+        // A spell left open by a crash is closed now: nothing decided is lost.
+        let tx = conn.transaction()?;
+        spells::close_all(&tx, spells::Close::End)?;
+        tx.commit()?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             dns_changed: Arc::new(tokio::sync::Notify::new()),

@@ -10,6 +10,19 @@ use super::types::{
 use super::{Store, StoreError};
 use crate::failover::State;
 
+/// `SELECT` of every column [`round_from_row`] reads, then `$rest` (`"WHERE id = ?1"`).
+macro_rules! round_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up, votes_up,
+                votes_down, votes_invalid, votes_missing, changed_dns, policy_json, spell_first,
+                spell_rounds FROM rounds ",
+            $rest
+        )
+    };
+}
+pub(super) use round_select;
+
 impl Store {
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(self
@@ -154,9 +167,8 @@ impl Store {
         }
         let conn = self.lock();
         let mut st = conn.prepare(&format!(
-            "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up, votes_up,
-                votes_down, votes_invalid, votes_missing, changed_dns, policy_json
-             FROM rounds WHERE {w} ORDER BY id DESC LIMIT {}",
+            "{} WHERE {w} ORDER BY id DESC LIMIT {}",
+            round_select!(""),
             f.limit
         ))?;
         let rows = st.query_map(rusqlite::params_from_iter(p), round_from_row)?;
@@ -166,12 +178,7 @@ impl Store {
     pub fn round(&self, id: i64) -> Result<Option<(Round, Vec<VoteRecord>)>, StoreError> {
         let conn = self.lock();
         let round = conn
-            .query_row(
-                "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up, votes_up,
-                    votes_down, votes_invalid, votes_missing, changed_dns, policy_json FROM rounds WHERE id = ?1",
-                [id],
-                round_from_row,
-            )
+            .query_row(round_select!("WHERE id = ?1"), [id], round_from_row)
             .optional()?;
         let Some(round) = round else { return Ok(None) };
         let votes = votes_of(&conn, id)?;
@@ -189,11 +196,9 @@ impl Store {
         loop {
             let batch: Vec<(Round, Vec<VoteRecord>)> = {
                 let conn = self.lock();
-                let mut st = conn.prepare_cached(
-                    "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up, votes_up,
-                        votes_down, votes_invalid, votes_missing, changed_dns, policy_json FROM rounds
-                     WHERE id > ?1 AND (?2 IS NULL OR service = ?2) ORDER BY id LIMIT 500",
-                )?;
+                let mut st = conn.prepare_cached(round_select!(
+                    "WHERE id > ?1 AND (?2 IS NULL OR service = ?2) ORDER BY id LIMIT 500"
+                ))?;
                 let rounds: Vec<Round> = st
                     .query_map(params![after, service], round_from_row)?
                     .collect::<Result<_, _>>()?;
@@ -299,6 +304,13 @@ pub(super) fn round_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Round> {
                     })
                 })
                 .transpose()?,
+            spell: match (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<u32>>(15)?) {
+                (Some(first_round), Some(rounds)) => Some(super::Spell {
+                    first_round,
+                    rounds,
+                }),
+                _ => None,
+            },
         },
     })
 }
@@ -345,12 +357,7 @@ impl Store {
         };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let round = conn.query_row(
-                "SELECT id, service, at_ms, trigger, outcome, reason, primary_up, backup_up, votes_up,
-                    votes_down, votes_invalid, votes_missing, changed_dns, policy_json FROM rounds WHERE id = ?1",
-                [id],
-                round_from_row,
-            )?;
+            let round = conn.query_row(round_select!("WHERE id = ?1"), [id], round_from_row)?;
             out.push((round, votes_of(&conn, id)?));
         }
         Ok(out)

@@ -49,6 +49,7 @@ fn decision(service: &str, at_ms: u64, changed: bool, votes: usize) -> Decision 
             votes_missing: 0,
             changed_dns: changed,
             policy: None,
+            spell: None,
         }),
         votes: vec![vote; votes],
         events: vec![(EventKind::Alert, "x".into())],
@@ -352,4 +353,88 @@ fn an_unknown_stored_value_is_an_error_naming_table_row_and_value() {
             && err.contains("refusing to guess"),
         "{err}"
     );
+}
+
+/// A disputed round with no event: what a service stuck disputed decides every interval.
+fn stuck(service: &str, at_ms: u64) -> Decision {
+    let mut d = decision(service, at_ms, false, 3);
+    d.events.clear();
+    d
+}
+
+fn spells_of(s: &Store, service: &str) -> Vec<(i64, u64, Option<Spell>)> {
+    let mut rounds = s
+        .list_rounds(&RoundFilter {
+            service: Some(service.into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    rounds.reverse();
+    rounds
+        .into_iter()
+        .map(|r| (r.id, r.round.at_ms, r.round.spell))
+        .collect()
+}
+
+#[test]
+fn identical_rounds_are_one_spell_closed_by_a_different_round_a_checkpoint_or_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.sqlite");
+    let s = Store::open(&path).unwrap();
+    // Round 1 opens the spell; the next 9 are counted, not written.
+    for i in 0..10 {
+        let ids = record(&s, &stuck("web", 1_000 * (i + 1))).unwrap();
+        assert_eq!(ids.0.is_some(), i == 0, "round {i}");
+    }
+    assert_eq!(spells_of(&s, "web"), [(1, 1_000, None)]);
+    // Another service's rounds do not end it.
+    record(&s, &stuck("shop", 10_500)).unwrap();
+
+    // A checkpoint writes the closing round, and the spell runs on from it.
+    let key = shared::keys::generate();
+    s.checkpoint_now(&key, 10_600, "periodic", None)
+        .unwrap()
+        .unwrap();
+    let spell = |first_round, rounds| {
+        Some(Spell {
+            first_round,
+            rounds,
+        })
+    };
+    assert_eq!(
+        spells_of(&s, "web"),
+        [(1, 1_000, None), (3, 10_000, spell(1, 9))]
+    );
+    record(&s, &stuck("web", 11_000)).unwrap();
+    record(&s, &stuck("web", 12_000)).unwrap();
+
+    // An event ends it: the closing round, then the round with the event.
+    let mut alert = stuck("web", 13_000);
+    alert.events = vec![(EventKind::Alert, "x".into())];
+    record(&s, &alert).unwrap();
+    assert_eq!(
+        spells_of(&s, "web"),
+        [
+            (1, 1_000, None),
+            (3, 10_000, spell(1, 9)),
+            (4, 12_000, spell(3, 2)),
+            (5, 13_000, None)
+        ]
+    );
+
+    // A crash with a spell open: the next writable open closes it; nothing is lost.
+    record(&s, &stuck("web", 14_000)).unwrap();
+    record(&s, &stuck("web", 15_000)).unwrap();
+    record(&s, &stuck("web", 16_000)).unwrap();
+    drop(s);
+    let s = Store::open(&path).unwrap();
+    assert_eq!(
+        spells_of(&s, "web")[4..],
+        [(6, 14_000, None), (7, 16_000, spell(6, 2))]
+    );
+    // "shop"'s spell had only its first round (2): closing it writes nothing.
+    assert_eq!(spells_of(&s, "shop"), [(2, 10_500, None)]);
+    // The same round after the restart starts a new spell.
+    assert!(record(&s, &stuck("web", 17_000)).unwrap().0.is_some());
 }

@@ -59,6 +59,10 @@ pub struct NewRound {
     /// The policy the round was decided under; `None` for rounds written before schema 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
+    /// On the closing round of a spell of identical rounds: its first round and how many
+    /// rounds this one stands for (`store::spells`). `None` on every other round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spell: Option<super::spells::Spell>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

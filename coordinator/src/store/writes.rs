@@ -5,8 +5,8 @@
 use rusqlite::{Connection, Transaction, params};
 
 use super::StoreError;
-use super::chain;
-use super::types::{ChangeStatus, Decision, HistoryWrite, NewEvent};
+use super::types::{ChangeStatus, Decision, HistoryWrite, NewEvent, NewRound, VoteRecord};
+use super::{chain, spells};
 
 /// Writes, in one transaction: the new state (if any), the round with its votes (if any),
 /// events, and a pending DNS change (if any). Returns (round id, change id). Everything a
@@ -24,48 +24,22 @@ pub(super) fn record_decision(
             params![d.service, state, d.at_ms as i64],
         )?;
     }
+    // A round identical to the last (a persistent state) is counted in the open spell, not
+    // written; any other decision first ends the service's spell (`spells`).
+    let spell_key = spells::spell_key(d);
+    if spells::extend(&tx, d, spell_key.as_deref())? {
+        tx.commit()?;
+        return Ok((None, None));
+    }
+    spells::close(&tx, &d.service, spells::Close::End)?;
     let mut round_id = None;
     if let Some(r) = &d.round {
-        tx.execute(
-            "INSERT INTO rounds (service, at_ms, trigger, outcome, reason, primary_up, backup_up,
-                votes_up, votes_down, votes_invalid, votes_missing, changed_dns, policy_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                r.service,
-                r.at_ms as i64,
-                r.trigger,
-                r.outcome,
-                r.reason,
-                r.primary_up,
-                r.backup_up,
-                r.votes_up,
-                r.votes_down,
-                r.votes_invalid,
-                r.votes_missing,
-                r.changed_dns,
-                r.policy
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
+        let id = insert_round(&tx, r, &d.votes)?;
         round_id = Some(id);
-        let mut ins = tx.prepare_cached(
-            "INSERT INTO votes (round_id, witness, witness_key_id, request_envelope, vote_envelope,
-                valid, verdict, error, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        for v in &d.votes {
-            ins.execute(params![
-                id,
-                v.witness,
-                v.witness_key_id,
-                v.request_envelope,
-                v.vote_envelope,
-                v.valid,
-                v.verdict,
-                v.error,
-                v.latency_ms
-            ])?;
-        }
         chain::round(&tx, id, r, &d.votes)?;
+        if let Some(key) = &spell_key {
+            spells::start(&tx, &d.service, id, key)?;
+        }
     }
     for (kind, message) in &d.events {
         insert_event(
@@ -131,6 +105,56 @@ pub(super) fn record_decision(
     }
     tx.commit()?;
     Ok((round_id, change_id))
+}
+
+/// Inserts a round and its votes (not its chain link); returns its id.
+pub(super) fn insert_round(
+    tx: &Transaction<'_>,
+    r: &NewRound,
+    votes: &[VoteRecord],
+) -> Result<i64, StoreError> {
+    tx.execute(
+        "INSERT INTO rounds (service, at_ms, trigger, outcome, reason, primary_up, backup_up,
+            votes_up, votes_down, votes_invalid, votes_missing, changed_dns, policy_json,
+            spell_first, spell_rounds)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            r.service,
+            r.at_ms as i64,
+            r.trigger,
+            r.outcome,
+            r.reason,
+            r.primary_up,
+            r.backup_up,
+            r.votes_up,
+            r.votes_down,
+            r.votes_invalid,
+            r.votes_missing,
+            r.changed_dns,
+            r.policy,
+            r.spell.map(|s| s.first_round),
+            r.spell.map(|s| s.rounds)
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO votes (round_id, witness, witness_key_id, request_envelope, vote_envelope,
+            valid, verdict, error, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for v in votes {
+        ins.execute(params![
+            id,
+            v.witness,
+            v.witness_key_id,
+            v.request_envelope,
+            v.vote_envelope,
+            v.valid,
+            v.verdict,
+            v.error,
+            v.latency_ms
+        ])?;
+    }
+    Ok(id)
 }
 
 /// Writes one [`HistoryWrite`] in its own transaction.
