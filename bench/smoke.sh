@@ -26,6 +26,8 @@ if [[ -z "${QB_BIN:-}" ]]; then
 fi
 OUT="${QB_OUT:-/tmp/quorate-bench}/smoke-$(date -u +%Y%m%dT%H%M%SZ)"
 "$HERE/failover.sh" --smoke --out "$OUT"
+# The history size benchmark, one simulated hour: it verifies both files itself.
+"$QB_BIN/quorate-bench-history" --hours 1 --baseline-minutes 2 > "$OUT/history.json"
 python3 - "$OUT" <<'PY'
 import json, sys, os
 d = sys.argv[1]
@@ -41,5 +43,8 @@ if len(false) != 4 or q:
     sys.exit("smoke: false-failover rows %d, quorate changed: %s" % (len(false), q))
 for f in ("scale.json", "witness-load.json"):
     json.load(open(os.path.join(d, f)))
+h = json.load(open(os.path.join(d, "history.json")))
+if h["spells"]["rounds_decided"] != 3600 or h["spells"]["rows"] > 20:
+    sys.exit("smoke: history spells %s" % h["spells"])
 print("smoke: ok (%s)" % d)
 PY

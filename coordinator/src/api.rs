@@ -37,6 +37,9 @@ const DEFAULT_LIMIT: u32 = 50;
 pub struct Live {
     pub services: HashMap<String, ServiceHandle>,
     pub witnesses: Vec<WitnessConfig>,
+    /// The public keys of the running config, retired ones included: what an incident
+    /// bundle carries (`GET /v1/rounds/{id}/incident`).
+    pub keys: crate::ledger::KeySet,
     /// Each witness's answers over a sliding window (`GET /v1/witnesses`).
     pub reliability: crate::witnesses::reliability::Registry,
 }
@@ -221,6 +224,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/witnesses", get(list_witnesses))
         .route("/rounds", get(list_rounds))
         .route("/rounds/{id}", get(one_round))
+        .route("/rounds/{id}/incident", get(round_incident))
         .route("/events", get(list_events))
         .route("/dns-changes", get(list_dns_changes))
         .route("/history/checkpoint", get(latest_checkpoint))
@@ -591,6 +595,36 @@ async fn one_round(
         })
         .collect();
     Ok(Json(json!({"round": round, "votes": votes})))
+}
+
+/// The incident bundle of one round (`ledger::incident`), carrying the running config's
+/// public keys: the same file as `export-incident`, for `verify-history --incident`.
+async fn round_incident(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::ledger::incident::{ExportError, export};
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad(format!("round id: expected a number, got {id:?}")))?;
+    let keys = st.live.get().keys.clone();
+    let inc = st
+        .store
+        .call(move |s| {
+            Ok(export(s, id, &keys.to_toml(), &keys).map_err(|e| match e {
+                ExportError::NoRound(_) => ApiError::not_found(e.to_string()),
+                ExportError::Unprovable(m) => ApiError {
+                    status: StatusCode::CONFLICT,
+                    code: "not_provable",
+                    reason: m,
+                },
+                ExportError::Store(e) => ApiError::internal(e.to_string()),
+            }))
+        })
+        .await??;
+    serde_json::to_value(inc)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Lists events or DNS changes (newest first, paged): the same filters, another table.

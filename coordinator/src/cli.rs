@@ -319,7 +319,7 @@ pub fn render_replay(
         text.push_str(&format!(
             "\nservice {}: {} rounds replayed: {diff} decided differently, {nc} not comparable\n",
             s.service,
-            s.lines.len()
+            s.rounds()
         ));
         if let Some(p) = &s.recorded_policy {
             text.push_str(&format!("  recorded: {}\n", describe(p)));
@@ -334,7 +334,7 @@ pub fn render_replay(
             match &l.replayed {
                 Replayed::Same | Replayed::Operator => {}
                 Replayed::Different { proposed } => text.push_str(&format!(
-                    "  round {} at {} ({}; {}): recorded {}, proposed {}\n",
+                    "  round {} at {} ({}; {}): recorded {}, proposed {}{}\n",
                     r.id,
                     fmt_ms(r.at_ms),
                     r.trigger.as_str(),
@@ -346,6 +346,14 @@ pub fn render_replay(
                             "no round yet (streak {} below the threshold)",
                             r.streak.unwrap_or(0)
                         ),
+                    },
+                    if r.stands_for > 1 {
+                        format!(
+                            " (closes a spell: {} identical rounds up to here)",
+                            r.stands_for
+                        )
+                    } else {
+                        String::new()
                     }
                 )),
                 Replayed::NotComparable { recorded } => {
@@ -456,7 +464,6 @@ pub fn render_report(rep: &crate::audit::Report) -> Output {
 /// `export-incident`: the bundle of round `round` of the history at `db` (opened read-only)
 /// as JSON text, carrying the keys file at `keys_path`.
 pub fn export_incident(db: &Path, round: i64, keys_path: &Path) -> anyhow::Result<String> {
-    use crate::ledger::incident::Incident;
     let keys_toml = std::fs::read_to_string(keys_path).map_err(|e| {
         anyhow::anyhow!(
             "{}: cannot read the keys file: {e} (`quorate-coordinator keys --config F` writes one)",
@@ -465,15 +472,7 @@ pub fn export_incident(db: &Path, round: i64, keys_path: &Path) -> anyhow::Resul
     })?;
     let keys = crate::ledger::KeySet::parse(&keys_toml, keys_path)?;
     let store = Store::open_read_only(db)?;
-    let Some((r, votes)) = store.round(round)? else {
-        anyhow::bail!(
-            "round {round} is not in the history file {}: check the round id (`quorate-coordinator history` and GET /v1/rounds show them) and that this is the right file",
-            db.display()
-        );
-    };
-    let dns = store.dns_change_of_round(round)?;
-    let input = store.chain_input()?;
-    let inc = Incident::build(&keys_toml, &keys, r, &votes, dns, &input)
+    let inc = crate::ledger::incident::export(&store, round, &keys_toml, &keys)
         .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
     let mut text = serde_json::to_string_pretty(&inc)?;
     text.push('\n');

@@ -350,6 +350,7 @@ impl Running {
         self.live.set(Live {
             services: self.handles(),
             witnesses: self.config.witnesses.clone(),
+            keys: crate::ledger::KeySet::from_config(&self.config),
             reliability: self.reliability.clone(),
         });
     }

@@ -94,6 +94,7 @@ impl Api {
         opts.quorum = 2;
         let config = lab.config(&opts.toml());
         let witnesses = config.witnesses.clone();
+        let keys = coordinator::ledger::KeySet::from_config(&config);
         let token = config.api_token.clone();
         assert_eq!(token, lab.token);
         let shutdown = CancellationToken::new();
@@ -107,6 +108,7 @@ impl Api {
             live: LiveCell::new(Live {
                 services: coord.services.clone(),
                 witnesses,
+                keys,
                 reliability: Default::default(),
             }),
             metrics: coord.metrics.clone(),

@@ -72,6 +72,8 @@ impl Rig {
         backup.start().await;
         opts.recover_after = RECOVER_AFTER;
         opts.interval = format!("{}ms", INTERVAL.as_millis());
+        // A spell of identical rounds shows a row at each checkpoint: every second here.
+        opts.checkpoint_every = Some("1s".into());
         let config = lab.config(&opts.toml());
         assert_eq!(config.dns.backends[0].config.kind(), "dryrun");
         let svc = config.services[0].clone();
@@ -900,4 +902,62 @@ async fn replay_names_the_failover_a_stricter_quorum_would_not_have_made() {
         "{text}"
     );
     assert!(text.contains("no difference"), "{text}");
+}
+
+/// `GET /v1/rounds/{id}/incident` of a real failover, once a checkpoint covers it: the bundle,
+/// saved in an empty folder, verifies with the binary and nothing else. An unknown round is
+/// 404, a round id that is not a number 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_a_failovers_incident_bundle_that_verifies_alone() {
+    let mut rig = Rig::start().await;
+    rig.primary.stop().await;
+    eventually("DNS to serve the backup", DEADLINE, || async {
+        rig.serves(Side::Backup).await.then_some(())
+    })
+    .await;
+    let failover = rig.rounds_with("failover").await[0].id;
+    let base = format!("http://{}/v1/rounds", rig.coord().api_addr);
+    let get = |path: String| {
+        let req = rig
+            .http
+            .get(format!("{base}{path}"))
+            .bearer_auth(&rig.lab.token);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let bundle = eventually("a checkpoint covering the failover", DEADLINE, || async {
+        let (status, body) = get(format!("/{failover}/incident")).await;
+        match status {
+            200 => Some(body),
+            409 => None,
+            other => panic!("GET incident: {other} {body}"),
+        }
+    })
+    .await;
+    assert_eq!(get("/999999/incident".into()).await.0, 404);
+    assert_eq!(get("/abc/incident".into()).await.0, 400);
+    rig.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("incident.json"), &bundle).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
+        .args(["verify-history", "--incident", "incident.json"])
+        .current_dir(dir.path())
+        .env("QUORATE_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("PROBLEM"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing but the file"
+    );
 }

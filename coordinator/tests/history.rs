@@ -750,8 +750,7 @@ async fn exporting_an_unknown_round_names_the_round_and_the_file() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(out.stdout.is_empty(), "no bundle is written");
     assert!(
-        err.contains("round 99 is not in the history file")
-            && err.contains(&path.display().to_string()),
+        err.contains("round 99 is not in the history") && err.contains(&path.display().to_string()),
         "{err}"
     );
 }

@@ -32,6 +32,12 @@ pub struct Keys {
     pub witnesses: Vec<SigningKey>,
 }
 
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys::new()
+    }
+}
+
 impl Keys {
     pub fn new() -> Keys {
         Keys {

@@ -120,8 +120,9 @@ impl IncidentVote {
 impl Incident {
     /// Builds the bundle of `round` from the history's chain (`input`): the segment runs
     /// from the round's link to the first checkpoint (valid under `keys`) that covers the
-    /// round and its DNS change's updates, or failing that the round alone. The error says
-    /// why no bundle can be made.
+    /// round and its DNS change's updates so far (a bundle is only made once one does: the
+    /// status it carries must be the one the checkpoint proves). The error says why no
+    /// bundle can be made.
     pub fn build(
         keys_toml: &str,
         keys: &KeySet,
@@ -168,9 +169,16 @@ impl Incident {
                 .min_by_key(|(seq, _)| *seq)
                 .copied()
         };
-        let Some((end, checkpoint)) = first_from(target).or_else(|| first_from(start)) else {
+        let Some((end, checkpoint)) = first_from(target) else {
+            let what = if target > start {
+                format!(
+                    "round {id}'s DNS change as it stands now (its last update is chain link {target})"
+                )
+            } else {
+                format!("round {id} (chain link {start})")
+            };
             return Err(format!(
-                "no checkpoint signed by a listed coordinator key covers round {id} (chain link {start}) yet: the coordinator signs one every [history] checkpoint_every, on every DNS change and when it stops; export again after the next one (or check that --keys lists the coordinator's key)"
+                "no checkpoint signed by a listed coordinator key covers {what} yet: the coordinator signs one every [history] checkpoint_every, on every DNS change and when it stops; export again after the next one (or check that --keys lists the coordinator's key)"
             ));
         };
         let chain = input
@@ -208,6 +216,43 @@ pub struct IncidentReport {
     /// The checkpoint, when it verifies: (seq, at_ms, coordinator key id).
     pub checkpoint: Option<(i64, u64, String)>,
     pub problems: Vec<String>,
+}
+
+/// Why a round cannot be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(
+        "round {0} is not in the history: check the round id (`quorate-coordinator history` and GET /v1/rounds show them)"
+    )]
+    NoRound(i64),
+    /// It exists but no bundle can prove it (yet): the text says why.
+    #[error("{0}")]
+    Unprovable(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The bundle for round `round` of `store`, carrying `keys_toml` (the text `keys` parsed
+/// from): what `export-incident` writes and `GET /v1/rounds/{id}/incident` answers.
+pub fn export(
+    store: &crate::store::Store,
+    round: i64,
+    keys_toml: &str,
+    keys: &KeySet,
+) -> Result<Incident, ExportError> {
+    let (r, votes) = store.round(round)?.ok_or(ExportError::NoRound(round))?;
+    let input = store.chain_input()?;
+    // The change's status and verification as of the chain's snapshot (the daemon may
+    // update them between two reads): the bundle carries what its checkpoint can prove.
+    let dns = store
+        .dns_change_of_round(round)?
+        .map(
+            |(created, status, verification)| match input.dns_now.get(&created.id) {
+                Some((s, v)) => (created, s.clone(), v.clone()),
+                None => (created, status, verification),
+            },
+        );
+    Incident::build(keys_toml, keys, r, &votes, dns, &input).map_err(ExportError::Unprovable)
 }
 
 /// Parses a bundle's text; the error names `path`.
@@ -369,4 +414,31 @@ pub fn verify(inc: &Incident, keys: &KeySet) -> IncidentReport {
         }
     }
     rep
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    /// A vote's latency is hashed into the chain as its shortest decimal form, so the bundle's
+    /// JSON must give back the very same f64 (serde_json's `float_roundtrip`): a latency
+    /// parsed one ULP off made an honest bundle fail its chain link.
+    #[test]
+    fn every_latency_survives_the_bundles_json_exactly() {
+        let mut off = Vec::new();
+        for k in 0..20_000u64 {
+            let latency =
+                std::time::Duration::from_nanos(1_234_567 * k + 89).as_secs_f64() * 1000.0;
+            let text = serde_json::to_string(&latency).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            if back.to_bits() != latency.to_bits() {
+                off.push(text);
+            }
+        }
+        assert!(
+            off.is_empty(),
+            "{} latencies changed, e.g. {:?}",
+            off.len(),
+            off.first()
+        );
+    }
 }

@@ -9,8 +9,9 @@ pub mod incident;
 pub mod keys;
 pub mod replay;
 
-#[cfg(test)]
-pub(crate) mod fixtures;
+/// Signed sample rounds for tests and `quorate-bench-history`; not part of the API.
+#[doc(hidden)]
+pub mod fixtures;
 
 pub use check::{RoundCheck, VoteStatus, check_round, check_spell, check_vote};
 pub use keys::{KeySet, PublicKey};

@@ -42,6 +42,9 @@ pub struct Recorded {
     /// The consecutive probes that led to the round, read from its reason.
     pub streak: Option<u32>,
     pub policy: Option<Policy>,
+    /// How many decided rounds this row is: 1, or for a spell's closing round the rounds it
+    /// stands for (`store::spells`), all decided alike.
+    pub stands_for: u32,
 }
 
 impl Recorded {
@@ -65,6 +68,7 @@ impl Recorded {
             },
             streak: streak_of(&n.reason),
             policy: n.policy.clone(),
+            stands_for: n.spell.map_or(1, |s| s.rounds.max(1)),
         }
     }
 }
@@ -117,8 +121,19 @@ pub struct ServiceReplay {
 }
 
 impl ServiceReplay {
+    /// Decided rounds whose replay matches `f` (a spell's closing round counts for the
+    /// rounds it stands for).
     pub fn count(&self, f: impl Fn(&Replayed) -> bool) -> usize {
-        self.lines.iter().filter(|l| f(&l.replayed)).count()
+        self.lines
+            .iter()
+            .filter(|l| f(&l.replayed))
+            .map(|l| l.round.stands_for as usize)
+            .sum()
+    }
+
+    /// Decided rounds replayed.
+    pub fn rounds(&self) -> usize {
+        self.count(|_| true)
     }
 
     pub fn differences(&self) -> usize {

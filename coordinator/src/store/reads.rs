@@ -24,6 +24,13 @@ macro_rules! round_select {
 pub(super) use round_select;
 
 impl Store {
+    /// Rounds stored (a spell's uncounted rounds not included).
+    pub fn count_rounds(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT COUNT(*) FROM rounds", [], |r| r.get(0))?)
+    }
+
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(self
             .lock()

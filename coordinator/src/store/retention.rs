@@ -44,6 +44,13 @@ impl Store {
             "DELETE FROM events WHERE at_ms < ?1 AND kind NOT IN ('transition', 'override')",
             [cutoff],
         )?;
+        // A spell whose first round was just deleted ends (its rounds since were counted in
+        // the closing round the prune checkpoint wrote): the next identical round starts a
+        // new one, so no closing round points at a deleted first round.
+        self.lock().execute(
+            "DELETE FROM open_spells WHERE first_round NOT IN (SELECT id FROM rounds)",
+            [],
+        )?;
         self.lock()
             .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(total)

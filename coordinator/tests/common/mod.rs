@@ -93,6 +93,9 @@ pub struct Opts {
     pub quorum: u32,
     pub probe_ca_file: Option<PathBuf>,
     pub probe_timeout: String,
+    /// `[history] checkpoint_every`; each checkpoint also closes the spells of identical
+    /// rounds (`store::spells`), so a test that counts them sets it short.
+    pub checkpoint_every: Option<String>,
 }
 
 impl Opts {
@@ -112,6 +115,7 @@ impl Opts {
             quorum: 2,
             probe_ca_file: None,
             probe_timeout: "250ms".into(),
+            checkpoint_every: None,
         }
     }
 
@@ -144,7 +148,7 @@ probe = {{ kind = "{kind}", port = {port}, path = "/health", expect_status = [20
 fail_after = {fail_after}
 recover_after = {recover_after}
 quorum = {quorum}
-"#,
+{history}"#,
             interval = self.interval,
             api = self.api_listen,
             witnesses = self.witnesses.join("\n"),
@@ -158,6 +162,11 @@ quorum = {quorum}
             recover_after = self.recover_after,
             quorum = self.quorum,
             probe_timeout = self.probe_timeout,
+            history = self
+                .checkpoint_every
+                .as_ref()
+                .map(|t| format!("\n[history]\ncheckpoint_every = \"{t}\"\n"))
+                .unwrap_or_default(),
         )
     }
 }

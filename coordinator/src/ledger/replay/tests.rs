@@ -43,6 +43,7 @@ fn round(
         },
         streak: Some(streak),
         policy: Some(policy()),
+        stands_for: 1,
     }
 }
 
@@ -299,4 +300,17 @@ fn services_without_a_proposed_policy_are_named() {
     let (done, unknown) = replay(&proposed, &rounds);
     assert_eq!(done.len(), 1);
     assert_eq!(unknown, ["mail"]);
+}
+
+#[test]
+fn a_spells_closing_round_counts_for_the_rounds_it_stands_for() {
+    // A spell of 40 disputed rounds: its first round and its closing round standing for 39.
+    let mut closing = round(2, Down, (2, 1, 0), 40, O::Disputed);
+    closing.stands_for = 39;
+    let rounds = [round(1, Down, (2, 1, 0), 3, O::Disputed), closing];
+    let r = replay_service("www", &policy(), &rounds);
+    assert_eq!(
+        (r.rounds(), r.differences(), r.not_comparable()),
+        (40, 0, 0)
+    );
 }
