@@ -15,12 +15,14 @@ use rusqlite::Connection;
 
 mod chain;
 pub mod codec;
+mod maintenance;
 mod reads;
 mod retention;
 mod schema;
 mod types;
 mod writes;
 
+pub use maintenance::{AddRefused, Maintenance, NewMaintenance};
 pub use schema::SCHEMA_VERSION;
 pub use types::{
     ChangeStatus, Decision, DnsChangeRow, Event, EventKind, HistoryWrite, ListFilter, NewEvent,

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema this build writes. A database from a newer build is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Applied in order; `PRAGMA user_version` says how many already ran.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -77,6 +77,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // its head (`store::chain`, `ledger::chain`); its genesis link is written in the same
     // transaction (see `migrate`).
     super::chain::MIGRATION,
+    // 4: scheduled maintenance announcements (`store::maintenance`).
+    super::maintenance::MIGRATION,
 ];
 
 /// The migration after which the chain's genesis link is written.
