@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod init;
 pub mod ledger;
 pub mod lock;
+pub mod maintenance;
 pub mod metrics;
 pub mod notify;
 pub mod online;
