@@ -54,6 +54,8 @@ pub struct Coordinator {
     pub api_addr: SocketAddr,
     /// Where the public status page listens (`[status_page]`), if it is configured.
     pub status_addr: Option<SocketAddr>,
+    /// Where the maintenance page listens (`[maintenance_page]`): HTTP, HTTPS.
+    pub maintenance_page_addrs: (Option<SocketAddr>, Option<SocketAddr>),
     pub metrics: Arc<metrics::Metrics>,
     running: reload::Running,
     tasks: TaskTracker,
@@ -163,6 +165,7 @@ pub async fn start_locked(
         }
         None => None,
     };
+    let maintenance_page = maintenance_page_bind(&config)?;
     let (token, read_token, metrics_token) = (
         config.api_token.clone(),
         config.api_read_token.clone(),
@@ -233,17 +236,92 @@ pub async fn start_locked(
         }
         None => None,
     };
+    let maintenance_page_addrs =
+        maintenance_page_serve(maintenance_page, &store, &running, &sup, &shutdown)?;
     tracing::info!(api = %api_addr, services = services.len(), %key_id, "coordinator running");
     Ok(Coordinator {
         store,
         services,
         api_addr,
         status_addr,
+        maintenance_page_addrs,
         metrics,
         running,
         tasks,
         _lock: lock,
     })
+}
+
+/// The maintenance page's listeners, bound before the services start (a port in use stops
+/// the start): HTTP, HTTPS, and the config.
+type PageListeners = (
+    Option<std::net::TcpListener>,
+    Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    config::MaintenancePageConfig,
+);
+
+fn maintenance_page_bind(config: &Config) -> anyhow::Result<Option<PageListeners>> {
+    let Some(c) = &config.maintenance_page else {
+        return Ok(None);
+    };
+    let bind = |key: &str, addr: SocketAddr| -> anyhow::Result<std::net::TcpListener> {
+        let l = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("maintenance_page.{key}: binding {addr}"))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    };
+    let http = c.listen.map(|a| bind("listen", a)).transpose()?;
+    let https = match &c.tls {
+        Some((a, tls)) => Some((bind("tls_listen", *a)?, tls.clone())),
+        None => None,
+    };
+    Ok(Some((http, https, c.clone())))
+}
+
+/// Serves the maintenance page (`dashboard::maintenance_page`) on its listeners; returns
+/// their addresses.
+fn maintenance_page_serve(
+    listeners: Option<PageListeners>,
+    store: &Store,
+    running: &reload::Running,
+    sup: &Supervisor,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>)> {
+    let Some((http, https, c)) = listeners else {
+        return Ok((None, None));
+    };
+    let app = dashboard::maintenance_page::router(store.clone(), running.live(), c);
+    let mut addrs = (None, None);
+    let all = [http.map(|l| (l, None)), https.map(|(l, t)| (l, Some(t)))];
+    for (l, tls) in all.into_iter().flatten() {
+        let addr = l.local_addr()?;
+        let name = if tls.is_some() {
+            addrs.1 = Some(addr);
+            "maintenance-page-https"
+        } else {
+            addrs.0 = Some(addr);
+            "maintenance-page-http"
+        };
+        let server = shared::listener::Server::new(
+            tokio::net::TcpListener::from_std(l)?,
+            tls,
+            shared::listener::Limits::default(),
+            shared::shutdown::GRACE,
+        );
+        let (app, sd) = (app.clone(), shutdown.clone());
+        sup.spawn(
+            name,
+            async move {
+                let serve = server.serve(shared::listener::TowerToHyperService::new(app), sd);
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "maintenance page server failed");
+                }
+            },
+            |_| {},
+        );
+        tracing::info!(maintenance_page = %addr, "maintenance page listening");
+    }
+    Ok(addrs)
 }
 
 /// Runs until `shutdown` is cancelled, reloading the config file at each message on

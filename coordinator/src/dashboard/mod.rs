@@ -16,6 +16,7 @@
 //! that changes something carries the session's CSRF token or is refused (403); an expired or
 //! unknown session is sent to the login form; bodies and query strings are bounded.
 
+pub mod maintenance_page;
 pub mod session;
 pub mod status;
 pub mod views;
