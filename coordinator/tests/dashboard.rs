@@ -838,6 +838,12 @@ retry_after = "120s"
             .unwrap()
             .contains("Payments may fail"),
     );
+    // The dashboard's service page lists them too (a read-only login is enough).
+    login(&b, &s, &s.read_token).await;
+    b.goto(&s.url("/ui/services/web")).await;
+    b.wait_text("li.maintenance-window.now .title", "Database upgrade")
+        .await;
+    assert_eq!(b.count("li.maintenance-window").await, 2);
 
     // The primary stops: the page answers the service's names, in the browser and to reqwest.
     s.primary.stop().await;

@@ -505,6 +505,8 @@ async fn service_page(
         before_id: None,
         limit: PAGE,
     };
+    let now = shared::unix_ms(std::time::SystemTime::now());
+    let service = name.clone();
     let read = d
         .api
         .store
@@ -513,10 +515,11 @@ async fn service_page(
                 st.list_rounds(&f)?,
                 st.list_events(&lf)?,
                 st.list_dns_changes(&lf)?,
+                st.list_maintenance(Some(&service), now, crate::maintenance::MAX_OPEN)?,
             ))
         })
         .await;
-    let (rounds, evs, changes) = match read {
+    let (rounds, evs, changes, maintenance) = match read {
         Ok(x) => x,
         Err(e) => {
             return message(
@@ -554,6 +557,10 @@ async fn service_page(
         outcomes: Outcome::ALL.iter().map(|o| o.as_str()).collect(),
         events: evs.iter().map(EventRow::new).collect(),
         changes: changes.iter().map(ChangeRow::new).collect(),
+        maintenance: maintenance
+            .iter()
+            .map(|m| status::MaintenanceRow::new(m, now))
+            .collect(),
         admin: s.role == Role::Admin,
         csrf: s.csrf,
     })
