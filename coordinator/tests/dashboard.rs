@@ -128,6 +128,19 @@ impl Browser {
 
     /// One WebDriver command; its `value`. Panics on a WebDriver error, quoting it.
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        match self.try_cmd(method.clone(), path, body).await {
+            Ok(v) => v,
+            Err((status, v)) => panic!("{method} {path}: {status}: {v}"),
+        }
+    }
+
+    /// One WebDriver command: its `value`, or the error status and body.
+    async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (reqwest::StatusCode, Value)> {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.session));
@@ -140,8 +153,11 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = res.status();
         let v: Value = res.json().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status}: {v}");
-        v["value"].clone()
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err((status, v))
+        }
     }
 
     async fn goto(&self, url: &str) {
@@ -177,13 +193,25 @@ impl Browser {
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
+    /// Clicks the element `css` selects. An element of the overview's services table can be
+    /// replaced by a server-sent push between finding and clicking it ("stale element
+    /// reference"): then it is found again, until the deadline.
     async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
+        eventually(&format!("a click on {css}"), DEADLINE, || async {
+            let id = self.find(css).await;
+            match self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    Some(json!({})),
+                )
+                .await
+            {
+                Ok(_) => Some(()),
+                Err((_, v)) if v["value"]["error"] == "stale element reference" => None,
+                Err((status, v)) => panic!("click on {css}: {status}: {v}"),
+            }
+        })
         .await;
     }
 
