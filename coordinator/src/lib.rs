@@ -165,7 +165,8 @@ pub async fn start_locked(
         }
         None => None,
     };
-    let maintenance_page = maintenance_page_bind(&config)?;
+    // The maintenance page binds before the services start too.
+    let maintenance_page = dashboard::maintenance_page::Bound::bind(&config.maintenance_page)?;
     let (token, read_token, metrics_token) = (
         config.api_token.clone(),
         config.api_read_token.clone(),
@@ -236,8 +237,10 @@ pub async fn start_locked(
         }
         None => None,
     };
-    let maintenance_page_addrs =
-        maintenance_page_serve(maintenance_page, &store, &running, &sup, &shutdown)?;
+    let maintenance_page_addrs = match maintenance_page {
+        Some(b) => b.serve(store.clone(), running.live(), &sup, &shutdown)?,
+        None => (None, None),
+    };
     tracing::info!(api = %api_addr, services = services.len(), %key_id, "coordinator running");
     Ok(Coordinator {
         store,
@@ -250,78 +253,6 @@ pub async fn start_locked(
         tasks,
         _lock: lock,
     })
-}
-
-/// The maintenance page's listeners, bound before the services start (a port in use stops
-/// the start): HTTP, HTTPS, and the config.
-type PageListeners = (
-    Option<std::net::TcpListener>,
-    Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
-    config::MaintenancePageConfig,
-);
-
-fn maintenance_page_bind(config: &Config) -> anyhow::Result<Option<PageListeners>> {
-    let Some(c) = &config.maintenance_page else {
-        return Ok(None);
-    };
-    let bind = |key: &str, addr: SocketAddr| -> anyhow::Result<std::net::TcpListener> {
-        let l = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("maintenance_page.{key}: binding {addr}"))?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    };
-    let http = c.listen.map(|a| bind("listen", a)).transpose()?;
-    let https = match &c.tls {
-        Some((a, tls)) => Some((bind("tls_listen", *a)?, tls.clone())),
-        None => None,
-    };
-    Ok(Some((http, https, c.clone())))
-}
-
-/// Serves the maintenance page (`dashboard::maintenance_page`) on its listeners; returns
-/// their addresses.
-fn maintenance_page_serve(
-    listeners: Option<PageListeners>,
-    store: &Store,
-    running: &reload::Running,
-    sup: &Supervisor,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>)> {
-    let Some((http, https, c)) = listeners else {
-        return Ok((None, None));
-    };
-    let app = dashboard::maintenance_page::router(store.clone(), running.live(), c);
-    let mut addrs = (None, None);
-    let all = [http.map(|l| (l, None)), https.map(|(l, t)| (l, Some(t)))];
-    for (l, tls) in all.into_iter().flatten() {
-        let addr = l.local_addr()?;
-        let name = if tls.is_some() {
-            addrs.1 = Some(addr);
-            "maintenance-page-https"
-        } else {
-            addrs.0 = Some(addr);
-            "maintenance-page-http"
-        };
-        let server = shared::listener::Server::new(
-            tokio::net::TcpListener::from_std(l)?,
-            tls,
-            shared::listener::Limits::default(),
-            shared::shutdown::GRACE,
-        );
-        let (app, sd) = (app.clone(), shutdown.clone());
-        sup.spawn(
-            name,
-            async move {
-                let serve = server.serve(shared::listener::TowerToHyperService::new(app), sd);
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "maintenance page server failed");
-                }
-            },
-            |_| {},
-        );
-        tracing::info!(maintenance_page = %addr, "maintenance page listening");
-    }
-    Ok(addrs)
 }
 
 /// Runs until `shutdown` is cancelled, reloading the config file at each message on

@@ -13,6 +13,7 @@
 //! pairs them) and kept for [`SINCE_TTL`], since the page may take all of a site's traffic.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -20,11 +21,13 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::LiveCell;
 use crate::config::{MaintenancePageConfig, PageService};
 use crate::failover::Side;
 use crate::store::{ListFilter, Store};
+use crate::supervise::Supervisor;
 
 /// How long an incident's start, once read, is used without reading the history again.
 pub const SINCE_TTL: Duration = Duration::from_secs(10);
@@ -163,6 +166,85 @@ pub fn router(store: Store, live: LiveCell, config: MaintenancePageConfig) -> Ro
         config,
         since: Mutex::new(HashMap::new()),
     }))
+}
+
+/// The listeners, bound (before the services start: a port in use stops the start).
+pub struct Bound {
+    http: Option<std::net::TcpListener>,
+    https: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    config: MaintenancePageConfig,
+}
+
+impl Bound {
+    /// Binds `[maintenance_page]`'s listeners; `None` without the table.
+    pub fn bind(config: &Option<MaintenancePageConfig>) -> anyhow::Result<Option<Bound>> {
+        use anyhow::Context as _;
+        let Some(c) = config else {
+            return Ok(None);
+        };
+        let bind = |key: &str, addr: SocketAddr| -> anyhow::Result<std::net::TcpListener> {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("maintenance_page.{key}: binding {addr}"))?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        };
+        Ok(Some(Bound {
+            http: c.listen.map(|a| bind("listen", a)).transpose()?,
+            https: match &c.tls {
+                Some((a, tls)) => Some((bind("tls_listen", *a)?, tls.clone())),
+                None => None,
+            },
+            config: c.clone(),
+        }))
+    }
+
+    /// Serves the page on each listener, under `sup`, until `shutdown`; returns the HTTP and
+    /// HTTPS addresses.
+    pub fn serve(
+        self,
+        store: Store,
+        live: LiveCell,
+        sup: &Supervisor,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>)> {
+        let app = router(store, live, self.config);
+        let mut addrs = (None, None);
+        let all = [
+            self.http.map(|l| (l, None)),
+            self.https.map(|(l, t)| (l, Some(t))),
+        ];
+        for (l, tls) in all.into_iter().flatten() {
+            let addr = l.local_addr()?;
+            let name = if tls.is_some() {
+                addrs.1 = Some(addr);
+                "maintenance-page-https"
+            } else {
+                addrs.0 = Some(addr);
+                "maintenance-page-http"
+            };
+            // The API's connection bounds (shared::listener's defaults): the page may take a
+            // whole site's traffic.
+            let server = shared::listener::Server::new(
+                tokio::net::TcpListener::from_std(l)?,
+                tls,
+                shared::listener::Limits::default(),
+                shared::shutdown::GRACE,
+            );
+            let (app, sd) = (app.clone(), shutdown.clone());
+            sup.spawn(
+                name,
+                async move {
+                    let serve = server.serve(shared::listener::TowerToHyperService::new(app), sd);
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "maintenance page server failed");
+                    }
+                },
+                |_| {},
+            );
+            tracing::info!(maintenance_page = %addr, "maintenance page listening");
+        }
+        Ok(addrs)
+    }
 }
 
 async fn handle(State(st): State<Arc<St>>, req: Request) -> Response {
