@@ -442,23 +442,34 @@ fn maintenance_is_added_listed_and_removed_with_an_event_each_in_the_chain() {
     assert_eq!(rep.links, 6);
 }
 
-/// A file written by schema 3 (before announcements) opens: migration 4 adds the table, the
-/// old rows and the chain stay as they were, and announcements can be added.
+/// A file written by schema 3 (before announcements: the first three migrations and the
+/// chain's genesis, exactly as `migrate` ran them) opens: the later migrations run, and
+/// decisions and announcements are written and verify in the chain.
 #[test]
-fn a_schema_3_file_migrates_to_4_and_takes_announcements() {
+fn a_schema_3_file_migrates_forward_and_takes_announcements() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.sqlite");
     {
-        let s = Store::open(&path).unwrap();
-        record(&s, &decision("www", 10, true, 3)).unwrap();
-        // Back to the shape schema 3 wrote.
-        s.lock()
-            .execute_batch("DROP TABLE maintenance; PRAGMA user_version = 3;")
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &super::schema::MIGRATIONS[..3] {
+            tx.execute_batch(sql).unwrap();
+        }
+        super::chain::genesis(&tx).unwrap();
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.commit().unwrap();
+        let has_table: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'maintenance'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
+        assert_eq!(has_table, 0);
     }
     let s = Store::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 4);
-    assert_eq!(s.round(1).unwrap().unwrap().1.len(), 3);
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    record(&s, &decision("www", 10, true, 3)).unwrap();
     maintenance::add(&mut s.lock(), &announcement("www", 1, 2, "db"), 100)
         .unwrap()
         .unwrap();
@@ -466,4 +477,6 @@ fn a_schema_3_file_migrates_to_4_and_takes_announcements() {
     let keys = crate::ledger::fixtures::Keys::new().set();
     let rep = crate::ledger::chain::check_chain(&keys, &s.chain_input().unwrap());
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    // genesis, the round, its event, its DNS change, the announcement's event
+    assert_eq!(rep.links, 5);
 }
