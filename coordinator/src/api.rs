@@ -228,6 +228,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/events", get(list_events))
         .route("/dns-changes", get(list_dns_changes))
         .route("/history/checkpoint", get(latest_checkpoint))
+        .route("/maintenance", get(list_maintenance).post(add_maintenance))
+        .route(
+            "/maintenance/{id}",
+            axum::routing::delete(remove_maintenance),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .nest("/v1", v1)
@@ -687,6 +692,130 @@ async fn list_dns_changes(
         Store::list_dns_changes,
     )
     .await
+}
+
+/// Scheduled maintenance announcements (`crate::maintenance`): the admin token adds and
+/// removes (the role is checked here, the routes share their path with a `GET`).
+fn admin_required(role: Role) -> Result<(), ApiError> {
+    match role {
+        Role::Admin => Ok(()),
+        Role::Read => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            reason: "this token is read-only; announcing or removing maintenance takes the admin token ([api] token_file)".into(),
+        }),
+    }
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    service: String,
+    /// RFC 3339 in UTC or Unix milliseconds.
+    start: String,
+    end: String,
+    title: String,
+    #[serde(default)]
+    details: Option<String>,
+}
+
+/// `POST /v1/maintenance`: announces a window (201 with the stored row).
+async fn add_maintenance(
+    State(st): State<Arc<ApiState>>,
+    axum::Extension(role): axum::Extension<Role>,
+    body: Result<JsonObject<MaintenanceBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    admin_required(role)?;
+    let JsonObject(b) = body.map_err(|e| {
+        e.expected(r#"{"service": "...", "start": "2026-12-05T10:00:00Z", "end": "...", "title": "...", "details": "..."}"#)
+    })?;
+    let start_ms = parse_time("start", &Some(b.start.clone()))?.unwrap_or_default();
+    let end_ms = parse_time("end", &Some(b.end.clone()))?.unwrap_or_default();
+    let now = shared::unix_ms(std::time::SystemTime::now());
+    let live = st.live.get();
+    let checked = crate::maintenance::check(
+        &crate::maintenance::Asked {
+            service: &b.service,
+            start_ms,
+            end_ms,
+            title: &b.title,
+            details: b.details.as_deref(),
+        },
+        now,
+        |s| live.services.contains_key(s),
+    )
+    .map_err(ApiError::bad)?;
+    let new = crate::store::NewMaintenance {
+        service: checked.service,
+        start_ms: checked.start_ms,
+        end_ms: checked.end_ms,
+        title: checked.title,
+        details: checked.details,
+        created_ms: now,
+        created_by: role.as_str().to_string(),
+    };
+    let id = match st
+        .store
+        .add_maintenance(new, crate::maintenance::MAX_OPEN)
+        .await?
+    {
+        Ok(id) => id,
+        Err(crate::store::AddRefused::TooMany(n)) => {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                reason: format!(
+                    "service {:?} already has {n} announcements that have not ended; remove one first",
+                    b.service
+                ),
+            });
+        }
+    };
+    let row = st.store.call(move |s| s.maintenance(id)).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "maintenance": row }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceQuery {
+    service: Option<String>,
+}
+
+/// `GET /v1/maintenance[?service=S]`: announcements not yet ended, soonest first.
+async fn list_maintenance(
+    State(st): State<Arc<ApiState>>,
+    q: Result<Query<MaintenanceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let now = shared::unix_ms(std::time::SystemTime::now());
+    let rows = st
+        .store
+        .call(move |s| s.list_maintenance(q.service.as_deref(), now, MAX_LIMIT))
+        .await?;
+    Ok(Json(json!({ "maintenance": rows })))
+}
+
+/// `DELETE /v1/maintenance/{id}`: removes an announcement (the history keeps the event).
+async fn remove_maintenance(
+    State(st): State<Arc<ApiState>>,
+    axum::Extension(role): axum::Extension<Role>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin_required(role)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad(format!("maintenance id: expected a number, got {id:?}")))?;
+    let now = shared::unix_ms(std::time::SystemTime::now());
+    match st
+        .store
+        .remove_maintenance(id, now, role.as_str().to_string())
+        .await?
+    {
+        Some(row) => Ok(Json(json!({ "removed": row }))),
+        None => Err(ApiError::not_found(format!(
+            "no maintenance announcement {id}"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -158,6 +158,18 @@ impl ApiClient {
         self.send(&url, req).await
     }
 
+    /// `POST /v1/maintenance`: announces a maintenance window (times in RFC 3339, UTC).
+    pub async fn add_maintenance(&self, body: serde_json::Value) -> anyhow::Result<Reply> {
+        self.post("/v1/maintenance", body).await
+    }
+
+    /// `DELETE /v1/maintenance/{id}`.
+    pub async fn remove_maintenance(&self, id: i64) -> anyhow::Result<Reply> {
+        let url = format!("{}/v1/maintenance/{id}", self.base);
+        let req = self.http.delete(&url);
+        self.send(&url, req).await
+    }
+
     /// Sends with the token and hands back the answer as it came.
     async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> anyhow::Result<Reply> {
         let resp = req

@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod init;
 pub mod ledger;
 pub mod lock;
+pub mod maintenance;
 pub mod metrics;
 pub mod notify;
 pub mod online;
@@ -53,6 +54,8 @@ pub struct Coordinator {
     pub api_addr: SocketAddr,
     /// Where the public status page listens (`[status_page]`), if it is configured.
     pub status_addr: Option<SocketAddr>,
+    /// Where the maintenance page listens (`[maintenance_page]`): HTTP, HTTPS.
+    pub maintenance_page_addrs: (Option<SocketAddr>, Option<SocketAddr>),
     pub metrics: Arc<metrics::Metrics>,
     running: reload::Running,
     tasks: TaskTracker,
@@ -162,6 +165,8 @@ pub async fn start_locked(
         }
         None => None,
     };
+    // The maintenance page binds before the services start too.
+    let maintenance_page = dashboard::maintenance_page::Bound::bind(&config.maintenance_page)?;
     let (token, read_token, metrics_token) = (
         config.api_token.clone(),
         config.api_read_token.clone(),
@@ -232,12 +237,17 @@ pub async fn start_locked(
         }
         None => None,
     };
+    let maintenance_page_addrs = match maintenance_page {
+        Some(b) => b.serve(store.clone(), running.live(), &sup, &shutdown)?,
+        None => (None, None),
+    };
     tracing::info!(api = %api_addr, services = services.len(), %key_id, "coordinator running");
     Ok(Coordinator {
         store,
         services,
         api_addr,
         status_addr,
+        maintenance_page_addrs,
         metrics,
         running,
         tasks,

@@ -1,7 +1,7 @@
 //! `quorate-coordinator`: parses arguments, sets up logging and hands each subcommand to the
 //! library — `run` to [`coordinator::run`] (config validated before anything binds, signals
-//! and reload requests from `shared::shutdown`), the offline commands to `coordinator::cli`, `override` and
-//! `failback` to `coordinator::client`, `demo` to `coordinator::demo`.
+//! and reload requests from `shared::shutdown`), the offline commands to `coordinator::cli`, `override`,
+//! `failback` and `maintenance` to `coordinator::client`, `demo` to `coordinator::demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -174,6 +174,50 @@ enum Cmd {
     Notify {
         #[command(subcommand)]
         cmd: NotifyCmd,
+    },
+    /// Scheduled maintenance shown on the public status page, through the running
+    /// coordinator's API (docs/dashboard.md).
+    Maintenance {
+        #[command(subcommand)]
+        cmd: MaintenanceCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MaintenanceCmd {
+    /// Announce a maintenance window (admin token).
+    Add {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        service: String,
+        /// When it starts: RFC 3339 in UTC (2026-12-05T10:00:00Z); at most 1 h ago.
+        #[arg(long)]
+        start: String,
+        /// When it ends: after start, at most 30 days later.
+        #[arg(long)]
+        end: String,
+        /// One line, at most 120 characters.
+        #[arg(long)]
+        title: String,
+        /// At most 2,000 characters.
+        #[arg(long)]
+        details: Option<String>,
+    },
+    /// List the announcements not yet ended (read-only token).
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this service's.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Remove an announcement by its id (admin token); the history keeps the event.
+    Remove {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: i64,
     },
 }
 
@@ -399,6 +443,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(exit(ok))
         }
+        Cmd::Maintenance { cmd } => maintenance(cmd).await,
         Cmd::Failback { config, service } => {
             let cfg = ReadConfig::load(&config)?;
             let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
@@ -407,6 +452,59 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(exit(reply.success))
         }
     }
+}
+
+/// `maintenance add|list|remove`, through the running coordinator's API: prints the API's
+/// answer (JSON) and exits 1 unless it was a success.
+async fn maintenance(cmd: MaintenanceCmd) -> anyhow::Result<ExitCode> {
+    let reply = match cmd {
+        MaintenanceCmd::Add {
+            config,
+            service,
+            start,
+            end,
+            title,
+            details,
+        } => {
+            let cfg = ReadConfig::load(&config)?;
+            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
+            let mut body = serde_json::json!({
+                "service": service, "start": start, "end": end, "title": title,
+            });
+            if let Some(d) = details {
+                body["details"] = serde_json::Value::String(d);
+            }
+            client.add_maintenance(body).await?
+        }
+        MaintenanceCmd::List { config, service } => {
+            let cfg = ReadConfig::load(&config)?;
+            let client = ApiClient::for_api(cfg.api_listen, &cfg.read_token()?)?;
+            let path = match service {
+                Some(s) => format!("/v1/maintenance?service={}", url_component(&s)),
+                None => "/v1/maintenance".to_string(),
+            };
+            client.get(&path).await?
+        }
+        MaintenanceCmd::Remove { config, id } => {
+            let cfg = ReadConfig::load(&config)?;
+            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
+            client.remove_maintenance(id).await?
+        }
+    };
+    println!("{}", reply.body);
+    Ok(exit(reply.success))
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a query value.
+fn url_component(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `generate man|completions DIR` (`deploy/package.sh`), from the clap definitions above.

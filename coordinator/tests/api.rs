@@ -965,3 +965,147 @@ async fn the_latest_checkpoint_is_served_signed_and_follows_dns_changes() {
     assert!(stored.open(&other).is_err());
     api.stop().await;
 }
+
+/// Scheduled maintenance through the API: the admin token announces, lists and removes; the
+/// read-only token lists and is refused the rest; every bad input is a 400 naming the field;
+/// each add and remove is a `maintenance` event in the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_is_announced_listed_and_removed_with_bad_input_refused() {
+    let api = Api::start().await;
+    let now = shared::unix_ms(std::time::SystemTime::now());
+    let at = |ms: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+            .to_string()
+    };
+    const H: u64 = 3_600_000;
+    let body = |service: &str, start: &str, end: &str, title: &str| {
+        serde_json::json!({"service": service, "start": start, "end": end, "title": title})
+            .to_string()
+    };
+    let (start, end) = (at(now + 2 * H), at(now + 3 * H));
+
+    // Bad input: each a 400 naming what was wrong; nothing stored.
+    let cases = [
+        (body("mail", &start, &end, "x"), "no service is named \"mail\""),
+        (body("web", "tomorrow", &end, "x"), "start: expected Unix milliseconds or an RFC 3339 time"),
+        (body("web", "2026-12-05T10:00:00+02:00", &end, "x"), "start: give the time in UTC"),
+        (body("web", &end, &start, "x"), "end: expected a time after start"),
+        (body("web", &start, &at(now + 2 * H + 31 * 24 * H), "x"), "end: expected at most 30 days after start"),
+        (body("web", &at(now - 2 * H), &end, "x"), "start: expected at most 1 hour ago"),
+        (body("web", &start, &end, ""), "title: expected 1 to 120 characters"),
+        (body("web", &start, &end, &"t".repeat(121)), "title: expected 1 to 120 characters, got 121"),
+        (
+            serde_json::json!({"service": "web", "start": start, "end": end, "title": "x", "details": "d".repeat(2001)}).to_string(),
+            "details: expected at most 2000 characters",
+        ),
+        (
+            serde_json::json!({"service": "web", "start": start, "end": end, "title": "x", "colour": "red"}).to_string(),
+            "unknown field `colour`",
+        ),
+        (r#"["web"]"#.to_string(), "expected {\"service\""),
+    ];
+    for (b, mentions) in &cases {
+        let (s, j) = api.post("/v1/maintenance", "application/json", b).await;
+        assert_bad(s, &j, b, mentions);
+    }
+    assert_eq!(
+        api.get_ok("/v1/maintenance").await["maintenance"],
+        serde_json::json!([])
+    );
+
+    // The read-only token may list, not announce or remove.
+    let as_reader = |method: &str, uri: &str, body: String| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {READ_TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (s, j, _) = api
+        .send(as_reader(
+            "POST",
+            "/v1/maintenance",
+            body("web", &start, &end, "Upgrade"),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{j}");
+    assert!(j["reason"].as_str().unwrap().contains("admin token"), "{j}");
+
+    // Announced by the admin token.
+    let b = serde_json::json!({"service": "web", "start": start, "end": end, "title": " Database upgrade ", "details": "About 20 minutes."}).to_string();
+    let (s, j) = api.post("/v1/maintenance", "application/json", &b).await;
+    assert_eq!(s, StatusCode::CREATED, "{j}");
+    let m = &j["maintenance"];
+    assert_eq!(m["title"], "Database upgrade");
+    assert_eq!(m["details"], "About 20 minutes.");
+    assert_eq!(m["created_by"], "admin");
+    assert_eq!(m["start_ms"], (now + 2 * H) / 1000 * 1000);
+    let id = m["id"].as_i64().unwrap();
+    let (s, j, _) = api
+        .send(as_reader(
+            "GET",
+            "/v1/maintenance?service=web",
+            String::new(),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["maintenance"][0]["id"], id);
+    assert_eq!(
+        api.get_ok("/v1/maintenance?service=other").await["maintenance"],
+        serde_json::json!([])
+    );
+    let (s, j) = api.get("/v1/maintenance?services=web").await;
+    assert_bad(s, &j, "unknown filter", "services");
+
+    let (s, j, _) = api
+        .send(as_reader(
+            "DELETE",
+            &format!("/v1/maintenance/{id}"),
+            String::new(),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{j}");
+    let delete = |uri: String| {
+        Request::delete(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", api.lab.token))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (s, j, _) = api.send(delete("/v1/maintenance/abc".into())).await;
+    assert_bad(s, &j, "id", "maintenance id: expected a number");
+    let (s, j, _) = api
+        .send(delete(format!("/v1/maintenance/{}", id + 1)))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{j}");
+    let (s, j, _) = api.send(delete(format!("/v1/maintenance/{id}"))).await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["removed"]["id"], id);
+    assert_eq!(
+        api.get_ok("/v1/maintenance").await["maintenance"],
+        serde_json::json!([])
+    );
+
+    // Both actions are in the history, as events of the service.
+    let events = api.get_ok("/v1/events?service=web").await;
+    let texts: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "maintenance")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 2, "{events}");
+    assert!(
+        texts[0].starts_with(&format!("maintenance #{id} removed by admin")),
+        "{texts:?}"
+    );
+    assert!(
+        texts[1].starts_with(&format!(
+            "maintenance #{id} announced by admin: {start} to {end}"
+        )),
+        "{texts:?}"
+    );
+    api.stop().await;
+}

@@ -12,7 +12,12 @@
 //! - the primary stops: the open overview shows the failover within 2 s through server-sent
 //!   events (no reload), and the failover round's votes open with their signatures verified;
 //!   the public status page (no login) says the service runs on the backup, the incident
-//!   ongoing.
+//!   ongoing;
+//! - maintenance announced with the real `quorate-coordinator maintenance add|list|remove`
+//!   shows on the status page; while the service is backup-active the maintenance page
+//!   answers its names with 503, `Retry-After`, `no-store` and the incident's start, over HTTP
+//!   (in the browser and with reqwest) and HTTPS (the operator's certificate, from a test CA);
+//!   once the primary is back it answers 404, and 421 to any other host all along.
 //!
 //! Screenshots of the overview, the timeline and a round are written under the target folder
 //! on every run, and into `docs/dashboard/` when `QUORATE_SCREENSHOTS=1`.
@@ -93,6 +98,9 @@ impl Browser {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--window-size=1280,900", "--no-first-run", "--disable-extensions",
+                    // The maintenance page is asked for by the service's name.
+                    "--host-resolver-rules=MAP www.example.test 127.0.0.1",
+                    "--disable-features=HttpsUpgrades",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             },
@@ -120,6 +128,19 @@ impl Browser {
 
     /// One WebDriver command; its `value`. Panics on a WebDriver error, quoting it.
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        match self.try_cmd(method.clone(), path, body).await {
+            Ok(v) => v,
+            Err((status, v)) => panic!("{method} {path}: {status}: {v}"),
+        }
+    }
+
+    /// One WebDriver command: its `value`, or the error status and body.
+    async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (reqwest::StatusCode, Value)> {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.session));
@@ -132,8 +153,11 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = res.status();
         let v: Value = res.json().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status}: {v}");
-        v["value"].clone()
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err((status, v))
+        }
     }
 
     async fn goto(&self, url: &str) {
@@ -169,13 +193,25 @@ impl Browser {
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
+    /// Clicks the element `css` selects. An element of the overview's services table can be
+    /// replaced by a server-sent push between finding and clicking it ("stale element
+    /// reference"): then it is found again, until the deadline.
     async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
+        eventually(&format!("a click on {css}"), DEADLINE, || async {
+            let id = self.find(css).await;
+            match self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    Some(json!({})),
+                )
+                .await
+            {
+                Ok(_) => Some(()),
+                Err((_, v)) if v["value"]["error"] == "stale element reference" => None,
+                Err((status, v)) => panic!("click on {css}: {status}: {v}"),
+            }
+        })
         .await;
     }
 
@@ -602,6 +638,317 @@ async fn a_failover_shows_on_the_open_overview_within_2s_and_its_votes_verify() 
     .await;
     assert_eq!(b.count("tr.incident.ongoing").await, 1);
     b.screenshot("status.png").await;
+
+    b.quit().await;
+    s.stop().await;
+}
+
+/// A test CA and a leaf for www.example.test and example.test signed by it: (CA PEM, leaf
+/// cert file, leaf key file).
+fn site_tls(dir: &std::path::Path) -> (String, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Quorate test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_params = CertificateParams::new(vec![
+        "www.example.test".to_string(),
+        "example.test".to_string(),
+    ])
+    .unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let (cert, key) = (dir.join("site.crt"), dir.join("site.key"));
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    shared::keys::write_private_file(&key, leaf_key.serialize_pem().as_bytes()).unwrap();
+    (ca_cert.pem(), cert, key)
+}
+
+/// `quorate-coordinator maintenance ARGS --config CONFIG`, the real binary: (success, stdout).
+async fn maintenance_cli(config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate-coordinator"))
+        .arg("maintenance")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), stdout + &stderr)
+}
+
+/// What a GET of `url` answers: status, Retry-After, Cache-Control, body.
+async fn fetch(http: &reqwest::Client, url: &str) -> (u16, Option<String>, Option<String>, String) {
+    let r = http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let h = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    let (retry, cache) = (h("retry-after"), h("cache-control"));
+    (r.status().as_u16(), retry, cache, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_maintenance_shows_and_the_maintenance_page_answers_503_only_while_on_the_backup()
+{
+    let _turn = BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert, key) = site_tls(dir.path());
+    let mut s = Setup::start(&format!(
+        r#"
+[status_page]
+listen = "127.0.0.1:0"
+services = ["web"]
+title = "Example status"
+
+[maintenance_page]
+listen = "127.0.0.1:0"
+tls_listen = "127.0.0.1:0"
+tls_cert_file = {cert:?}
+tls_key_file = {key:?}
+services = ["web"]
+retry_after = "120s"
+"#
+    ))
+    .await;
+    let status_page = format!("http://{}/", s.coord.status_addr.unwrap());
+    let (http_addr, https_addr) = s.coord.maintenance_page_addrs;
+    let (http_port, https_port) = (http_addr.unwrap().port(), https_addr.unwrap().port());
+    let page = format!("http://www.example.test:{http_port}/");
+    let page_tls = format!("https://www.example.test:{https_port}/some/path?q=1");
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .resolve("www.example.test", lo)
+        .build()
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(shared::tls::ring_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_backend_preconfigured(tls)
+        .resolve("www.example.test", lo)
+        .build()
+        .unwrap();
+    s.wait_served(s.p_ip).await;
+
+    // On the primary: the service's names get a 404 (not the page), other hosts a 421.
+    let (code, _, cache, body) = fetch(&http, &page).await;
+    assert_eq!((code, cache.as_deref()), (404, Some("no-store")), "{body}");
+    assert!(body.contains("not in maintenance"), "{body}");
+    let (code, ..) = fetch(&https, &page_tls).await;
+    assert_eq!(code, 404);
+    let (code, _, _, body) = fetch(&http, &format!("http://127.0.0.1:{http_port}/")).await;
+    assert_eq!(code, 421, "{body}");
+
+    // Maintenance announced with the real CLI, through the API (admin token); listed with
+    // the read-only token; one removed again.
+    let api_text = std::fs::read_to_string(s.lab.path().join("coordinator.toml"))
+        .unwrap()
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", s.coord.api_addr),
+            1,
+        );
+    let cli_config = s.lab.path().join("cli.toml");
+    std::fs::write(&cli_config, api_text).unwrap();
+    let now = shared::unix_ms(std::time::SystemTime::now());
+    let at = |ms: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+            .to_string()
+    };
+    const MIN: u64 = 60_000;
+    let add = |start: u64, end: u64, title: &'static str| {
+        let (start, end) = (at(start), at(end));
+        let cli_config = cli_config.clone();
+        async move {
+            let (ok, out) = maintenance_cli(
+                &cli_config,
+                &[
+                    "add",
+                    "--service",
+                    "web",
+                    "--start",
+                    &start,
+                    "--end",
+                    &end,
+                    "--title",
+                    title,
+                    "--details",
+                    "Payments may fail meanwhile.",
+                ],
+            )
+            .await;
+            assert!(ok, "{out}");
+            let v: Value = serde_json::from_str(&out).unwrap();
+            v["maintenance"]["id"].as_i64().unwrap()
+        }
+    };
+    let now_id = add(now - 10 * MIN, now + 60 * MIN, "Database upgrade").await;
+    let later_id = add(now + 24 * 60 * MIN, now + 25 * 60 * MIN, "Network work").await;
+    let gone_id = add(now + 48 * 60 * MIN, now + 49 * 60 * MIN, "Cancelled").await;
+    let (ok, out) = maintenance_cli(
+        &cli_config,
+        &[
+            "add",
+            "--service",
+            "web",
+            "--start",
+            &at(now),
+            "--end",
+            &at(now - MIN),
+            "--title",
+            "backwards",
+        ],
+    )
+    .await;
+    assert!(
+        !ok && out.contains("end: expected a time after start"),
+        "{out}"
+    );
+    let (ok, out) = maintenance_cli(&cli_config, &["remove", "--id", &gone_id.to_string()]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = maintenance_cli(&cli_config, &["list", "--service", "web"]).await;
+    assert!(ok, "{out}");
+    let listed: Vec<i64> = serde_json::from_str::<Value>(&out).unwrap()["maintenance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [now_id, later_id]);
+    assert!(
+        !out.contains(&s.lab.token) && !out.contains(&s.read_token),
+        "no token printed"
+    );
+
+    // The status page shows both, the first under way, with no login.
+    let b = Browser::start().await;
+    b.goto(&status_page).await;
+    b.wait_text("section[data-service=\"web\"] .status", "operational")
+        .await;
+    let rows = b
+        .js("return [...document.querySelectorAll('tr.maintenance-window')].map(r => [Number(r.dataset.id), r.querySelector('.title').textContent, r.classList.contains('now')]);")
+        .await;
+    assert_eq!(
+        rows,
+        json!([
+            [now_id, "Database upgrade", true],
+            [later_id, "Network work", false]
+        ])
+    );
+    assert!(
+        b.text("tr.maintenance-window .details")
+            .await
+            .unwrap()
+            .contains("Payments may fail"),
+    );
+    // The dashboard's service page lists them too (a read-only login is enough).
+    login(&b, &s, &s.read_token).await;
+    b.goto(&s.url("/ui/services/web")).await;
+    b.wait_text("li.maintenance-window.now .title", "Database upgrade")
+        .await;
+    assert_eq!(b.count("li.maintenance-window").await, 2);
+
+    // The primary stops: the page answers the service's names, in the browser and to reqwest.
+    s.primary.stop().await;
+    eventually("the coordinator to fail over", DEADLINE, || async {
+        (s.status().active == Side::Backup).then_some(())
+    })
+    .await;
+    let since_ms = eventually("the failover's transition event", DEADLINE, || async {
+        let events = s
+            .coord
+            .store
+            .list_events(&coordinator::store::ListFilter {
+                service: Some("web".into()),
+                limit: 50,
+                ..Default::default()
+            })
+            .unwrap();
+        events
+            .iter()
+            .find(|e| {
+                e.kind == coordinator::store::EventKind::Transition
+                    && e.message.starts_with("primary-active -> backup-active")
+            })
+            .map(|e| e.at_ms)
+    })
+    .await;
+    let since = at(since_ms);
+    let (code, retry, cache, body) = eventually("the maintenance page", DEADLINE, || async {
+        let r = fetch(&http, &page).await;
+        (r.0 == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(retry.as_deref(), Some("120"));
+    assert_eq!(cache.as_deref(), Some("no-store"));
+    assert_eq!(code, 503);
+    assert!(
+        body.contains(&format!("<time id=\"since\">{since}</time>")),
+        "the incident's start {since} in {body}"
+    );
+    let (code, retry, cache, tls_body) = fetch(&https, &page_tls).await;
+    assert_eq!(
+        (code, retry.as_deref(), cache.as_deref()),
+        (503, Some("120"), Some("no-store"))
+    );
+    assert_eq!(tls_body, body);
+    let (code, ..) = fetch(&http, &format!("http://127.0.0.1:{http_port}/")).await;
+    assert_eq!(code, 421, "another host never gets the page");
+
+    b.goto(&page).await;
+    assert_eq!(
+        b.wait_text("#maintenance", "back soon").await,
+        "We'll be back soon"
+    );
+    assert_eq!(b.text("#since").await.as_deref(), Some(since.as_str()));
+    b.screenshot("maintenance_page.png").await;
+    b.goto(&status_page).await;
+    b.wait_text(
+        "section[data-service=\"web\"] .status",
+        "running on the backup",
+    )
+    .await;
+    assert_eq!(b.count("tr.incident.ongoing").await, 1);
+    assert_eq!(b.count("tr.maintenance-window").await, 2);
+    b.screenshot("status_maintenance.png").await;
+
+    // The primary is back: the page stops, over HTTP and HTTPS.
+    s.primary.start().await;
+    eventually("the coordinator to fail back", DEADLINE, || async {
+        (s.status().active == Side::Primary).then_some(())
+    })
+    .await;
+    let (code, _, cache, _) = fetch(&http, &page).await;
+    assert_eq!((code, cache.as_deref()), (404, Some("no-store")));
+    let (code, ..) = fetch(&https, &page_tls).await;
+    assert_eq!(code, 404);
+    b.goto(&page).await;
+    b.wait_text("body", "not in maintenance").await;
 
     b.quit().await;
     s.stop().await;

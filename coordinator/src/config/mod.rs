@@ -3,13 +3,14 @@
 //! the key and what was expected; `check` prints them all.
 //!
 //! One file per section: `coordinator` (`[coordinator]`, `[api]`), `witness` (`[[witness]]`),
-//! `dns` (`[dns]` or `[dns.<name>]`), `notify` (`[notify]`, `[[notify.webhook]]`, `[[notify.ntfy]]`, `[[notify.email]]`), `readiness` (`[readiness]`), `dashboard` (`[dashboard]`), `status_page` (`[status_page]`), `service` (`[[service]]`) and `probe`
+//! `dns` (`[dns]` or `[dns.<name>]`), `notify` (`[notify]`, `[[notify.webhook]]`, `[[notify.ntfy]]`, `[[notify.email]]`), `readiness` (`[readiness]`), `dashboard` (`[dashboard]`), `status_page` (`[status_page]`), `maintenance_page` (`[maintenance_page]`), `service` (`[[service]]`) and `probe`
 //! (a service's `probe`). Relative paths are relative to the config file's folder
 //! ([`shared::config::resolve`]); errors are the kit's [`Diagnostics`].
 
 mod coordinator;
 mod dashboard;
 mod dns;
+mod maintenance_page;
 mod notify;
 mod probe;
 mod readiness;
@@ -32,6 +33,9 @@ pub use self::coordinator::{RawApi, RawCoordinator};
 pub use self::dashboard::{DEFAULT_SESSION_TTL, DashboardConfig, RawDashboard};
 pub use self::dns::{
     Backend, DEFAULT_BACKEND, DnsConfig, RawBackend, RawDns, RawVerify, VerifyConfig,
+};
+pub use self::maintenance_page::{
+    DEFAULT_PAGE as MAINTENANCE_PAGE, MaintenancePageConfig, PageService, RawMaintenancePage,
 };
 pub use self::notify::{RawEmail, RawNotify, RawNtfy, RawWebhook, WebhookFormat};
 pub use self::probe::{RawDnsProbe, RawHttpProbe, RawProbe, RawTcpProbe};
@@ -68,6 +72,8 @@ pub struct RawConfig {
     pub dashboard: RawDashboard,
     #[serde(default)]
     pub status_page: Option<RawStatusPage>,
+    #[serde(default)]
+    pub maintenance_page: Option<RawMaintenancePage>,
 }
 
 /// `[history]`: how the tamper-evident history is kept (`ledger`, docs/history.md).
@@ -113,6 +119,8 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// `[status_page]`: the public status page, if one is configured.
     pub status_page: Option<StatusPageConfig>,
+    /// `[maintenance_page]`: the 503 page for backup-active services, if configured.
+    pub maintenance_page: Option<MaintenancePageConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -158,6 +166,12 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
     let mut services = service::validate_all(&raw.service, &raw.witness, top.interval, &mut e);
     let names: Vec<String> = raw.service.iter().map(|s| s.name.clone()).collect();
     let status_page = status_page::validate(&raw.status_page, &names, &mut e);
+    let page_services: Vec<(String, Vec<String>)> = services
+        .iter()
+        .map(|s| (s.name.clone(), s.names.clone()))
+        .collect();
+    let maintenance_page =
+        maintenance_page::validate(&raw.maintenance_page, &page_services, base, &mut e);
     if let Some(dns) = &dns {
         dns::bind_services(dns, raw.dns.named, &mut services, &mut e);
     }
@@ -198,6 +212,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             checkpoint_every: checkpoint_every?,
             dashboard,
             status_page,
+            maintenance_page,
         })
     })
 }

@@ -16,6 +16,7 @@
 //! that changes something carries the session's CSRF token or is refused (403); an expired or
 //! unknown session is sent to the login form; bodies and query strings are bounded.
 
+pub mod maintenance_page;
 pub mod session;
 pub mod status;
 pub mod views;
@@ -504,6 +505,8 @@ async fn service_page(
         before_id: None,
         limit: PAGE,
     };
+    let now = shared::unix_ms(std::time::SystemTime::now());
+    let service = name.clone();
     let read = d
         .api
         .store
@@ -512,10 +515,11 @@ async fn service_page(
                 st.list_rounds(&f)?,
                 st.list_events(&lf)?,
                 st.list_dns_changes(&lf)?,
+                st.list_maintenance(Some(&service), now, crate::maintenance::MAX_OPEN)?,
             ))
         })
         .await;
-    let (rounds, evs, changes) = match read {
+    let (rounds, evs, changes, maintenance) = match read {
         Ok(x) => x,
         Err(e) => {
             return message(
@@ -553,6 +557,10 @@ async fn service_page(
         outcomes: Outcome::ALL.iter().map(|o| o.as_str()).collect(),
         events: evs.iter().map(EventRow::new).collect(),
         changes: changes.iter().map(ChangeRow::new).collect(),
+        maintenance: maintenance
+            .iter()
+            .map(|m| status::MaintenanceRow::new(m, now))
+            .collect(),
         admin: s.role == Role::Admin,
         csrf: s.csrf,
     })

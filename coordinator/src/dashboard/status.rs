@@ -1,7 +1,8 @@
 //! The public status page (`[status_page]`): no login, its own listener, only the services the
 //! operator lists. For each: whether it runs on its primary or on the backup now, and its
 //! incidents over 90 days — when it failed over, when it came back, how long it lasted —
-//! read from the history's `transition` events. Nothing else of the history is shown (no
+//! read from the history's `transition` events, and the maintenance the operator announced
+//! (`quorate-coordinator maintenance add`) until it ends. Nothing else of the history is shown (no
 //! votes, no addresses, no witnesses).
 
 use std::sync::Arc;
@@ -84,6 +85,34 @@ pub struct PublicService {
     pub on_backup: bool,
     pub incidents: Vec<IncidentRow>,
     pub truncated: bool,
+    /// Announced maintenance not yet ended, soonest first.
+    pub maintenance: Vec<MaintenanceRow>,
+}
+
+/// One announced maintenance window (`crate::maintenance`).
+#[derive(Debug, Clone)]
+pub struct MaintenanceRow {
+    pub id: i64,
+    pub title: String,
+    pub details: String,
+    pub start: String,
+    pub end: String,
+    /// Under way now (else upcoming).
+    pub now: bool,
+}
+
+impl MaintenanceRow {
+    pub fn new(m: &crate::store::Maintenance, now_ms: u64) -> MaintenanceRow {
+        MaintenanceRow {
+            id: m.id,
+            title: m.title.clone(),
+            details: m.details.clone(),
+            start: time(m.start_ms),
+            end: time(m.end_ms),
+            now: crate::maintenance::phase(m.start_ms, m.end_ms, now_ms)
+                == crate::maintenance::Phase::Now,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -138,6 +167,18 @@ async fn page(State(st): State<Arc<St>>) -> Response {
                 return (StatusCode::SERVICE_UNAVAILABLE, "status unavailable").into_response();
             }
         };
+        let service = name.clone();
+        let maintenance = match st
+            .store
+            .call(move |s| s.list_maintenance(Some(&service), now, crate::maintenance::MAX_OPEN))
+            .await
+        {
+            Ok(m) => m.iter().map(|m| MaintenanceRow::new(m, now)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "status page: the history is unreadable");
+                return (StatusCode::SERVICE_UNAVAILABLE, "status unavailable").into_response();
+            }
+        };
         let truncated = events.len() as u32 == MAX_EVENTS;
         events.reverse();
         let on_backup = live
@@ -161,6 +202,7 @@ async fn page(State(st): State<Arc<St>>) -> Response {
             on_backup,
             incidents: rows,
             truncated,
+            maintenance,
         });
     }
     let mut res = match (StatusPage {

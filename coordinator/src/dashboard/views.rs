@@ -313,6 +313,8 @@ pub struct ServicePage {
     pub outcomes: Vec<&'static str>,
     pub events: Vec<EventRow>,
     pub changes: Vec<ChangeRow>,
+    /// Announced maintenance not yet ended (`quorate-coordinator maintenance add`).
+    pub maintenance: Vec<super::status::MaintenanceRow>,
     pub admin: bool,
     pub csrf: String,
 }

@@ -15,6 +15,7 @@ use rusqlite::Connection;
 
 mod chain;
 pub mod codec;
+mod maintenance;
 mod reads;
 mod retention;
 mod schema;
@@ -22,6 +23,7 @@ mod spells;
 mod types;
 mod writes;
 
+pub use maintenance::{AddRefused, Maintenance, NewMaintenance};
 pub use schema::SCHEMA_VERSION;
 pub use spells::Spell;
 pub use types::{

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema this build writes. A database from a newer build is refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Applied in order; `PRAGMA user_version` says how many already ran.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -80,6 +80,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 4: spells of identical rounds: the closing round's columns and the runs in progress
     // (`store::spells`).
     super::spells::MIGRATION,
+    // 5: scheduled maintenance announcements (`store::maintenance`).
+    super::maintenance::MIGRATION,
 ];
 
 /// The migration after which the chain's genesis link is written.

@@ -437,4 +437,129 @@ fn identical_rounds_are_one_spell_closed_by_a_different_round_a_checkpoint_or_a_
     assert_eq!(spells_of(&s, "shop"), [(2, 10_500, None)]);
     // The same round after the restart starts a new spell.
     assert!(record(&s, &stuck("web", 17_000)).unwrap().0.is_some());
+fn announcement(service: &str, start_ms: u64, end_ms: u64, title: &str) -> NewMaintenance {
+    NewMaintenance {
+        service: service.into(),
+        start_ms,
+        end_ms,
+        title: title.into(),
+        details: String::new(),
+        created_ms: 100,
+        created_by: "admin".into(),
+    }
+}
+
+/// An announcement and its removal each land with a `maintenance` event in the chain; the
+/// list shows only the ones not ended, soonest first; a service's open announcements are
+/// bounded.
+#[test]
+fn maintenance_is_added_listed_and_removed_with_an_event_each_in_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("h.sqlite")).unwrap();
+    let m = |a: NewMaintenance| maintenance::add(&mut s.lock(), &a, 3).unwrap();
+    let late = m(announcement("www", 5_000, 6_000, "late")).unwrap();
+    let early = m(announcement("www", 1_000, 2_000, "early")).unwrap();
+    let other = m(announcement("mail", 1_000, 9_000, "mail")).unwrap();
+    let ids = |service: Option<&str>, after: u64| -> Vec<i64> {
+        s.list_maintenance(service, after, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    assert_eq!(ids(None, 0), [early, other, late]);
+    assert_eq!(ids(Some("www"), 0), [early, late]);
+    assert_eq!(ids(Some("www"), 2_000), [late], "ended ones are not listed");
+    assert_eq!(s.maintenance(late).unwrap().unwrap().title, "late");
+    // The bound counts only announcements not ended at the time of the new one.
+    m(announcement("www", 7_000, 8_000, "third")).unwrap();
+    assert_eq!(
+        m(announcement("www", 7_000, 8_000, "fourth")),
+        Err(AddRefused::TooMany(3))
+    );
+
+    let removed = maintenance::remove(&mut s.lock(), early, 200, "read").unwrap();
+    assert_eq!(removed.map(|m| m.title), Some("early".to_string()));
+    assert_eq!(
+        maintenance::remove(&mut s.lock(), early, 200, "admin").unwrap(),
+        None
+    );
+    assert_eq!(ids(Some("www"), 0).len(), 2);
+
+    let events = s
+        .list_events(&ListFilter {
+            service: Some("www".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    let texts: Vec<(EventKind, &str)> = events
+        .iter()
+        .map(|e| (e.kind, e.message.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (
+                EventKind::Maintenance,
+                "maintenance #2 removed by read (was 1970-01-01T00:00:01Z to 1970-01-01T00:00:02Z: \"early\")"
+            ),
+            (
+                EventKind::Maintenance,
+                "maintenance #4 announced by admin: 1970-01-01T00:00:07Z to 1970-01-01T00:00:08Z: \"third\""
+            ),
+            (
+                EventKind::Maintenance,
+                "maintenance #2 announced by admin: 1970-01-01T00:00:01Z to 1970-01-01T00:00:02Z: \"early\""
+            ),
+            (
+                EventKind::Maintenance,
+                "maintenance #1 announced by admin: 1970-01-01T00:00:05Z to 1970-01-01T00:00:06Z: \"late\""
+            ),
+        ]
+    );
+    let keys = crate::ledger::fixtures::Keys::new().set();
+    let rep = crate::ledger::chain::check_chain(&keys, &s.chain_input().unwrap());
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    // genesis, four announcements, one removal (the refused one wrote nothing)
+    assert_eq!(rep.links, 6);
+}
+
+/// A file written by schema 3 (before announcements: the first three migrations and the
+/// chain's genesis, exactly as `migrate` ran them) opens: the later migrations run, and
+/// decisions and announcements are written and verify in the chain.
+#[test]
+fn a_schema_3_file_migrates_forward_and_takes_announcements() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.sqlite");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &super::schema::MIGRATIONS[..3] {
+            tx.execute_batch(sql).unwrap();
+        }
+        super::chain::genesis(&tx).unwrap();
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.commit().unwrap();
+        let has_table: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'maintenance'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(has_table, 0);
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    record(&s, &decision("www", 10, true, 3)).unwrap();
+    maintenance::add(&mut s.lock(), &announcement("www", 1, 2, "db"), 100)
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.list_maintenance(None, 0, 10).unwrap().len(), 1);
+    let keys = crate::ledger::fixtures::Keys::new().set();
+    let rep = crate::ledger::chain::check_chain(&keys, &s.chain_input().unwrap());
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    // genesis, the round, its event, its DNS change, the announcement's event
+    assert_eq!(rep.links, 5);
 }

@@ -94,10 +94,12 @@ pub enum EventKind {
     HookFailed,
     /// One try of the pre-failback gate (failed, passed, or skipped by an operator).
     Gate,
+    /// An operator announced or removed a scheduled maintenance (`store::maintenance`).
+    Maintenance,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Alert,
         EventKind::Resolved,
         EventKind::Transition,
@@ -107,6 +109,7 @@ impl EventKind {
         EventKind::DnsReconciled,
         EventKind::HookFailed,
         EventKind::Gate,
+        EventKind::Maintenance,
     ];
 
     /// The spelling stored in the history, sent in notifications and shown by the API.
@@ -121,6 +124,7 @@ impl EventKind {
             EventKind::DnsReconciled => "dns-reconciled",
             EventKind::HookFailed => "hook-failed",
             EventKind::Gate => "gate",
+            EventKind::Maintenance => "maintenance",
         }
     }
 

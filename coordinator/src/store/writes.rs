@@ -206,7 +206,7 @@ pub(super) fn write(conn: &mut Connection, w: &HistoryWrite) -> Result<(), Store
     Ok(())
 }
 
-fn insert_event(tx: &Transaction<'_>, e: &NewEvent) -> Result<(), StoreError> {
+pub(super) fn insert_event(tx: &Transaction<'_>, e: &NewEvent) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO events (service, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)",
         params![e.service, e.at_ms as i64, e.kind, e.message],
