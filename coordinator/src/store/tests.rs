@@ -437,6 +437,8 @@ fn identical_rounds_are_one_spell_closed_by_a_different_round_a_checkpoint_or_a_
     assert_eq!(spells_of(&s, "shop"), [(2, 10_500, None)]);
     // The same round after the restart starts a new spell.
     assert!(record(&s, &stuck("web", 17_000)).unwrap().0.is_some());
+}
+
 fn announcement(service: &str, start_ms: u64, end_ms: u64, title: &str) -> NewMaintenance {
     NewMaintenance {
         service: service.into(),
