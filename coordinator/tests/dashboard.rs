@@ -637,6 +637,22 @@ async fn a_failover_shows_on_the_open_overview_within_2s_and_its_votes_verify() 
     )
     .await;
     assert_eq!(b.count("tr.incident.ongoing").await, 1);
+    // The history's latest signed checkpoint, as the API serves it (signed on the DNS
+    // change; the next periodic one is 10 minutes away).
+    let head = b
+        .text(".checkpoint .head")
+        .await
+        .expect("the status page shows the latest checkpoint");
+    let served: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/history/checkpoint", s.coord.api_addr))
+        .bearer_auth(&s.read_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served["checkpoint"]["head"], head.as_str(), "{served}");
     b.screenshot("status.png").await;
 
     b.quit().await;

@@ -120,6 +120,32 @@ impl MaintenanceRow {
 pub struct StatusPage {
     pub title: String,
     pub services: Vec<PublicService>,
+    /// The newest signed checkpoint of the history's hash chain, verified with the running
+    /// coordinator's keys: what an auditor compares their copy against (docs/history.md §4).
+    pub checkpoint: Option<CheckpointLine>,
+}
+
+/// The checkpoint as the page shows it.
+pub struct CheckpointLine {
+    pub seq: i64,
+    pub head: String,
+    pub at: String,
+    pub key_id: String,
+}
+
+impl CheckpointLine {
+    /// The newest checkpoint if it verifies with `keys`; `None` before the first one (or if
+    /// it does not verify, which `verify-history` reports; the page does not guess).
+    fn newest(store: &Store, keys: &crate::ledger::KeySet) -> Option<CheckpointLine> {
+        let stored = store.latest_checkpoint().ok()??;
+        let cp = stored.open(keys).ok()?;
+        Some(CheckpointLine {
+            seq: cp.seq,
+            head: cp.head,
+            at: time(cp.at_ms),
+            key_id: cp.coordinator.to_string(),
+        })
+    }
 }
 
 struct St {
@@ -205,9 +231,17 @@ async fn page(State(st): State<Arc<St>>) -> Response {
             maintenance,
         });
     }
+    let keys = live.keys.clone();
+    let checkpoint = st
+        .store
+        .call(move |s| Ok(CheckpointLine::newest(s, &keys)))
+        .await
+        .ok()
+        .flatten();
     let mut res = match (StatusPage {
         title: st.config.title.clone(),
         services,
+        checkpoint,
     })
     .render()
     {
