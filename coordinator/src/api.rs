@@ -581,13 +581,17 @@ struct VoteView {
     reverified: String,
 }
 
+/// A numeric id from the path (`/v1/rounds/{id}`), or a 400 naming what it is the id of.
+fn path_id(of: &str, text: &str) -> Result<i64, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad(format!("{of} id: expected a number, got {text:?}")))
+}
+
 async fn one_round(
     State(st): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad(format!("round id: expected a number, got {id:?}")))?;
+    let id = path_id("round", &id)?;
     let Some((round, votes)) = st.store.call(move |s| s.round(id)).await? else {
         return Err(ApiError::not_found(format!("no round {id}")));
     };
@@ -609,9 +613,7 @@ async fn round_incident(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use crate::ledger::incident::{ExportError, export};
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad(format!("round id: expected a number, got {id:?}")))?;
+    let id = path_id("round", &id)?;
     let keys = st.live.get().keys.clone();
     let inc = st
         .store
@@ -802,9 +804,7 @@ async fn remove_maintenance(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     admin_required(role)?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad(format!("maintenance id: expected a number, got {id:?}")))?;
+    let id = path_id("maintenance", &id)?;
     let now = shared::unix_ms(std::time::SystemTime::now());
     match st
         .store
