@@ -38,16 +38,68 @@ pub struct RawCoordinator {
 pub struct RawApi {
     pub listen: String,
     /// File holding the admin bearer token (mode 0600): everything, overrides and failback
-    /// included.
-    pub token_file: PathBuf,
+    /// included. Or `token_credential`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Instead of `token_file`: the name of a systemd credential holding the admin token.
+    #[serde(default)]
+    pub token_credential: Option<String>,
     /// File holding a read-only bearer token (mode 0600): every `GET` of the API, no action.
     /// For `status` on another host, a dashboard viewer, a script.
     #[serde(default)]
     pub read_token_file: Option<PathBuf>,
+    /// Instead of `read_token_file`: a systemd credential's name.
+    #[serde(default)]
+    pub read_token_credential: Option<String>,
     /// File holding a token that grants `/metrics` only (mode 0600), for a Prometheus
     /// scraper that must not hold the API token. Unset: `/metrics` is open, as before.
     #[serde(default)]
     pub metrics_token_file: Option<PathBuf>,
+    /// Instead of `metrics_token_file`: a systemd credential's name.
+    #[serde(default)]
+    pub metrics_token_credential: Option<String>,
+    /// The API's (and dashboard's) certificate chain, PEM: with `tls_key_file` (or
+    /// `tls_key_credential`) the listener speaks HTTPS only.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key, PEM (mode 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Instead of `tls_key_file`: a systemd credential's name.
+    #[serde(default)]
+    pub tls_key_credential: Option<String>,
+    /// For the CLI (`status`, `override`, ...): the CA that signed `tls_cert_file`, when the
+    /// certificate is not self-signed. Unset: the CLI trusts `tls_cert_file` itself.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The API's HTTPS: the certificate and key as read, and the server config built from them.
+#[derive(Clone)]
+pub struct ApiTls {
+    /// `api.tls_cert_file`, resolved.
+    pub cert_file: PathBuf,
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+    /// The leaf certificate's `notAfter`, if it could be read (`check` warns before it).
+    pub not_after: Option<std::time::SystemTime>,
+    /// SHA-256 of the certificate chain and key as read: what a reload compares.
+    fingerprint: [u8; 32],
+}
+
+impl PartialEq for ApiTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_file == other.cert_file && self.fingerprint == other.fingerprint
+    }
+}
+
+impl std::fmt::Debug for ApiTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ApiTls")
+            .field("cert_file", &self.cert_file)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_interval() -> String {
@@ -70,6 +122,8 @@ pub(super) struct Top {
     pub read_token: Option<Option<String>>,
     /// `Some(None)`: `/metrics` is open; `None`: the metrics token file was wrong (recorded).
     pub metrics_token: Option<Option<String>>,
+    /// `Some(None)`: plain HTTP; `None`: the certificate or key was wrong (recorded).
+    pub api_tls: Option<Option<ApiTls>>,
 }
 
 /// Minimum length of the API's bearer token.
@@ -95,11 +149,41 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
             &api.listen,
         );
     }
-    let api_token = read_token(&resolve(base, &api.token_file), "api.token_file", e);
-    let read_only = match &api.read_token_file {
-        None => Some(None),
-        Some(f) => read_token(&resolve(base, f), "api.read_token_file", e).map(Some),
+    let env = |n: &str| std::env::var(n).ok();
+    let api_token = match secret_path(
+        ("api.token_file", api.token_file.as_ref()),
+        ("api.token_credential", api.token_credential.as_ref()),
+        base,
+        &env,
+        e,
+    ) {
+        Some(Some((key, path))) => read_token(&path, key, e),
+        Some(None) => {
+            e.push(
+                "api.token_file",
+                "missing; expected token_file (a mode 0600 file: quorate-coordinator init writes one) or token_credential (a systemd credential's name)",
+            );
+            None
+        }
+        None => None,
     };
+    let optional_token = |file: (&'static str, Option<&PathBuf>),
+                          credential: (&'static str, Option<&String>),
+                          e: &mut Diagnostics| {
+        match secret_path(file, credential, base, &env, e) {
+            Some(Some((key, path))) => read_token(&path, key, e).map(Some),
+            Some(None) => Some(None),
+            None => None,
+        }
+    };
+    let read_only = optional_token(
+        ("api.read_token_file", api.read_token_file.as_ref()),
+        (
+            "api.read_token_credential",
+            api.read_token_credential.as_ref(),
+        ),
+        e,
+    );
     if let (Some(admin), Some(Some(read))) = (&api_token, &read_only)
         && admin == read
     {
@@ -108,10 +192,15 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
             "holds the same token as api.token_file: a read-only token must differ from the admin token (head -c 32 /dev/urandom | base64 > read.token)",
         );
     }
-    let metrics_token = match &api.metrics_token_file {
-        None => Some(None),
-        Some(f) => read_token(&resolve(base, f), "api.metrics_token_file", e).map(Some),
-    };
+    let metrics_token = optional_token(
+        ("api.metrics_token_file", api.metrics_token_file.as_ref()),
+        (
+            "api.metrics_token_credential",
+            api.metrics_token_credential.as_ref(),
+        ),
+        e,
+    );
+    let api_tls = api_tls(api, base, &env, e);
     Top {
         signing_key,
         interval,
@@ -122,7 +211,122 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
         api_token,
         read_token: read_only,
         metrics_token,
+        api_tls,
     }
+}
+
+/// Where a secret given as `<x>_file` or `<x>_credential` is: `Some(Some((key, path)))` with
+/// the key it was given by, `Some(None)` when neither is set, `None` when both are or the
+/// credential cannot be found (recorded).
+fn secret_path(
+    (file_key, file): (&'static str, Option<&PathBuf>),
+    (credential_key, credential): (&'static str, Option<&String>),
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    e: &mut Diagnostics,
+) -> Option<Option<(&'static str, PathBuf)>> {
+    match (file, credential) {
+        (None, None) => Some(None),
+        (Some(f), None) => Some(Some((file_key, resolve(base, f)))),
+        (None, Some(name)) => {
+            match crate::dns::secret::credential_path(credential_key, name, env) {
+                Ok(p) => Some(Some((credential_key, p))),
+                Err(err) => {
+                    e.push(credential_key, err.message);
+                    None
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            e.push(
+                file_key,
+                format!("give only one of {file_key} and {credential_key}"),
+            );
+            None
+        }
+    }
+}
+
+/// `[api] tls_cert_file` with `tls_key_file` or `tls_key_credential`: both or neither.
+fn api_tls(
+    api: &RawApi,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    e: &mut Diagnostics,
+) -> Option<Option<ApiTls>> {
+    let key = secret_path(
+        ("api.tls_key_file", api.tls_key_file.as_ref()),
+        ("api.tls_key_credential", api.tls_key_credential.as_ref()),
+        base,
+        env,
+        e,
+    );
+    if api.ca_file.is_some() && api.tls_cert_file.is_none() {
+        e.push(
+            "api.ca_file",
+            "is for the CLI talking HTTPS to the API: set tls_cert_file and tls_key_file too, or remove ca_file",
+        );
+    }
+    let (cert_file, (key_name, key_path)) = match (&api.tls_cert_file, key?) {
+        (None, None) => return Some(None),
+        (Some(c), Some(k)) => (resolve(base, c), k),
+        (Some(_), None) => {
+            e.push(
+                "api.tls_key_file",
+                "missing: tls_cert_file is set, so the API's private key is needed too (tls_key_file, a mode 0600 PEM file, or tls_key_credential); or remove tls_cert_file for plain HTTP",
+            );
+            return None;
+        }
+        (None, Some((k, _))) => {
+            e.push(
+                "api.tls_cert_file",
+                format!("missing: {k} is set, so the API's certificate (PEM) is needed too; or remove {k} for plain HTTP"),
+            );
+            return None;
+        }
+    };
+    if let Some(ca) = &api.ca_file
+        && let Err(err) = shared::tls::read_cert_bundle(&resolve(base, ca))
+    {
+        e.push("api.ca_file", err);
+    }
+    let cert_pem = match std::fs::read(&cert_file) {
+        Ok(p) => p,
+        Err(err) => {
+            e.push(
+                "api.tls_cert_file",
+                format!("{}: {err}", cert_file.display()),
+            );
+            return None;
+        }
+    };
+    let key_pem = match shared::keys::read_secret_file(&key_path) {
+        Ok(k) => k,
+        Err(err) => {
+            e.push(key_name, err);
+            return None;
+        }
+    };
+    let server = match shared::tls::server_config(&cert_pem, key_pem.as_bytes(), &cert_file) {
+        Ok(s) => s,
+        Err(err) => {
+            e.push("api.tls_cert_file", err);
+            return None;
+        }
+    };
+    let not_after = shared::tls::parse_cert_pem(&cert_pem, &cert_file)
+        .ok()
+        .and_then(|c| shared::tls::not_after(&c.der));
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(&cert_pem);
+    h.update(key_pem.as_bytes());
+    Some(Some(ApiTls {
+        cert_file,
+        server,
+        not_after,
+        fingerprint: h.finalize().into(),
+    }))
 }
 
 /// The signing key from `key_file` or `key_credential` (exactly one); `env` is the process's

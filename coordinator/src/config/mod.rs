@@ -28,7 +28,7 @@ use serde::Deserialize;
 pub use shared::config::Diagnostics;
 use shared::protocol::KeyId;
 
-pub use self::coordinator::{RawApi, RawCoordinator};
+pub use self::coordinator::{ApiTls, RawApi, RawCoordinator};
 pub use self::dashboard::{DEFAULT_SESSION_TTL, DashboardConfig, RawDashboard};
 pub use self::dns::{
     Backend, DEFAULT_BACKEND, DnsConfig, RawBackend, RawDns, RawVerify, VerifyConfig,
@@ -97,6 +97,8 @@ pub struct Config {
     pub api_read_token: Option<String>,
     /// The token `/metrics` asks for; `None`: `/metrics` is open.
     pub metrics_token: Option<String>,
+    /// `[api] tls_cert_file` and its key: the API and dashboard speak HTTPS; `None`: HTTP.
+    pub api_tls: Option<ApiTls>,
     pub witnesses: Vec<WitnessConfig>,
     pub dns: DnsConfig,
     /// `[notify]`: the channels, the dashboard link, when a pending DNS change is news.
@@ -179,6 +181,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             api_token: top.api_token?,
             api_read_token: top.read_token?,
             metrics_token: top.metrics_token?,
+            api_tls: top.api_tls?,
             witnesses,
             dns: dns?,
             notify,
