@@ -12,7 +12,8 @@ use std::time::Duration;
 use common::Lab;
 
 /// The `[api]` lines that turn HTTPS on, after `token_file`.
-const TLS_LINES: &str = "token_file = \"api.token\"\ntls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\n";
+const TLS_LINES: &str =
+    "token_file = \"api.token\"\ntls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\n";
 
 fn https_client(trust: Option<&str>) -> reqwest::Client {
     let tls = match trust {
@@ -36,8 +37,7 @@ async fn the_api_speaks_https_with_the_operators_certificate_and_the_cli_follows
     let lab = Lab::new();
     let setup = common::binary_setup(&lab).await;
     let port = setup.api_port;
-    let (cert, key) =
-        shared::tls::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = shared::tls::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     std::fs::write(lab.path().join("api.crt"), &cert).unwrap();
     shared::keys::write_private_file(&lab.path().join("api.key"), key.as_bytes()).unwrap();
     let text = setup
@@ -131,7 +131,9 @@ async fn the_api_speaks_https_with_the_operators_certificate_and_the_cli_follows
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("readiness: unknown: cannot reach the coordinator's API at https://127.0.0.1:"),
+        stdout.contains(
+            "readiness: unknown: cannot reach the coordinator's API at https://127.0.0.1:"
+        ),
         "{stdout}"
     );
     drop(setup);

@@ -130,7 +130,19 @@ pub(super) struct Top {
 const MIN_TOKEN_LEN: usize = 16;
 
 pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Diagnostics) -> Top {
-    let signing_key = signing_key(c, base, &|n| std::env::var(n).ok(), e);
+    validate_in(c, api, base, &|n| std::env::var(n).ok(), e)
+}
+
+/// [`validate`] with the process's environment as an argument (`CREDENTIALS_DIRECTORY`): the
+/// tests give their own rather than change the real one, which other tests read at once.
+fn validate_in(
+    c: &RawCoordinator,
+    api: &RawApi,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    e: &mut Diagnostics,
+) -> Top {
+    let signing_key = signing_key(c, base, env, e);
     let interval = e.duration("coordinator.interval", &c.interval);
     let retention = e.duration("coordinator.retention", &c.retention);
     let mut probe_roots = Vec::new();
@@ -149,12 +161,11 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
             &api.listen,
         );
     }
-    let env = |n: &str| std::env::var(n).ok();
     let api_token = match secret_path(
         ("api.token_file", api.token_file.as_ref()),
         ("api.token_credential", api.token_credential.as_ref()),
         base,
-        &env,
+        env,
         e,
     ) {
         Some(Some((key, path))) => read_token(&path, key, e),
@@ -170,7 +181,7 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
     let optional_token = |file: (&'static str, Option<&PathBuf>),
                           credential: (&'static str, Option<&String>),
                           e: &mut Diagnostics| {
-        match secret_path(file, credential, base, &env, e) {
+        match secret_path(file, credential, base, env, e) {
             Some(Some((key, path))) => read_token(&path, key, e).map(Some),
             Some(None) => Some(None),
             None => None,
@@ -200,7 +211,7 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
         ),
         e,
     );
-    let api_tls = api_tls(api, base, &env, e);
+    let api_tls = api_tls(api, base, env, e);
     Top {
         signing_key,
         interval,
@@ -396,19 +407,36 @@ mod tests {
     /// Validates `[api]` with the given extra line, in a folder with a key and an API token.
     fn api(extra: &str, files: &[(&str, &str)]) -> (Top, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        shared::keys::write_signing_key(&dir.path().join("c.key"), &shared::keys::generate())
-            .unwrap();
+        api_in(dir.path(), extra, files, &|_| None)
+    }
+
+    /// [`api`] in `dir`, with `env` as the environment; `[api]` has `token_file` unless
+    /// `extra` gives `token_credential`.
+    fn api_in(
+        dir: &Path,
+        extra: &str,
+        files: &[(&str, &str)],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Top, Vec<String>) {
+        if !dir.join("c.key").exists() {
+            shared::keys::write_signing_key(&dir.join("c.key"), &shared::keys::generate()).unwrap();
+        }
         for (name, text) in [("api.token", "api-token-0123456789")].iter().chain(files) {
-            shared::keys::write_private_file(&dir.path().join(name), text.as_bytes()).unwrap();
+            let _ = std::fs::remove_file(dir.join(name));
+            shared::keys::write_private_file(&dir.join(name), text.as_bytes()).unwrap();
         }
         let c: RawCoordinator =
             toml::from_str("key_file = \"c.key\"\ndatabase = \"h.db\"\n").unwrap();
-        let a: RawApi = toml::from_str(&format!(
-            "listen = \"127.0.0.1:8080\"\ntoken_file = \"api.token\"\n{extra}"
-        ))
-        .unwrap();
+        let token = if extra.starts_with("token_credential") || extra.contains("\ntoken_credential")
+        {
+            ""
+        } else {
+            "token_file = \"api.token\"\n"
+        };
+        let a: RawApi =
+            toml::from_str(&format!("listen = \"127.0.0.1:8080\"\n{token}{extra}")).unwrap();
         let mut d = Diagnostics::new(Path::new("c.toml"));
-        let top = validate(&c, &a, dir.path(), &mut d);
+        let top = validate_in(&c, &a, dir, env, &mut d);
         (
             top,
             d.iter()
@@ -527,6 +555,163 @@ mod tests {
         assert!(
             errors[0].starts_with("api.read_token_file: holds the same token as api.token_file"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn api_tls_takes_a_certificate_and_its_key_both_or_neither() {
+        let (cert, key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        let (_, other_key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        let files = [("api.crt", cert.as_str()), ("api.key", key.as_str())];
+        let (top, errors) = api("", &files);
+        assert_eq!(errors, Vec::<String>::new());
+        assert!(matches!(top.api_tls, Some(None)), "plain HTTP by default");
+        let (top, errors) = api(
+            "tls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\n",
+            &files,
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        let tls = top.api_tls.unwrap().unwrap();
+        assert!(tls.cert_file.ends_with("api.crt"));
+        assert!(tls.not_after.is_some());
+        assert!(!format!("{tls:?}").contains("PRIVATE"), "{tls:?}");
+        // (extra lines, the one error expected, as a prefix)
+        let table: &[(&str, &str)] = &[
+            (
+                "tls_cert_file = \"api.crt\"\n",
+                "api.tls_key_file: missing: tls_cert_file is set, so the API's private key is needed too",
+            ),
+            (
+                "tls_key_file = \"api.key\"\n",
+                "api.tls_cert_file: missing: api.tls_key_file is set, so the API's certificate (PEM) is needed too",
+            ),
+            (
+                "tls_cert_file = \"api.crt\"\ntls_key_file = \"other.key\"\n",
+                "api.tls_cert_file: ",
+            ),
+            (
+                "tls_cert_file = \"missing.crt\"\ntls_key_file = \"api.key\"\n",
+                "api.tls_cert_file: ",
+            ),
+            (
+                "tls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\ntls_key_credential = \"k\"\n",
+                "api.tls_key_file: give only one of api.tls_key_file and api.tls_key_credential",
+            ),
+            (
+                "ca_file = \"api.crt\"\n",
+                "api.ca_file: is for the CLI talking HTTPS to the API",
+            ),
+        ];
+        let files = [
+            ("api.crt", cert.as_str()),
+            ("api.key", key.as_str()),
+            ("other.key", other_key.as_str()),
+        ];
+        for (extra, want) in table {
+            let (top, errors) = api(extra, &files);
+            assert_eq!(errors.len(), 1, "{extra}: {errors:?}");
+            assert!(errors[0].starts_with(want), "{extra}: {errors:?}");
+            if !extra.starts_with("ca_file") {
+                assert!(top.api_tls.is_none(), "{extra}");
+            }
+        }
+        let (_, errors) = api(
+            "tls_cert_file = \"api.crt\"\ntls_key_file = \"other.key\"\n",
+            &files,
+        );
+        assert!(errors[0].contains("do not go together"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_api_key_must_not_be_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.path().join("api.crt"), &cert).unwrap();
+        std::fs::write(dir.path().join("api.key"), &key).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("api.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let (top, errors) = api_in(
+            dir.path(),
+            "tls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\n",
+            &[],
+            &|_| None,
+        );
+        assert!(top.api_tls.is_none());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("api.tls_key_file: ") && errors[0].contains("0644"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn tokens_and_the_tls_key_come_from_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        let (cert, key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.path().join("api.crt"), &cert).unwrap();
+        for (name, text) in [
+            ("admin", "cred-admin-0123456789"),
+            ("read", "cred-read-0123456789"),
+            ("metrics", "cred-metrics-0123456789"),
+            ("tls", key.as_str()),
+        ] {
+            shared::keys::write_private_file(&creds.join(name), text.as_bytes()).unwrap();
+        }
+        let creds_dir = creds.to_string_lossy().into_owned();
+        let env = move |n: &str| (n == "CREDENTIALS_DIRECTORY").then(|| creds_dir.clone());
+        let all = "token_credential = \"admin\"\nread_token_credential = \"read\"\nmetrics_token_credential = \"metrics\"\ntls_cert_file = \"api.crt\"\ntls_key_credential = \"tls\"\n";
+        let (top, errors) = api_in(dir.path(), all, &[], &env);
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(top.api_token.as_deref(), Some("cred-admin-0123456789"));
+        assert_eq!(top.read_token, Some(Some("cred-read-0123456789".into())));
+        assert_eq!(
+            top.metrics_token,
+            Some(Some("cred-metrics-0123456789".into()))
+        );
+        assert!(matches!(top.api_tls, Some(Some(_))));
+
+        // Not under systemd: every credential says so, by its key.
+        let (_, errors) = api_in(dir.path(), all, &[], &|_| None);
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        for (e, key) in errors.iter().zip([
+            "api.token_credential",
+            "api.read_token_credential",
+            "api.metrics_token_credential",
+            "api.tls_key_credential",
+        ]) {
+            assert!(
+                e.starts_with(&format!("{key}: credential "))
+                    && e.contains("$CREDENTIALS_DIRECTORY is not set"),
+                "{errors:?}"
+            );
+        }
+        // The unit does not load one of them.
+        let (_, errors) = api_in(dir.path(), "token_credential = \"nope\"\n", &[], &env);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("api.token_credential: credential \"nope\": ")
+                && errors[0]
+                    .ends_with("does not exist; add LoadCredential=nope:<file> to the unit"),
+            "{errors:?}"
+        );
+        // Both a file and a credential for one token.
+        let (_, errors) = api_in(
+            dir.path(),
+            "read_token_file = \"r\"\nread_token_credential = \"read\"\n",
+            &[],
+            &env,
+        );
+        assert_eq!(
+            errors,
+            [
+                "api.read_token_file: give only one of api.read_token_file and api.read_token_credential"
+            ]
         );
     }
 }
