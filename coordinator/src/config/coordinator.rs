@@ -226,6 +226,29 @@ fn validate_in(
     }
 }
 
+/// [`api_tls`] for `tls_cert_file = cert`, `tls_key_file = key`.
+#[cfg(test)]
+pub(super) fn api_tls_for_tests(cert: &Path, key: &Path) -> Result<ApiTls, String> {
+    let api = RawApi {
+        listen: "127.0.0.1:0".into(),
+        token_file: None,
+        token_credential: None,
+        read_token_file: None,
+        read_token_credential: None,
+        metrics_token_file: None,
+        metrics_token_credential: None,
+        tls_cert_file: Some(cert.to_owned()),
+        tls_key_file: Some(key.to_owned()),
+        tls_key_credential: None,
+        ca_file: None,
+    };
+    let mut d = Diagnostics::new(Path::new("test.toml"));
+    match api_tls(&api, Path::new("/"), &|_| None, &mut d) {
+        Some(Some(t)) => Ok(t),
+        _ => Err(d.to_string()),
+    }
+}
+
 /// Where a secret given as `<x>_file` or `<x>_credential` is: `Some(Some((key, path)))` with
 /// the key it was given by, `Some(None)` when neither is set, `None` when both are or the
 /// credential cannot be found (recorded).

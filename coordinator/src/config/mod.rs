@@ -123,6 +123,12 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// The `[api]` TLS part alone, for the tests of what uses it (`online`).
+#[cfg(test)]
+pub(crate) fn api_tls_for_tests(cert: &Path, key: &Path) -> Result<ApiTls, String> {
+    coordinator::api_tls_for_tests(cert, key)
+}
+
 /// Reads, parses and validates the file at `path`; relative paths in it are relative to its
 /// folder.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
