@@ -457,6 +457,7 @@ async fn check_dns(config: &Config, sides: &[(String, Side)]) -> Vec<Line> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
