@@ -130,14 +130,22 @@ impl ReadConfig {
     }
 
     fn token(&self, at: &TokenAt) -> anyhow::Result<String> {
+        self.token_with(at, &|n| std::env::var(n).ok())
+    }
+
+    /// [`ReadConfig::token`] with the environment as an argument (`CREDENTIALS_DIRECTORY`).
+    fn token_with(
+        &self,
+        at: &TokenAt,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<String> {
         let config = self.path.display();
         match at {
             TokenAt::File(key, file) => read_token(&self.path, key, file),
             TokenAt::Credential(key, name) => {
                 // Outside the unit (an operator's shell) there is no $CREDENTIALS_DIRECTORY:
                 // the message says so and what to do instead.
-                let path =
-                    crate::dns::secret::credential_path(key, name, &|n| std::env::var(n).ok())
+                let path = crate::dns::secret::credential_path(key, name, env)
                         .map_err(|e| {
                             anyhow::anyhow!(
                                 "{config}: {e} (the CLI runs outside the unit: give it a config with {} = <a copy of the token, mode 0600>)",
@@ -318,6 +326,62 @@ mod read_config_tests {
         let err = cfg.admin_token().unwrap_err().to_string();
         assert!(
             err.contains("api.token_file") && err.contains("api.token"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn https_and_credentials_are_read_from_the_api_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let write = |api: &str| {
+            std::fs::write(
+                &path,
+                format!("[coordinator]\nkey_file = \"k\"\ndatabase = \"h\"\n[api]\nlisten = \"0.0.0.0:8443\"\n{api}[dns]\ntype = \"dryrun\"\n"),
+            )
+            .unwrap();
+        };
+        // HTTPS: the certificate is the trust anchor, unless a ca_file is given.
+        write("token_file = \"t\"\ntls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\n");
+        let cfg = ReadConfig::load(&path).unwrap();
+        assert_eq!(cfg.api_trust, Some(dir.path().join("api.crt")));
+        write(
+            "token_file = \"t\"\ntls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\nca_file = \"ca.crt\"\n",
+        );
+        assert_eq!(
+            ReadConfig::load(&path).unwrap().api_trust,
+            Some(dir.path().join("ca.crt"))
+        );
+        write("token_file = \"t\"\n");
+        assert_eq!(ReadConfig::load(&path).unwrap().api_trust, None);
+        // A token given as a credential only: outside the unit the CLI says what to do.
+        write("token_credential = \"api.token\"\n");
+        let cfg = ReadConfig::load(&path).unwrap();
+        let admin = cfg.admin.clone().unwrap();
+        let err = cfg.token_with(&admin, &|_| None).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "api.token_credential: credential \"api.token\": $CREDENTIALS_DIRECTORY is not set"
+            ) && err.contains("give it a config with api.token_file"),
+            "{err}"
+        );
+        // Under the unit, it is read from there.
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        shared::keys::write_private_file(&creds.join("api.token"), b"cred-token-0123456789")
+            .unwrap();
+        let c = creds.to_string_lossy().into_owned();
+        let env = move |n: &str| (n == "CREDENTIALS_DIRECTORY").then(|| c.clone());
+        assert_eq!(
+            cfg.token_with(&admin, &env).unwrap(),
+            "cred-token-0123456789"
+        );
+        write("token_file = \"t\"\ntoken_credential = \"api.token\"\n");
+        let err = ReadConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "api.token_file: give only one of api.token_file and api.token_credential"
+            ),
             "{err}"
         );
     }
