@@ -1,6 +1,7 @@
 //! The `[coordinator]` and `[api]` tables: the signing key, the history file, the default
-//! interval, retention, extra probe CAs, the API's address, its bearer token and the optional
-//! token that `/metrics` asks for.
+//! interval, retention, extra probe CAs, the API's address, its bearer tokens (admin,
+//! read-only, and the optional one `/metrics` asks for; each a file or a systemd credential)
+//! and its optional TLS certificate and key (HTTPS for the API and the dashboard).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

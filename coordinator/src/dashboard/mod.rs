@@ -220,7 +220,9 @@ async fn login(
     if let Err(wait) = d.logins.check(ip, now) {
         // Whole seconds, rounded up: a client that waits that long is let through.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        tracing::warn!(client = %ip, retry_after = secs, "dashboard login refused: too many failed logins");
+        // Debug only: the failures that led here were each logged at warn; a client that
+        // keeps trying past the limit must not flood the log.
+        tracing::debug!(client = %ip, retry_after = secs, "dashboard login refused: too many failed logins");
         let mut r = message(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed logins",
