@@ -256,6 +256,14 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Check { config, online } => match coordinator::config::load(&config) {
             Ok(cfg) => {
                 println!("{}", cli::check_summary(&config, &cfg));
+                // An API certificate that has expired or soon will: said offline too (the
+                // online check counts an expired one as a failure).
+                let now = std::time::SystemTime::now();
+                if let Some(l) = coordinator::online::api_cert_line(cfg.api_tls.as_ref(), now)
+                    .filter(|l| l.mark != coordinator::online::Mark::Ok)
+                {
+                    println!("{l}");
+                }
                 if !online {
                     return Ok(ExitCode::SUCCESS);
                 }
