@@ -413,9 +413,10 @@ impl InitOutput {
              3. {sudo}quorate-coordinator check --online --config {config}\n\
              4. systemctl enable --now quorate-coordinator\n\
              \n\
-             the API and the dashboard listen on https://{}/ (certificate for {}; a browser\n\
-             \x20 shows it as self-signed: its SHA-256 is {}); `status` and `history` need only\n\
-             \x20 the read-only token.\n",
+             the API and the dashboard listen on https://{}/ with a self-signed certificate\n\
+             \x20 for {}\n\
+             \x20 (SHA-256 {}: compare it with what a browser shows);\n\
+             \x20 `status` and `history` need only the read-only token.\n",
             self.key_id,
             self.public_key,
             self.name,
