@@ -332,6 +332,7 @@ fn unauthorized(reason: &str) -> Response {
 async fn metrics(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     if let Some(want) = &st.metrics_token {
         match bearer(&headers) {
+            // `|`, not `||`: every comparison is made, whichever token it is.
             Some(t) if token_matches(t.as_bytes(), want.as_bytes()) | st.role_of(t).is_some() => {}
             Some(_) => {
                 return unauthorized(
