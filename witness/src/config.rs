@@ -41,7 +41,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub key_credential: Option<String>,
     pub tls_cert_file: PathBuf,
-    pub tls_key_file: PathBuf,
+    /// The TLS certificate's private key (PEM, mode 0600). Or `tls_key_credential`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Instead of `tls_key_file`: the name of a systemd credential holding the TLS key.
+    #[serde(default)]
+    pub tls_key_credential: Option<String>,
     #[serde(default)]
     pub max_skew: Option<String>,
     #[serde(default)]
@@ -394,38 +399,51 @@ fn validate_in(
         return Err(limit_problems);
     };
 
-    let (key_name, key_path) = match (&raw.key_file, &raw.key_credential) {
-        (Some(f), None) => ("key_file", resolve(f)),
-        (None, Some(name)) => (
-            "key_credential",
-            shared::keys::credential_path(name, env).map_err(|m| invalid("key_credential", m))?,
-        ),
-        (None, None) => {
-            return Err(invalid(
-                "key_file",
-                "missing; expected key_file (a mode 0600 file: quorate-witness init writes one) or key_credential (a systemd credential's name)".into(),
-            ));
-        }
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "key_file",
-                "give only one of key_file and key_credential".into(),
-            ));
+    // `<x>_file` or `<x>_credential`: exactly one.
+    let secret = |(file_key, file): (&str, &Option<PathBuf>),
+                  (cred_key, cred): (&str, &Option<String>),
+                  what: &str|
+     -> Result<(String, PathBuf), Diagnostics> {
+        match (file, cred) {
+            (Some(f), None) => Ok((file_key.to_string(), resolve(f))),
+            (None, Some(name)) => Ok((
+                cred_key.to_string(),
+                shared::keys::credential_path(name, env).map_err(|m| invalid(cred_key, m))?,
+            )),
+            (None, None) => Err(invalid(
+                file_key,
+                format!(
+                    "missing; expected {file_key} ({what}, a mode 0600 file: quorate-witness init writes one) or {cred_key} (a systemd credential's name)"
+                ),
+            )),
+            (Some(_), Some(_)) => Err(invalid(
+                file_key,
+                format!("give only one of {file_key} and {cred_key}"),
+            )),
         }
     };
+    let (key_name, key_path) = secret(
+        ("key_file", &raw.key_file),
+        ("key_credential", &raw.key_credential),
+        "the signing key",
+    )?;
     let signing_key =
-        shared::keys::load_signing_key(&key_path).map_err(|e| invalid(key_name, e.to_string()))?;
+        shared::keys::load_signing_key(&key_path).map_err(|e| invalid(&key_name, e.to_string()))?;
 
     let cert_path = resolve(&raw.tls_cert_file);
     let cert_pem = std::fs::read(&cert_path)
         .map_err(|e| invalid("tls_cert_file", format!("{}: {e}", cert_path.display())))?;
-    let key_pem_path = resolve(&raw.tls_key_file);
+    let (tls_key_name, key_pem_path) = secret(
+        ("tls_key_file", &raw.tls_key_file),
+        ("tls_key_credential", &raw.tls_key_credential),
+        "the TLS certificate's key",
+    )?;
     let key_pem = shared::keys::read_secret_file(&key_pem_path)
-        .map_err(|e| invalid("tls_key_file", e.to_string()))?;
+        .map_err(|e| invalid(&tls_key_name, e.to_string()))?;
     let info = shared::tls::parse_cert_pem(&cert_pem, &cert_path)
         .map_err(|e| invalid("tls_cert_file", e.to_string()))?;
     shared::tls::check_private_key_pem(key_pem.as_bytes(), &key_pem_path)
-        .map_err(|e| invalid("tls_key_file", e.to_string()))?;
+        .map_err(|e| invalid(&tls_key_name, e.to_string()))?;
     let tls = TlsIdentity {
         cert_pem,
         key_pem: key_pem.into_bytes(),
@@ -632,8 +650,14 @@ mod credential_tests {
     fn load(dir: &Path, key: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
         let coordinator =
             shared::keys::format_public_key(&shared::keys::generate().verifying_key());
+        // The TLS key from its file, unless `key` says where it is.
+        let tls_key = if key.contains("tls_key_") {
+            ""
+        } else {
+            "tls_key_file = \"tls.key\"\n"
+        };
         let text = format!(
-            "listen = \"127.0.0.1:0\"\n{key}\ntls_cert_file = \"tls.crt\"\ntls_key_file = \"tls.key\"\n\
+            "listen = \"127.0.0.1:0\"\n{key}\ntls_cert_file = \"tls.crt\"\n{tls_key}\
              [[coordinator]]\nname = \"c\"\npublic_key = \"{coordinator}\"\n\
              [[allow]]\ncidr = \"192.0.2.0/24\"\nports = [443]\n"
         );
@@ -669,6 +693,30 @@ mod credential_tests {
         let err = load(dir.path(), "", &env).unwrap_err();
         assert!(
             err.contains("key_file: missing; expected key_file"),
+            "{err}"
+        );
+        // The TLS key too: a credential instead of tls_key_file.
+        std::fs::copy(dir.path().join("tls.key"), dir.path().join("creds/tls.key")).unwrap();
+        let both = "key_credential = \"witness.key\"\ntls_key_credential = \"tls.key\"";
+        let c = load(dir.path(), both, &env).unwrap();
+        assert_eq!(c.signing_key.verifying_key(), key.verifying_key());
+        let err = load(dir.path(), both, &|_| None).unwrap_err();
+        assert!(
+            err.contains(
+                "key_credential: credential \"witness.key\": $CREDENTIALS_DIRECTORY is not set"
+            ),
+            "{err}"
+        );
+        let err = load(
+            dir.path(),
+            "key_file = \"creds/witness.key\"\ntls_key_credential = \"tls.key\"",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "tls_key_credential: credential \"tls.key\": $CREDENTIALS_DIRECTORY is not set"
+            ),
             "{err}"
         );
         let err = load(
