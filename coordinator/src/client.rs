@@ -483,6 +483,97 @@ mod tests {
         assert!(!format!("{client:?}").contains("s3cret"));
     }
 
+    /// An HTTPS server on 127.0.0.1 (the daemons' own listener) with this certificate chain
+    /// and key, answering `GET /v1/x` with "ok".
+    async fn https_stand_in(
+        cert_pem: &str,
+        key_pem: &str,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> SocketAddr {
+        let tls =
+            shared::tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes(), Path::new("mem"))
+                .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/v1/x", axum::routing::get(|| async { "ok" }));
+        let server = shared::listener::Server::new(
+            listener,
+            Some(tls),
+            shared::listener::Limits::default(),
+            std::time::Duration::from_secs(1),
+        );
+        tokio::spawn(server.serve(shared::listener::TowerToHyperService::new(app), shutdown));
+        addr
+    }
+
+    /// What the CLI trusts, checked by rustls-webpki over a real handshake: the operator's CA
+    /// for a leaf it signed; a self-signed end-entity certificate (init's kind) as its own
+    /// anchor; not a certificate it was not given; not a self-signed CA certificate presented
+    /// as the server's own (that is why init's certificate is no CA).
+    #[tokio::test]
+    async fn https_trusts_the_given_ca_or_a_self_signed_end_entity_certificate() {
+        shared::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        // A tiny CA, and a leaf for 127.0.0.1 it signed.
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "quorate test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = write("ca.crt", &ca_params.self_signed(&ca_key).unwrap().pem());
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap()
+            .pem();
+        // init's kind: self-signed, no CA:true.
+        let (ee, ee_key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        let ee_file = write("ee.crt", &ee);
+        // A self-signed CA certificate used as a server's own.
+        let mut ca_ee_params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        ca_ee_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_ee_key = rcgen::KeyPair::generate().unwrap();
+        let ca_ee = ca_ee_params.self_signed(&ca_ee_key).unwrap().pem();
+        let ca_ee_file = write("ca-ee.crt", &ca_ee);
+
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let leaf_key = leaf_key.serialize_pem();
+        let ca_ee_key = ca_ee_key.serialize_pem();
+        // (server certificate, its key, what the client trusts, the refusal's reason or None)
+        let table: [(&str, &str, &Path, Option<&str>); 5] = [
+            (&leaf, &leaf_key, &ca, None),
+            (&ee, &ee_key, &ee_file, None),
+            (&ee, &ee_key, &ca, Some("UnknownIssuer")),
+            (&leaf, &leaf_key, &ee_file, Some("UnknownIssuer")),
+            (&ca_ee, &ca_ee_key, &ca_ee_file, Some("CaUsedAsEndEntity")),
+        ];
+        for (i, (cert, key, trust, refused)) in table.into_iter().enumerate() {
+            let addr = https_stand_in(cert, key, shutdown.clone()).await;
+            let client = ApiClient::for_api(addr, Some(trust), "t").unwrap();
+            match (refused, client.get("/v1/x").await) {
+                (None, Ok(r)) => assert_eq!(r.body, "ok", "row {i}"),
+                (Some(why), Err(e)) => {
+                    let e = format!("{e:#}");
+                    assert!(
+                        e.contains(&format!("https://{addr}/v1/x")) && e.contains(why),
+                        "row {i}: {e}"
+                    );
+                }
+                (want, got) => panic!("row {i}: expected refusal {want:?}, got {got:?}"),
+            }
+        }
+        shutdown.cancel();
+    }
+
     #[tokio::test]
     async fn an_unreachable_api_names_the_url() {
         shared::install_crypto_provider();
