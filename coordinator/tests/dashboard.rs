@@ -184,13 +184,30 @@ impl Browser {
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
+    /// Clicks the first element matching `css`. The overview's table is replaced by
+    /// server-sent events at any moment: an element found just before a swap is stale by the
+    /// click, so a stale one is looked up again (until the deadline).
     async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
+        eventually(&format!("a click on {css}"), DEADLINE, || async {
+            let id = self.find(css).await;
+            let res = self
+                .http
+                .post(format!("{}/element/{id}/click", self.session))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("click {css}: {e}"));
+            let status = res.status();
+            let v: Value = res.json().await.unwrap();
+            if status.is_success() {
+                return Some(());
+            }
+            assert_eq!(
+                v["value"]["error"], "stale element reference",
+                "click {css}: {status}: {v}"
+            );
+            None
+        })
         .await;
     }
 
