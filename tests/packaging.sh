@@ -96,6 +96,8 @@ expect_mode() { # path mode owner:group
 expect_mode "$work/coordinator/coordinator.key" 600 quorate:quorate
 expect_mode "$work/coordinator/api.token" 600 quorate:quorate
 expect_mode "$work/coordinator/read.token" 600 quorate:quorate
+expect_mode "$work/coordinator/api.key" 600 quorate:quorate
+expect_mode "$work/coordinator/api.crt" 644 root:quorate
 expect_mode "$work/coordinator/coordinator.toml" 640 root:quorate
 expect_mode "$work/witness/witness.key" 600 quorate-witness:quorate-witness
 expect_mode "$work/witness/tls.key" 600 quorate-witness:quorate-witness

@@ -246,8 +246,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn token_matches(given: &[u8], want: &[u8]) -> bool {
+/// Constant-time comparison of two secrets (an API token, a CSRF token), so a secret cannot
+/// be guessed byte by byte from timings. Only the length leaks.
+pub fn token_matches(given: &[u8], want: &[u8]) -> bool {
     if given.len() != want.len() {
         return false;
     }
@@ -256,6 +257,29 @@ fn token_matches(given: &[u8], want: &[u8]) -> bool {
         .zip(want)
         .fold(0u8, |acc, (a, b)| acc | (a ^ b))
         == 0
+}
+
+/// The role a token grants: the admin token → [`Role::Admin`], the read-only token →
+/// [`Role::Read`], anything else → `None`. The one decision both the API's bearer auth and the
+/// dashboard's login make; both tokens are always compared (no early exit that would tell
+/// which one a guess came close to).
+pub fn role_of(given: &str, admin: &str, read: Option<&str>) -> Option<Role> {
+    let is_admin = token_matches(given.as_bytes(), admin.as_bytes());
+    let is_read = read.is_some_and(|r| token_matches(given.as_bytes(), r.as_bytes()));
+    if is_admin {
+        Some(Role::Admin)
+    } else if is_read {
+        Some(Role::Read)
+    } else {
+        None
+    }
+}
+
+impl ApiState {
+    /// [`role_of`] with this API's tokens.
+    pub fn role_of(&self, given: &str) -> Option<Role> {
+        role_of(given, &self.token, self.read_token.as_deref())
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
@@ -280,16 +304,10 @@ async fn auth(
 ) -> Response {
     let mut req = req;
     let role = match bearer(&headers) {
-        Some(t) if token_matches(t.as_bytes(), st.token.as_bytes()) => Role::Admin,
-        Some(t)
-            if st
-                .read_token
-                .as_ref()
-                .is_some_and(|r| token_matches(t.as_bytes(), r.as_bytes())) =>
-        {
-            Role::Read
-        }
-        Some(_) => return unauthorized("the bearer token is wrong"),
+        Some(t) => match st.role_of(t) {
+            Some(role) => role,
+            None => return unauthorized("the bearer token is wrong"),
+        },
         None => return unauthorized("missing \"Authorization: Bearer <token>\" header"),
     };
     req.extensions_mut().insert(role);
@@ -323,13 +341,8 @@ fn unauthorized(reason: &str) -> Response {
 async fn metrics(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     if let Some(want) = &st.metrics_token {
         match bearer(&headers) {
-            Some(t)
-                if token_matches(t.as_bytes(), want.as_bytes())
-                    || token_matches(t.as_bytes(), st.token.as_bytes())
-                    || st
-                        .read_token
-                        .as_ref()
-                        .is_some_and(|r| token_matches(t.as_bytes(), r.as_bytes())) => {}
+            // `|`, not `||`: every comparison is made, whichever token it is.
+            Some(t) if token_matches(t.as_bytes(), want.as_bytes()) | st.role_of(t).is_some() => {}
             Some(_) => {
                 return unauthorized(
                     "the bearer token is wrong; /metrics takes the token of [api] metrics_token_file",
@@ -852,6 +865,43 @@ mod tests {
             .await
             .unwrap();
         res.status()
+    }
+
+    #[test]
+    fn secrets_are_compared_whole() {
+        // Moved from dashboard::session (its `same_secret` is this function now).
+        assert!(token_matches(b"abc", b"abc"));
+        assert!(!token_matches(b"abc", b"abd"));
+        assert!(!token_matches(b"abc", b"abcd"));
+        assert!(!token_matches(b"", b"abc"));
+    }
+
+    #[test]
+    fn a_token_grants_one_role_or_none() {
+        const ADMIN: &str = "admin-token-0123456789";
+        const READ: &str = "read-token-0123456789";
+        // (given, read-only token configured?, role)
+        let table: &[(&str, bool, Option<Role>)] = &[
+            (ADMIN, true, Some(Role::Admin)),
+            (ADMIN, false, Some(Role::Admin)),
+            (READ, true, Some(Role::Read)),
+            (READ, false, None),
+            ("admin-token-012345678", true, None),
+            ("admin-token-01234567890", true, None),
+            ("Admin-token-0123456789", true, None),
+            ("", true, None),
+            ("", false, None),
+        ];
+        for (given, with_read, want) in table {
+            let read = with_read.then_some(READ);
+            assert_eq!(
+                role_of(given, ADMIN, read),
+                *want,
+                "{given:?} with read token {with_read}"
+            );
+        }
+        // Were both tokens the same (the config refuses that), the admin role would win.
+        assert_eq!(role_of("x", "x", Some("x")), Some(Role::Admin));
     }
 
     #[tokio::test]

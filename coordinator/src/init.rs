@@ -1,10 +1,15 @@
 //! `quorate-coordinator init --dir DIR`: a first-start directory — the signing key, the admin
-//! and read-only API tokens, a skeleton config that `check` accepts — with the owners and modes
-//! the daemon insists on, and what to do next (the public key each witness's `--coordinator`
-//! takes). Never overwrites anything: every target is checked before the first file is written.
+//! and read-only API tokens, a TLS certificate and key for the API, a skeleton config that
+//! `check` accepts — with the owners and modes the daemon insists on, and what to do next (the
+//! public key each witness's `--coordinator` takes). Never overwrites anything: every target is
+//! checked before the first file is written.
 //!
-//! No TLS certificate: the API speaks plain HTTP (`api.listen`, loopback by default); put a
-//! TLS proxy in front of it to reach it from elsewhere (`docs/install.md`).
+//! The API certificate is self-signed, an end-entity certificate (no `CA:true`): the CLI
+//! trusts the file itself as its trust anchor (rustls-webpki accepts a self-signed end-entity
+//! certificate as an anchor, and refuses a CA certificate presented as the server's own), a
+//! browser is shown its SHA-256 to compare. Its names: this host's name, `localhost`,
+//! `127.0.0.1`, `::1`, `--api-listen`'s address if it is a specific one, and every `--api-name`.
+//! Replace it with the operator's own by pointing `tls_cert_file`/`tls_key_file` elsewhere.
 //!
 //! Owners: secrets must be owned by the user the daemon runs as (or root) and mode 0600
 //! (`shared::keys::check_private_mode`), so with `--owner quorate` (the packages' service
@@ -23,6 +28,9 @@ use ring::rand::SecureRandom as _;
 pub const KEY_FILE: &str = "coordinator.key";
 pub const TOKEN_FILE: &str = "api.token";
 pub const READ_TOKEN_FILE: &str = "read.token";
+/// The API's certificate (PEM, mode 0644) and its private key (PEM, mode 0600).
+pub const API_CERT_FILE: &str = "api.crt";
+pub const API_KEY_FILE: &str = "api.key";
 pub const CONFIG_FILE: &str = "coordinator.toml";
 /// The service user the packages create (`deploy/systemd/quorate-coordinator.sysusers`).
 pub const SERVICE_USER: &str = "quorate";
@@ -60,6 +68,8 @@ pub enum InitError {
     BadName(String),
     #[error("cannot draw random bytes for the API tokens")]
     Random,
+    #[error("--api-name: {0}")]
+    Certificate(shared::tls::TlsError),
     #[error(transparent)]
     Key(#[from] shared::keys::KeyError),
 }
@@ -74,6 +84,9 @@ pub struct InitOptions {
     pub database: PathBuf,
     /// `[api] listen`.
     pub api_listen: SocketAddr,
+    /// Names and addresses the API's certificate is valid for, besides the defaults
+    /// ([`api_cert_names`]).
+    pub api_names: Vec<String>,
     /// Who owns the secrets (`--owner`; the packages' unit runs as [`SERVICE_USER`]);
     /// `None`: the user running init.
     pub owner: Option<String>,
@@ -102,6 +115,9 @@ pub struct InitOutput {
     pub public_key: String,
     pub key_id: String,
     pub api_listen: SocketAddr,
+    /// The names in the API's certificate, and its SHA-256 (hex) for a browser's comparison.
+    pub api_cert_names: Vec<String>,
+    pub api_cert_sha256: String,
 }
 
 /// Looks `name` up in `passwd` text (`name:x:uid:gid:...`).
@@ -142,6 +158,34 @@ fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && !name.chars().any(|c| c.is_control() || c == '"')
 }
 
+/// The names init's API certificate carries: this host's name (if it is a valid DNS name),
+/// `localhost`, `127.0.0.1`, `::1`, the listen address if it is a specific one, then `extra`;
+/// each once.
+pub fn api_cert_names(host: Option<&str>, listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let host = host.filter(|h| shared::hostname::check_hostname(h).is_ok());
+    let ip = (!listen.ip().is_unspecified()).then(|| listen.ip().to_string());
+    for n in host
+        .map(str::to_string)
+        .into_iter()
+        .chain(["localhost".into(), "127.0.0.1".into(), "::1".into()])
+        .chain(ip)
+        .chain(extra.iter().cloned())
+    {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// This host's name as the kernel has it, if it can be read.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+}
+
 /// Creates the key, the tokens and the config in `opts.dir`.
 pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
     init_with(opts, PASSWD)
@@ -160,8 +204,17 @@ pub fn init_with(opts: &InitOptions, passwd: &str) -> Result<InitOutput, InitErr
     let key_file = opts.dir.join(KEY_FILE);
     let token_file = opts.dir.join(TOKEN_FILE);
     let read_token_file = opts.dir.join(READ_TOKEN_FILE);
+    let cert_file = opts.dir.join(API_CERT_FILE);
+    let cert_key_file = opts.dir.join(API_KEY_FILE);
     let config_file = opts.dir.join(CONFIG_FILE);
-    for p in [&key_file, &token_file, &read_token_file, &config_file] {
+    for p in [
+        &key_file,
+        &token_file,
+        &read_token_file,
+        &cert_file,
+        &cert_key_file,
+        &config_file,
+    ] {
         if p.symlink_metadata().is_ok() {
             return Err(InitError::Exists(p.clone()));
         }
@@ -180,6 +233,12 @@ pub fn init_with(opts: &InitOptions, passwd: &str) -> Result<InitOutput, InitErr
     let public_key = shared::keys::format_public_key(&vk);
     let key_id = shared::protocol::KeyId::of(&vk).0;
     let (admin, read) = (token()?, token()?);
+    let api_cert_names = api_cert_names(host_name().as_deref(), opts.api_listen, &opts.api_names);
+    let (cert_pem, cert_key_pem) =
+        shared::tls::self_signed(&api_cert_names).map_err(InitError::Certificate)?;
+    let api_cert_sha256 = shared::tls::parse_cert_pem(cert_pem.as_bytes(), &cert_file)
+        .map_err(InitError::Certificate)?
+        .sha256_hex;
 
     let mut files = Vec::new();
     shared::keys::write_signing_key(&key_file, &signing_key)?;
@@ -200,6 +259,14 @@ pub fn init_with(opts: &InitOptions, passwd: &str) -> Result<InitOutput, InitErr
         read_token_file,
         0o600,
         "read-only API token (status, history, viewers)",
+    ));
+    shared::keys::write_private_file(&cert_key_file, cert_key_pem.as_bytes())?;
+    files.push((cert_key_file, 0o600, "the API certificate's private key"));
+    write_new(&cert_file, cert_pem.as_bytes(), 0o644)?;
+    files.push((
+        cert_file,
+        0o644,
+        "the API's TLS certificate (self-signed; the CLI trusts it)",
     ));
     let text = config_text(opts, &public_key, &key_id);
     write_new(&config_file, text.as_bytes(), 0o640)?;
@@ -233,6 +300,8 @@ pub fn init_with(opts: &InitOptions, passwd: &str) -> Result<InitOutput, InitErr
         public_key,
         key_id,
         api_listen: opts.api_listen,
+        api_cert_names,
+        api_cert_sha256,
     })
 }
 
@@ -269,8 +338,12 @@ fn config_text(opts: &InitOptions, public_key: &str, key_id: &str) -> String {
          interval = \"1s\"\n\
          retention = \"90d\"\n\n\
          [api]\n\
-         # Plain HTTP: keep it on loopback, or put a TLS proxy in front of it.\n\
+         # HTTPS with the self-signed certificate init wrote (the CLI trusts that file). To\n\
+         # reach it from another host, listen on its address and give init --api-name, or\n\
+         # point both lines at your own certificate and key (then ca_file = your CA).\n\
          listen = {listen}\n\
+         tls_cert_file = \"{API_CERT_FILE}\"\n\
+         tls_key_file = \"{API_KEY_FILE}\"\n\
          # Admin token (override, failback) and read-only token (status, history, viewers).\n\
          token_file = \"{TOKEN_FILE}\"\n\
          read_token_file = \"{READ_TOKEN_FILE}\"\n\n\
@@ -340,13 +413,17 @@ impl InitOutput {
              3. {sudo}quorate-coordinator check --online --config {config}\n\
              4. systemctl enable --now quorate-coordinator\n\
              \n\
-             the API listens on http://{} (plain HTTP, no TLS: keep it on loopback or behind a\n\
-             TLS proxy); `status` and `history` need only the read-only token.\n",
+             the API and the dashboard listen on https://{}/ with a self-signed certificate\n\
+             \x20 for {}\n\
+             \x20 (SHA-256 {}: compare it with what a browser shows);\n\
+             \x20 `status` and `history` need only the read-only token.\n",
             self.key_id,
             self.public_key,
             self.name,
             self.public_key,
             self.api_listen,
+            self.api_cert_names.join(", "),
+            self.api_cert_sha256,
             sudo = self
                 .owner
                 .as_ref()
@@ -370,6 +447,7 @@ mod tests {
             name: "backup-1".into(),
             database: dir.join("history.sqlite"),
             api_listen: "127.0.0.1:8080".parse().unwrap(),
+            api_names: Vec::new(),
             owner: None,
         }
     }
@@ -417,11 +495,63 @@ mod tests {
         assert_eq!(cfg.key_id.0, out.key_id);
         assert_eq!((cfg.services.len(), cfg.witnesses.len()), (1, 1));
         assert_ne!(Some(&cfg.api_token), cfg.api_read_token.as_ref());
+        // The API speaks HTTPS with init's certificate.
+        let tls = cfg.api_tls.as_ref().unwrap();
+        assert_eq!(tls.cert_file, dir.path().join(API_CERT_FILE));
+        let cert = shared::tls::read_cert_file(&tls.cert_file).unwrap();
+        assert_eq!(cert.sha256_hex, out.api_cert_sha256);
+        for n in ["localhost", "127.0.0.1", "::1"] {
+            assert!(out.api_cert_names.iter().any(|x| x == n), "{n}");
+        }
         let text = out.instructions();
         assert!(
             text.contains(&format!("--coordinator backup-1={}", out.public_key)),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_api_certificate_names_the_host_loopback_and_the_extra_names() {
+        let any: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let one: SocketAddr = "192.0.2.5:8443".parse().unwrap();
+        let extra = ["backup.example.net".to_string(), "localhost".to_string()];
+        /// (host name, listen, extra names, the certificate's names)
+        type Row<'a> = (Option<&'a str>, SocketAddr, &'a [String], &'a [&'a str]);
+        let table: &[Row] = &[
+            (
+                Some("backup-1"),
+                any,
+                &[],
+                &["backup-1", "localhost", "127.0.0.1", "::1"],
+            ),
+            (
+                None,
+                one,
+                &[],
+                &["localhost", "127.0.0.1", "::1", "192.0.2.5"],
+            ),
+            // A kernel host name that is no DNS name is left out; names appear once.
+            (
+                Some("bad_name!"),
+                any,
+                &extra,
+                &["localhost", "127.0.0.1", "::1", "backup.example.net"],
+            ),
+        ];
+        for (host, listen, extra, want) in table {
+            assert_eq!(
+                api_cert_names(*host, *listen, extra),
+                *want,
+                "{host:?} {listen}"
+            );
+        }
+        // A bad --api-name is refused before anything is written.
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        o.api_names = vec!["not a name!".into()];
+        let err = init_with(&o, "/nonexistent").unwrap_err().to_string();
+        assert!(err.starts_with("--api-name: "), "{err}");
+        assert!(!dir.path().join(KEY_FILE).exists());
     }
 
     #[test]

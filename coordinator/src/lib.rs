@@ -167,6 +167,7 @@ pub async fn start_locked(
     };
     // The maintenance page binds before the services start too.
     let maintenance_page = dashboard::maintenance_page::Bound::bind(&config.maintenance_page)?;
+    let api_tls = config.api_tls.as_ref().map(|t| t.server.clone());
     let (token, read_token, metrics_token) = (
         config.api_token.clone(),
         config.api_read_token.clone(),
@@ -194,9 +195,10 @@ pub async fn start_locked(
     let app = api::router(state.clone()).merge(dashboard::router(state, &dashboard_config));
     // The API listener has the same connection bounds as a witness (shared::listener's
     // defaults): one source address cannot hold more than its share of connections.
+    // With `[api] tls_cert_file`, HTTPS only (a plain HTTP request fails the handshake).
     let server = shared::listener::Server::new(
         listener,
-        None,
+        api_tls,
         shared::listener::Limits::default(),
         shared::shutdown::GRACE,
     );

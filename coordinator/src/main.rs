@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use coordinator::cli;
-use coordinator::client::{ApiClient, ReadConfig};
+use coordinator::client::ReadConfig;
 use shared::cli_docs::Generated;
 
 #[derive(Parser)]
@@ -56,9 +56,10 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// First run: the signing key, the admin and read-only API tokens and a skeleton config in
-    /// DIR (secrets mode 0600, owned by --owner); prints the public key for each witness's
-    /// --coordinator, and the next steps. Never overwrites.
+    /// First run: the signing key, the admin and read-only API tokens, a self-signed TLS
+    /// certificate for the API and a skeleton config in DIR (secrets mode 0600, owned by
+    /// --owner); prints the public key for each witness's --coordinator, and the next steps.
+    /// Never overwrites.
     Init {
         #[arg(long)]
         dir: PathBuf,
@@ -68,9 +69,13 @@ enum Cmd {
         /// The history database.
         #[arg(long, default_value = coordinator::init::DEFAULT_DATABASE)]
         database: PathBuf,
-        /// Where the API listens (plain HTTP).
+        /// Where the API listens (HTTPS, with the certificate init writes).
         #[arg(long, default_value = "127.0.0.1:8080")]
         api_listen: std::net::SocketAddr,
+        /// A name or address the API's certificate is valid for, besides this host's name,
+        /// localhost, 127.0.0.1, ::1 and --api-listen's address (repeatable).
+        #[arg(long = "api-name")]
+        api_names: Vec<String>,
         /// Who owns the secrets: the user the daemon runs as (the package's unit: quorate);
         /// default: you.
         #[arg(long)]
@@ -295,6 +300,14 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Check { config, online } => match coordinator::config::load(&config) {
             Ok(cfg) => {
                 println!("{}", cli::check_summary(&config, &cfg));
+                // An API certificate that has expired or soon will: said offline too (the
+                // online check counts an expired one as a failure).
+                let now = std::time::SystemTime::now();
+                if let Some(l) = coordinator::online::api_cert_line(cfg.api_tls.as_ref(), now)
+                    .filter(|l| l.mark != coordinator::online::Mark::Ok)
+                {
+                    println!("{l}");
+                }
                 if !online {
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -321,6 +334,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             name,
             database,
             api_listen,
+            api_names,
             owner,
         } => {
             let out = coordinator::init::init(&coordinator::init::InitOptions {
@@ -328,6 +342,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 name: name.unwrap_or_else(coordinator::init::default_name),
                 database,
                 api_listen,
+                api_names,
                 owner,
             })?;
             print!("{}", out.instructions());
@@ -346,7 +361,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let cfg = ReadConfig::load(&config)?;
             print!("{}", cli::status(&cfg.database, &cfg.services)?);
             // Readiness is the running daemon's: ask its API, say so when it does not answer.
-            let api = ApiClient::for_api(cfg.api_listen, &cfg.read_token()?)?;
+            let api = cfg.api_client(&cfg.read_token()?)?;
             match api.get("/v1/services").await {
                 Ok(r) if r.success => {
                     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
@@ -429,7 +444,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             mode,
         } => {
             let cfg = ReadConfig::load(&config)?;
-            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
+            let client = cfg.api_client(&cfg.admin_token()?)?;
             let reply = client.set_override(&service, &mode).await?;
             println!("{}", reply.body);
             Ok(exit(reply.success))
@@ -446,7 +461,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Maintenance { cmd } => maintenance(cmd).await,
         Cmd::Failback { config, service } => {
             let cfg = ReadConfig::load(&config)?;
-            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
+            let client = cfg.api_client(&cfg.admin_token()?)?;
             let reply = client.failback(&service).await?;
             println!("{}", reply.body);
             Ok(exit(reply.success))
@@ -467,7 +482,7 @@ async fn maintenance(cmd: MaintenanceCmd) -> anyhow::Result<ExitCode> {
             details,
         } => {
             let cfg = ReadConfig::load(&config)?;
-            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
+            let client = cfg.api_client(&cfg.admin_token()?)?;
             let mut body = serde_json::json!({
                 "service": service, "start": start, "end": end, "title": title,
             });
@@ -478,7 +493,7 @@ async fn maintenance(cmd: MaintenanceCmd) -> anyhow::Result<ExitCode> {
         }
         MaintenanceCmd::List { config, service } => {
             let cfg = ReadConfig::load(&config)?;
-            let client = ApiClient::for_api(cfg.api_listen, &cfg.read_token()?)?;
+            let client = cfg.api_client(&cfg.read_token()?)?;
             let path = match service {
                 Some(s) => format!("/v1/maintenance?service={}", url_component(&s)),
                 None => "/v1/maintenance".to_string(),
@@ -487,7 +502,7 @@ async fn maintenance(cmd: MaintenanceCmd) -> anyhow::Result<ExitCode> {
         }
         MaintenanceCmd::Remove { config, id } => {
             let cfg = ReadConfig::load(&config)?;
-            let client = ApiClient::for_api(cfg.api_listen, &cfg.admin_token()?)?;
+            let client = cfg.api_client(&cfg.admin_token()?)?;
             client.remove_maintenance(id).await?
         }
     };

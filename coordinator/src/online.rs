@@ -144,10 +144,53 @@ pub async fn check(config: &Config) -> Vec<Line> {
             ),
         });
     }
+    lines.extend(api_cert_line(
+        config.api_tls.as_ref(),
+        std::time::SystemTime::now(),
+    ));
     let sides = persisted_sides(config);
     lines.extend(check_witnesses(config).await);
     lines.extend(check_dns(config, &sides).await);
     lines
+}
+
+/// An API certificate this close to its end is a warning: time to renew it.
+pub const CERT_WARN_BEFORE: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
+
+/// The API's certificate (`[api] tls_cert_file`) at `now`: a failure once it has expired (the
+/// CLI and browsers refuse it), a warning within [`CERT_WARN_BEFORE`] of its end, else ok.
+/// `None` without TLS. Pure: `now` is an argument.
+pub fn api_cert_line(
+    tls: Option<&crate::config::ApiTls>,
+    now: std::time::SystemTime,
+) -> Option<Line> {
+    let tls = tls?;
+    let subject = format!("api certificate {}", tls.cert_file.display());
+    let Some(end) = tls.not_after else {
+        return Some(Line {
+            mark: Mark::Warn,
+            subject,
+            text: "its expiry date (notAfter) could not be read".into(),
+            fix: None,
+        });
+    };
+    let until = humantime::format_rfc3339_seconds(end);
+    let renew = "renew it (or run `quorate-coordinator init` into a new folder for a new self-signed one), then restart the coordinator: a reload does not change the certificate".to_string();
+    Some(match end.duration_since(now) {
+        Err(_) => Line {
+            mark: Mark::Fail,
+            subject,
+            text: format!("expired at {until}"),
+            fix: Some(renew),
+        },
+        Ok(left) if left < CERT_WARN_BEFORE => Line {
+            mark: Mark::Warn,
+            subject,
+            text: format!("expires at {until}, in {} day(s)", left.as_secs() / 86_400),
+            fix: Some(renew),
+        },
+        Ok(_) => Line::ok(subject, format!("valid until {until}")),
+    })
 }
 
 /// Per witness: identity (key, TLS pin, clock), then a real signed vote about each of its
@@ -414,6 +457,7 @@ async fn check_dns(config: &Config, sides: &[(String, Side)]) -> Vec<Line> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -453,6 +497,53 @@ mod tests {
             text.ends_with("online check FAILED: 1 problem(s) above\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_api_certificate_near_its_end_warns_and_an_expired_one_fails() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (crt, k) = (dir.path().join("api.crt"), dir.path().join("api.key"));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        shared::keys::write_private_file(&k, key.serialize_pem().as_bytes()).unwrap();
+        let tls = crate::config::api_tls_for_tests(&crt, &k).unwrap();
+        let end = UNIX_EPOCH + Duration::from_secs(1_893_456_000); // 2030-01-01T00:00:00Z
+        assert_eq!(tls.not_after, Some(end));
+        let day = Duration::from_secs(86_400);
+        // (now, mark, text)
+        let table = [
+            (
+                end - 100 * day,
+                Mark::Ok,
+                "valid until 2030-01-01T00:00:00Z",
+            ),
+            (end - 15 * day, Mark::Ok, "valid until 2030-01-01T00:00:00Z"),
+            (
+                end - 13 * day,
+                Mark::Warn,
+                "expires at 2030-01-01T00:00:00Z, in 13 day(s)",
+            ),
+            (
+                end - Duration::from_secs(1),
+                Mark::Warn,
+                "expires at 2030-01-01T00:00:00Z, in 0 day(s)",
+            ),
+            (
+                end + Duration::from_secs(1),
+                Mark::Fail,
+                "expired at 2030-01-01T00:00:00Z",
+            ),
+        ];
+        for (now, mark, text) in table {
+            let line = api_cert_line(Some(&tls), now).unwrap();
+            assert_eq!((line.mark, line.text.as_str()), (mark, text));
+            assert!(line.subject.ends_with("api.crt"), "{}", line.subject);
+        }
+        assert!(api_cert_line(None, end).is_none());
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! `verify` table changes.
 //!
 //! A config that does not validate, or that changes what cannot change in a running process
-//! (`api.listen`, `coordinator.database`, the tokens, `retention`, the notification channels, a DNS
+//! (`api.listen`, `coordinator.database`, the tokens, the API's certificate and key, `retention`, the notification channels, a DNS
 //! backend's settings, a built-in server added or removed), is refused: every error is logged, one `alert`
 //! notification says so, and the running config stays as it was.
 //!
@@ -99,6 +99,12 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<String>> {
     fixed(
         "api.metrics_token_file (the metrics token)",
         old.metrics_token == new.metrics_token,
+    );
+    // The listener's TLS config is built once at start: a renewed certificate (same path,
+    // new contents) is refused like a new one, and applied by a restart.
+    fixed(
+        "api.tls_cert_file / api.tls_key_file (the API's certificate)",
+        old.api_tls == new.api_tls,
     );
     fixed("notify", old.notify == new.notify);
     refused.extend(backend_changes(old, new));

@@ -62,6 +62,11 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
     async fn start() -> Browser {
+        Browser::start_with(&[]).await
+    }
+
+    /// A browser with extra command-line arguments.
+    async fn start_with(extra_args: &[&str]) -> Browser {
         for (path, package) in [(CHROMEDRIVER, "chromium-driver"), (CHROMIUM, "chromium")] {
             assert!(
                 std::path::Path::new(path).exists(),
@@ -91,18 +96,28 @@ impl Browser {
         })
         .await;
         let profile = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+            "--no-first-run",
+            "--disable-extensions",
+            // The maintenance page is asked for by the service's name.
+            "--host-resolver-rules=MAP www.example.test 127.0.0.1",
+            "--disable-features=HttpsUpgrades",
+        ]
+        .iter()
+        .chain(extra_args)
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--window-size=1280,900", "--no-first-run", "--disable-extensions",
-                    // The maintenance page is asked for by the service's name.
-                    "--host-resolver-rules=MAP www.example.test 127.0.0.1",
-                    "--disable-features=HttpsUpgrades",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
+                "args": args,
             },
         }}});
         let v: Value = http
@@ -304,10 +319,18 @@ struct Setup {
     p_ip: IpAddr,
     b_ip: IpAddr,
     read_token: String,
+    /// `https` with `[api] tls_cert_file`, else `http`.
+    scheme: &'static str,
 }
 
 impl Setup {
     async fn start(extra: &str) -> Setup {
+        Setup::start_with(extra, false).await
+    }
+
+    /// With `tls`, the API and the pages are served over HTTPS with a self-signed certificate
+    /// for 127.0.0.1 (`api.crt`, `api.key` in the lab).
+    async fn start_with(extra: &str, tls: bool) -> Setup {
         let lab = Lab::new();
         let (p_addr, b_addr) = two_sites_port();
         let mut primary = Site::http(p_addr);
@@ -334,10 +357,18 @@ verify = {{ servers = ["127.0.0.1:{dns_port}"], ns_port = {dns_port}, timeout = 
         let read_token = format!("read-{}", lab.token);
         shared::keys::write_private_file(&lab.path().join("read.token"), read_token.as_bytes())
             .unwrap();
-        let text = opts.toml().replace(
-            "token_file = \"api.token\"\n",
-            "token_file = \"api.token\"\nread_token_file = \"read.token\"\n",
-        ) + extra;
+        let mut api_lines =
+            "token_file = \"api.token\"\nread_token_file = \"read.token\"\n".to_string();
+        if tls {
+            let (cert, key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+            std::fs::write(lab.path().join("api.crt"), cert).unwrap();
+            shared::keys::write_private_file(&lab.path().join("api.key"), key.as_bytes()).unwrap();
+            api_lines.push_str("tls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\n");
+        }
+        let text = opts
+            .toml()
+            .replace("token_file = \"api.token\"\n", &api_lines)
+            + extra;
         let config = lab.config(&text);
         let shutdown = CancellationToken::new();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -356,11 +387,12 @@ verify = {{ servers = ["127.0.0.1:{dns_port}"], ns_port = {dns_port}, timeout = 
             p_ip: p_addr.ip(),
             b_ip: b_addr.ip(),
             read_token,
+            scheme: if tls { "https" } else { "http" },
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.coord.api_addr)
+        format!("{}://{}{path}", self.scheme, self.coord.api_addr)
     }
 
     fn status(&self) -> coordinator::service::ServiceStatus {
@@ -402,6 +434,34 @@ async fn login(b: &Browser, s: &Setup, token: &str) {
     b.click("#login").await;
     b.wait_url("/ui/").await;
     b.wait_text("tr[data-service=\"web\"] .side", "").await;
+}
+
+/// Over HTTPS (`[api] tls_cert_file`): the login works and the session cookie is `Secure` (and
+/// still HttpOnly, SameSite=Strict). The certificate is self-signed, so the browser runs with
+/// `--ignore-certificate-errors`: what is tested is the coordinator's side, not the trust
+/// decision (that one is `tests/https.rs`, with the certificate as the client's only root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_login_gets_a_secure_cookie() {
+    let _turn = BROWSER.lock().await;
+    let s = Setup::start_with("", true).await;
+    let b = Browser::start_with(&["--ignore-certificate-errors"]).await;
+    assert!(s.url("/ui/").starts_with("https://"));
+    login(&b, &s, &s.lab.token).await;
+    assert!(b.url().await.starts_with("https://"));
+    assert_eq!(b.text("#role").await.as_deref(), Some("admin"));
+    let cookies = b.cmd(reqwest::Method::GET, "/cookie", None).await;
+    let session = cookies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "quorate_session")
+        .unwrap_or_else(|| panic!("no session cookie in {cookies}"))
+        .clone();
+    assert_eq!(session["secure"], true, "{session}");
+    assert_eq!(session["httpOnly"], true, "{session}");
+    assert_eq!(session["sameSite"], "Strict", "{session}");
+    b.quit().await;
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,7 +82,7 @@ fn every_example_validates_once_its_files_exist() {
             );
         }
         let raw: RawConfig = toml::from_str(&text).unwrap();
-        let mut files: Vec<PathBuf> = vec![raw.api.token_file.clone()];
+        let mut files: Vec<PathBuf> = raw.api.token_file.iter().cloned().collect();
         files.extend(raw.coordinator.key_file.clone());
         files.extend(raw.notify.webhook.iter().filter_map(|w| w.url_file.clone()));
         files.extend(

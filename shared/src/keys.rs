@@ -191,6 +191,33 @@ pub fn read_secret_file(path: &Path) -> Result<String, KeyError> {
     Ok(text)
 }
 
+/// Where the systemd credential `name` is (`LoadCredential=NAME:FILE` puts it at
+/// `$CREDENTIALS_DIRECTORY/NAME`), or a message saying what is missing: a bad name, the
+/// variable (not run by systemd, or no `LoadCredential=` in the unit), or the file. `env` is
+/// the process's environment, an argument so tests need not change the real one (`set_var`
+/// is unsafe, and racy between tests).
+pub fn credential_path(
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PathBuf, String> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "expected a credential name like \"dns-token\" (no '/'), got {name:?}"
+        ));
+    }
+    let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+        format!("credential {name:?}: $CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={name}:<file>")
+    })?;
+    let path = PathBuf::from(dir).join(name);
+    if path.symlink_metadata().is_err() {
+        return Err(format!(
+            "credential {name:?}: {} does not exist; add LoadCredential={name}:<file> to the unit",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
 /// `ed25519:<base64 of the 32 key bytes>`.
 pub fn format_public_key(key: &VerifyingKey) -> String {
     format!("{PUBLIC_KEY_PREFIX}{}", B64.encode(key.as_bytes()))

@@ -240,6 +240,15 @@ impl Drop for Slot {
     }
 }
 
+/// Where a request came from, in every request's extensions: the peer's address and whether
+/// the connection is TLS (the dashboard marks its cookie `Secure` then, and rate-limits logins
+/// per address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
 /// One connection's request bookkeeping, shared by its service and its watchdog.
 #[derive(Default)]
 struct ConnState {
@@ -257,6 +266,7 @@ struct Tracked<S> {
     conn: Arc<ConnState>,
     shared: Arc<Shared>,
     key: IpAddr,
+    peer: Peer,
 }
 
 /// Marks a request finished when its response future ends, however it ends.
@@ -282,7 +292,8 @@ where
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
         let served = self.conn.served.fetch_add(1, Ordering::AcqRel) + 1;
         if served >= self.shared.limits.max_requests_per_connection {
             self.conn.spent.store(true, Ordering::Release);
@@ -496,6 +507,10 @@ impl Server {
                     conn: conn.clone(),
                     shared: shared.clone(),
                     key,
+                    peer: Peer {
+                        addr: peer,
+                        tls: acceptor.is_some(),
+                    },
                 };
                 match acceptor {
                     None => drive(&shared, stream, tracked, &conn, &shutdown, peer).await,

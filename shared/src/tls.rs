@@ -138,6 +138,139 @@ pub fn check_private_key_pem(pem: &[u8], origin: &Path) -> Result<(), TlsError> 
         })
 }
 
+/// A server config (ring provider, h2 + http/1.1) for the certificate chain and private key in
+/// `cert_pem` and `key_pem`; `origin` (the certificate file) names them in errors.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    origin: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let bad_cert = |reason: String| TlsError::BadCertificate {
+        path: origin.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_cert(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad_cert("no certificate found".into()));
+    }
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        TlsError::BadPrivateKey {
+            path: origin.to_owned(),
+            reason: format!("the certificate's key: {e}"),
+        }
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad_cert(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            bad_cert(format!(
+                "the certificate and the key do not go together: {e}"
+            ))
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client config that trusts exactly `roots` (an operator's CA, or a self-signed end-entity
+/// certificate as its own trust anchor), validated by rustls-webpki with the host name or IP
+/// address checked as usual.
+pub fn client_config_with_roots(
+    roots: Vec<CertificateDer<'static>>,
+) -> Result<ClientConfig, TlsError> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r).map_err(|e| TlsError::BadCertificate {
+            path: PathBuf::from("(trust anchor)"),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(ClientConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(store)
+        .with_no_client_auth())
+}
+
+/// The `notAfter` of a DER certificate (RFC 5280 §4.1.2.5), or `None` if it cannot be read.
+/// A few lines of DER rather than an X.509 crate: only this one field is needed.
+pub fn not_after(der: &[u8]) -> Option<std::time::SystemTime> {
+    /// One DER TLV: (tag, contents, rest).
+    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, input) = input.split_first()?;
+        let (&first, mut input) = input.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || input.len() < n {
+                return None;
+            }
+            let (bytes, rest) = input.split_at(n);
+            input = rest;
+            bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b))
+        };
+        if input.len() < len {
+            return None;
+        }
+        let (contents, rest) = input.split_at(len);
+        Some((tag, contents, rest))
+    }
+    let (0x30, cert, _) = tlv(der)? else {
+        return None;
+    };
+    let (0x30, mut tbs, _) = tlv(cert)? else {
+        return None;
+    };
+    // [0] version (optional), serialNumber, signature, issuer, then validity.
+    let mut fields = Vec::with_capacity(5);
+    while fields.len() < 5 {
+        let (tag, contents, rest) = tlv(tbs)?;
+        fields.push((tag, contents));
+        tbs = rest;
+    }
+    let skip = usize::from(fields[0].0 == 0xa0);
+    let (0x30, validity) = fields.get(3 + skip).copied()? else {
+        return None;
+    };
+    let (_, _, rest) = tlv(validity)?; // notBefore
+    let (tag, time, _) = tlv(rest)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let (year, rest) = match tag {
+        // UTCTime: YYMMDDHHMMSSZ, 1950..2049.
+        0x17 => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        // GeneralizedTime: YYYYMMDDHHMMSSZ.
+        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    if rest.len() != 11 || !rest.ends_with('Z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| rest.get(r)?.parse::<i64>().ok();
+    let (month, day, hour, min, sec) =
+        (num(0..2)?, num(2..4)?, num(4..6)?, num(6..8)?, num(8..10)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec;
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// The ring provider, as every config here uses it.
 pub fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -269,6 +402,44 @@ mod tests {
         assert!(parse_fingerprint("abcd").is_err());
         assert!(self_signed(&[]).is_err());
         assert!(self_signed(&["not a name!".into()]).is_err());
+    }
+
+    #[test]
+    fn not_after_is_read_from_the_certificate() {
+        for (y, m, d, want) in [
+            // UTCTime (before 2050) and GeneralizedTime (from 2050).
+            (2030, 6, 15, 1_907_712_000u64),
+            (1999, 12, 31, 946_598_400),
+            (2051, 3, 1, 2_561_241_600),
+        ] {
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            let got = not_after(cert.der()).unwrap();
+            assert_eq!(
+                got.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+                want,
+                "{y}-{m}-{d}"
+            );
+        }
+        assert_eq!(not_after(b"\x30\x03\x02\x01\x01"), None);
+        assert_eq!(not_after(b""), None);
+    }
+
+    #[test]
+    fn a_server_config_needs_a_matching_key() {
+        let (cert, key) = self_signed(&["localhost".into()]).unwrap();
+        let (_, other_key) = self_signed(&["localhost".into()]).unwrap();
+        let origin = Path::new("/etc/quorate/api.crt");
+        server_config(cert.as_bytes(), key.as_bytes(), origin).unwrap();
+        let err = server_config(cert.as_bytes(), other_key.as_bytes(), origin).unwrap_err();
+        assert!(
+            err.to_string().contains("/etc/quorate/api.crt")
+                && err.to_string().contains("do not go together"),
+            "{err}"
+        );
+        assert!(server_config(b"", key.as_bytes(), origin).is_err());
     }
 
     #[test]

@@ -33,9 +33,20 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: String,
-    pub key_file: PathBuf,
+    /// The witness's ed25519 signing key (PKCS#8 PEM, mode 0600). Or `key_credential`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Instead of `key_file`: the name of a systemd credential holding the key
+    /// (`LoadCredential=NAME:/etc/quorate-witness/witness.key` → `$CREDENTIALS_DIRECTORY/NAME`).
+    #[serde(default)]
+    pub key_credential: Option<String>,
     pub tls_cert_file: PathBuf,
-    pub tls_key_file: PathBuf,
+    /// The TLS certificate's private key (PEM, mode 0600). Or `tls_key_credential`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Instead of `tls_key_file`: the name of a systemd credential holding the TLS key.
+    #[serde(default)]
+    pub tls_key_credential: Option<String>,
     #[serde(default)]
     pub max_skew: Option<String>,
     #[serde(default)]
@@ -274,6 +285,16 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
 
 /// Turns the raw file into a typed config, loading the files it names.
 pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Diagnostics> {
+    validate_in(path, raw, &|n| std::env::var(n).ok())
+}
+
+/// [`validate`] with the process's environment as an argument (`CREDENTIALS_DIRECTORY`), so
+/// the tests give their own instead of changing the real one.
+fn validate_in(
+    path: &Path,
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Diagnostics> {
     let invalid = |key: &str, message: String| {
         let mut d = Diagnostics::new(path);
         d.push(key, message);
@@ -378,20 +399,51 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Diagnostics> {
         return Err(limit_problems);
     };
 
-    let key_path = resolve(&raw.key_file);
-    let signing_key = shared::keys::load_signing_key(&key_path)
-        .map_err(|e| invalid("key_file", e.to_string()))?;
+    // `<x>_file` or `<x>_credential`: exactly one.
+    let secret = |(file_key, file): (&str, &Option<PathBuf>),
+                  (cred_key, cred): (&str, &Option<String>),
+                  what: &str|
+     -> Result<(String, PathBuf), Diagnostics> {
+        match (file, cred) {
+            (Some(f), None) => Ok((file_key.to_string(), resolve(f))),
+            (None, Some(name)) => Ok((
+                cred_key.to_string(),
+                shared::keys::credential_path(name, env).map_err(|m| invalid(cred_key, m))?,
+            )),
+            (None, None) => Err(invalid(
+                file_key,
+                format!(
+                    "missing; expected {file_key} ({what}, a mode 0600 file: quorate-witness init writes one) or {cred_key} (a systemd credential's name)"
+                ),
+            )),
+            (Some(_), Some(_)) => Err(invalid(
+                file_key,
+                format!("give only one of {file_key} and {cred_key}"),
+            )),
+        }
+    };
+    let (key_name, key_path) = secret(
+        ("key_file", &raw.key_file),
+        ("key_credential", &raw.key_credential),
+        "the signing key",
+    )?;
+    let signing_key =
+        shared::keys::load_signing_key(&key_path).map_err(|e| invalid(&key_name, e.to_string()))?;
 
     let cert_path = resolve(&raw.tls_cert_file);
     let cert_pem = std::fs::read(&cert_path)
         .map_err(|e| invalid("tls_cert_file", format!("{}: {e}", cert_path.display())))?;
-    let key_pem_path = resolve(&raw.tls_key_file);
+    let (tls_key_name, key_pem_path) = secret(
+        ("tls_key_file", &raw.tls_key_file),
+        ("tls_key_credential", &raw.tls_key_credential),
+        "the TLS certificate's key",
+    )?;
     let key_pem = shared::keys::read_secret_file(&key_pem_path)
-        .map_err(|e| invalid("tls_key_file", e.to_string()))?;
+        .map_err(|e| invalid(&tls_key_name, e.to_string()))?;
     let info = shared::tls::parse_cert_pem(&cert_pem, &cert_path)
         .map_err(|e| invalid("tls_cert_file", e.to_string()))?;
     shared::tls::check_private_key_pem(key_pem.as_bytes(), &key_pem_path)
-        .map_err(|e| invalid("tls_key_file", e.to_string()))?;
+        .map_err(|e| invalid(&tls_key_name, e.to_string()))?;
     let tls = TlsIdentity {
         cert_pem,
         key_pem: key_pem.into_bytes(),
@@ -574,6 +626,108 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("10.0.0.0/8")
+        );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod credential_tests {
+    use super::*;
+
+    /// A witness folder (TLS certificate and key) and its config text with `key` as the key
+    /// line(s); the signing key itself is in `creds/witness.key`.
+    fn setup(dir: &Path) -> ed25519_dalek::SigningKey {
+        let (cert, tls_key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.join("tls.crt"), cert).unwrap();
+        shared::keys::write_private_file(&dir.join("tls.key"), tls_key.as_bytes()).unwrap();
+        std::fs::create_dir(dir.join("creds")).unwrap();
+        let key = shared::keys::generate();
+        shared::keys::write_signing_key(&dir.join("creds/witness.key"), &key).unwrap();
+        key
+    }
+
+    fn load(dir: &Path, key: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let coordinator =
+            shared::keys::format_public_key(&shared::keys::generate().verifying_key());
+        // The TLS key from its file, unless `key` says where it is.
+        let tls_key = if key.contains("tls_key_") {
+            ""
+        } else {
+            "tls_key_file = \"tls.key\"\n"
+        };
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\n{key}\ntls_cert_file = \"tls.crt\"\n{tls_key}\
+             [[coordinator]]\nname = \"c\"\npublic_key = \"{coordinator}\"\n\
+             [[allow]]\ncidr = \"192.0.2.0/24\"\nports = [443]\n"
+        );
+        let path = dir.join("witness.toml");
+        let raw: RawConfig = toml::from_str(&text).unwrap();
+        validate_in(&path, raw, env).map_err(|d| d.to_string())
+    }
+
+    #[test]
+    fn the_key_comes_from_a_file_or_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = setup(dir.path());
+        let creds = dir.path().join("creds").to_string_lossy().into_owned();
+        let env = move |n: &str| (n == "CREDENTIALS_DIRECTORY").then(|| creds.clone());
+        let c = load(dir.path(), "key_credential = \"witness.key\"", &env).unwrap();
+        assert_eq!(c.signing_key.verifying_key(), key.verifying_key());
+        let c = load(dir.path(), "key_file = \"creds/witness.key\"", &|_| None).unwrap();
+        assert_eq!(c.signing_key.verifying_key(), key.verifying_key());
+
+        // Named, but not run by systemd: says so.
+        let err = load(dir.path(), "key_credential = \"witness.key\"", &|_| None).unwrap_err();
+        assert!(
+            err.contains("key_credential: credential \"witness.key\": $CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential=witness.key:<file>"),
+            "{err}"
+        );
+        // Named, but the unit does not load it.
+        let err = load(dir.path(), "key_credential = \"other.key\"", &env).unwrap_err();
+        assert!(
+            err.contains("key_credential: credential \"other.key\": ")
+                && err.contains("does not exist; add LoadCredential=other.key:<file> to the unit"),
+            "{err}"
+        );
+        let err = load(dir.path(), "", &env).unwrap_err();
+        assert!(
+            err.contains("key_file: missing; expected key_file"),
+            "{err}"
+        );
+        // The TLS key too: a credential instead of tls_key_file.
+        std::fs::copy(dir.path().join("tls.key"), dir.path().join("creds/tls.key")).unwrap();
+        let both = "key_credential = \"witness.key\"\ntls_key_credential = \"tls.key\"";
+        let c = load(dir.path(), both, &env).unwrap();
+        assert_eq!(c.signing_key.verifying_key(), key.verifying_key());
+        let err = load(dir.path(), both, &|_| None).unwrap_err();
+        assert!(
+            err.contains(
+                "key_credential: credential \"witness.key\": $CREDENTIALS_DIRECTORY is not set"
+            ),
+            "{err}"
+        );
+        let err = load(
+            dir.path(),
+            "key_file = \"creds/witness.key\"\ntls_key_credential = \"tls.key\"",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "tls_key_credential: credential \"tls.key\": $CREDENTIALS_DIRECTORY is not set"
+            ),
+            "{err}"
+        );
+        let err = load(
+            dir.path(),
+            "key_file = \"k\"\nkey_credential = \"witness.key\"",
+            &env,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("key_file: give only one of key_file and key_credential"),
+            "{err}"
         );
     }
 }

@@ -45,9 +45,9 @@ fn every_witness_example_validates() {
         let tmp = tempfile::tempdir().unwrap();
         key_material(tmp.path());
         let mut raw = raw;
-        raw.key_file = tmp.path().join("witness.key");
+        raw.key_file = Some(tmp.path().join("witness.key"));
         raw.tls_cert_file = tmp.path().join("tls.crt");
-        raw.tls_key_file = tmp.path().join("tls.key");
+        raw.tls_key_file = Some(tmp.path().join("tls.key"));
         if raw.ca_file.is_some() {
             raw.ca_file = Some(tmp.path().join("tls.crt"));
         }

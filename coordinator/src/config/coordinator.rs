@@ -1,6 +1,7 @@
 //! The `[coordinator]` and `[api]` tables: the signing key, the history file, the default
-//! interval, retention, extra probe CAs, the API's address, its bearer token and the optional
-//! token that `/metrics` asks for.
+//! interval, retention, extra probe CAs, the API's address, its bearer tokens (admin,
+//! read-only, and the optional one `/metrics` asks for; each a file or a systemd credential)
+//! and its optional TLS certificate and key (HTTPS for the API and the dashboard).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,16 +43,68 @@ pub struct RawCoordinator {
 pub struct RawApi {
     pub listen: String,
     /// File holding the admin bearer token (mode 0600): everything, overrides and failback
-    /// included.
-    pub token_file: PathBuf,
+    /// included. Or `token_credential`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Instead of `token_file`: the name of a systemd credential holding the admin token.
+    #[serde(default)]
+    pub token_credential: Option<String>,
     /// File holding a read-only bearer token (mode 0600): every `GET` of the API, no action.
     /// For `status` on another host, a dashboard viewer, a script.
     #[serde(default)]
     pub read_token_file: Option<PathBuf>,
+    /// Instead of `read_token_file`: a systemd credential's name.
+    #[serde(default)]
+    pub read_token_credential: Option<String>,
     /// File holding a token that grants `/metrics` only (mode 0600), for a Prometheus
     /// scraper that must not hold the API token. Unset: `/metrics` is open, as before.
     #[serde(default)]
     pub metrics_token_file: Option<PathBuf>,
+    /// Instead of `metrics_token_file`: a systemd credential's name.
+    #[serde(default)]
+    pub metrics_token_credential: Option<String>,
+    /// The API's (and dashboard's) certificate chain, PEM: with `tls_key_file` (or
+    /// `tls_key_credential`) the listener speaks HTTPS only.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key, PEM (mode 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Instead of `tls_key_file`: a systemd credential's name.
+    #[serde(default)]
+    pub tls_key_credential: Option<String>,
+    /// For the CLI (`status`, `override`, ...): the CA that signed `tls_cert_file`, when the
+    /// certificate is not self-signed. Unset: the CLI trusts `tls_cert_file` itself.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The API's HTTPS: the certificate and key as read, and the server config built from them.
+#[derive(Clone)]
+pub struct ApiTls {
+    /// `api.tls_cert_file`, resolved.
+    pub cert_file: PathBuf,
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+    /// The leaf certificate's `notAfter`, if it could be read (`check` warns before it).
+    pub not_after: Option<std::time::SystemTime>,
+    /// SHA-256 of the certificate chain and key as read: what a reload compares.
+    fingerprint: [u8; 32],
+}
+
+impl PartialEq for ApiTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_file == other.cert_file && self.fingerprint == other.fingerprint
+    }
+}
+
+impl std::fmt::Debug for ApiTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ApiTls")
+            .field("cert_file", &self.cert_file)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_interval() -> String {
@@ -74,13 +127,27 @@ pub(super) struct Top {
     pub read_token: Option<Option<String>>,
     /// `Some(None)`: `/metrics` is open; `None`: the metrics token file was wrong (recorded).
     pub metrics_token: Option<Option<String>>,
+    /// `Some(None)`: plain HTTP; `None`: the certificate or key was wrong (recorded).
+    pub api_tls: Option<Option<ApiTls>>,
 }
 
 /// Minimum length of the API's bearer token.
 const MIN_TOKEN_LEN: usize = 16;
 
 pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Diagnostics) -> Top {
-    let signing_key = signing_key(c, base, &|n| std::env::var(n).ok(), e);
+    validate_in(c, api, base, &|n| std::env::var(n).ok(), e)
+}
+
+/// [`validate`] with the process's environment as an argument (`CREDENTIALS_DIRECTORY`): the
+/// tests give their own rather than change the real one, which other tests read at once.
+fn validate_in(
+    c: &RawCoordinator,
+    api: &RawApi,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    e: &mut Diagnostics,
+) -> Top {
+    let signing_key = signing_key(c, base, env, e);
     let interval = e.duration("coordinator.interval", &c.interval);
     let retention = e.duration("coordinator.retention", &c.retention);
     let mut probe_roots = Vec::new();
@@ -99,11 +166,40 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
             &api.listen,
         );
     }
-    let api_token = read_token(&resolve(base, &api.token_file), "api.token_file", e);
-    let read_only = match &api.read_token_file {
-        None => Some(None),
-        Some(f) => read_token(&resolve(base, f), "api.read_token_file", e).map(Some),
+    let api_token = match secret_path(
+        ("api.token_file", api.token_file.as_ref()),
+        ("api.token_credential", api.token_credential.as_ref()),
+        base,
+        env,
+        e,
+    ) {
+        Some(Some((key, path))) => read_token(&path, key, e),
+        Some(None) => {
+            e.push(
+                "api.token_file",
+                "missing; expected token_file (a mode 0600 file: quorate-coordinator init writes one) or token_credential (a systemd credential's name)",
+            );
+            None
+        }
+        None => None,
     };
+    let optional_token = |file: (&'static str, Option<&PathBuf>),
+                          credential: (&'static str, Option<&String>),
+                          e: &mut Diagnostics| {
+        match secret_path(file, credential, base, env, e) {
+            Some(Some((key, path))) => read_token(&path, key, e).map(Some),
+            Some(None) => Some(None),
+            None => None,
+        }
+    };
+    let read_only = optional_token(
+        ("api.read_token_file", api.read_token_file.as_ref()),
+        (
+            "api.read_token_credential",
+            api.read_token_credential.as_ref(),
+        ),
+        e,
+    );
     if let (Some(admin), Some(Some(read))) = (&api_token, &read_only)
         && admin == read
     {
@@ -112,10 +208,15 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
             "holds the same token as api.token_file: a read-only token must differ from the admin token (head -c 32 /dev/urandom | base64 > read.token)",
         );
     }
-    let metrics_token = match &api.metrics_token_file {
-        None => Some(None),
-        Some(f) => read_token(&resolve(base, f), "api.metrics_token_file", e).map(Some),
-    };
+    let metrics_token = optional_token(
+        ("api.metrics_token_file", api.metrics_token_file.as_ref()),
+        (
+            "api.metrics_token_credential",
+            api.metrics_token_credential.as_ref(),
+        ),
+        e,
+    );
+    let api_tls = api_tls(api, base, env, e);
     Top {
         signing_key,
         interval,
@@ -126,7 +227,145 @@ pub(super) fn validate(c: &RawCoordinator, api: &RawApi, base: &Path, e: &mut Di
         api_token,
         read_token: read_only,
         metrics_token,
+        api_tls,
     }
+}
+
+/// [`api_tls`] for `tls_cert_file = cert`, `tls_key_file = key`.
+#[cfg(test)]
+pub(super) fn api_tls_for_tests(cert: &Path, key: &Path) -> Result<ApiTls, String> {
+    let api = RawApi {
+        listen: "127.0.0.1:0".into(),
+        token_file: None,
+        token_credential: None,
+        read_token_file: None,
+        read_token_credential: None,
+        metrics_token_file: None,
+        metrics_token_credential: None,
+        tls_cert_file: Some(cert.to_owned()),
+        tls_key_file: Some(key.to_owned()),
+        tls_key_credential: None,
+        ca_file: None,
+    };
+    let mut d = Diagnostics::new(Path::new("test.toml"));
+    match api_tls(&api, Path::new("/"), &|_| None, &mut d) {
+        Some(Some(t)) => Ok(t),
+        _ => Err(d.to_string()),
+    }
+}
+
+/// Where a secret given as `<x>_file` or `<x>_credential` is: `Some(Some((key, path)))` with
+/// the key it was given by, `Some(None)` when neither is set, `None` when both are or the
+/// credential cannot be found (recorded).
+fn secret_path(
+    (file_key, file): (&'static str, Option<&PathBuf>),
+    (credential_key, credential): (&'static str, Option<&String>),
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    e: &mut Diagnostics,
+) -> Option<Option<(&'static str, PathBuf)>> {
+    match (file, credential) {
+        (None, None) => Some(None),
+        (Some(f), None) => Some(Some((file_key, resolve(base, f)))),
+        (None, Some(name)) => {
+            match crate::dns::secret::credential_path(credential_key, name, env) {
+                Ok(p) => Some(Some((credential_key, p))),
+                Err(err) => {
+                    e.push(credential_key, err.message);
+                    None
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            e.push(
+                file_key,
+                format!("give only one of {file_key} and {credential_key}"),
+            );
+            None
+        }
+    }
+}
+
+/// `[api] tls_cert_file` with `tls_key_file` or `tls_key_credential`: both or neither.
+fn api_tls(
+    api: &RawApi,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    e: &mut Diagnostics,
+) -> Option<Option<ApiTls>> {
+    let key = secret_path(
+        ("api.tls_key_file", api.tls_key_file.as_ref()),
+        ("api.tls_key_credential", api.tls_key_credential.as_ref()),
+        base,
+        env,
+        e,
+    );
+    if api.ca_file.is_some() && api.tls_cert_file.is_none() {
+        e.push(
+            "api.ca_file",
+            "is for the CLI talking HTTPS to the API: set tls_cert_file and tls_key_file too, or remove ca_file",
+        );
+    }
+    let (cert_file, (key_name, key_path)) = match (&api.tls_cert_file, key?) {
+        (None, None) => return Some(None),
+        (Some(c), Some(k)) => (resolve(base, c), k),
+        (Some(_), None) => {
+            e.push(
+                "api.tls_key_file",
+                "missing: tls_cert_file is set, so the API's private key is needed too (tls_key_file, a mode 0600 PEM file, or tls_key_credential); or remove tls_cert_file for plain HTTP",
+            );
+            return None;
+        }
+        (None, Some((k, _))) => {
+            e.push(
+                "api.tls_cert_file",
+                format!("missing: {k} is set, so the API's certificate (PEM) is needed too; or remove {k} for plain HTTP"),
+            );
+            return None;
+        }
+    };
+    if let Some(ca) = &api.ca_file
+        && let Err(err) = shared::tls::read_cert_bundle(&resolve(base, ca))
+    {
+        e.push("api.ca_file", err);
+    }
+    let cert_pem = match std::fs::read(&cert_file) {
+        Ok(p) => p,
+        Err(err) => {
+            e.push(
+                "api.tls_cert_file",
+                format!("{}: {err}", cert_file.display()),
+            );
+            return None;
+        }
+    };
+    let key_pem = match shared::keys::read_secret_file(&key_path) {
+        Ok(k) => k,
+        Err(err) => {
+            e.push(key_name, err);
+            return None;
+        }
+    };
+    let server = match shared::tls::server_config(&cert_pem, key_pem.as_bytes(), &cert_file) {
+        Ok(s) => s,
+        Err(err) => {
+            e.push("api.tls_cert_file", err);
+            return None;
+        }
+    };
+    let not_after = shared::tls::parse_cert_pem(&cert_pem, &cert_file)
+        .ok()
+        .and_then(|c| shared::tls::not_after(&c.der));
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(&cert_pem);
+    h.update(key_pem.as_bytes());
+    Some(Some(ApiTls {
+        cert_file,
+        server,
+        not_after,
+        fingerprint: h.finalize().into(),
+    }))
 }
 
 /// The signing key from `key_file` or `key_credential` (exactly one); `env` is the process's
@@ -196,19 +435,36 @@ mod tests {
     /// Validates `[api]` with the given extra line, in a folder with a key and an API token.
     fn api(extra: &str, files: &[(&str, &str)]) -> (Top, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        shared::keys::write_signing_key(&dir.path().join("c.key"), &shared::keys::generate())
-            .unwrap();
+        api_in(dir.path(), extra, files, &|_| None)
+    }
+
+    /// [`api`] in `dir`, with `env` as the environment; `[api]` has `token_file` unless
+    /// `extra` gives `token_credential`.
+    fn api_in(
+        dir: &Path,
+        extra: &str,
+        files: &[(&str, &str)],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Top, Vec<String>) {
+        if !dir.join("c.key").exists() {
+            shared::keys::write_signing_key(&dir.join("c.key"), &shared::keys::generate()).unwrap();
+        }
         for (name, text) in [("api.token", "api-token-0123456789")].iter().chain(files) {
-            shared::keys::write_private_file(&dir.path().join(name), text.as_bytes()).unwrap();
+            let _ = std::fs::remove_file(dir.join(name));
+            shared::keys::write_private_file(&dir.join(name), text.as_bytes()).unwrap();
         }
         let c: RawCoordinator =
             toml::from_str("key_file = \"c.key\"\ndatabase = \"h.db\"\n").unwrap();
-        let a: RawApi = toml::from_str(&format!(
-            "listen = \"127.0.0.1:8080\"\ntoken_file = \"api.token\"\n{extra}"
-        ))
-        .unwrap();
+        let token = if extra.starts_with("token_credential") || extra.contains("\ntoken_credential")
+        {
+            ""
+        } else {
+            "token_file = \"api.token\"\n"
+        };
+        let a: RawApi =
+            toml::from_str(&format!("listen = \"127.0.0.1:8080\"\n{token}{extra}")).unwrap();
         let mut d = Diagnostics::new(Path::new("c.toml"));
-        let top = validate(&c, &a, dir.path(), &mut d);
+        let top = validate_in(&c, &a, dir, env, &mut d);
         (
             top,
             d.iter()
@@ -327,6 +583,163 @@ mod tests {
         assert!(
             errors[0].starts_with("api.read_token_file: holds the same token as api.token_file"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn api_tls_takes_a_certificate_and_its_key_both_or_neither() {
+        let (cert, key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        let (_, other_key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        let files = [("api.crt", cert.as_str()), ("api.key", key.as_str())];
+        let (top, errors) = api("", &files);
+        assert_eq!(errors, Vec::<String>::new());
+        assert!(matches!(top.api_tls, Some(None)), "plain HTTP by default");
+        let (top, errors) = api(
+            "tls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\n",
+            &files,
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        let tls = top.api_tls.unwrap().unwrap();
+        assert!(tls.cert_file.ends_with("api.crt"));
+        assert!(tls.not_after.is_some());
+        assert!(!format!("{tls:?}").contains("PRIVATE"), "{tls:?}");
+        // (extra lines, the one error expected, as a prefix)
+        let table: &[(&str, &str)] = &[
+            (
+                "tls_cert_file = \"api.crt\"\n",
+                "api.tls_key_file: missing: tls_cert_file is set, so the API's private key is needed too",
+            ),
+            (
+                "tls_key_file = \"api.key\"\n",
+                "api.tls_cert_file: missing: api.tls_key_file is set, so the API's certificate (PEM) is needed too",
+            ),
+            (
+                "tls_cert_file = \"api.crt\"\ntls_key_file = \"other.key\"\n",
+                "api.tls_cert_file: ",
+            ),
+            (
+                "tls_cert_file = \"missing.crt\"\ntls_key_file = \"api.key\"\n",
+                "api.tls_cert_file: ",
+            ),
+            (
+                "tls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\ntls_key_credential = \"k\"\n",
+                "api.tls_key_file: give only one of api.tls_key_file and api.tls_key_credential",
+            ),
+            (
+                "ca_file = \"api.crt\"\n",
+                "api.ca_file: is for the CLI talking HTTPS to the API",
+            ),
+        ];
+        let files = [
+            ("api.crt", cert.as_str()),
+            ("api.key", key.as_str()),
+            ("other.key", other_key.as_str()),
+        ];
+        for (extra, want) in table {
+            let (top, errors) = api(extra, &files);
+            assert_eq!(errors.len(), 1, "{extra}: {errors:?}");
+            assert!(errors[0].starts_with(want), "{extra}: {errors:?}");
+            if !extra.starts_with("ca_file") {
+                assert!(top.api_tls.is_none(), "{extra}");
+            }
+        }
+        let (_, errors) = api(
+            "tls_cert_file = \"api.crt\"\ntls_key_file = \"other.key\"\n",
+            &files,
+        );
+        assert!(errors[0].contains("do not go together"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_api_key_must_not_be_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.path().join("api.crt"), &cert).unwrap();
+        std::fs::write(dir.path().join("api.key"), &key).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("api.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let (top, errors) = api_in(
+            dir.path(),
+            "tls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\n",
+            &[],
+            &|_| None,
+        );
+        assert!(top.api_tls.is_none());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("api.tls_key_file: ") && errors[0].contains("0644"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn tokens_and_the_tls_key_come_from_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        let (cert, key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.path().join("api.crt"), &cert).unwrap();
+        for (name, text) in [
+            ("admin", "cred-admin-0123456789"),
+            ("read", "cred-read-0123456789"),
+            ("metrics", "cred-metrics-0123456789"),
+            ("tls", key.as_str()),
+        ] {
+            shared::keys::write_private_file(&creds.join(name), text.as_bytes()).unwrap();
+        }
+        let creds_dir = creds.to_string_lossy().into_owned();
+        let env = move |n: &str| (n == "CREDENTIALS_DIRECTORY").then(|| creds_dir.clone());
+        let all = "token_credential = \"admin\"\nread_token_credential = \"read\"\nmetrics_token_credential = \"metrics\"\ntls_cert_file = \"api.crt\"\ntls_key_credential = \"tls\"\n";
+        let (top, errors) = api_in(dir.path(), all, &[], &env);
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(top.api_token.as_deref(), Some("cred-admin-0123456789"));
+        assert_eq!(top.read_token, Some(Some("cred-read-0123456789".into())));
+        assert_eq!(
+            top.metrics_token,
+            Some(Some("cred-metrics-0123456789".into()))
+        );
+        assert!(matches!(top.api_tls, Some(Some(_))));
+
+        // Not under systemd: every credential says so, by its key.
+        let (_, errors) = api_in(dir.path(), all, &[], &|_| None);
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        for (e, key) in errors.iter().zip([
+            "api.token_credential",
+            "api.read_token_credential",
+            "api.metrics_token_credential",
+            "api.tls_key_credential",
+        ]) {
+            assert!(
+                e.starts_with(&format!("{key}: credential "))
+                    && e.contains("$CREDENTIALS_DIRECTORY is not set"),
+                "{errors:?}"
+            );
+        }
+        // The unit does not load one of them.
+        let (_, errors) = api_in(dir.path(), "token_credential = \"nope\"\n", &[], &env);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("api.token_credential: credential \"nope\": ")
+                && errors[0]
+                    .ends_with("does not exist; add LoadCredential=nope:<file> to the unit"),
+            "{errors:?}"
+        );
+        // Both a file and a credential for one token.
+        let (_, errors) = api_in(
+            dir.path(),
+            "read_token_file = \"r\"\nread_token_credential = \"read\"\n",
+            &[],
+            &env,
+        );
+        assert_eq!(
+            errors,
+            [
+                "api.read_token_file: give only one of api.read_token_file and api.read_token_credential"
+            ]
         );
     }
 }

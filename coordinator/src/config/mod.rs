@@ -29,7 +29,7 @@ use serde::Deserialize;
 pub use shared::config::Diagnostics;
 use shared::protocol::KeyId;
 
-pub use self::coordinator::{RawApi, RawCoordinator};
+pub use self::coordinator::{ApiTls, RawApi, RawCoordinator};
 pub use self::dashboard::{DEFAULT_SESSION_TTL, DashboardConfig, RawDashboard};
 pub use self::dns::{
     Backend, DEFAULT_BACKEND, DnsConfig, RawBackend, RawDns, RawVerify, VerifyConfig,
@@ -107,6 +107,8 @@ pub struct Config {
     pub api_read_token: Option<String>,
     /// The token `/metrics` asks for; `None`: `/metrics` is open.
     pub metrics_token: Option<String>,
+    /// `[api] tls_cert_file` and its key: the API and dashboard speak HTTPS; `None`: HTTP.
+    pub api_tls: Option<ApiTls>,
     pub witnesses: Vec<WitnessConfig>,
     pub dns: DnsConfig,
     /// `[notify]`: the channels, the dashboard link, when a pending DNS change is news.
@@ -131,6 +133,12 @@ impl std::fmt::Debug for Config {
             .field("services", &self.services.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The `[api]` TLS part alone, for the tests of what uses it (`online`).
+#[cfg(test)]
+pub(crate) fn api_tls_for_tests(cert: &Path, key: &Path) -> Result<ApiTls, String> {
+    coordinator::api_tls_for_tests(cert, key)
 }
 
 /// Reads, parses and validates the file at `path`; relative paths in it are relative to its
@@ -204,6 +212,7 @@ pub fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Diag
             api_token: top.api_token?,
             api_read_token: top.read_token?,
             metrics_token: top.metrics_token?,
+            api_tls: top.api_tls?,
             witnesses,
             dns: dns?,
             notify,

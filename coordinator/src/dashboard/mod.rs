@@ -10,12 +10,16 @@
 //! | `GET /ui/services/{name}/confirm?action=…`, `POST /ui/services/{name}/action` | an admin session + its CSRF token |
 //! | `POST /ui/logout` | a session + its CSRF token |
 //!
-//! Invariants: a token is only ever read from the login form and compared in constant time;
-//! the browser holds a random session id (HttpOnly, SameSite=Strict, `Path=/ui`), the server
+//! Invariants: a token is only ever read from the login form and turned into a role by
+//! `api::role_of` (the API's own decision, constant-time); failed logins are counted per client
+//! address ([`login_limit`]: 5 a minute, then 429 with `Retry-After`, bounded) and logged
+//! without the token; the browser holds a random session id (HttpOnly, SameSite=Strict,
+//! `Path=/ui`, `Secure` when the request came over TLS), the server
 //! holds the role, the CSRF token and the expiry ([`session::Sessions`], bounded); every POST
 //! that changes something carries the session's CSRF token or is refused (403); an expired or
 //! unknown session is sent to the login form; bodies and query strings are bounded.
 
+pub mod login_limit;
 pub mod maintenance_page;
 pub mod session;
 pub mod status;
@@ -35,12 +39,14 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 
+use crate::api::token_matches;
 use crate::api::{ApiState, Role};
 use crate::config::DashboardConfig;
 use crate::failover::{Outcome, Override};
 use crate::service::{Command, ServiceStatus};
 use crate::store::RoundFilter;
-use session::{COOKIE, Session, Sessions, cookie, same_secret};
+use login_limit::LoginLimit;
+use session::{COOKIE, Session, Sessions, cookie};
 use views::{ChangeRow, EventRow, RoundRow, ServiceRow, ServicesFragment, VoteRow};
 
 /// Largest form body (a token or an action and its CSRF token fit many times over).
@@ -65,6 +71,8 @@ const CSS: &[u8] = include_bytes!("../../assets/dashboard.css");
 pub struct Dash {
     api: Arc<ApiState>,
     sessions: Sessions,
+    /// Failed logins per client address (5 a minute, then 429).
+    logins: LoginLimit,
 }
 
 impl std::fmt::Debug for Dash {
@@ -81,6 +89,7 @@ pub fn router(api: Arc<ApiState>, config: &DashboardConfig) -> Router {
     let dash = Arc::new(Dash {
         api,
         sessions: Sessions::new(config.session_ttl),
+        logins: LoginLimit::default(),
     });
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
@@ -199,8 +208,32 @@ struct LoginForm {
 
 async fn login(
     State(d): State<Arc<Dash>>,
+    peer: Option<axum::Extension<shared::listener::Peer>>,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    // Behind the shared listener every request knows its peer; without one (an in-process
+    // router in a test) all logins share one count.
+    let (ip, tls) = match peer {
+        Some(axum::Extension(p)) => (p.addr.ip(), p.tls),
+        None => (std::net::IpAddr::from([0u8; 4]), false),
+    };
+    let now = Instant::now();
+    if let Err(wait) = d.logins.check(ip, now) {
+        // Whole seconds, rounded up: a client that waits that long is let through.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        // Debug only: the failures that led here were each logged at warn; a client that
+        // keeps trying past the limit must not flood the log.
+        tracing::debug!(client = %ip, retry_after = secs, "dashboard login refused: too many failed logins");
+        let mut r = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed logins",
+            format!("Too many failed logins from this address: try again in {secs} s."),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let f = match form {
         Ok(Form(f)) => f,
         Err(e) => {
@@ -211,24 +244,18 @@ async fn login(
             );
         }
     };
-    let given = f.token.trim().as_bytes();
-    let api = &d.api;
-    let role = if same_secret(given, api.token.as_bytes()) {
-        Role::Admin
-    } else if api
-        .read_token
-        .as_ref()
-        .is_some_and(|r| same_secret(given, r.as_bytes()))
-    {
-        Role::Read
-    } else {
+    let Some(role) = d.api.role_of(f.token.trim()) else {
+        d.logins.failed(ip, now);
+        // Never the token, not even its length.
+        tracing::warn!(client = %ip, "dashboard login failed: the token is neither the admin nor the read-only token");
         let mut r = page(&views::Login {
             error: Some("That token is neither the admin nor the read-only token.".into()),
         });
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return r;
     };
-    let (id, _) = match d.sessions.create(role, Instant::now()) {
+    d.logins.succeeded(ip);
+    let (id, _) = match d.sessions.create(role, now) {
         Ok(s) => s,
         Err(e) => {
             return message(
@@ -238,19 +265,25 @@ async fn login(
             );
         }
     };
-    tracing::info!(role = role.as_str(), "dashboard login");
-    let cookie = format!(
-        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
-        d.sessions.ttl().as_secs()
-    );
+    tracing::info!(role = role.as_str(), client = %ip, "dashboard login");
     (
         StatusCode::SEE_OTHER,
         [
-            (header::SET_COOKIE, cookie),
+            (
+                header::SET_COOKIE,
+                session_cookie(&id, d.sessions.ttl().as_secs(), tls),
+            ),
             (header::LOCATION, "/ui/".into()),
         ],
     )
         .into_response()
+}
+
+/// The session cookie's `Set-Cookie` value: `Secure` when the login came over TLS (the
+/// browser then never sends it over plain HTTP); `Max-Age=0` with an empty id logs out.
+fn session_cookie(id: &str, max_age: u64, tls: bool) -> String {
+    let secure = if tls { "; Secure" } else { "" };
+    format!("{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
 #[derive(Deserialize)]
@@ -261,6 +294,7 @@ struct CsrfForm {
 
 async fn logout(
     State(d): State<Arc<Dash>>,
+    peer: Option<axum::Extension<shared::listener::Peer>>,
     headers: HeaderMap,
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -268,7 +302,7 @@ async fn logout(
         return to_login();
     };
     match form {
-        Ok(Form(f)) if same_secret(f.csrf.as_bytes(), s.csrf.as_bytes()) => {}
+        Ok(Form(f)) if token_matches(f.csrf.as_bytes(), s.csrf.as_bytes()) => {}
         _ => return csrf_refused(),
     }
     d.sessions.remove(&id);
@@ -277,7 +311,7 @@ async fn logout(
         [
             (
                 header::SET_COOKIE,
-                format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
+                session_cookie("", 0, peer.is_some_and(|axum::Extension(p)| p.tls)),
             ),
             (header::LOCATION, "/ui/login".into()),
         ],
@@ -748,7 +782,7 @@ async fn action(
     if !f
         .csrf
         .as_deref()
-        .is_some_and(|c| same_secret(c.as_bytes(), s.csrf.as_bytes()))
+        .is_some_and(|c| token_matches(c.as_bytes(), s.csrf.as_bytes()))
     {
         tracing::warn!(service = %name, "dashboard: an action without this session's CSRF token was refused");
         return csrf_refused();

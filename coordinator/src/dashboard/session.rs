@@ -120,16 +120,6 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Constant-time comparison of two secrets (a CSRF token, an API token).
-pub fn same_secret(given: &[u8], want: &[u8]) -> bool {
-    given.len() == want.len()
-        && given
-            .iter()
-            .zip(want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -164,8 +154,5 @@ mod tests {
         let h = "a=1; quorate_session=abc; quorate_session_x=zzz";
         assert_eq!(cookie(h, COOKIE), Some("abc"));
         assert_eq!(cookie("quorate_session_x=zzz", COOKIE), None);
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"abcd"));
     }
 }

@@ -209,3 +209,48 @@ async fn assets_are_embedded() {
     let res = send(&app, get("/ui/assets/..%2Fsecret", None)).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
+
+/// A login form from `peer` (as the shared listener marks every request).
+fn login_from(peer: &str, tls: bool, token: &str) -> Request<Body> {
+    let mut r = form("/ui/login", &format!("token={token}"), None);
+    r.extensions_mut().insert(shared::listener::Peer {
+        addr: peer.parse().unwrap(),
+        tls,
+    });
+    r
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_over_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir);
+    for (tls, secure) in [(true, true), (false, false)] {
+        let res = send(&app, login_from("127.0.0.1:5000", tls, ADMIN)).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let set = res.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert_eq!(set.ends_with("; Secure"), secure, "tls {tls}: {set}");
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir);
+    for i in 0..login_limit::MAX_FAILURES {
+        let res = send(&app, login_from("192.0.2.7:4000", false, "wrong")).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "failure {i}");
+    }
+    // The sixth is refused before the token is looked at: the right one too.
+    let res = send(&app, login_from("192.0.2.7:4001", false, ADMIN)).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = res.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(body(res).await.contains("Too many failed logins"));
+    // Another address logs in.
+    let res = send(&app, login_from("192.0.2.8:4000", false, ADMIN)).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+}

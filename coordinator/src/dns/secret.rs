@@ -203,19 +203,7 @@ pub fn credential_path(
     name: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PathBuf, SettingError> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(SettingError::new(
-            key,
-            format!("expected a credential name like \"dns-token\" (no '/'), got {name:?}"),
-        ));
-    }
-    let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-        SettingError::new(
-            key,
-            format!("credential {name:?}: $CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={name}:<file>"),
-        )
-    })?;
-    Ok(PathBuf::from(dir).join(name))
+    shared::keys::credential_path(name, env).map_err(|m| SettingError::new(key, m))
 }
 
 #[cfg(test)]

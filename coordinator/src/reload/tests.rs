@@ -169,3 +169,45 @@ fn what_needs_a_restart_is_refused_and_a_key_rotation_starts_every_service_again
         }
     );
 }
+
+#[test]
+fn a_new_api_certificate_is_refused_until_a_restart() {
+    let f = Files::new();
+    let body = format!(
+        "{}{}",
+        f.witness(0, "https://192.0.2.10:8443"),
+        Files::service("a", "192.0.2.1", r#"["w0"]"#)
+    );
+    let write_pair = |f: &Files| {
+        let (cert, key) = shared::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+        std::fs::write(f.dir.path().join("api.crt"), cert).unwrap();
+        let k = f.dir.path().join("api.key");
+        let _ = std::fs::remove_file(&k);
+        shared::keys::write_private_file(&k, key.as_bytes()).unwrap();
+    };
+    // The config `Files::config` writes, with the TLS keys added to its `[api]`.
+    let with_tls = |f: &Files| {
+        f.config("127.0.0.1:8080", &body);
+        let path = f.dir.path().join("c.toml");
+        let t = std::fs::read_to_string(&path).unwrap().replace(
+            "token_file = \"api.token\"\n",
+            "token_file = \"api.token\"\ntls_cert_file = \"api.crt\"\ntls_key_file = \"api.key\"\n",
+        );
+        std::fs::write(&path, t).unwrap();
+        config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let plain = f.config("127.0.0.1:8080", &body);
+    write_pair(&f);
+    let first = with_tls(&f);
+    let same = with_tls(&f);
+    let file = first.path.display().to_string();
+    let refused = [format!(
+        "{file}: api.tls_cert_file / api.tls_key_file (the API's certificate): changed: restart to apply"
+    )];
+    assert_eq!(plan(&plain, &first).unwrap_err(), refused);
+    assert!(plan(&first, &same).is_ok(), "the same files: nothing to do");
+    // A renewed certificate at the same paths is a change too.
+    write_pair(&f);
+    let renewed = with_tls(&f);
+    assert_eq!(plan(&first, &renewed).unwrap_err(), refused);
+}
