@@ -311,11 +311,20 @@ impl Drop for TestWitness {
     }
 }
 
-/// Panics unless a TCP connect to `addr` is refused.
+/// Panics unless TCP connects to `addr` are refused within 5 s. A server's task can end a
+/// moment before its listening socket is closed (a connect then gets a reset, or is
+/// accepted), so this polls until the refusal, or the deadline.
 pub async fn assert_refused(addr: SocketAddr) {
-    match tokio::net::TcpStream::connect(addr).await {
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-        other => panic!("expected {addr} to refuse connections, got {other:?}"),
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = tokio::net::TcpStream::connect(addr).await;
+        match got {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            other if tokio::time::Instant::now() >= deadline => {
+                panic!("expected {addr} to refuse connections, got {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
     }
 }
 
@@ -406,13 +415,19 @@ impl Drop for Site {
 
 /// Two loopback addresses (127.0.0.2 for the primary, 127.0.0.3 for the backup) that share
 /// a free port: the probe table names one port for both sides.
+/// Never the same port twice in one test binary: the port is released before the sites bind
+/// it, so two tests running at once could otherwise be handed the same one (and a stopped
+/// primary would still "answer" through the other test's site).
 pub fn two_sites_port() -> (SocketAddr, SocketAddr) {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let p_ip: IpAddr = "127.0.0.2".parse().unwrap();
     let b_ip: IpAddr = "127.0.0.3".parse().unwrap();
     for _ in 0..50 {
         let l = std::net::TcpListener::bind((p_ip, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
-        if std::net::TcpListener::bind((b_ip, port)).is_ok() {
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) && std::net::TcpListener::bind((b_ip, port)).is_ok() {
+            given.push(port);
             return (SocketAddr::new(p_ip, port), SocketAddr::new(b_ip, port));
         }
     }
