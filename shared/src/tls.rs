@@ -195,79 +195,11 @@ pub fn client_config_with_roots(
         .with_no_client_auth())
 }
 
-/// The `notAfter` of a DER certificate (RFC 5280 §4.1.2.5), or `None` if it cannot be read.
-/// A few lines of DER rather than an X.509 crate: only this one field is needed.
+/// The `notAfter` of a DER certificate (RFC 5280 §4.1.2.5), or `None` if it cannot be read
+/// or lies before 1970.
 pub fn not_after(der: &[u8]) -> Option<std::time::SystemTime> {
-    /// One DER TLV: (tag, contents, rest).
-    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, input) = input.split_first()?;
-        let (&first, mut input) = input.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || input.len() < n {
-                return None;
-            }
-            let (bytes, rest) = input.split_at(n);
-            input = rest;
-            bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b))
-        };
-        if input.len() < len {
-            return None;
-        }
-        let (contents, rest) = input.split_at(len);
-        Some((tag, contents, rest))
-    }
-    let (0x30, cert, _) = tlv(der)? else {
-        return None;
-    };
-    let (0x30, mut tbs, _) = tlv(cert)? else {
-        return None;
-    };
-    // [0] version (optional), serialNumber, signature, issuer, then validity.
-    let mut fields = Vec::with_capacity(5);
-    while fields.len() < 5 {
-        let (tag, contents, rest) = tlv(tbs)?;
-        fields.push((tag, contents));
-        tbs = rest;
-    }
-    let skip = usize::from(fields[0].0 == 0xa0);
-    let (0x30, validity) = fields.get(3 + skip).copied()? else {
-        return None;
-    };
-    let (_, _, rest) = tlv(validity)?; // notBefore
-    let (tag, time, _) = tlv(rest)?;
-    let text = std::str::from_utf8(time).ok()?;
-    let (year, rest) = match tag {
-        // UTCTime: YYMMDDHHMMSSZ, 1950..2049.
-        0x17 => {
-            let yy: i64 = text.get(..2)?.parse().ok()?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
-        }
-        // GeneralizedTime: YYYYMMDDHHMMSSZ.
-        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
-        _ => return None,
-    };
-    if rest.len() != 11 || !rest.ends_with('Z') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| rest.get(r)?.parse::<i64>().ok();
-    let (month, day, hour, min, sec) =
-        (num(0..2)?, num(2..4)?, num(4..6)?, num(6..8)?, num(8..10)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec;
-    let secs = u64::try_from(secs).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
     Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
