@@ -6,4 +6,4 @@
 
 pub mod check;
 pub mod record;
-// pub mod schedule;
+pub mod schedule;
