@@ -314,6 +314,7 @@ fn faultrun_random_faults_keep_the_five_invariants() {
         life: vec![Life::Started(now_ms()), Life::ApiUp(now_ms())],
         before_kills: Vec::new(),
     };
+    let serial_before = lab.soa_serial();
     let client = Client::start(lab.ns(Host::Client), lab.addr4(Host::Dns));
 
     // Every apply and repair, in time order (a repair before an apply at the same moment).
@@ -383,6 +384,13 @@ fn faultrun_random_faults_keep_the_five_invariants() {
             String::from_utf8_lossy(&out.stderr)
         ),
     };
+    let serials = match (serial_before, lab.soa_serial()) {
+        (Ok(a), Ok(b)) => Some((a, b)),
+        (a, b) => {
+            lab.log(&format!("faultrun: SOA serials not read: {a:?} {b:?}"));
+            None
+        }
+    };
     let record = Record {
         settings,
         faults: run.faults,
@@ -391,6 +399,7 @@ fn faultrun_random_faults_keep_the_five_invariants() {
         before_kills: run.before_kills,
         last,
         verified,
+        serials,
     };
     let violations = check(&record);
 

@@ -14,7 +14,8 @@
 //!    intervals of the last repair (and staying there).
 //! 5. [`coordinator_accountable`]: every SIGKILL followed by a restart whose API answers
 //!    within a bound; every answer the client got is the zone's initial one or a recorded
-//!    change's target (nothing was written that the history does not know).
+//!    change's target, and the zone's SOA serial went up by exactly the number of applied
+//!    changes (nothing was written that the history does not know, nothing twice).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -485,6 +486,29 @@ pub fn coordinator_accountable(r: &Record) -> Vec<Violation> {
                 ),
             ));
         }
+    }
+    let applied = r
+        .last
+        .changes
+        .iter()
+        .filter(|c| c.status == "applied")
+        .count() as u64;
+    match r.serials {
+        None => out.push(v(
+            Invariant::CoordinatorAccountable,
+            None,
+            "the zone's SOA serial was not read before and after the run".into(),
+        )),
+        Some((before, after)) if u64::from(after.wrapping_sub(before)) != applied => {
+            out.push(v(
+                Invariant::CoordinatorAccountable,
+                None,
+                format!(
+                    "the zone's SOA serial went from {before} to {after}, but the history records {applied} applied changes"
+                ),
+            ))
+        }
+        Some(_) => {}
     }
     let mut known = vec![s.initial.clone()];
     known.extend(r.last.changes.iter().map(|c| c.to.clone()));

@@ -233,6 +233,9 @@ pub struct Record {
     /// The history read at the end.
     pub last: Snapshot,
     pub verified: Verified,
+    /// The zone's SOA serial before the run and at the end (each UPDATE BIND applies adds
+    /// one); `None` when it could not be read.
+    pub serials: Option<(u32, u32)>,
 }
 
 // ---------- from the API's JSON ----------

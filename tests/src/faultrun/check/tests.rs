@@ -161,6 +161,7 @@ fn clean() -> Record {
             exit_code: Some(0),
             report: "ok".into(),
         },
+        serials: Some((1, 3)),
     }
 }
 
@@ -420,6 +421,17 @@ fn inv5_an_answer_no_recorded_change_wrote_is_caught() {
         found[0].contains("at 50000")
             && found[0].contains("[10.231.9.99], which no recorded DNS change wrote"),
         "{found:#?}"
+    );
+}
+
+#[test]
+fn inv5_an_update_the_history_does_not_count_is_caught() {
+    let mut r = clean();
+    r.serials = Some((1, 4));
+    assert_one(
+        coordinator_accountable(&r),
+        Invariant::CoordinatorAccountable,
+        "SOA serial went from 1 to 4, but the history records 2 applied changes",
     );
 }
 
