@@ -160,6 +160,9 @@ pub struct LabOptions {
     /// This witness runs with a signing key the coordinator does not trust (its config still
     /// names the key the witness was set up with).
     pub rogue_witness: Option<u8>,
+    /// Serve the web sites with a small scripted server ([`WEB_SCRIPT`]) whose answer
+    /// [`Lab::set_web_mode`] switches between a page, HTTP 500 and a hang (the fault run).
+    pub scripted_web: bool,
     pub coordinator: CoordinatorOptions,
 }
 
@@ -169,10 +172,41 @@ impl LabOptions {
             id,
             ipv6: false,
             rogue_witness: None,
+            scripted_web: false,
             coordinator: CoordinatorOptions::default(),
         }
     }
 }
+
+/// The scripted web server (`LabOptions::scripted_web`): `python3 - PORT BIND ROOT`. Each
+/// request reads `ROOT/.mode`: `ok` (or missing) serves `ROOT/index.html` with 200, `500`
+/// answers 500, `hang` holds the connection without answering (for an hour: the prober's
+/// timeout ends it; a killed server ends it too).
+pub const WEB_SCRIPT: &str = r#"
+import http.server, os, socket, sys, time
+port, bind, root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        try:
+            mode = open(os.path.join(root, ".mode")).read().strip()
+        except OSError:
+            mode = "ok"
+        if mode == "hang":
+            time.sleep(3600)
+            return
+        if mode == "500":
+            self.send_error(500)
+            return
+        body = open(os.path.join(root, "index.html"), "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+S((bind, port), H).serve_forever()
+"#;
 
 /// A process the lab started.
 struct Proc {
@@ -771,6 +805,24 @@ impl Lab {
         self.log(&format!("stopped {name} on {} (SIGTERM)", p.host));
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process `name`; it stays the lab's (a
+    /// stopped process is still killed and reaped at teardown).
+    pub fn signal(&mut self, name: &str, signal: &str) {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no running process named {name}"));
+        // Only while not reaped is the PID still ours.
+        if let Ok(None) = p.child.try_wait() {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &p.child.id().to_string()])
+                .status();
+        }
+        let host = p.host;
+        self.log(&format!("SIG{signal} {name} on {host}"));
+    }
+
     /// Whether `name` is still running.
     pub fn running(&mut self, name: &str) -> bool {
         self.procs
@@ -806,21 +858,35 @@ impl Lab {
             self.addr4(h).to_string()
         };
         let name = Self::web_name(h);
-        self.spawn(
-            h,
-            &name,
-            &[
-                "/usr/bin/python3",
-                "-m",
-                "http.server",
-                "80",
-                "--bind",
-                &bind,
-                "--directory",
-                &root,
-            ],
-            &[],
-        );
+        if self.opts.scripted_web {
+            let script = self.dir.join("web.py");
+            if !script.exists() {
+                write_file(&script, WEB_SCRIPT, 0o644);
+            }
+            let script = script.display().to_string();
+            self.spawn(
+                h,
+                &name,
+                &["/usr/bin/python3", &script, "80", &bind, &root],
+                &[],
+            );
+        } else {
+            self.spawn(
+                h,
+                &name,
+                &[
+                    "/usr/bin/python3",
+                    "-m",
+                    "http.server",
+                    "80",
+                    "--bind",
+                    &bind,
+                    "--directory",
+                    &root,
+                ],
+                &[],
+            );
+        }
         let url = match self.service_addr(h) {
             IpAddr::V4(a) => format!("http://{a}/"),
             IpAddr::V6(a) => format!("http://[{a}]/"),
@@ -840,6 +906,27 @@ impl Lab {
         );
         if let Err(e) = r {
             panic!("{e}");
+        }
+    }
+
+    /// Fault (with `LabOptions::scripted_web`): `h`'s web server answers `mode`: `ok`, `500`
+    /// or `hang` from its next request on.
+    pub fn set_web_mode(&self, h: Host, mode: &str) {
+        assert!(
+            self.opts.scripted_web,
+            "set_web_mode needs LabOptions::scripted_web"
+        );
+        let root = self
+            .web_roots
+            .iter()
+            .find(|(x, _)| *x == h)
+            .map(|(_, r)| r.clone())
+            .expect("web root set up");
+        write_file(&root.join(".mode"), &format!("{mode}\n"), 0o644);
+        if mode == "ok" {
+            self.log(&format!("HEAL {h}'s web server answers normally"));
+        } else {
+            self.log(&format!("FAULT {h}'s web server answers {mode}"));
         }
     }
 
@@ -936,7 +1023,8 @@ impl Lab {
         self.dir.join(format!("w{i}"))
     }
 
-    fn db_path(&self) -> PathBuf {
+    /// The coordinator's history file.
+    pub fn db_path(&self) -> PathBuf {
         self.coord_dir().join("history.sqlite")
     }
 
@@ -1342,6 +1430,11 @@ flap_window = "{flap_window}"
             .args(args)
             .arg("--config")
             .arg(self.config_path()))
+    }
+
+    /// Runs the coordinator binary with exactly `args` (no `--config` added).
+    pub fn coordinator_raw(&self, args: &[&str]) -> Output {
+        run(Command::new(self.bin("quorate-coordinator")).args(args))
     }
 
     /// The human-readable timeline (`quorate-coordinator history`), for failure messages.

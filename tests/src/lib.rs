@@ -4,6 +4,7 @@ pub mod bind;
 pub mod cloudflare;
 pub mod desec;
 pub mod digitalocean;
+pub mod faultrun;
 pub mod fixtures;
 pub mod gandi;
 pub mod hetzner;
