@@ -431,7 +431,44 @@ fn inv5_an_update_the_history_does_not_count_is_caught() {
     assert_one(
         coordinator_accountable(&r),
         Invariant::CoordinatorAccountable,
-        "SOA serial went from 1 to 4, but the history records 2 applied changes",
+        "SOA serial went from 1 to 4, but the history records 2 applied changes, 2 of which changed what was served",
+    );
+}
+
+/// Seed 12870872499637913857's run: a failback recorded while BIND was stopped, superseded by
+/// a failover before it ever applied; the failover then starts from the failback's target and
+/// finds its own target already served (RFC 2136's prerequisite fails, nothing is written).
+fn superseded_in_between() -> Record {
+    let mut r = clean();
+    let mut back = change(2, 2, 30_000, BACKUP, PRIMARY);
+    back.status = "superseded".into();
+    let again = change(3, 3, 33_000, PRIMARY, BACKUP);
+    let mut last = r.last.changes[1].clone();
+    last.id = 4;
+    r.last.changes = vec![r.last.changes[0].clone(), back, again, last];
+    r
+}
+
+#[test]
+fn inv3_and_inv5_a_change_after_a_superseded_one_chains_and_writes_nothing() {
+    let r = superseded_in_between();
+    assert_eq!(nothing_lost(&r), vec![]);
+    assert_eq!(coordinator_accountable(&r), vec![]);
+    // The same history with the no-op counted as a write, or chained from an address no
+    // change was meant to leave, is still caught.
+    let mut r = superseded_in_between();
+    r.serials = Some((1, 4));
+    assert_one(
+        coordinator_accountable(&r),
+        Invariant::CoordinatorAccountable,
+        "the history records 3 applied changes, 2 of which changed what was served",
+    );
+    let mut r = superseded_in_between();
+    r.last.changes[2].from = ip("10.231.9.99");
+    assert_one(
+        nothing_lost(&r),
+        Invariant::NothingLost,
+        "applied DNS change 3 starts from [10.231.9.99], but the change applied before it ends at [10.231.9.20]",
     );
 }
 
