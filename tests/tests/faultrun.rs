@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -96,13 +96,16 @@ fn query(ns: &str, server: Ipv4Addr) -> Result<Vec<IpAddr>, String> {
 /// The client, polling on its own thread until stopped.
 struct Client {
     stop: Arc<AtomicBool>,
+    /// Answers recorded so far.
+    count: Arc<AtomicUsize>,
     thread: Option<JoinHandle<Vec<Answer>>>,
 }
 
 impl Client {
     fn start(ns: String, server: Ipv4Addr) -> Client {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let count = Arc::new(AtomicUsize::new(0));
+        let (flag, counter) = (stop.clone(), count.clone());
         let thread = std::thread::spawn(move || {
             let mut answers = Vec::new();
             while !flag.load(Ordering::Relaxed) {
@@ -111,6 +114,7 @@ impl Client {
                     at_ms: now_ms(),
                     result,
                 });
+                counter.store(answers.len(), Ordering::Relaxed);
                 // The polling period itself (the 100–200 ms), not a wait for anything.
                 std::thread::sleep(CLIENT_EVERY);
             }
@@ -118,7 +122,26 @@ impl Client {
         });
         Client {
             stop,
+            count,
             thread: Some(thread),
+        }
+    }
+
+    /// Waits (up to `within`) until `n` more answers than now are recorded.
+    fn wait_answers(&self, n: usize, within: Duration) {
+        let want = self.count.load(Ordering::Relaxed) + n;
+        let got = poll_until(
+            &format!("{n} more client answers"),
+            within,
+            CLIENT_EVERY,
+            |last| {
+                let have = self.count.load(Ordering::Relaxed);
+                *last = format!("{have} answers, want {want}");
+                (have >= want).then_some(())
+            },
+        );
+        if let Err(e) = got {
+            panic!("{e}");
         }
     }
 
@@ -362,8 +385,8 @@ fn faultrun_random_faults_keep_the_five_invariants() {
     if let Err(e) = &back {
         lab.log(&format!("faultrun: {e}"));
     }
-    // A few more answers after settling, so "and staying there" is observed.
-    std::thread::sleep(Duration::from_secs(3));
+    // Twenty more answers after settling (about 3 s), so "and staying there" is observed.
+    client.wait_answers(20, Duration::from_secs(30));
     let answers = client.finish();
 
     let last =

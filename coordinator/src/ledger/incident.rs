@@ -240,19 +240,19 @@ pub fn export(
     keys_toml: &str,
     keys: &KeySet,
 ) -> Result<Incident, ExportError> {
-    let (r, votes) = store.round(round)?.ok_or(ExportError::NoRound(round))?;
-    let input = store.chain_input()?;
-    // The change's status and verification as of the chain's snapshot (the daemon may
-    // update them between two reads): the bundle carries what its checkpoint can prove.
-    let dns = store
-        .dns_change_of_round(round)?
-        .map(
-            |(created, status, verification)| match input.dns_now.get(&created.id) {
-                Some((s, v)) => (created, s.clone(), v.clone()),
-                None => (created, status, verification),
-            },
-        );
-    Incident::build(keys_toml, keys, r, &votes, dns, &input).map_err(ExportError::Unprovable)
+    // One snapshot: the change's status is the one the chain read with it can prove.
+    let rows = store
+        .incident_rows(round)?
+        .ok_or(ExportError::NoRound(round))?;
+    Incident::build(
+        keys_toml,
+        keys,
+        rows.round,
+        &rows.votes,
+        rows.dns,
+        &rows.input,
+    )
+    .map_err(ExportError::Unprovable)
 }
 
 /// Parses a bundle's text; the error names `path`.

@@ -254,61 +254,15 @@ impl Store {
             .optional()?)
     }
 
-    /// The DNS change a round made, as created (the columns its digest covers), with its
-    /// status and verification JSON as they stand now; `None` when the round made none.
-    pub fn dns_change_of_round(
-        &self,
-        round_id: i64,
-    ) -> Result<Option<(DnsChangeCreated, String, Option<String>)>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row(
-                &format!("{DNS_CHANGE_COLUMNS} WHERE round_id = ?1 ORDER BY id LIMIT 1"),
-                [round_id],
-                dns_change_row,
-            )
-            .optional()?)
-    }
-
     /// Everything the chain check needs, read in one read transaction so it is one
     /// consistent picture while the daemon writes.
     pub fn chain_input(&self) -> Result<ChainInput, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let mut input = ChainInput::default();
-        {
-            let mut st = tx.prepare(
-                "SELECT seq, kind, ref_id, at_ms, prunable, fact, digest, prev_hash, hash
-                 FROM chain ORDER BY seq",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, bool>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, String>(8)?,
-                ))
-            })?;
-            for row in rows {
-                let (seq, kind, ref_id, at, prunable, fact, digest, prev_hash, hash) = row?;
-                input.links.push(Link {
-                    seq,
-                    kind: kind_of(seq, &kind)?,
-                    ref_id,
-                    at_ms: at as u64,
-                    prunable,
-                    fact,
-                    digest,
-                    prev_hash,
-                    hash,
-                });
-            }
-        }
+        let mut input = ChainInput {
+            links: links(&tx)?,
+            ..Default::default()
+        };
         // The rows' digests now, in the same read transaction (one snapshot of the file).
         // A row that does not parse is an error naming it.
         {
@@ -353,19 +307,107 @@ impl Store {
                 );
                 input.dns_now.insert(c.id, (status, verification));
             }
-            let mut st = conn.prepare("SELECT id, envelope FROM checkpoints ORDER BY id")?;
-            let rows = st.query_map([], |r| {
-                Ok(StoredCheckpoint {
-                    id: r.get(0)?,
-                    envelope: r.get(1)?,
-                })
-            })?;
-            for c in rows {
-                input.checkpoints.push(c?);
-            }
         }
+        input.checkpoints = checkpoints(&tx)?;
         Ok(input)
     }
+
+    /// What the incident bundle of `round_id` is made of, in one read transaction (one
+    /// snapshot while the daemon writes): the round and its votes, its DNS change as it stands,
+    /// and the chain's links and checkpoints. No row digests: the bundle carries its rows and
+    /// the verifier hashes them. `None`: no such round.
+    pub fn incident_rows(&self, round_id: i64) -> Result<Option<IncidentRows>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let Some(round) = tx
+            .query_row(
+                super::reads::round_select!("WHERE id = ?1"),
+                [round_id],
+                super::reads::round_from_row,
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let votes = super::reads::votes_of(&tx, round_id)?;
+        let dns = tx
+            .query_row(
+                &format!("{DNS_CHANGE_COLUMNS} WHERE round_id = ?1 ORDER BY id LIMIT 1"),
+                [round_id],
+                dns_change_row,
+            )
+            .optional()?;
+        let input = ChainInput {
+            links: links(&tx)?,
+            checkpoints: checkpoints(&tx)?,
+            ..Default::default()
+        };
+        Ok(Some(IncidentRows {
+            round,
+            votes,
+            dns,
+            input,
+        }))
+    }
+}
+
+/// [`Store::incident_rows`]: one snapshot of what a bundle is built from.
+pub struct IncidentRows {
+    pub round: super::Round,
+    pub votes: Vec<VoteRecord>,
+    /// The DNS change the round made: as created, its status and verification now.
+    pub dns: Option<(DnsChangeCreated, String, Option<String>)>,
+    /// Links and checkpoints only.
+    pub input: ChainInput,
+}
+
+/// Every link of the chain, in order.
+fn links(conn: &Connection) -> Result<Vec<Link>, StoreError> {
+    let mut out = Vec::new();
+    let mut st = conn.prepare(
+        "SELECT seq, kind, ref_id, at_ms, prunable, fact, digest, prev_hash, hash
+         FROM chain ORDER BY seq",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, bool>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, String>(8)?,
+        ))
+    })?;
+    for row in rows {
+        let (seq, kind, ref_id, at, prunable, fact, digest, prev_hash, hash) = row?;
+        out.push(Link {
+            seq,
+            kind: kind_of(seq, &kind)?,
+            ref_id,
+            at_ms: at as u64,
+            prunable,
+            fact,
+            digest,
+            prev_hash,
+            hash,
+        });
+    }
+    Ok(out)
+}
+
+/// Every stored checkpoint, in order.
+fn checkpoints(conn: &Connection) -> Result<Vec<StoredCheckpoint>, StoreError> {
+    let mut st = conn.prepare("SELECT id, envelope FROM checkpoints ORDER BY id")?;
+    let rows = st.query_map([], |r| {
+        Ok(StoredCheckpoint {
+            id: r.get(0)?,
+            envelope: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The columns [`dns_change_row`] reads, in its order.

@@ -1,21 +1,8 @@
 //! The replay as a table: recorded rounds in, per-round verdicts out.
 
 use super::*;
-use crate::failover::{FailbackMode, VetoRule};
-
-fn policy() -> Policy {
-    Policy {
-        fail_after: 2,
-        recover_after: 3,
-        quorum: 2,
-        witnesses: 3,
-        veto: VetoRule::Any,
-        failback: FailbackMode::Auto,
-        failback_needs_quorum: false,
-        max_flips: 4,
-        flap_window_ms: 600_000,
-    }
-}
+use crate::failover::VetoRule;
+use crate::ledger::fixtures::policy;
 
 /// A vote round: `(down, up, missing)` votes, the streak, the recorded outcome.
 fn round(
