@@ -418,8 +418,7 @@ fn applied_steps(r: &Record) -> Vec<Step<'_>> {
             }
             continue;
         }
-        let broken_from =
-            (c.from != served && !intents.contains(&&c.from)).then(|| served.clone());
+        let broken_from = (c.from != served && !intents.contains(&&c.from)).then(|| served.clone());
         out.push(Step {
             change: c,
             wrote: c.to != served,
