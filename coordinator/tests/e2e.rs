@@ -444,19 +444,26 @@ async fn disputed_round_when_one_witness_still_reaches_the_primary() {
             r.round.backup_up,
             "the coordinator sees the backup up: {r:?}"
         );
-        assert_eq!((r.round.votes_up, r.round.votes_down), (1, 2), "{r:?}");
+        // The veto settles the round the moment it arrives: the "down" votes are in the
+        // record if they came first, otherwise recorded as not awaited.
+        assert_eq!(r.round.votes_up, 1, "{r:?}");
+        assert!(r.round.votes_down <= 2, "{r:?}");
         assert!(!r.round.changed_dns);
     }
-    let votes = round_votes(&rig, disputed[0].id).await;
-    let up: Vec<_> = votes.iter().filter(|v| v["verdict"] == "up").collect();
-    assert_eq!(up.len(), 1, "{votes:#?}");
-    assert_eq!(up[0]["witness"], "w1");
-    assert!(
-        votes
-            .iter()
-            .all(|v| v["valid"] == true && v["reverified"] == "ok"),
-        "{votes:#?}"
-    );
+    for r in &disputed {
+        let votes = round_votes(&rig, r.id).await;
+        let up: Vec<_> = votes.iter().filter(|v| v["verdict"] == "up").collect();
+        assert_eq!(up.len(), 1, "{votes:#?}");
+        assert_eq!(up[0]["witness"], "w1");
+        for v in &votes {
+            let answered = v["valid"] == true && v["reverified"] == "ok";
+            let not_awaited = v["valid"] == false
+                && v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("settled before it answered"));
+            assert!(answered || not_awaited, "{votes:#?}");
+        }
+    }
     let all = rig.rounds().await;
     assert!(
         all.iter().all(|r| r.round.outcome == "disputed"),

@@ -32,6 +32,7 @@
 //! - **alerts** are raised once per episode (latched in [`State::alerts`]) and resolved when
 //!   the condition ends, so a webhook is not hit every probe interval.
 
+pub mod mesh;
 mod vocab;
 
 pub use vocab::*;

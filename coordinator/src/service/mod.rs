@@ -1,5 +1,7 @@
-//! A service: one task per configured service probes the primary and the backup and, in
-//! parallel, asks every witness for a fresh signed vote; it feeds the result to the pure
+//! A service: one task per configured service probes the primary and the backup and asks
+//! each witness for a signed vote, each at its own phase of the interval, and holds a
+//! confirmation round with every witness at once when any of them sees the primary down
+//! (`mesh`, `failover::mesh`); it feeds each round to the pure
 //! `failover::step`, turns the actions into a record (`record`, pure as well), writes it to the
 //! history in one transaction and only then acts: the DNS change goes to the service's DNS
 //! worker (`dns_worker`: pending → applied, retried with backoff, verified, hooks), notices to
@@ -33,6 +35,7 @@ use crate::witnesses::WitnessClient;
 mod checkpoint;
 mod dns_worker;
 mod history;
+mod mesh;
 mod readiness;
 mod reconcile;
 pub mod record;
@@ -256,8 +259,10 @@ pub async fn spawn_service(
         mark_failed(status_tx.clone(), "readiness task"),
     );
     let tracker = readiness::Tracker::new(&deps.readiness, side_rx, deps.alerts.clone(), &name);
+    let (mesh, inbox) = task::MeshState::new(svc.witnesses.len(), svc.interval);
     let task = task::ServiceTask {
         readiness: tracker,
+        mesh,
         deps,
         dns,
         svc,
@@ -273,7 +278,7 @@ pub async fn spawn_service(
     };
     sup.spawn(
         format!("service:{name}"),
-        task.run(cmd_rx, failed_rx, sup.shutdown().clone())
+        task.run(cmd_rx, failed_rx, inbox, sup.shutdown().clone())
             .instrument(span),
         mark_failed(status_tx.clone(), "service task"),
     );

@@ -1,24 +1,35 @@
-//! The service task's loop: a tick at a fixed phase of the interval (probes and witness votes
-//! at once), operator commands, permanent DNS failures reported by the worker. Each is fed to
-//! `failover::step`, recorded (`record`), written, and only then acted on.
+//! The service task's loop: n + 1 slots per interval at the service's fixed phase (slot 0 the
+//! coordinator's own probes, slot j + 1 a vote request to witness j: mesh-speed detection,
+//! `failover::mesh`), the answers as they arrive, confirmation rounds, operator commands,
+//! permanent DNS failures reported by the worker. Every round is fed to `failover::step`,
+//! recorded (`record`), written, and only then acted on. The loop never waits on the network:
+//! probes and requests run in their own tasks (`mesh`), so no slot starts late because a
+//! round is waiting for a slow witness.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use futures::future::{BoxFuture, FutureExt};
 use shared::protocol::Verdict;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::history::History;
+use super::mesh::{self, Arrived, Ask, Gathered, InFlight, Probed, ProbeFut, Settle, Vantage};
 use super::record::{self, Input, Target};
 use super::{Command, DnsPending, Job, ServiceDeps, ServiceStatus, decided, now_ms, phase_offset};
 use crate::config::ServiceConfig;
-use crate::failover::{self, Action, Event, Observation, Side, State, VoteTally};
+use crate::failover::mesh::{Armed, Triggers};
+use crate::failover::{self, Action, Event, Observation, Override, Side, State, VoteTally};
 use crate::metrics::{InvalidLabel, RoundLabel, ServiceLabel, WitnessLabel};
 use crate::notify::{Event as NoticeEvent, Notice};
 use crate::store::VoteRecord;
-use crate::witnesses::Answer;
+use crate::witnesses::{Answer, SignedRequest};
+
+/// A round being gathered (`mesh::gather`).
+type RoundFut = BoxFuture<'static, Gathered>;
 
 pub(super) struct ServiceTask {
     pub(super) deps: Arc<ServiceDeps>,
@@ -37,6 +48,54 @@ pub(super) struct ServiceTask {
     pub(super) pending_flag: DnsPending,
     pub(super) last_obs: Option<(Observation, u64)>,
     pub(super) readiness: super::readiness::Tracker,
+    pub(super) mesh: MeshState,
+}
+
+/// The task's mesh-speed detection state (`mesh`, `failover::mesh`).
+pub(super) struct MeshState {
+    /// Per witness of the service, in its configured order.
+    vantage: Vec<Vantage>,
+    triggers: Triggers,
+    /// The last request id handed out (ids only grow).
+    next_id: u64,
+    /// When the primary was last seen up by any vantage point: an answer to a request sent
+    /// after this is evidence of now.
+    last_up: Instant,
+    /// The coordinator's own probe in flight, and when it started.
+    own: Option<(Instant, ProbeFut)>,
+    /// This interval's signed request, sent to each witness at its slot.
+    request: Option<(Instant, Arc<SignedRequest>)>,
+    /// While the primary has been seen down in a round: when the next round of the streak is
+    /// due (one interval after the last one started).
+    next_round_at: Option<Instant>,
+    arrived_tx: mpsc::Sender<Arrived>,
+    own_tx: mpsc::Sender<Probed>,
+}
+
+/// The receiving ends of [`MeshState`]'s channels.
+pub(super) struct MeshInbox {
+    arrived: mpsc::Receiver<Arrived>,
+    own: mpsc::Receiver<Probed>,
+}
+
+impl MeshState {
+    pub(super) fn new(witnesses: usize, interval: std::time::Duration) -> (MeshState, MeshInbox) {
+        // Each request or probe sends one message; a few intervals of them at most.
+        let (arrived_tx, arrived) = mpsc::channel(64);
+        let (own_tx, own) = mpsc::channel(8);
+        let state = MeshState {
+            vantage: (0..witnesses).map(|_| Vantage::default()).collect(),
+            triggers: Triggers::new(witnesses, interval.as_millis() as u64),
+            next_id: 0,
+            last_up: Instant::now(),
+            own: None,
+            request: None,
+            next_round_at: None,
+            arrived_tx,
+            own_tx,
+        };
+        (state, MeshInbox { arrived, own })
+    }
 }
 
 impl ServiceTask {
@@ -44,6 +103,7 @@ impl ServiceTask {
         mut self,
         mut cmds: mpsc::Receiver<Command>,
         mut failed: mpsc::Receiver<(Side, String)>,
+        mut inbox: MeshInbox,
         shutdown: CancellationToken,
     ) {
         self.persisted = Some(record::persistent(&self.state));
@@ -51,16 +111,21 @@ impl ServiceTask {
         self.feed_or_keep(Event::Started).await;
         self.reconcile().await;
 
-        // Each service ticks at its own fixed phase of the interval: with many services in
-        // phase, every probe and vote request of the interval would leave in one burst (at
-        // 1,000 services that burst made ~1% of votes miss their deadline).
-        let first = tokio::time::Instant::now() + phase_offset(&self.svc.name, self.svc.interval);
-        let mut ticker = tokio::time::interval_at(first, self.svc.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Each service has its own fixed phase of the interval: with many services in phase,
+        // every probe and vote request of the interval would leave in one burst (at 1,000
+        // services that burst made ~1% of votes miss their deadline). Within it, n + 1 slots:
+        // slot 0 our own probes, slot j + 1 witness j's request.
+        let points = self.svc.witnesses.len() as u32 + 1;
+        let slot = self.svc.interval / points;
+        let first = Instant::now() + phase_offset(&self.svc.name, self.svc.interval);
+        let mut slots = tokio::time::interval_at(first, slot.max(std::time::Duration::from_millis(1)));
+        slots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let label = ServiceLabel {
             service: self.svc.name.clone(),
         };
+        let mut round: Option<RoundFut> = None;
         loop {
+            let due = self.mesh.next_round_at;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(cmd) = cmds.recv() => self.command(cmd).await,
@@ -68,19 +133,364 @@ impl ServiceTask {
                     warn!(to = %to, reason = %why, "switch failed permanently; automatic switching blocked until an operator sets an override");
                     self.feed_or_keep(Event::SwitchFailed { to, permanent: true }).await;
                 }
-                t = ticker.tick() => {
-                    let late = t.elapsed();
-                    if late > self.svc.interval {
-                        self.deps.metrics.late_ticks.get_or_create(&label).inc();
-                        warn!(late_ms = late.as_millis() as u64, "probe interval started late");
+                t = slots.tick() => {
+                    let k = (t.saturating_duration_since(first).as_nanos()
+                        / slot.as_nanos().max(1)) % u128::from(points);
+                    if k == 0 {
+                        let late = t.elapsed();
+                        if late > slot {
+                            self.deps.metrics.late_ticks.get_or_create(&label).inc();
+                            warn!(late_ms = late.as_millis() as u64, "probe interval started late");
+                        }
+                        self.deps.metrics.ticks.get_or_create(&label).inc();
+                        self.catch_up().await;
+                        if self.mesh.own.is_none() {
+                            let _ = self.start_own_probe(true);
+                        }
+                    } else {
+                        let j = k as usize - 1;
+                        let req = self.interval_request();
+                        self.ask(j, &req);
                     }
-                    self.deps.metrics.ticks.get_or_create(&label).inc();
-                    self.catch_up().await;
-                    self.tick().await;
+                }
+                Some(p) = inbox.own.recv() => self.own_probed(p, &mut round).await,
+                Some(a) = inbox.arrived.recv() => self.arrived(a, &mut round),
+                g = async { round.as_mut().expect("guarded by is_some").await }, if round.is_some() => {
+                    round = None;
+                    self.round_done(g, &mut round).await;
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() && round.is_none() => {
+                    self.mesh.next_round_at = None;
+                    round = Some(self.confirmation(None));
                 }
             }
         }
         info!("service stopped");
+    }
+
+    /// Whether a "down" may start a confirmation round now (`failover::mesh::Triggers`).
+    fn armed(&self, round_busy: bool) -> Armed {
+        let s = &self.state;
+        if s.active != Side::Primary || s.override_ != Override::Auto || s.blocked.is_some() {
+            Armed::No
+        } else if round_busy || self.mesh.next_round_at.is_some() {
+            Armed::Busy
+        } else {
+            Armed::Yes
+        }
+    }
+
+    /// This interval's signed request (signed once an interval, sent to each witness at its
+    /// slot).
+    fn interval_request(&mut self) -> Arc<SignedRequest> {
+        let interval = self.svc.interval;
+        if let Some((at, req)) = &self.mesh.request
+            && at.elapsed() < interval
+        {
+            return req.clone();
+        }
+        let req = Arc::new(self.sign());
+        self.mesh.request = Some((Instant::now(), req.clone()));
+        req
+    }
+
+    fn sign(&self) -> SignedRequest {
+        let now = now_ms();
+        crate::witnesses::sign_request(
+            &self.deps.key,
+            &self.deps.key_id,
+            &self.svc.name,
+            now,
+            now,
+            &self.svc.primary_probe,
+        )
+    }
+
+    /// Sends `req` to witness `j` in its own task; its answer comes back through the inbox,
+    /// and the returned future lets a round await it too.
+    fn ask(&mut self, j: usize, req: &Arc<SignedRequest>) -> Ask {
+        let client = self.deps.witnesses[self.svc.witnesses[j]].clone();
+        let service = self.svc.name.clone();
+        let r = req.clone();
+        let answer = async move {
+            client
+                .ask(&r.json, r.body.clone(), &r.hash, &service, r.round)
+                .await
+        }
+        .boxed()
+        .shared();
+        self.mesh.next_id += 1;
+        let id = self.mesh.next_id;
+        let tx = self.mesh.arrived_tx.clone();
+        let forward = answer.clone();
+        tokio::spawn(async move {
+            let answer = forward.await;
+            let _ = tx.send(Arrived { j, id, answer }).await;
+        });
+        let v = &mut self.mesh.vantage[j];
+        v.last_json = Some(req.json.clone());
+        v.inflight.push(InFlight {
+            id,
+            sent: Instant::now(),
+            json: req.json.clone(),
+            answer: answer.clone(),
+        });
+        Ask {
+            j,
+            id,
+            json: req.json.clone(),
+            answer,
+            silent: v.known_silent(),
+        }
+    }
+
+    /// Starts our own probes of the primary and the backup in their own task; with
+    /// `forward`, the result also comes back through the inbox (the interval's slot 0).
+    fn start_own_probe(&mut self, forward: bool) -> ProbeFut {
+        let prober = self.deps.prober.clone();
+        let svc = self.svc.clone();
+        let probe = async move {
+            let (primary, backup) = tokio::join!(
+                prober.run(&svc.primary_probe),
+                prober.run(&svc.backup_probe)
+            );
+            Probed {
+                primary_up: primary.is_up(),
+                backup_up: backup.is_up(),
+            }
+        }
+        .boxed()
+        .shared();
+        if forward {
+            self.mesh.own = Some((Instant::now(), probe.clone()));
+            let tx = self.mesh.own_tx.clone();
+            let p = probe.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(p.await).await;
+            });
+        } else {
+            tokio::spawn(probe.clone().map(|_| ()));
+        }
+        probe
+    }
+
+    /// Slot 0's own probes are in: a "down" turns this interval's round into a confirmation;
+    /// otherwise the round is decided on them and each witness's latest answer.
+    async fn own_probed(&mut self, p: Probed, round: &mut Option<RoundFut>) {
+        self.mesh.own = None;
+        if p.primary_up {
+            self.mesh.last_up = Instant::now();
+        }
+        let armed = self.armed(round.is_some());
+        if self
+            .mesh
+            .triggers
+            .observe(0, p.primary_up, now_ms(), armed)
+        {
+            *round = Some(self.confirmation(Some(p)));
+            return;
+        }
+        if round.is_some() || (self.mesh.next_round_at.is_some() && !p.primary_up) {
+            // A round in flight, or the streak's own rounds, cover this interval.
+            return;
+        }
+        self.mesh.next_round_at = None;
+        if self.mesh.vantage.iter().any(|v| v.last_json.is_none()) {
+            // Just started: no witness asked yet. One round asks them all and waits for each.
+            *round = Some(self.full_round(p));
+            return;
+        }
+        let answers = self.steady_answers();
+        self.finish_round(p, answers).await;
+    }
+
+    /// A witness's answer arrived: it is that witness's latest; a "down" may start a
+    /// confirmation round.
+    fn arrived(&mut self, a: Arrived, round: &mut Option<RoundFut>) {
+        let verdict = a.answer.vote.as_ref().map(|v| v.verdict);
+        if verdict == Some(Verdict::Up) {
+            self.mesh.last_up = Instant::now();
+        }
+        self.mesh.vantage[a.j].arrived(a.id, a.answer);
+        if let Some(v) = verdict {
+            let armed = self.armed(round.is_some());
+            if self
+                .mesh
+                .triggers
+                .observe(a.j + 1, v == Verdict::Up, now_ms(), armed)
+            {
+                debug!(witness = a.j, "a witness sees the primary down: confirmation round");
+                *round = Some(self.confirmation(None));
+            }
+        }
+    }
+
+    /// A confirmation round: our own probe (`own`, or one in flight that started after the
+    /// primary was last seen up, or a new one) and every witness asked at once, reusing a
+    /// request in flight that left after the primary was last seen up.
+    fn confirmation(&mut self, own: Option<Probed>) -> RoundFut {
+        let last_up = self.mesh.last_up;
+        let own = match (own, &self.mesh.own) {
+            (Some(p), _) => futures::future::ready(p).boxed().shared(),
+            (None, Some((at, f))) if *at > last_up => f.clone(),
+            (None, _) => self.start_own_probe(false),
+        };
+        let mut fresh: Option<Arc<SignedRequest>> = None;
+        let mut asks = Vec::with_capacity(self.mesh.vantage.len());
+        for j in 0..self.mesh.vantage.len() {
+            let v = &self.mesh.vantage[j];
+            if let Some(f) = v.inflight_since(last_up) {
+                asks.push(Ask {
+                    j,
+                    id: f.id,
+                    json: f.json.clone(),
+                    answer: f.answer.clone(),
+                    silent: v.known_silent(),
+                });
+            } else {
+                let req = fresh.get_or_insert_with(|| Arc::new(self.sign())).clone();
+                asks.push(self.ask(j, &req));
+            }
+        }
+        let decisive = self.state.primary_down_streak + 1 >= self.svc.policy.fail_after;
+        let settle = Settle::Confirm {
+            policy: self.svc.policy.clone(),
+            decisive,
+        };
+        mesh::gather(own, asks, settle).boxed()
+    }
+
+    /// The first round after start-up: every witness asked, every answer awaited.
+    fn full_round(&mut self, p: Probed) -> RoundFut {
+        let req = Arc::new(self.sign());
+        let asks = (0..self.mesh.vantage.len())
+            .map(|j| self.ask(j, &req))
+            .collect();
+        let own = futures::future::ready(p).boxed().shared();
+        mesh::gather(own, asks, Settle::All).boxed()
+    }
+
+    /// Each witness's latest answer not used by a round yet; a witness without one is
+    /// recorded as not having answered its last request.
+    fn steady_answers(&mut self) -> Vec<Answer> {
+        let mut out = Vec::with_capacity(self.mesh.vantage.len());
+        for (j, v) in self.mesh.vantage.iter_mut().enumerate() {
+            let a = match v.take_fresh() {
+                Some(a) => a,
+                None => {
+                    let client = &self.deps.witnesses[self.svc.witnesses[j]];
+                    let (json, why) = match v.inflight.iter().max_by_key(|f| f.id) {
+                        Some(f) => (
+                            f.json.clone(),
+                            format!(
+                                "request in flight for {} ms when the round was decided",
+                                f.sent.elapsed().as_millis()
+                            ),
+                        ),
+                        None => (
+                            v.last_json.clone().unwrap_or_default(),
+                            "no answer since the last round".to_string(),
+                        ),
+                    };
+                    mesh::unanswered(client, &json, why)
+                }
+            };
+            out.push(a);
+        }
+        out
+    }
+
+    /// A round's gathering ended: its answers are used, the round is decided, and while the
+    /// primary is seen down the streak's next round is due one interval after this one began.
+    async fn round_done(&mut self, g: Gathered, round: &mut Option<RoundFut>) {
+        if g.probed.primary_up {
+            self.mesh.last_up = Instant::now();
+        }
+        let mut answers = Vec::with_capacity(g.asks.len());
+        for (ask, a) in g.asks.iter().zip(g.answers) {
+            let v = &mut self.mesh.vantage[ask.j];
+            answers.push(match a {
+                Some(a) => {
+                    v.mark_used(ask.id);
+                    a
+                }
+                None => {
+                    let client = &self.deps.witnesses[self.svc.witnesses[ask.j]];
+                    let why = if ask.silent {
+                        format!(
+                            "known silent (no answer to its last {} requests): the round was decided without it; a late answer counts in a later round",
+                            mesh::SILENT_AFTER
+                        )
+                    } else {
+                        "not awaited: the round's outcome was settled before it answered".to_string()
+                    };
+                    mesh::unanswered(client, &ask.json, why)
+                }
+            });
+        }
+        self.finish_round(g.probed, answers).await;
+        let s = &self.state;
+        let streak = s.active == Side::Primary
+            && s.override_ == Override::Auto
+            && s.blocked.is_none()
+            && s.primary_down_streak > 0;
+        self.mesh.next_round_at = streak.then(|| g.started + self.svc.interval);
+        if self
+            .mesh
+            .triggers
+            .take_missed(now_ms(), self.armed(false))
+        {
+            *round = Some(self.confirmation(None));
+        }
+    }
+
+    /// Decides one round on our own probes and the witnesses' answers (in the service's
+    /// witness order).
+    async fn finish_round(&mut self, p: Probed, answers: Vec<Answer>) {
+        let now = now_ms();
+        let svc = self.svc.clone();
+        let votes = self.tally(&answers);
+        self.note_agreement(&answers);
+        let obs = Observation {
+            primary_up: p.primary_up,
+            backup_up: p.backup_up,
+            votes,
+        };
+        debug!(primary_up = obs.primary_up, backup_up = obs.backup_up, votes = %votes, "round");
+        let label = ServiceLabel {
+            service: svc.name.clone(),
+        };
+        self.deps
+            .metrics
+            .primary_up
+            .get_or_create(&label)
+            .set(obs.primary_up as i64);
+        self.deps
+            .metrics
+            .backup_up
+            .get_or_create(&label)
+            .set(obs.backup_up as i64);
+        self.last_obs = Some((obs, now));
+        // Readiness judges each witness by the last answer it gave, not by whether this round
+        // waited for it (a round settled by a veto does not make the others silent).
+        let latest: Vec<Answer> = answers
+            .iter()
+            .zip(&self.mesh.vantage)
+            .map(|(a, v)| v.latest().unwrap_or(a).clone())
+            .collect();
+        let notices = self
+            .readiness
+            .evaluate(&self.deps, &svc, &latest, &obs, now);
+        for n in notices {
+            self.deps.notifier.send(n);
+        }
+        let published = self.readiness.status();
+        self.status_tx.send_if_modified(|s| {
+            std::mem::replace(&mut s.readiness, published.clone()) != published
+        });
+        let records: Vec<VoteRecord> = answers.into_iter().map(|a| a.record).collect();
+        // A failed write is logged and counted inside; the next round decides again.
+        let _ = self.feed(Event::Tick(obs), Some(records), None).await;
     }
 
     /// Feeds `event`; when its decision cannot be written, keeps it for [`Self::catch_up`].
@@ -148,61 +558,6 @@ impl ServiceTask {
                 let _ = reply.send(r);
             }
         }
-    }
-
-    /// One probe interval: own probes and witness votes, all at once.
-    async fn tick(&mut self) {
-        let now = now_ms();
-        let svc = self.svc.clone();
-        let request = crate::witnesses::sign_request(
-            &self.deps.key,
-            &self.deps.key_id,
-            &svc.name,
-            now,
-            now,
-            &svc.primary_probe,
-        );
-        let clients = svc.witnesses.iter().map(|&i| &self.deps.witnesses[i]);
-        let (primary, backup, answers) = tokio::join!(
-            self.deps.prober.run(&svc.primary_probe),
-            self.deps.prober.run(&svc.backup_probe),
-            crate::witnesses::ask_all(clients, &request, &svc.name),
-        );
-        let votes = self.tally(&answers);
-        self.note_agreement(&answers);
-        let obs = Observation {
-            primary_up: primary.is_up(),
-            backup_up: backup.is_up(),
-            votes,
-        };
-        debug!(primary_up = obs.primary_up, backup_up = obs.backup_up, votes = %votes, "tick");
-        let label = ServiceLabel {
-            service: svc.name.clone(),
-        };
-        self.deps
-            .metrics
-            .primary_up
-            .get_or_create(&label)
-            .set(obs.primary_up as i64);
-        self.deps
-            .metrics
-            .backup_up
-            .get_or_create(&label)
-            .set(obs.backup_up as i64);
-        self.last_obs = Some((obs, now));
-        let notices = self
-            .readiness
-            .evaluate(&self.deps, &svc, &answers, &obs, now);
-        for n in notices {
-            self.deps.notifier.send(n);
-        }
-        let published = self.readiness.status();
-        self.status_tx.send_if_modified(|s| {
-            std::mem::replace(&mut s.readiness, published.clone()) != published
-        });
-        let records: Vec<VoteRecord> = answers.into_iter().map(|a| a.record).collect();
-        // A failed write is logged and counted inside; the next tick decides again.
-        let _ = self.feed(Event::Tick(obs), Some(records), None).await;
     }
 
     /// Notes, per witness, whether its valid vote agreed with the round's majority (a round

@@ -1,0 +1,134 @@
+//! Mesh-speed detection, the pure half (issue #20; `docs/design.md` has the whole story).
+//!
+//! A service has n + 1 vantage points: the coordinator's own probe and its n witnesses. Each
+//! probes once per interval, at its own evenly spread phase ([`vantage_offsets`]), so a death is
+//! first seen within interval / (n + 1) instead of within one interval. The first "down" from
+//! any vantage point starts a **confirmation round** at once ([`Triggers`]): the coordinator
+//! probes and asks every witness in parallel and `step` decides on those fresh votes with the
+//! usual rules. A confirmation round is over as soon as its outcome can no longer change
+//! ([`settled`]), not when its slowest witness times out.
+//!
+//! `fail_after` keeps its meaning and its protection in time: the decision needs `fail_after`
+//! consecutive rounds that see the primary down, one interval apart; only the first of them
+//! starts earlier, at the first "down" seen from anywhere.
+//!
+//! Pure: no clock (times come in as milliseconds), no I/O.
+
+use super::{Observation, Policy, Trigger, decide_round};
+
+/// Where each vantage point probes within the interval, in ms after the service's own phase:
+/// the coordinator (index 0) at 0, witness `j` (index `j + 1`) at `(j + 1) · interval / (n + 1)`.
+pub fn vantage_offsets(witnesses: usize, interval_ms: u64) -> Vec<u64> {
+    let points = witnesses as u64 + 1;
+    (0..points).map(|k| k * interval_ms / points).collect()
+}
+
+/// Decides when a vantage point's "down" starts a confirmation round.
+///
+/// - Only a vantage point's first "down" after an "up" (or after nothing) starts one: a witness
+///   that keeps answering "down" alone (its own path to the primary is cut) starts one round,
+///   whose other vantage points outvote it, and none after that until it has seen the primary
+///   up again.
+/// - The coordinator's own "down" always does: it turns the round the coordinator holds every
+///   interval anyway into a confirmation, so it adds no probe.
+/// - A witness's "down" starts at most one round per interval: a flapping witness cannot make
+///   the coordinator ask everyone more than once an interval on its account.
+/// - A "down" seen while a round is in flight (or the service is not primary-active in
+///   automatic mode) starts nothing; one seen while a round was in flight is remembered and
+///   may start one when that round ends ([`Triggers::take_missed`]).
+#[derive(Debug, Clone)]
+pub struct Triggers {
+    last: Vec<Option<bool>>,
+    interval_ms: u64,
+    last_witness_start: Option<u64>,
+    missed: bool,
+}
+
+/// Whether a round can start now, and why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Armed {
+    /// Primary-active, automatic, nothing in flight: a "down" starts a round.
+    Yes,
+    /// A round is in flight or scheduled: a "down" is remembered for when it ends.
+    Busy,
+    /// Backup-active, pinned or blocked: confirmation rounds do not apply.
+    No,
+}
+
+impl Triggers {
+    pub fn new(witnesses: usize, interval_ms: u64) -> Triggers {
+        Triggers {
+            last: vec![None; witnesses + 1],
+            interval_ms,
+            last_witness_start: None,
+            missed: false,
+        }
+    }
+
+    /// Notes vantage point `v`'s verdict (`0` the coordinator, `j + 1` witness `j`) at `now`;
+    /// true when it starts a confirmation round now.
+    pub fn observe(&mut self, v: usize, up: bool, now: u64, armed: Armed) -> bool {
+        let Some(slot) = self.last.get_mut(v) else {
+            return false;
+        };
+        let prev = std::mem::replace(slot, Some(up));
+        if up || prev == Some(false) {
+            return false;
+        }
+        match armed {
+            Armed::No => false,
+            Armed::Busy => {
+                self.missed = true;
+                false
+            }
+            Armed::Yes if v == 0 => true,
+            Armed::Yes => self.witness_may_start(now),
+        }
+    }
+
+    /// After a round ends: true when a "down" seen during it should start another now (within
+    /// the one-per-interval bound).
+    pub fn take_missed(&mut self, now: u64, armed: Armed) -> bool {
+        let missed = std::mem::take(&mut self.missed);
+        missed && armed == Armed::Yes && self.witness_may_start(now)
+    }
+
+    fn witness_may_start(&mut self, now: u64) -> bool {
+        match self.last_witness_start {
+            Some(t) if now.saturating_sub(t) < self.interval_ms => false,
+            _ => {
+                self.last_witness_start = Some(now);
+                true
+            }
+        }
+    }
+}
+
+/// Whether a primary-down confirmation round is decided: every way its `live` outstanding
+/// witnesses could still answer (up, down, or not at all) gives the outcome `obs` gives now.
+/// `obs` counts every outstanding witness as missing; those known to be silent (they missed
+/// their recent requests) are not `live` and are taken as missing. `decisive` is false when
+/// the round cannot reach `fail_after` (the votes then decide nothing, so nothing is awaited).
+///
+/// So a veto ends the round at once, as does a primary that answers our own probe; a quorum
+/// of "down" ends it once every witness still outstanding is known silent; a witness that is
+/// merely slow holds it, since its answer could be a veto.
+pub fn settled(policy: &Policy, obs: &Observation, live: u32, decisive: bool) -> bool {
+    if !decisive || obs.primary_up {
+        return true;
+    }
+    let live = live.min(obs.votes.missing);
+    let now = decide_round(policy, Trigger::PrimaryDown, obs);
+    (0..=live).all(|up| {
+        (0..=live - up).all(|down| {
+            let mut o = *obs;
+            o.votes.up += up;
+            o.votes.down += down;
+            o.votes.missing -= up + down;
+            decide_round(policy, Trigger::PrimaryDown, &o) == now
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests;
