@@ -99,15 +99,25 @@ struct Snapshot {
     coord: quorate_bench::ProcSample,
     witness: quorate_bench::ProcSample,
     metrics: String,
+    /// Witness w1's own metrics (vote requests it received).
+    witness_metrics: String,
 }
 
-async fn snapshot(http: &reqwest::Client, coord: u32, witness: u32) -> anyhow::Result<Snapshot> {
+async fn snapshot(
+    http: &reqwest::Client,
+    w1_http: &reqwest::Client,
+    w1_url: &str,
+    coord: u32,
+    witness: u32,
+) -> anyhow::Result<Snapshot> {
     let metrics = get_text(http, &format!("http://{API}/metrics")).await?;
+    let witness_metrics = get_text(w1_http, w1_url).await?;
     Ok(Snapshot {
         at: Instant::now(),
         coord: proc_sample(coord)?,
         witness: proc_sample(witness)?,
         metrics,
+        witness_metrics,
     })
 }
 
@@ -170,10 +180,16 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
 
     let http = reqwest::Client::builder().build()?;
+    // Witness w1's /metrics over its pinned TLS, as the coordinator reaches it.
+    let pin = shared::tls::parse_fingerprint(&witnesses[0].cert_sha256)?;
+    let w1_http = reqwest::Client::builder()
+        .tls_backend_preconfigured(shared::tls::pinned_client_config(Some(pin)))
+        .build()?;
+    let w1_url = format!("https://{}/metrics", witnesses[0].listen);
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     coord.check_alive()?;
     let w1 = guards[0].pid();
-    let a = snapshot(&http, coord.pid(), w1).await?;
+    let a = snapshot(&http, &w1_http, &w1_url, coord.pid(), w1).await?;
     let mut peak_rss_coord = a.coord.rss_kb;
     let mut peak_rss_w1 = a.witness.rss_kb;
     let end = a.at + Duration::from_secs(args.seconds);
@@ -186,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
         peak_rss_coord = peak_rss_coord.max(proc_sample(coord.pid())?.rss_kb);
         peak_rss_w1 = peak_rss_w1.max(proc_sample(w1)?.rss_kb);
     }
-    let b = snapshot(&http, coord.pid(), w1).await?;
+    let b = snapshot(&http, &w1_http, &w1_url, coord.pid(), w1).await?;
     let wall = (b.at - a.at).as_secs_f64();
 
     let delta = |name: &str| metric_sum(&b.metrics, name) - metric_sum(&a.metrics, name);
@@ -198,6 +214,10 @@ async fn main() -> anyhow::Result<()> {
     let ms = |q: f64| histogram_quantile(&ha, &hb, q).map(|s| s * 1000.0);
     let ticks = delta("quorate_ticks_total");
     let expected_ticks = f64::from(args.services) * wall * 1000.0 / args.interval_ms as f64;
+    // Witness load: vote requests w1 received per service per interval (1.0 in steady state:
+    // mesh-speed detection spreads the requests over the interval, it does not add any).
+    let w1_requests = metric_sum(&b.witness_metrics, "quorate_witness_vote_requests_total")
+        - metric_sum(&a.witness_metrics, "quorate_witness_vote_requests_total");
     let result = serde_json::json!({
         "description": format!(
             "{} services x 3 witnesses, interval {} ms, HTTP probes to a stand-in target on loopback; window {:.0} s after {} s warm-up",
@@ -216,6 +236,8 @@ async fn main() -> anyhow::Result<()> {
             "cpu_share_of_one_core": (b.witness.cpu_s - a.witness.cpu_s) / wall,
             "rss_mb_end": b.witness.rss_kb as f64 / 1024.0,
             "peak_rss_mb": (b.witness.hwm_kb.max(peak_rss_w1)) as f64 / 1024.0,
+            "vote_requests": w1_requests,
+            "vote_requests_per_service_per_interval": w1_requests / expected_ticks,
         },
         "vote_rtt_ms_bucket_upper_bound": { "p50": ms(0.5), "p99": ms(0.99), "max": ms(1.0) },
         "votes_answered": delta("quorate_vote_latency_seconds_count"),

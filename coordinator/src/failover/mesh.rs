@@ -1,4 +1,5 @@
-//! Mesh-speed detection, the pure half (issue #20; `docs/design.md` has the whole story).
+//! Mesh-speed detection, the pure half (issue #20; README "How it decides", and the
+//! arithmetic with the measurements in `docs/benchmarks.md`).
 //!
 //! A service has n + 1 vantage points: the coordinator's own probe and its n witnesses. Each
 //! probes once per interval, at its own evenly spread phase ([`vantage_offsets`]), so a death is
