@@ -2,7 +2,8 @@
 //! `backup`, three witnesses, `dns`, `client`), running the real `quorate-witness` and
 //! `quorate-coordinator` binaries, a real BIND 9, real web servers and `dig`; plus the faults
 //! the scenarios inject (kill a process, link down, one path cut, loss, BIND stop/start,
-//! coordinator SIGKILL/restart) and readers for what the client sees and what the history says.
+//! coordinator SIGKILL/restart, a witness behind a delaying proxy) and readers for what the
+//! client sees and what the history says.
 //!
 //! Safety, by construction:
 //! - every namespace is named `qlab-sNN-<host>` and every address is inside 10.231.0.0/16 or
@@ -163,7 +164,24 @@ pub struct LabOptions {
     /// Serve the web sites with a small scripted server ([`WEB_SCRIPT`]) whose answer
     /// [`Lab::set_web_mode`] switches between a page, HTTP 500 and a hang (the fault run).
     pub scripted_web: bool,
+    /// The coordinator reaches this witness only through a delaying TCP proxy
+    /// ([`DELAY_PROXY_SCRIPT`]) in the witness's host: a slow path to one witness (`tc netem`
+    /// does not exist on these kernels).
+    pub delayed_witness: Option<DelayedWitness>,
     pub coordinator: CoordinatorOptions,
+}
+
+/// A witness behind extra latency (`LabOptions::delayed_witness`).
+#[derive(Clone, Copy, Debug)]
+pub struct DelayedWitness {
+    /// Witness 1, 2 or 3.
+    pub witness: u8,
+    /// Added to every chunk, in each direction: the round trip grows by twice this.
+    pub delay: Duration,
+    /// The coordinator's per-request timeout for this witness (its `timeout` key). A new
+    /// connection needs about four one-way delays before the answer is back (ClientHello,
+    /// ServerHello, Finished with the request, the answer), so at least that.
+    pub timeout: Duration,
 }
 
 impl LabOptions {
@@ -173,6 +191,7 @@ impl LabOptions {
             ipv6: false,
             rogue_witness: None,
             scripted_web: false,
+            delayed_witness: None,
             coordinator: CoordinatorOptions::default(),
         }
     }
@@ -206,6 +225,62 @@ class S(http.server.ThreadingHTTPServer):
     daemon_threads = True
     address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
 S((bind, port), H).serve_forever()
+"#;
+
+/// Where the delaying proxy listens, on the delayed witness's own address (the witness itself
+/// listens on 8443).
+const PROXY_PORT: u16 = 8444;
+
+/// The delaying TCP proxy (`LabOptions::delayed_witness`): `python3 - LISTEN PORT TARGET
+/// TPORT DELAY`. Every chunk read from either side is written to the other `DELAY` seconds
+/// after it arrived, in order (one queue and one writer per direction, so the delay does not
+/// add up); an end of stream is passed on the same way. TLS goes through untouched: the
+/// coordinator pins the witness's certificate, not its address.
+pub const DELAY_PROXY_SCRIPT: &str = r#"
+import asyncio, socket, sys
+listen, port, target, tport, delay = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+async def pipe(reader, writer):
+    loop = asyncio.get_running_loop()
+    queue = asyncio.Queue()
+    async def deliver():
+        while True:
+            due, data = await queue.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if not data:
+                if writer.can_write_eof():
+                    writer.write_eof()
+                return
+            writer.write(data)
+            await writer.drain()
+    sender = asyncio.ensure_future(deliver())
+    try:
+        while True:
+            data = await reader.read(65536)
+            queue.put_nowait((loop.time() + delay, data))
+            if not data:
+                break
+    except OSError:
+        queue.put_nowait((loop.time() + delay, b""))
+    await sender
+async def handle(creader, cwriter):
+    try:
+        ureader, uwriter = await asyncio.open_connection(target, tport)
+    except OSError:
+        cwriter.close()
+        return
+    try:
+        await asyncio.gather(pipe(creader, uwriter), pipe(ureader, cwriter))
+    except OSError:
+        pass
+    finally:
+        cwriter.close()
+        uwriter.close()
+async def main():
+    family = socket.AF_INET6 if ":" in listen else socket.AF_INET
+    server = await asyncio.start_server(handle, listen, port, family=family)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
 "#;
 
 /// A process the lab started.
@@ -439,6 +514,9 @@ impl Lab {
         lab.setup_witnesses_and_coordinator();
         for i in 1..=3 {
             lab.start_witness(i);
+        }
+        if let Some(d) = lab.opts.delayed_witness {
+            lab.start_delay_proxy(d);
         }
         lab.start_coordinator();
         lab.wait_ready();
@@ -1097,11 +1175,16 @@ impl Lab {
                     .args(["check", "--config"])
                     .arg(wdir.join("witness.toml")),
             );
+            // A delayed witness is asked through its proxy, with its own timeout.
+            let (url, timeout) = match self.opts.delayed_witness {
+                Some(d) if d.witness == i => (self.proxy_addr(i), d.timeout),
+                _ => (listen.clone(), self.opts.coordinator.witness_timeout),
+            };
             witness_blocks.push_str(&format!(
-                "[[witness]]\nname = \"w{i}\"\nurl = \"https://{listen}\"\npublic_key = {}\ncert_sha256 = {}\ntimeout = \"{}\"\n\n",
+                "[[witness]]\nname = \"w{i}\"\nurl = \"https://{url}\"\npublic_key = {}\ncert_sha256 = {}\ntimeout = \"{}\"\n\n",
                 toml_str(&public_key),
                 toml_str(&cert),
-                humantime_ms(self.opts.coordinator.witness_timeout),
+                humantime_ms(timeout),
             ));
         }
 
@@ -1211,6 +1294,57 @@ flap_window = "{flap_window}"
         );
     }
 
+    /// `host:port` of witness `i`'s delaying proxy.
+    fn proxy_addr(&self, i: u8) -> String {
+        match self.service_addr(Host::Witness(i)) {
+            IpAddr::V4(a) => format!("{a}:{PROXY_PORT}"),
+            IpAddr::V6(a) => format!("[{a}]:{PROXY_PORT}"),
+        }
+    }
+
+    /// Starts the delaying proxy in front of witness `d.witness` (process `proxy-wN`, killed
+    /// at teardown like every other) and waits until the backup host can connect to it.
+    fn start_delay_proxy(&mut self, d: DelayedWitness) {
+        let script = self.dir.join("delay-proxy.py");
+        write_file(&script, DELAY_PROXY_SCRIPT, 0o644);
+        let addr = self.service_addr(Host::Witness(d.witness)).to_string();
+        let delay = format!("{:.3}", d.delay.as_secs_f64());
+        let port = PROXY_PORT.to_string();
+        self.spawn(
+            Host::Witness(d.witness),
+            &format!("proxy-w{}", d.witness),
+            &[
+                "/usr/bin/python3",
+                &script.display().to_string(),
+                &addr,
+                &port,
+                &addr,
+                "8443",
+                &delay,
+            ],
+            &[],
+        );
+        // A bare TCP connect (bash's /dev/tcp) from the coordinator's host: the proxy accepts.
+        let connect = format!("exec 3<>/dev/tcp/{addr}/{PROXY_PORT}");
+        let r = poll_until(
+            &format!("the delaying proxy of w{} to accept", d.witness),
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            |last| {
+                let out = self.exec(Host::Backup, &["bash", "-c", &connect]);
+                *last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                out.status.success().then_some(())
+            },
+        );
+        if let Err(e) = r {
+            panic!("{e}");
+        }
+        self.log(&format!(
+            "w{} reached through a proxy adding {:?} each way (timeout {:?})",
+            d.witness, d.delay, d.timeout
+        ));
+    }
+
     /// Starts the coordinator (again) on the backup host.
     pub fn start_coordinator(&mut self) {
         let config = self.config_path().display().to_string();
@@ -1234,6 +1368,12 @@ flap_window = "{flap_window}"
     /// `GET` on the coordinator's API, from inside the backup host (the API listens on its
     /// loopback); the bearer token is read by curl from a 0600 file, never a command line.
     pub fn api_get(&self, path: &str) -> Result<serde_json::Value, String> {
+        let text = self.api_text(path)?;
+        serde_json::from_str(&text).map_err(|e| format!("GET {path}: not JSON: {e}"))
+    }
+
+    /// `GET` on the coordinator's API as text (e.g. `/metrics`), as [`Lab::api_get`] does it.
+    pub fn api_text(&self, path: &str) -> Result<String, String> {
         let header = format!("@{}", self.coord_dir().join("auth.header").display());
         let url = format!("http://{API}{path}");
         let out = self.exec(
@@ -1247,7 +1387,7 @@ flap_window = "{flap_window}"
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("GET {path}: not JSON: {e}"))
+        String::from_utf8(out.stdout).map_err(|e| format!("GET {path}: not UTF-8: {e}"))
     }
 
     /// The service's live status from the API (`GET /v1/services/www`).

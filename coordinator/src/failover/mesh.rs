@@ -87,6 +87,29 @@ impl Triggers {
         }
     }
 
+    /// Vantage point `v`'s probe has not answered within its usual time ([`overdue_after`]):
+    /// for starting a round this counts as its "down" (a timeout-bound fault — a link down, a
+    /// hung server — is then confirmed one probe timeout after this, not after the slowest
+    /// vantage point's own timeout), always within the one-per-interval bound since it is a
+    /// suspicion, not a verdict. It never decides anything: the round's votes do.
+    pub fn overdue(&mut self, v: usize, now: u64, armed: Armed) -> bool {
+        let Some(slot) = self.last.get_mut(v) else {
+            return false;
+        };
+        let prev = std::mem::replace(slot, Some(false));
+        if prev == Some(false) {
+            return false;
+        }
+        match armed {
+            Armed::No => false,
+            Armed::Busy => {
+                self.missed = true;
+                false
+            }
+            Armed::Yes => self.witness_may_start(now),
+        }
+    }
+
     /// After a round ends: true when a "down" seen during it should start another now (within
     /// the one-per-interval bound).
     pub fn take_missed(&mut self, now: u64, armed: Armed) -> bool {
@@ -104,6 +127,26 @@ impl Triggers {
         }
     }
 }
+
+/// How long a vantage point's probe may take before it is overdue: twice the slowest of its
+/// `recent` answer times (ms), at least [`MIN_OVERDUE_MS`]; `None` (never overdue) with fewer
+/// than [`MIN_SAMPLES`] answers to judge by (a silent witness has none), or when that is not
+/// shorter than its `timeout_ms`.
+pub fn overdue_after(recent: &[u64], timeout_ms: u64) -> Option<u64> {
+    if recent.len() < MIN_SAMPLES {
+        return None;
+    }
+    let slowest = recent.iter().copied().max().unwrap_or(0);
+    let after = slowest.saturating_mul(2).max(MIN_OVERDUE_MS);
+    (after < timeout_ms).then_some(after)
+}
+
+/// The shortest time before a probe is overdue.
+pub const MIN_OVERDUE_MS: u64 = 100;
+/// Answers needed before a vantage point's probe can be overdue.
+pub const MIN_SAMPLES: usize = 3;
+/// Answer times kept per vantage point.
+pub const RECENT: usize = 8;
 
 /// Whether a primary-down confirmation round is decided: every way its `live` outstanding
 /// witnesses could still answer (up, down, or not at all) gives the outcome `obs` gives now.

@@ -26,6 +26,8 @@ pub(super) type ProbeFut = Shared<BoxFuture<'static, Probed>>;
 pub(super) struct Probed {
     pub primary_up: bool,
     pub backup_up: bool,
+    /// How long the probe of the primary took.
+    pub primary_took: Duration,
 }
 
 /// A witness's answer on its way to the service task: the witness (its index in the
@@ -35,6 +37,38 @@ pub(super) struct Arrived {
     pub j: usize,
     pub id: u64,
     pub answer: Answer,
+}
+
+/// What the forwarding tasks tell the service task.
+#[derive(Debug)]
+pub(super) enum Heard {
+    /// A witness answered (or failed to).
+    Answer(Arrived),
+    /// Witness `j`'s request `id` has not answered within its usual time.
+    Overdue { j: usize, id: u64 },
+    /// Our own slot-0 probes are in.
+    Own(Probed),
+    /// Our own slot-0 probe of the primary has not answered within its usual time.
+    OwnOverdue,
+}
+
+/// Recent answer times of a vantage point (ms), for [`mesh::overdue_after`].
+#[derive(Default)]
+pub(super) struct Recent(std::collections::VecDeque<u64>);
+
+impl Recent {
+    pub fn push(&mut self, took: Duration) {
+        if self.0.len() == mesh::RECENT {
+            self.0.pop_front();
+        }
+        self.0.push_back(took.as_millis() as u64);
+    }
+
+    /// When a probe with this `timeout` is overdue, if it can be.
+    pub fn overdue_after(&self, timeout: Duration) -> Option<Duration> {
+        let recent: Vec<u64> = self.0.iter().copied().collect();
+        mesh::overdue_after(&recent, timeout.as_millis() as u64).map(Duration::from_millis)
+    }
 }
 
 /// A request to a witness not answered yet.
@@ -60,6 +94,8 @@ pub(super) struct Vantage {
     pub inflight: Vec<InFlight>,
     /// Requests in a row that got no answer at all.
     silent: u32,
+    /// How long its recent valid votes took.
+    pub recent: Recent,
     /// The last request sent (for the record of a round it has not answered).
     pub last_json: Option<String>,
 }
@@ -76,6 +112,9 @@ impl Vantage {
             self.silent = self.silent.saturating_add(1);
         } else {
             self.silent = 0;
+        }
+        if answer.vote.is_some() {
+            self.recent.push(answer.latency);
         }
         if self.latest.as_ref().is_none_or(|(l, _)| *l < id) {
             self.latest = Some((id, answer));
@@ -200,6 +239,7 @@ pub(super) async fn gather(own: ProbeFut, asks: Vec<Ask>, settle: Settle) -> Gat
         probed: probed.unwrap_or(Probed {
             primary_up: false,
             backup_up: false,
+            primary_took: Duration::ZERO,
         }),
         asks,
         answers,

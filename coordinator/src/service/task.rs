@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::history::History;
-use super::mesh::{self, Arrived, Ask, Gathered, InFlight, Probed, ProbeFut, Settle, Vantage};
+use super::mesh::{
+    self, Arrived, Ask, Gathered, Heard, InFlight, ProbeFut, Probed, Recent, Settle, Vantage,
+};
 use super::record::{self, Input, Target};
 use super::{Command, DnsPending, Job, ServiceDeps, ServiceStatus, decided, now_ms, phase_offset};
 use crate::config::ServiceConfig;
@@ -68,21 +70,18 @@ pub(super) struct MeshState {
     /// While the primary has been seen down in a round: when the next round of the streak is
     /// due (one interval after the last one started).
     next_round_at: Option<Instant>,
-    arrived_tx: mpsc::Sender<Arrived>,
-    own_tx: mpsc::Sender<Probed>,
+    /// How long our own recent probes of the primary took (those that found it up).
+    own_recent: Recent,
+    tx: mpsc::Sender<Heard>,
 }
 
-/// The receiving ends of [`MeshState`]'s channels.
-pub(super) struct MeshInbox {
-    arrived: mpsc::Receiver<Arrived>,
-    own: mpsc::Receiver<Probed>,
-}
+/// The receiving end of [`MeshState`]'s channel.
+pub(super) struct MeshInbox(mpsc::Receiver<Heard>);
 
 impl MeshState {
     pub(super) fn new(witnesses: usize, interval: std::time::Duration) -> (MeshState, MeshInbox) {
-        // Each request or probe sends one message; a few intervals of them at most.
-        let (arrived_tx, arrived) = mpsc::channel(64);
-        let (own_tx, own) = mpsc::channel(8);
+        // Each request or probe sends one or two messages; a few intervals of them at most.
+        let (tx, rx) = mpsc::channel(64);
         let state = MeshState {
             vantage: (0..witnesses).map(|_| Vantage::default()).collect(),
             triggers: Triggers::new(witnesses, interval.as_millis() as u64),
@@ -91,10 +90,10 @@ impl MeshState {
             own: None,
             request: None,
             next_round_at: None,
-            arrived_tx,
-            own_tx,
+            own_recent: Recent::default(),
+            tx,
         };
-        (state, MeshInbox { arrived, own })
+        (state, MeshInbox(rx))
     }
 }
 
@@ -118,7 +117,8 @@ impl ServiceTask {
         let points = self.svc.witnesses.len() as u32 + 1;
         let slot = self.svc.interval / points;
         let first = Instant::now() + phase_offset(&self.svc.name, self.svc.interval);
-        let mut slots = tokio::time::interval_at(first, slot.max(std::time::Duration::from_millis(1)));
+        let mut slots =
+            tokio::time::interval_at(first, slot.max(std::time::Duration::from_millis(1)));
         slots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let label = ServiceLabel {
             service: self.svc.name.clone(),
@@ -153,8 +153,16 @@ impl ServiceTask {
                         self.ask(j, &req);
                     }
                 }
-                Some(p) = inbox.own.recv() => self.own_probed(p, &mut round).await,
-                Some(a) = inbox.arrived.recv() => self.arrived(a, &mut round),
+                Some(heard) = inbox.0.recv() => match heard {
+                    Heard::Own(p) => self.own_probed(p, &mut round).await,
+                    Heard::OwnOverdue => self.overdue(0, &mut round),
+                    Heard::Answer(a) => self.arrived(a, &mut round),
+                    Heard::Overdue { j, id } => {
+                        if self.mesh.vantage[j].inflight.iter().any(|f| f.id == id) {
+                            self.overdue(j + 1, &mut round);
+                        }
+                    }
+                },
                 g = async { round.as_mut().expect("guarded by is_some").await }, if round.is_some() => {
                     round = None;
                     self.round_done(g, &mut round).await;
@@ -221,11 +229,24 @@ impl ServiceTask {
         .shared();
         self.mesh.next_id += 1;
         let id = self.mesh.next_id;
-        let tx = self.mesh.arrived_tx.clone();
-        let forward = answer.clone();
+        let tx = self.mesh.tx.clone();
+        let mut forward = answer.clone();
+        let timeout = self.deps.witnesses[self.svc.witnesses[j]].config.timeout;
+        let overdue = self.mesh.vantage[j].recent.overdue_after(timeout);
         tokio::spawn(async move {
+            if let Some(after) = overdue {
+                tokio::select! {
+                    a = &mut forward => {
+                        let _ = tx.send(Heard::Answer(Arrived { j, id, answer: a })).await;
+                        return;
+                    }
+                    _ = tokio::time::sleep(after) => {
+                        let _ = tx.send(Heard::Overdue { j, id }).await;
+                    }
+                }
+            }
             let answer = forward.await;
-            let _ = tx.send(Arrived { j, id, answer }).await;
+            let _ = tx.send(Heard::Answer(Arrived { j, id, answer })).await;
         });
         let v = &mut self.mesh.vantage[j];
         v.last_json = Some(req.json.clone());
@@ -249,24 +270,43 @@ impl ServiceTask {
     fn start_own_probe(&mut self, forward: bool) -> ProbeFut {
         let prober = self.deps.prober.clone();
         let svc = self.svc.clone();
+        let timeout = std::time::Duration::from_millis(u64::from(svc.primary_probe.timeout_ms()));
+        let start = Instant::now();
         let probe = async move {
             let (primary, backup) = tokio::join!(
-                prober.run(&svc.primary_probe),
+                async {
+                    let e = prober.run(&svc.primary_probe).await;
+                    (e.is_up(), start.elapsed())
+                },
                 prober.run(&svc.backup_probe)
             );
             Probed {
-                primary_up: primary.is_up(),
+                primary_up: primary.0,
                 backup_up: backup.is_up(),
+                primary_took: primary.1,
             }
         }
         .boxed()
         .shared();
         if forward {
-            self.mesh.own = Some((Instant::now(), probe.clone()));
-            let tx = self.mesh.own_tx.clone();
-            let p = probe.clone();
+            self.mesh.own = Some((start, probe.clone()));
+            let tx = self.mesh.tx.clone();
+            let mut p = probe.clone();
+            let overdue = self.mesh.own_recent.overdue_after(timeout);
             tokio::spawn(async move {
-                let _ = tx.send(p.await).await;
+                if let Some(after) = overdue {
+                    tokio::select! {
+                        r = &mut p => {
+                            let _ = tx.send(Heard::Own(r)).await;
+                            return;
+                        }
+                        _ = tokio::time::sleep(after) => {
+                            let _ = tx.send(Heard::OwnOverdue).await;
+                        }
+                    }
+                }
+                let r = p.await;
+                let _ = tx.send(Heard::Own(r)).await;
             });
         } else {
             tokio::spawn(probe.clone().map(|_| ()));
@@ -280,13 +320,10 @@ impl ServiceTask {
         self.mesh.own = None;
         if p.primary_up {
             self.mesh.last_up = Instant::now();
+            self.mesh.own_recent.push(p.primary_took);
         }
         let armed = self.armed(round.is_some());
-        if self
-            .mesh
-            .triggers
-            .observe(0, p.primary_up, now_ms(), armed)
-        {
+        if self.mesh.triggers.observe(0, p.primary_up, now_ms(), armed) {
             *round = Some(self.confirmation(Some(p)));
             return;
         }
@@ -304,6 +341,15 @@ impl ServiceTask {
         self.finish_round(p, answers).await;
     }
 
+    /// Vantage point `v`'s probe is overdue: it may start a confirmation round.
+    fn overdue(&mut self, v: usize, round: &mut Option<RoundFut>) {
+        let armed = self.armed(round.is_some());
+        if self.mesh.triggers.overdue(v, now_ms(), armed) {
+            debug!(vantage = v, "a probe is overdue: confirmation round");
+            *round = Some(self.confirmation(None));
+        }
+    }
+
     /// A witness's answer arrived: it is that witness's latest; a "down" may start a
     /// confirmation round.
     fn arrived(&mut self, a: Arrived, round: &mut Option<RoundFut>) {
@@ -319,7 +365,10 @@ impl ServiceTask {
                 .triggers
                 .observe(a.j + 1, v == Verdict::Up, now_ms(), armed)
             {
-                debug!(witness = a.j, "a witness sees the primary down: confirmation round");
+                debug!(
+                    witness = a.j,
+                    "a witness sees the primary down: confirmation round"
+                );
                 *round = Some(self.confirmation(None));
             }
         }
@@ -406,6 +455,10 @@ impl ServiceTask {
         if g.probed.primary_up {
             self.mesh.last_up = Instant::now();
         }
+        // Our own probe's verdict as of this round (it starts nothing by itself).
+        self.mesh
+            .triggers
+            .observe(0, g.probed.primary_up, now_ms(), Armed::No);
         let mut answers = Vec::with_capacity(g.asks.len());
         for (ask, a) in g.asks.iter().zip(g.answers) {
             let v = &mut self.mesh.vantage[ask.j];
@@ -429,17 +482,19 @@ impl ServiceTask {
             });
         }
         self.finish_round(g.probed, answers).await;
+        // The streak's rounds come one interval apart until one of them is decisive; after a
+        // decisive round that did not switch (disputed, too few votes, …) the interval's own
+        // rounds decide on each witness's latest answer, so a long dispute (a cut between
+        // the backup and the primary) costs the witnesses no more requests than the steady
+        // state, and a witness's new "down" still starts a confirmation at once.
         let s = &self.state;
         let streak = s.active == Side::Primary
             && s.override_ == Override::Auto
             && s.blocked.is_none()
-            && s.primary_down_streak > 0;
+            && s.primary_down_streak > 0
+            && s.primary_down_streak < self.svc.policy.fail_after;
         self.mesh.next_round_at = streak.then(|| g.started + self.svc.interval);
-        if self
-            .mesh
-            .triggers
-            .take_missed(now_ms(), self.armed(false))
-        {
+        if self.mesh.triggers.take_missed(now_ms(), self.armed(false)) {
             *round = Some(self.confirmation(None));
         }
     }

@@ -46,7 +46,15 @@ fn settled_table() {
     use Outcome::*;
     let any = VetoRule::Any;
     let maj = VetoRule::Majority;
-    let rows: &[(&str, VetoRule, Observation, u32, bool, bool, Option<Outcome>)] = &[
+    let rows: &[(
+        &str,
+        VetoRule,
+        Observation,
+        u32,
+        bool,
+        bool,
+        Option<Outcome>,
+    )] = &[
         (
             "our own probe sees the primary up: nothing to decide (a lone witness's down)",
             any,
@@ -207,7 +215,10 @@ fn a_flapping_witness_starts_at_most_one_round_per_interval() {
             starts.push(now);
         }
     }
-    assert!(starts.windows(2).all(|w| w[1] - w[0] >= 1_000), "{starts:?}");
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] >= 1_000),
+        "{starts:?}"
+    );
     assert_eq!(starts.len(), 10);
 }
 
@@ -225,6 +236,35 @@ fn the_coordinators_own_down_always_starts_and_busy_downs_are_remembered() {
     // Backup-active (or pinned): never.
     assert!(!t.observe(3, false, 5_000, Armed::No));
     assert!(!t.take_missed(5_000, Armed::Yes));
+}
+
+#[test]
+fn a_probe_is_overdue_after_twice_its_slowest_recent_answer() {
+    assert_eq!(overdue_after(&[], 1_000), None, "nothing to judge by");
+    assert_eq!(overdue_after(&[5, 6], 1_000), None, "too few answers");
+    assert_eq!(
+        overdue_after(&[5, 6, 4], 1_000),
+        Some(100),
+        "at least 100 ms"
+    );
+    assert_eq!(overdue_after(&[5, 300, 4], 1_000), Some(600));
+    assert_eq!(
+        overdue_after(&[5, 600, 4], 1_000),
+        None,
+        "not before its timeout"
+    );
+}
+
+#[test]
+fn an_overdue_probe_starts_a_round_once_within_the_bound() {
+    let mut t = Triggers::new(3, 1_000);
+    assert!(t.overdue(0, 100, Armed::Yes), "our own probe overdue");
+    // Its "down" then adds nothing; a witness overdue within the same interval neither.
+    assert!(!t.observe(0, false, 1_000, Armed::Yes));
+    assert!(!t.overdue(2, 600, Armed::Yes));
+    // Up again, then overdue again one interval later: one more.
+    assert!(!t.observe(0, true, 2_000, Armed::Yes));
+    assert!(t.overdue(0, 2_100, Armed::Yes));
 }
 
 proptest! {
