@@ -21,6 +21,16 @@ pub struct RoundLabel {
     pub outcome: String,
 }
 
+/// What started a confirmation round (mesh-speed detection).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfirmLabel {
+    pub service: String,
+    /// `coordinator` (our own probe saw the primary down), `witness` (a witness's vote),
+    /// `overdue` (a probe not answered within its usual time), `streak` (the next round of a
+    /// streak, one interval on), `missed` (a down seen while a round was in flight).
+    pub cause: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WitnessLabel {
     pub witness: String,
@@ -99,6 +109,7 @@ pub struct Metrics {
     pub rounds: Family<RoundLabel, Counter>,
     pub ticks: Family<ServiceLabel, Counter>,
     pub late_ticks: Family<ServiceLabel, Counter>,
+    pub confirmation_rounds: Family<ConfirmLabel, Counter>,
     pub vote_latency: Family<WitnessLabel, Histogram>,
     pub votes_missing: Family<WitnessLabel, Counter>,
     pub invalid_votes: Family<InvalidLabel, Counter>,
@@ -145,6 +156,7 @@ impl Metrics {
             rounds: Family::default(),
             ticks: Family::default(),
             late_ticks: Family::default(),
+            confirmation_rounds: Family::default(),
             vote_latency: Family::new_with_constructor(latency),
             votes_missing: Family::default(),
             invalid_votes: Family::default(),
@@ -238,8 +250,13 @@ impl Metrics {
             r.register("ticks", "probe intervals run", m.ticks.clone());
             r.register(
                 "late_ticks",
-                "probe intervals that started more than one interval late",
+                "probe intervals whose first slot started more than one slot (interval / (witnesses + 1)) late",
                 m.late_ticks.clone(),
+            );
+            r.register(
+                "confirmation_rounds",
+                "confirmation rounds started (every witness asked at once), by cause",
+                m.confirmation_rounds.clone(),
             );
             r.register(
                 "vote_latency_seconds",

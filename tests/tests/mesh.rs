@@ -175,8 +175,8 @@ fn kill_at(lab: &mut Lab, steady: &serde_json::Value, offset: Duration) -> u64 {
 
 /// One failover: the primary's web server killed at `offset` into an interval, the
 /// `failover` round awaited; then the web server restarted and the failback awaited (so the
-/// next trial starts from the same state). Returns the round's id and its time after the kill.
-fn trial(lab: &mut Lab, up_votes: u64, offset: Duration, what: &str) -> (i64, Duration) {
+/// next trial starts from the same state).
+fn trial(lab: &mut Lab, up_votes: u64, offset: Duration, what: &str) -> Failover {
     let steady = wait_steady(lab, up_votes);
     let before = lab.history().rounds_with("failover").len();
     let killed = kill_at(lab, &steady, offset);
@@ -213,7 +213,32 @@ fn trial(lab: &mut Lab, up_votes: u64, offset: Duration, what: &str) -> (i64, Du
     );
     lab.start_web(Host::Primary);
     wait_steady(lab, up_votes);
-    (round.id, took)
+    Failover {
+        round: round.id,
+        killed_ms: killed,
+        took,
+    }
+}
+
+/// One trial's failover.
+struct Failover {
+    /// The `failover` round's id.
+    round: i64,
+    /// When the primary's web server was dead (Unix ms).
+    killed_ms: u64,
+    /// From then to the round's time.
+    took: Duration,
+}
+
+/// `issued_at_ms` of a stored vote request (`{"payload": base64 of the request's JSON, ..}`).
+fn issued_at_ms(envelope: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let env: serde_json::Value = serde_json::from_str(envelope).ok()?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(env["payload"].as_str()?)
+        .ok()?;
+    let req: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    req["issued_at_ms"].as_u64()
 }
 
 /// The kill's offset into the interval for trial `i`: the middle of a slot (the n + 1
@@ -250,8 +275,7 @@ fn mesh_a_stopped_witness_does_not_slow_failover() {
     let mut healthy = Vec::new();
     for i in 0..TRIALS {
         let at = offset(&lab, i);
-        let (_, took) = trial(&mut lab, 3, at, &format!("healthy {i}"));
-        healthy.push(took);
+        healthy.push(trial(&mut lab, 3, at, &format!("healthy {i}")).took);
     }
     assert_no_late_ticks(&lab, "the healthy trials");
 
@@ -280,7 +304,8 @@ fn mesh_a_stopped_witness_does_not_slow_failover() {
     let mut stopped = Vec::new();
     for i in 0..TRIALS {
         let at = offset(&lab, i);
-        let (id, took) = trial(&mut lab, 2, at, &format!("w2 stopped {i}"));
+        let f = trial(&mut lab, 2, at, &format!("w2 stopped {i}"));
+        let id = f.round;
         // The round was decided without w2, not after waiting out its timeout.
         let votes = lab.history().votes(id);
         let w2 = votes.iter().find(|v| v.witness == "w2");
@@ -292,7 +317,7 @@ fn mesh_a_stopped_witness_does_not_slow_failover() {
         if let Some(e) = w2.and_then(|v| v.error.as_deref()) {
             lab.log(&format!("w2 stopped {i}: w2's record: {e}"));
         }
-        stopped.push(took);
+        stopped.push(f.took);
     }
     lab.signal("w2", "CONT");
     wait_steady(&lab, 3);
@@ -341,19 +366,27 @@ fn mesh_a_slow_witness_delays_failover_by_at_most_its_answer_time() {
     let mut in_round = Vec::new();
     for i in 0..DELAYED_TRIALS {
         let at = offset(&lab, i);
-        let (id, t) = trial(&mut lab, 3, at, &format!("w3 delayed {i}"));
+        let f = trial(&mut lab, 3, at, &format!("w3 delayed {i}"));
+        let id = f.round;
         let w3 = lab
             .history()
             .votes(id)
             .into_iter()
             .find(|v| v.witness == "w3");
         let w3_ms = w3.as_ref().filter(|v| v.valid).and_then(|v| v.latency_ms);
+        // When the request w3 answered in that round was signed, relative to the kill: a
+        // request sent before the round and reused, or one the round sent.
+        let signed = w3
+            .as_ref()
+            .and_then(|v| issued_at_ms(&v.request_envelope))
+            .map(|at| at as i64 - f.killed_ms as i64);
         lab.log(&format!(
-            "w3 delayed {i}: w3's record in failover round {id}: valid {:?}, latency {w3_ms:?} ms, {:?}",
+            "w3 delayed {i}: w3's record in failover round {id}: valid {:?}, latency {:?} ms, request signed {signed:?} ms after the kill, {:?}",
             w3.as_ref().map(|v| v.valid),
+            w3.as_ref().and_then(|v| v.latency_ms),
             w3.as_ref().and_then(|v| v.error.clone())
         ));
-        took.push(t);
+        took.push(f.took);
         in_round.push(w3_ms);
     }
     let ticks = assert_no_late_ticks(&lab, "the delayed-witness trials");

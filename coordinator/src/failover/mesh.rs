@@ -42,6 +42,7 @@ pub struct Triggers {
     last: Vec<Option<bool>>,
     interval_ms: u64,
     last_witness_start: Option<u64>,
+    last_overdue_start: Option<u64>,
     missed: bool,
 }
 
@@ -62,6 +63,7 @@ impl Triggers {
             last: vec![None; witnesses + 1],
             interval_ms,
             last_witness_start: None,
+            last_overdue_start: None,
             missed: false,
         }
     }
@@ -91,7 +93,8 @@ impl Triggers {
     /// for starting a round this counts as its "down" (a timeout-bound fault — a link down, a
     /// hung server — is then confirmed one probe timeout after this, not after the slowest
     /// vantage point's own timeout), always within the one-per-interval bound since it is a
-    /// suspicion, not a verdict. It never decides anything: the round's votes do.
+    /// suspicion, not a verdict (a bound of its own: a false suspicion does not hold back a
+    /// witness's real "down"). It never decides anything: the round's votes do.
     pub fn overdue(&mut self, v: usize, now: u64, armed: Armed) -> bool {
         let Some(slot) = self.last.get_mut(v) else {
             return false;
@@ -106,7 +109,7 @@ impl Triggers {
                 self.missed = true;
                 false
             }
-            Armed::Yes => self.witness_may_start(now),
+            Armed::Yes => may_start(&mut self.last_overdue_start, now, self.interval_ms),
         }
     }
 
@@ -118,12 +121,17 @@ impl Triggers {
     }
 
     fn witness_may_start(&mut self, now: u64) -> bool {
-        match self.last_witness_start {
-            Some(t) if now.saturating_sub(t) < self.interval_ms => false,
-            _ => {
-                self.last_witness_start = Some(now);
-                true
-            }
+        may_start(&mut self.last_witness_start, now, self.interval_ms)
+    }
+}
+
+/// One start per interval: true (and noted) when the last start is an interval ago.
+fn may_start(last: &mut Option<u64>, now: u64, interval_ms: u64) -> bool {
+    match *last {
+        Some(t) if now.saturating_sub(t) < interval_ms => false,
+        _ => {
+            *last = Some(now);
+            true
         }
     }
 }

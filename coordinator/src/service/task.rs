@@ -169,7 +169,7 @@ impl ServiceTask {
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() && round.is_none() => {
                     self.mesh.next_round_at = None;
-                    round = Some(self.confirmation(None));
+                    round = Some(self.confirmation(None, "streak"));
                 }
             }
         }
@@ -324,7 +324,7 @@ impl ServiceTask {
         }
         let armed = self.armed(round.is_some());
         if self.mesh.triggers.observe(0, p.primary_up, now_ms(), armed) {
-            *round = Some(self.confirmation(Some(p)));
+            *round = Some(self.confirmation(Some(p), "coordinator"));
             return;
         }
         if round.is_some() || (self.mesh.next_round_at.is_some() && !p.primary_up) {
@@ -346,7 +346,7 @@ impl ServiceTask {
         let armed = self.armed(round.is_some());
         if self.mesh.triggers.overdue(v, now_ms(), armed) {
             debug!(vantage = v, "a probe is overdue: confirmation round");
-            *round = Some(self.confirmation(None));
+            *round = Some(self.confirmation(None, "overdue"));
         }
     }
 
@@ -369,7 +369,7 @@ impl ServiceTask {
                     witness = a.j,
                     "a witness sees the primary down: confirmation round"
                 );
-                *round = Some(self.confirmation(None));
+                *round = Some(self.confirmation(None, "witness"));
             }
         }
     }
@@ -377,7 +377,15 @@ impl ServiceTask {
     /// A confirmation round: our own probe (`own`, or one in flight that started after the
     /// primary was last seen up, or a new one) and every witness asked at once, reusing a
     /// request in flight that left after the primary was last seen up.
-    fn confirmation(&mut self, own: Option<Probed>) -> RoundFut {
+    fn confirmation(&mut self, own: Option<Probed>, cause: &str) -> RoundFut {
+        self.deps
+            .metrics
+            .confirmation_rounds
+            .get_or_create(&crate::metrics::ConfirmLabel {
+                service: self.svc.name.clone(),
+                cause: cause.to_string(),
+            })
+            .inc();
         let last_up = self.mesh.last_up;
         let own = match (own, &self.mesh.own) {
             (Some(p), _) => futures::future::ready(p).boxed().shared(),
@@ -495,7 +503,7 @@ impl ServiceTask {
             && s.primary_down_streak < self.svc.policy.fail_after;
         self.mesh.next_round_at = streak.then(|| g.started + self.svc.interval);
         if self.mesh.triggers.take_missed(now_ms(), self.armed(false)) {
-            *round = Some(self.confirmation(None));
+            *round = Some(self.confirmation(None, "missed"));
         }
     }
 

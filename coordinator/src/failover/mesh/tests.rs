@@ -262,6 +262,8 @@ fn an_overdue_probe_starts_a_round_once_within_the_bound() {
     // Its "down" then adds nothing; a witness overdue within the same interval neither.
     assert!(!t.observe(0, false, 1_000, Armed::Yes));
     assert!(!t.overdue(2, 600, Armed::Yes));
+    // A witness's real "down" is not held back by the suspicion's round.
+    assert!(t.observe(3, false, 700, Armed::Yes));
     // Up again, then overdue again one interval later: one more.
     assert!(!t.observe(0, true, 2_000, Armed::Yes));
     assert!(t.overdue(0, 2_100, Armed::Yes));
@@ -271,16 +273,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Whatever the vantage points say and whenever: no round starts on a vantage point's
-    /// second "down" in a row, none while busy, and witnesses start at most one per interval.
+    /// second "down" in a row, none while busy; witnesses' downs start at most one per
+    /// interval, overdue probes at most one more.
     #[test]
     fn triggers_stay_bounded(
-        events in proptest::collection::vec((0usize..4, any::<bool>(), 0u64..600, 0u8..3, any::<bool>()), 0..300),
+        events in proptest::collection::vec((0usize..4, any::<bool>(), 0u64..600, 0u8..3, any::<bool>(), any::<bool>()), 0..300),
     ) {
         let mut t = Triggers::new(3, 1_000);
         let mut last = [None; 4];
         let mut now = 0;
         let mut witness_starts = Vec::new();
-        for (v, up, dt, armed, end_round) in events {
+        let mut overdue_starts: Vec<u64> = Vec::new();
+        for (v, up, dt, armed, end_round, overdue) in events {
             now += dt;
             let armed = [Armed::Yes, Armed::Busy, Armed::No][armed as usize];
             let started = t.observe(v, up, now, armed);
@@ -291,11 +295,20 @@ proptest! {
                 }
             }
             last[v] = Some(up);
+            if overdue {
+                let started = t.overdue(v, now, armed);
+                if started {
+                    prop_assert!(last[v] != Some(false) && armed == Armed::Yes);
+                    overdue_starts.push(now);
+                }
+                last[v] = Some(false);
+            }
             if end_round && t.take_missed(now, Armed::Yes) {
                 witness_starts.push(now);
             }
         }
         prop_assert!(witness_starts.windows(2).all(|w| w[1] - w[0] >= 1_000), "{:?}", witness_starts);
+        prop_assert!(overdue_starts.windows(2).all(|w| w[1] - w[0] >= 1_000), "{:?}", overdue_starts);
     }
 
     /// `settled` never ends a round whose outcome a live witness could still change.
