@@ -247,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
         "ticks_expected": expected_ticks,
         "late_ticks": delta("quorate_late_ticks_total"),
         "rounds_recorded": delta("quorate_rounds_total"),
+        "confirmation_rounds": delta("quorate_confirmation_rounds_total"),
         "services_primary_up_at_end": metric_sum(&b.metrics, "quorate_service_primary_up"),
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
