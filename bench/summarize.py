@@ -84,6 +84,29 @@ def main():
                       and r["phase"] == "failover" and r.get("stable_s") is not None]
                 if fo:
                     out.append("- %s %s failover values: %s" % (s, v, ", ".join("%.2f" % x for x in sorted(fo))))
+        out.append("\nFailover: mean ± standard error of the mean (n), and each Quorate median against PowerDNS's.\n")
+        out.append("| system | " + " | ".join("%s: mean ± s.e." % v for v in variants) + " | "
+                   + " | ".join("%s: median / PowerDNS median" % v for v in variants) + " |")
+        out.append("|---" * (1 + 2 * len(variants)) + "|")
+
+        def fo_vals(s, v):
+            return [r["stable_s"] for r in rows if r["system"] == s and r["variant"] == v
+                    and r["phase"] == "failover" and r.get("stable_s") is not None]
+        for s in SYSTEMS:
+            cells, ratios = [], []
+            for v in variants:
+                vals = fo_vals(s, v)
+                if len(vals) >= 2:
+                    se = statistics.stdev(vals) / len(vals) ** 0.5
+                    cells.append("%.3f ± %.3f (%d)" % (statistics.mean(vals), se, len(vals)))
+                else:
+                    cells.append("–")
+                ref = fo_vals("powerdns", v)
+                if vals and ref:
+                    ratios.append("%.2f" % (statistics.median(vals) / statistics.median(ref)))
+                else:
+                    ratios.append("–")
+            out.append("| %s | %s | %s |" % (s, " | ".join(cells), " | ".join(ratios)))
         out.append("")
 
     false_rows = load_jsonl(os.path.join(d, "false-failover.jsonl"))
