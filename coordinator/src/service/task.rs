@@ -66,7 +66,7 @@ pub(super) struct MeshState {
     /// The coordinator's own probe in flight, and when it started.
     own: Option<(Instant, ProbeFut)>,
     /// This interval's signed request, sent to each witness at its slot.
-    request: Option<(Instant, Arc<SignedRequest>)>,
+    request: Option<(u128, Arc<SignedRequest>)>,
     /// While the primary has been seen down in a round: when the next round of the streak is
     /// due (one interval after the last one started).
     next_round_at: Option<Instant>,
@@ -134,8 +134,8 @@ impl ServiceTask {
                     self.feed_or_keep(Event::SwitchFailed { to, permanent: true }).await;
                 }
                 t = slots.tick() => {
-                    let k = (t.saturating_duration_since(first).as_nanos()
-                        / slot.as_nanos().max(1)) % u128::from(points);
+                    let n = t.saturating_duration_since(first).as_nanos() / slot.as_nanos().max(1);
+                    let (interval_no, k) = (n / u128::from(points), n % u128::from(points));
                     if k == 0 {
                         let late = t.elapsed();
                         if late > slot {
@@ -149,7 +149,7 @@ impl ServiceTask {
                         }
                     } else {
                         let j = k as usize - 1;
-                        let req = self.interval_request();
+                        let req = self.interval_request(interval_no);
                         self.ask(j, &req);
                     }
                 }
@@ -188,17 +188,17 @@ impl ServiceTask {
         }
     }
 
-    /// This interval's signed request (signed once an interval, sent to each witness at its
-    /// slot).
-    fn interval_request(&mut self) -> Arc<SignedRequest> {
-        let interval = self.svc.interval;
-        if let Some((at, req)) = &self.mesh.request
-            && at.elapsed() < interval
+    /// Interval `no`'s signed request: signed at the interval's first witness slot and sent to
+    /// each witness at its own, so no witness ever gets the same request twice (it would
+    /// refuse it as replayed).
+    fn interval_request(&mut self, no: u128) -> Arc<SignedRequest> {
+        if let Some((n, req)) = &self.mesh.request
+            && *n == no
         {
             return req.clone();
         }
         let req = Arc::new(self.sign());
-        self.mesh.request = Some((Instant::now(), req.clone()));
+        self.mesh.request = Some((no, req.clone()));
         req
     }
 
