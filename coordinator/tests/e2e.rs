@@ -233,6 +233,15 @@ async fn failover_then_failback_after_hold_down_then_isolated_coordinator_does_n
             .then_some(())
     })
     .await;
+    // Each witness gets each interval's request at its own slot, and never one twice (a
+    // request reused across intervals would be refused as replayed).
+    for w in &rig.witnesses {
+        eventually("six votes from each witness", DEADLINE, || async {
+            (w.requests("up").await >= 6.0).then_some(())
+        })
+        .await;
+        assert_eq!(w.requests("replayed").await, 0.0, "{}", w.name);
+    }
     assert!(
         rig.rounds().await.is_empty(),
         "a healthy service records no rounds"

@@ -74,7 +74,7 @@ impl Triggers {
         let Some(slot) = self.last.get_mut(v) else {
             return false;
         };
-        let prev = std::mem::replace(slot, Some(up));
+        let prev = slot.replace(up);
         if up || prev == Some(false) {
             return false;
         }
@@ -99,7 +99,7 @@ impl Triggers {
         let Some(slot) = self.last.get_mut(v) else {
             return false;
         };
-        let prev = std::mem::replace(slot, Some(false));
+        let prev = slot.replace(false);
         if prev == Some(false) {
             return false;
         }

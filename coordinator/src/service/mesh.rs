@@ -28,6 +28,8 @@ pub(super) struct Probed {
     pub backup_up: bool,
     /// How long the probe of the primary took.
     pub primary_took: Duration,
+    /// When the probes started.
+    pub started: Instant,
 }
 
 /// A witness's answer on its way to the service task: the witness (its index in the
@@ -43,7 +45,7 @@ pub(super) struct Arrived {
 #[derive(Debug)]
 pub(super) enum Heard {
     /// A witness answered (or failed to).
-    Answer(Arrived),
+    Answer(Box<Arrived>),
     /// Witness `j`'s request `id` has not answered within its usual time.
     Overdue { j: usize, id: u64 },
     /// Our own slot-0 probes are in.
@@ -105,8 +107,10 @@ impl Vantage {
         self.silent >= SILENT_AFTER
     }
 
-    /// Notes an answer (or the failure to get one) to request `id`.
-    pub fn arrived(&mut self, id: u64, answer: Answer) {
+    /// Notes an answer (or the failure to get one) to request `id`; returns when that
+    /// request was sent.
+    pub fn arrived(&mut self, id: u64, answer: Answer) -> Option<Instant> {
+        let sent = self.inflight.iter().find(|f| f.id == id).map(|f| f.sent);
         self.inflight.retain(|f| f.id != id);
         if answer.failure.as_ref().is_some_and(Failure::is_silence) {
             self.silent = self.silent.saturating_add(1);
@@ -119,14 +123,15 @@ impl Vantage {
         if self.latest.as_ref().is_none_or(|(l, _)| *l < id) {
             self.latest = Some((id, answer));
         }
+        sent
     }
 
-    /// The newest request in flight sent after `after`.
+    /// The request in flight sent after `after` that will answer first: the oldest.
     pub fn inflight_since(&self, after: Instant) -> Option<&InFlight> {
         self.inflight
             .iter()
             .filter(|f| f.sent > after)
-            .max_by_key(|f| f.id)
+            .min_by_key(|f| f.id)
     }
 
     /// The latest answer, if no round has used it yet; marks it used.
@@ -240,6 +245,7 @@ pub(super) async fn gather(own: ProbeFut, asks: Vec<Ask>, settle: Settle) -> Gat
             primary_up: false,
             backup_up: false,
             primary_took: Duration::ZERO,
+            started,
         }),
         asks,
         answers,

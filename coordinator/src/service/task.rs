@@ -145,7 +145,7 @@ impl ServiceTask {
                         self.deps.metrics.ticks.get_or_create(&label).inc();
                         self.catch_up().await;
                         if self.mesh.own.is_none() {
-                            let _ = self.start_own_probe(true);
+                            self.slot_probe();
                         }
                     } else {
                         let j = k as usize - 1;
@@ -156,7 +156,7 @@ impl ServiceTask {
                 Some(heard) = inbox.0.recv() => match heard {
                     Heard::Own(p) => self.own_probed(p, &mut round).await,
                     Heard::OwnOverdue => self.overdue(0, &mut round),
-                    Heard::Answer(a) => self.arrived(a, &mut round),
+                    Heard::Answer(a) => self.arrived(*a, &mut round),
                     Heard::Overdue { j, id } => {
                         if self.mesh.vantage[j].inflight.iter().any(|f| f.id == id) {
                             self.overdue(j + 1, &mut round);
@@ -237,7 +237,7 @@ impl ServiceTask {
             if let Some(after) = overdue {
                 tokio::select! {
                     a = &mut forward => {
-                        let _ = tx.send(Heard::Answer(Arrived { j, id, answer: a })).await;
+                        let _ = tx.send(Heard::Answer(Box::new(Arrived { j, id, answer: a }))).await;
                         return;
                     }
                     _ = tokio::time::sleep(after) => {
@@ -246,7 +246,9 @@ impl ServiceTask {
                 }
             }
             let answer = forward.await;
-            let _ = tx.send(Heard::Answer(Arrived { j, id, answer })).await;
+            let _ = tx
+                .send(Heard::Answer(Box::new(Arrived { j, id, answer })))
+                .await;
         });
         let v = &mut self.mesh.vantage[j];
         v.last_json = Some(req.json.clone());
@@ -265,18 +267,16 @@ impl ServiceTask {
         }
     }
 
-    /// Starts our own probes of the primary and the backup in their own task; with
-    /// `forward`, the result also comes back through the inbox (the interval's slot 0).
-    fn start_own_probe(&mut self, forward: bool) -> ProbeFut {
+    /// Our own probes of the primary and the backup, started now in their own task.
+    fn own_probe(&self) -> ProbeFut {
         let prober = self.deps.prober.clone();
         let svc = self.svc.clone();
-        let timeout = std::time::Duration::from_millis(u64::from(svc.primary_probe.timeout_ms()));
-        let start = Instant::now();
+        let started = Instant::now();
         let probe = async move {
             let (primary, backup) = tokio::join!(
                 async {
                     let e = prober.run(&svc.primary_probe).await;
-                    (e.is_up(), start.elapsed())
+                    (e.is_up(), started.elapsed())
                 },
                 prober.run(&svc.backup_probe)
             );
@@ -284,34 +284,39 @@ impl ServiceTask {
                 primary_up: primary.0,
                 backup_up: backup.is_up(),
                 primary_took: primary.1,
+                started,
             }
         }
         .boxed()
         .shared();
-        if forward {
-            self.mesh.own = Some((start, probe.clone()));
-            let tx = self.mesh.tx.clone();
-            let mut p = probe.clone();
-            let overdue = self.mesh.own_recent.overdue_after(timeout);
-            tokio::spawn(async move {
-                if let Some(after) = overdue {
-                    tokio::select! {
-                        r = &mut p => {
-                            let _ = tx.send(Heard::Own(r)).await;
-                            return;
-                        }
-                        _ = tokio::time::sleep(after) => {
-                            let _ = tx.send(Heard::OwnOverdue).await;
-                        }
+        tokio::spawn(probe.clone().map(|_| ()));
+        probe
+    }
+
+    /// Slot 0: our own probes, their result (and their being overdue) sent to the inbox.
+    fn slot_probe(&mut self) {
+        let probe = self.own_probe();
+        let timeout =
+            std::time::Duration::from_millis(u64::from(self.svc.primary_probe.timeout_ms()));
+        self.mesh.own = Some((Instant::now(), probe.clone()));
+        let tx = self.mesh.tx.clone();
+        let mut p = probe;
+        let overdue = self.mesh.own_recent.overdue_after(timeout);
+        tokio::spawn(async move {
+            if let Some(after) = overdue {
+                tokio::select! {
+                    r = &mut p => {
+                        let _ = tx.send(Heard::Own(r)).await;
+                        return;
+                    }
+                    _ = tokio::time::sleep(after) => {
+                        let _ = tx.send(Heard::OwnOverdue).await;
                     }
                 }
-                let r = p.await;
-                let _ = tx.send(Heard::Own(r)).await;
-            });
-        } else {
-            tokio::spawn(probe.clone().map(|_| ()));
-        }
-        probe
+            }
+            let r = p.await;
+            let _ = tx.send(Heard::Own(r)).await;
+        });
     }
 
     /// Slot 0's own probes are in: a "down" turns this interval's round into a confirmation;
@@ -319,7 +324,7 @@ impl ServiceTask {
     async fn own_probed(&mut self, p: Probed, round: &mut Option<RoundFut>) {
         self.mesh.own = None;
         if p.primary_up {
-            self.mesh.last_up = Instant::now();
+            self.saw_up(p.started);
             self.mesh.own_recent.push(p.primary_took);
         }
         let armed = self.armed(round.is_some());
@@ -341,6 +346,14 @@ impl ServiceTask {
         self.finish_round(p, answers).await;
     }
 
+    /// A probe that started at `started` found the primary up. A request sent after that is
+    /// evidence of later than that "up", so a confirmation round may await it instead of
+    /// sending a new one. (When the probe started, not when its answer came: a witness's
+    /// answer can arrive long after it probed, behind a slow path.)
+    fn saw_up(&mut self, started: Instant) {
+        self.mesh.last_up = self.mesh.last_up.max(started);
+    }
+
     /// Vantage point `v`'s probe is overdue: it may start a confirmation round.
     fn overdue(&mut self, v: usize, round: &mut Option<RoundFut>) {
         let armed = self.armed(round.is_some());
@@ -354,10 +367,12 @@ impl ServiceTask {
     /// confirmation round.
     fn arrived(&mut self, a: Arrived, round: &mut Option<RoundFut>) {
         let verdict = a.answer.vote.as_ref().map(|v| v.verdict);
-        if verdict == Some(Verdict::Up) {
-            self.mesh.last_up = Instant::now();
+        let sent = self.mesh.vantage[a.j].arrived(a.id, a.answer);
+        if verdict == Some(Verdict::Up)
+            && let Some(sent) = sent
+        {
+            self.saw_up(sent);
         }
-        self.mesh.vantage[a.j].arrived(a.id, a.answer);
         if let Some(v) = verdict {
             let armed = self.armed(round.is_some());
             if self
@@ -390,7 +405,7 @@ impl ServiceTask {
         let own = match (own, &self.mesh.own) {
             (Some(p), _) => futures::future::ready(p).boxed().shared(),
             (None, Some((at, f))) if *at > last_up => f.clone(),
-            (None, _) => self.start_own_probe(false),
+            (None, _) => self.own_probe(),
         };
         let mut fresh: Option<Arc<SignedRequest>> = None;
         let mut asks = Vec::with_capacity(self.mesh.vantage.len());
@@ -461,7 +476,7 @@ impl ServiceTask {
     /// primary is seen down the streak's next round is due one interval after this one began.
     async fn round_done(&mut self, g: Gathered, round: &mut Option<RoundFut>) {
         if g.probed.primary_up {
-            self.mesh.last_up = Instant::now();
+            self.saw_up(g.probed.started);
         }
         // Our own probe's verdict as of this round (it starts nothing by itself).
         self.mesh

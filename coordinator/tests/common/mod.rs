@@ -229,6 +229,28 @@ pub fn start_witnesses(
 }
 
 impl TestWitness {
+    /// How many vote requests this witness answered with `outcome` (`up`, `down` or a refusal
+    /// code such as `replayed`), from its own `/metrics` over its pinned TLS.
+    pub async fn requests(&self, outcome: &str) -> f64 {
+        let pin = shared::tls::parse_fingerprint(&self.cert_sha256).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(shared::tls::pinned_client_config(Some(pin)))
+            .build()
+            .unwrap();
+        let text = http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let want = format!("quorate_witness_vote_requests_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&want))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
     /// Trusts `coordinator`, allows probes of 127.0.0.0/8 on `ports`; `extra_roots` are CA
     /// certificates its HTTPS probes trust.
     pub fn start(

@@ -39,6 +39,17 @@ fn offsets_spread_the_vantage_points_evenly() {
     assert_eq!(vantage_offsets(0, 1_000), vec![0]);
 }
 
+/// A row of [`settled_table`].
+type Row = (
+    &'static str,
+    VetoRule,
+    Observation,
+    u32,
+    bool,
+    bool,
+    Option<Outcome>,
+);
+
 /// When a confirmation round is over: (case, veto, observation so far, live outstanding,
 /// decisive, settled?, the outcome it settles on).
 #[test]
@@ -46,15 +57,7 @@ fn settled_table() {
     use Outcome::*;
     let any = VetoRule::Any;
     let maj = VetoRule::Majority;
-    let rows: &[(
-        &str,
-        VetoRule,
-        Observation,
-        u32,
-        bool,
-        bool,
-        Option<Outcome>,
-    )] = &[
+    let rows: &[Row] = &[
         (
             "our own probe sees the primary up: nothing to decide (a lone witness's down)",
             any,
