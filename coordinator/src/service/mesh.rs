@@ -96,7 +96,7 @@ pub(super) struct Vantage {
     pub inflight: Vec<InFlight>,
     /// Requests in a row that got no answer at all.
     silent: u32,
-    /// How long its recent valid votes took.
+    /// How long its recent "up" votes took.
     pub recent: Recent,
     /// The last request sent (for the record of a round it has not answered).
     pub last_json: Option<String>,
@@ -117,7 +117,14 @@ impl Vantage {
         } else {
             self.silent = 0;
         }
-        if answer.vote.is_some() {
+        // The baseline of "usual" is how long a witness takes to find the primary up: a "down"
+        // that waited out a probe timeout is not a usual answer time, and counting it would
+        // blind the next suspicion.
+        if answer
+            .vote
+            .as_ref()
+            .is_some_and(|v| v.verdict == shared::protocol::Verdict::Up)
+        {
             self.recent.push(answer.latency);
         }
         if self.latest.as_ref().is_none_or(|(l, _)| *l < id) {
