@@ -12,7 +12,8 @@
 //! ```
 //!
 //! The seed is printed first; a failing run prints it again with every violation.
-//! Lab id 19: namespaces `qlab-s19-*`, addresses 10.231.19.0/24.
+//! Lab id 19: namespaces `qlab-s19-*`, addresses 10.231.19.0/24 (`QUORATE_FAULT_LAB` picks
+//! another id from 30..=99, so a long run can go on beside the test suite's own).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,6 +34,19 @@ use tests::faultrun::schedule::{FaultStep, SplitMix64, schedule};
 use tests::lab::{Host, Lab, LabOptions, NAME, SERVICE, poll_until};
 
 const LAB_ID: u8 = 19;
+
+/// `QUORATE_FAULT_LAB`, else 19. Ids 1..=29 belong to the other lab tests.
+fn lab_id() -> u8 {
+    match std::env::var("QUORATE_FAULT_LAB") {
+        Ok(s) => match s.trim().parse::<u8>() {
+            Ok(id) if id == LAB_ID || (30..=99).contains(&id) => id,
+            _ => panic!(
+                "QUORATE_FAULT_LAB={s:?}: expected {LAB_ID} or 30..=99 (1..=29 are the other lab tests' ids)"
+            ),
+        },
+        Err(_) => LAB_ID,
+    }
+}
 /// How often the client asks (the issue: every 100–200 ms).
 const CLIENT_EVERY: Duration = Duration::from_millis(150);
 /// A restarted coordinator must answer its API within this (it opens SQLite and binds).
@@ -306,7 +320,7 @@ fn faultrun_random_faults_keep_the_five_invariants() {
         duration.as_secs()
     );
     let steps = schedule(seed, duration);
-    let mut opts = LabOptions::new(LAB_ID);
+    let mut opts = LabOptions::new(lab_id());
     opts.scripted_web = true;
     // Flap damping out of the way: a held failback must not pass for a stuck coordinator.
     opts.coordinator.max_flips = 10_000;

@@ -63,8 +63,11 @@ pub(super) struct MeshState {
     /// When the primary was last seen up by any vantage point: an answer to a request sent
     /// after this is evidence of now.
     last_up: Instant,
-    /// The coordinator's own probe in flight, and when it started.
+    /// The coordinator's newest own probe in flight, and an instant just before it started.
     own: Option<(Instant, ProbeFut)>,
+    /// When the newest own probe whose result was handled started: a result of an older one
+    /// that comes after it is stale.
+    own_heard: Option<Instant>,
     /// This interval's signed request, sent to each witness at its slot.
     request: Option<(u128, Arc<SignedRequest>)>,
     /// While the primary has been seen down in a round: when the next round of the streak is
@@ -88,6 +91,7 @@ impl MeshState {
             next_id: 0,
             last_up: Instant::now(),
             own: None,
+            own_heard: None,
             request: None,
             next_round_at: None,
             own_recent: Recent::default(),
@@ -144,9 +148,12 @@ impl ServiceTask {
                         }
                         self.deps.metrics.ticks.get_or_create(&label).inc();
                         self.catch_up().await;
-                        if self.mesh.own.is_none() {
-                            self.slot_probe();
-                        }
+                        // Even while the last one is in flight: a probe that takes its whole
+                        // timeout (a hung primary, a link down; the default timeout equals
+                        // the interval) must not cost the next interval its probe, or a
+                        // failback's hold-down counts one probe every other interval. At
+                        // most two overlap, since the timeout may not exceed the interval.
+                        self.slot_probe();
                     } else {
                         let j = k as usize - 1;
                         let req = self.interval_request(interval_no);
@@ -295,10 +302,11 @@ impl ServiceTask {
 
     /// Slot 0: our own probes, their result (and their being overdue) sent to the inbox.
     fn slot_probe(&mut self) {
+        let before = Instant::now();
         let probe = self.own_probe();
         let timeout =
             std::time::Duration::from_millis(u64::from(self.svc.primary_probe.timeout_ms()));
-        self.mesh.own = Some((Instant::now(), probe.clone()));
+        self.mesh.own = Some((before, probe.clone()));
         let tx = self.mesh.tx.clone();
         let mut p = probe;
         let overdue = self.mesh.own_recent.overdue_after(timeout);
@@ -322,7 +330,19 @@ impl ServiceTask {
     /// Slot 0's own probes are in: a "down" turns this interval's round into a confirmation;
     /// otherwise the round is decided on them and each witness's latest answer.
     async fn own_probed(&mut self, p: Probed, round: &mut Option<RoundFut>) {
-        self.mesh.own = None;
+        if self.mesh.own_heard.is_some_and(|h| p.started <= h) {
+            debug!("an own probe's result came after a newer one's: stale, ignored");
+            return;
+        }
+        self.mesh.own_heard = Some(p.started);
+        if self
+            .mesh
+            .own
+            .as_ref()
+            .is_some_and(|(before, _)| p.started >= *before)
+        {
+            self.mesh.own = None;
+        }
         if p.primary_up {
             self.saw_up(p.started);
             self.mesh.own_recent.push(p.primary_took);
