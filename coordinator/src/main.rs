@@ -12,6 +12,11 @@ use coordinator::cli;
 use coordinator::client::ReadConfig;
 use shared::cli_docs::Generated;
 
+/// mimalloc rather than glibc's malloc: allocation was about a tenth of the CPU under load
+/// (docs/benchmarks.md, run 6).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "quorate-coordinator",

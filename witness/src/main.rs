@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand};
 use shared::cli_docs::Generated;
 use witness::config::LogFormat;
 
+/// mimalloc rather than glibc's malloc: allocation was about a tenth of the CPU under load
+/// (docs/benchmarks.md, run 6).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "quorate-witness",
