@@ -110,6 +110,9 @@ pub struct Metrics {
     pub ticks: Family<ServiceLabel, Counter>,
     pub late_ticks: Family<ServiceLabel, Counter>,
     pub confirmation_rounds: Family<ConfirmLabel, Counter>,
+    /// Overdue probes that started no confirmation round: the coordinator-wide budget
+    /// (`failover::mesh::OverdueBudget`) was spent.
+    pub overdue_refused: Family<ServiceLabel, Counter>,
     pub vote_latency: Family<WitnessLabel, Histogram>,
     pub votes_missing: Family<WitnessLabel, Counter>,
     pub invalid_votes: Family<InvalidLabel, Counter>,
@@ -157,6 +160,7 @@ impl Metrics {
             ticks: Family::default(),
             late_ticks: Family::default(),
             confirmation_rounds: Family::default(),
+            overdue_refused: Family::default(),
             vote_latency: Family::new_with_constructor(latency),
             votes_missing: Family::default(),
             invalid_votes: Family::default(),
@@ -257,6 +261,11 @@ impl Metrics {
                 "confirmation_rounds",
                 "confirmation rounds started (every witness asked at once), by cause",
                 m.confirmation_rounds.clone(),
+            );
+            r.register(
+                "overdue_refused",
+                "overdue probes that started no confirmation round because the coordinator-wide budget for them was spent (a busy coordinator, or many services' primaries silent at once)",
+                m.overdue_refused.clone(),
             );
             r.register(
                 "vote_latency_seconds",

@@ -258,7 +258,22 @@ pub(crate) fn deps(
         readiness: config.readiness.clone(),
         alerts: alerts.clone(),
         dns_pending_after: config.notify.dns_pending_after,
+        overdue_budget: std::sync::Mutex::new(crate::failover::mesh::OverdueBudget::for_services(
+            steady_probes_per_second(&config.services),
+        )),
     }))
+}
+
+/// Probes and vote requests a second the services make in steady state: each vantage point
+/// (the coordinator and every witness of a service) once per interval.
+fn steady_probes_per_second(services: &[ServiceConfig]) -> u64 {
+    services
+        .iter()
+        .map(|s| {
+            let points = s.witnesses.len() as u64 + 1;
+            (points * 1000).div_ceil((s.interval.as_millis() as u64).max(1))
+        })
+        .sum()
 }
 
 /// A running service: its handle and the supervisor its tasks run under.

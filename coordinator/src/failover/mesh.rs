@@ -136,6 +136,73 @@ fn may_start(last: &mut Option<u64>, now: u64, interval_ms: u64) -> bool {
     }
 }
 
+/// Overdue suspicions allowed to start a confirmation round, coordinator-wide: at most
+/// `per_second` in any one-second window (fixed windows, from the first start in each).
+///
+/// An overdue probe is a suspicion, not a verdict, and it has two causes that look alike: a
+/// primary that stopped answering, and a coordinator (or a network near it) too busy to hear
+/// answers in their usual time. In the second case every service's probes go overdue at once,
+/// and each confirmation round adds n + 1 probes to the load that made them late. The bound
+/// stops that feedback. A suspicion refused here changes nothing else: the probe's own
+/// timeout, or its "down", still starts the round (one probe timeout later at most), and a
+/// real "down" verdict is never refused. Sized by [`OverdueBudget::for_services`].
+#[derive(Debug, Clone)]
+pub struct OverdueBudget {
+    per_second: u32,
+    window_start: Option<u64>,
+    used: u32,
+}
+
+impl OverdueBudget {
+    /// The fewest starts per second, whatever the number of services: a primary whose death
+    /// is first seen as an overdue probe by a handful of services still gets their rounds at
+    /// once.
+    pub const MIN_PER_SECOND: u32 = 8;
+    /// One start per second for every this many probes a second the services make in steady
+    /// state (their vantage points over their intervals): about 5 % more probes at most.
+    pub const PROBES_PER_START: u64 = 80;
+
+    pub fn new(per_second: u32) -> OverdueBudget {
+        OverdueBudget {
+            per_second,
+            window_start: None,
+            used: 0,
+        }
+    }
+
+    /// Sized for services that together make `probes_per_second` probes and requests a
+    /// second in steady state.
+    pub fn for_services(probes_per_second: u64) -> OverdueBudget {
+        let scaled = probes_per_second.div_ceil(Self::PROBES_PER_START);
+        OverdueBudget::new(
+            u32::try_from(scaled)
+                .unwrap_or(u32::MAX)
+                .max(Self::MIN_PER_SECOND),
+        )
+    }
+
+    pub fn per_second(&self) -> u32 {
+        self.per_second
+    }
+
+    /// True (and counted) when a suspicion at `now` (ms) may start a round.
+    pub fn take(&mut self, now: u64) -> bool {
+        match self.window_start {
+            Some(t) if now.saturating_sub(t) < 1000 => {}
+            _ => {
+                self.window_start = Some(now);
+                self.used = 0;
+            }
+        }
+        if self.used < self.per_second {
+            self.used += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// How long a vantage point's probe may take before it is overdue: twice the slowest of its
 /// `recent` answer times (ms), at least [`MIN_OVERDUE_MS`]; `None` (never overdue) with fewer
 /// than [`MIN_SAMPLES`] answers to judge by (a silent witness has none), or when that is not

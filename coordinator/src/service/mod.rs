@@ -58,6 +58,8 @@ pub struct ServiceDeps {
     pub alerts: crate::readiness::AlertMemory,
     /// `notify.dns_pending_after`: a change pending this long is a `dns-pending` notice.
     pub dns_pending_after: Duration,
+    /// Overdue suspicions that may start confirmation rounds, shared by every service.
+    pub overdue_budget: std::sync::Mutex<crate::failover::mesh::OverdueBudget>,
 }
 
 /// One DNS backend as its services use it: the backend, and where the zone's authoritative

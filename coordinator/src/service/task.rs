@@ -377,9 +377,31 @@ impl ServiceTask {
     /// Vantage point `v`'s probe is overdue: it may start a confirmation round.
     fn overdue(&mut self, v: usize, round: &mut Option<RoundFut>) {
         let armed = self.armed(round.is_some());
-        if self.mesh.triggers.overdue(v, now_ms(), armed) {
+        let now = now_ms();
+        if !self.mesh.triggers.overdue(v, now, armed) {
+            return;
+        }
+        let budget = self
+            .deps
+            .overdue_budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(now);
+        if budget {
             debug!(vantage = v, "a probe is overdue: confirmation round");
             *round = Some(self.confirmation(None, "overdue"));
+        } else {
+            debug!(
+                vantage = v,
+                "a probe is overdue; the coordinator's budget for such rounds is spent this second"
+            );
+            self.deps
+                .metrics
+                .overdue_refused
+                .get_or_create(&ServiceLabel {
+                    service: self.svc.name.clone(),
+                })
+                .inc();
         }
     }
 

@@ -342,3 +342,70 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn overdue_budget_bounds_starts_per_second() {
+    // (per_second, times in ms, expected answers)
+    let cases: &[(u32, &[u64], &[bool])] = &[
+        (2, &[0, 10, 20], &[true, true, false]),
+        // A new window one second after the first start of the last one.
+        (
+            2,
+            &[0, 10, 20, 999, 1000, 1001, 1002],
+            &[true, true, false, false, true, true, false],
+        ),
+        // A quiet stretch: the next start opens a window of its own.
+        (1, &[0, 5000, 5500, 6000], &[true, true, false, true]),
+        // A clock that goes back (it cannot: times are monotonic) opens no extra window.
+        (1, &[1000, 500], &[true, false]),
+        (0, &[0, 2000], &[false, false]),
+    ];
+    for (per_second, times, want) in cases {
+        let mut b = OverdueBudget::new(*per_second);
+        let got: Vec<bool> = times.iter().map(|t| b.take(*t)).collect();
+        assert_eq!(&got, want, "per_second {per_second}, times {times:?}");
+    }
+}
+
+#[test]
+fn overdue_budget_is_sized_by_the_steady_probe_rate() {
+    for (probes_per_second, want) in [
+        (0, OverdueBudget::MIN_PER_SECOND),
+        (4, OverdueBudget::MIN_PER_SECOND),
+        (640, 8),
+        (641, 9),
+        // 1,000 services, 3 witnesses, 1 s: 4,000 probes a second, 50 starts.
+        (4000, 50),
+        (u64::MAX, u32::MAX),
+    ] {
+        assert_eq!(
+            OverdueBudget::for_services(probes_per_second).per_second(),
+            want,
+            "{probes_per_second} probes/s"
+        );
+    }
+}
+
+proptest! {
+    /// However suspicions arrive, any one second holds at most two windows' worth of starts
+    /// (the windows are fixed, so a second may straddle two of them).
+    #[test]
+    fn overdue_budget_never_exceeds_twice_the_rate_in_any_second(
+        per_second in 0u32..6,
+        gaps in proptest::collection::vec(0u64..400, 1..200),
+    ) {
+        let mut b = OverdueBudget::new(per_second);
+        let mut now = 0;
+        let mut started = Vec::new();
+        for g in gaps {
+            now += g;
+            if b.take(now) {
+                started.push(now);
+            }
+        }
+        for (i, t) in started.iter().enumerate() {
+            let within = started[i..].iter().take_while(|s| **s < t + 1000).count();
+            prop_assert!(within as u32 <= 2 * per_second, "{within} starts in the second from {t}");
+        }
+    }
+}
